@@ -1,0 +1,278 @@
+"""Configuration of a NIAF model (Neural Implicit Action Fields, arXiv 2603.01766).
+
+This file is shipped to the Hub as remote code next to ``modeling_niaf.py``. It imports no torch itself and
+has no relative imports, so the installed package and the Hub copy use the very same file.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+NORMALIZATION_MODES = ("QUANTILES", "MIN_MAX", "MEAN_STD", "IDENTITY")
+"""Normalisation modes, with LeRobot's names. All map a feature per dimension to roughly [-1, 1]."""
+
+STATS_KEYS = ("min", "max", "mean", "std", "q01", "q99", "q10", "q50", "q90", "count")
+"""Statistics keys accepted per feature, in LeRobot's ``stats.json`` layout."""
+
+_REQUIRED_STATS = {"QUANTILES": ("q01", "q99"), "MIN_MAX": ("min", "max"), "MEAN_STD": ("mean", "std"), "IDENTITY": ()}
+
+_DEFAULT_BACKBONE_TYPE = "florence2"
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"NiafConfig: `{name}` must be an int, got {type(value).__name__} ({value!r}).")
+    if value < minimum:
+        raise ValueError(f"NiafConfig: `{name}` must be >= {minimum}, got {value}.")
+    return value
+
+
+def _check_float(name: str, value: Any, *, positive: bool = False, non_negative: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"NiafConfig: `{name}` must be a number, got {type(value).__name__} ({value!r}).")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"NiafConfig: `{name}` must be finite, got {value}.")
+    if positive and value <= 0:
+        raise ValueError(f"NiafConfig: `{name}` must be > 0, got {value}.")
+    if non_negative and value < 0:
+        raise ValueError(f"NiafConfig: `{name}` must be >= 0, got {value}.")
+    return value
+
+
+class NiafConfig(PretrainedConfig):
+    r"""Configuration of [`NiafForActionFunction`].
+
+    A vision-language backbone reads the images, the instruction and (optionally) the robot state once; its
+    outputs at ``num_queries = siren_layers * (modulation_groups + 1)`` learned query tokens become per-layer
+    frequency (γ) and phase (β) modulations of a shared SIREN. The SIREN maps normalised chunk time
+    τ ∈ [-1, 1] to a normalised action.
+
+    Time axis: a chunk holds the next ``chunk_size`` (K) control steps at ``control_hz`` (f). Training samples
+    τ_k = -1 + 2k/(K-1), which corresponds to t_k = k/f seconds after the chunk start, so the chunk lasts
+    T = (K-1)/f seconds and d/dt = (2/T) d/dτ.
+
+    Args:
+        backbone_config (`dict` or `PretrainedConfig`, *optional*):
+            Config of the vision-language backbone, any `AutoConfig` model type (Florence-2, Qwen2.5-VL,
+            Qwen3-VL, PaliGemma, SmolVLM/Idefics3, ...). A dict must carry `model_type`. Defaults to a
+            Florence-2 config with transformers' default sizes.
+        action_dim (`int`, defaults to 7): dimension D of an action.
+        chunk_size (`int`, defaults to 10): K, supervised points per chunk (>= 2).
+        control_hz (`float`, defaults to 30.0): f, the rate of the actions in a chunk, in Hz.
+        siren_layers (`int`, defaults to 3): L, number of modulated sine layers.
+        siren_width (`int`, defaults to 256): H, width of every sine layer.
+        siren_omega0 (`float`, defaults to 30.0): ω₀ of every sine layer.
+        modulation_groups (`int`, defaults to 64): G, frequency tokens per layer; must divide `siren_width`.
+        use_state (`bool`, defaults to False): feed a robot-state token to the backbone.
+        state_dim (`int`, *optional*): dimension of the robot state; required when `use_state`.
+        num_cameras (`int`, defaults to 1): images per observation (e.g. 2 for static + wrist).
+        normalization_mode (`str`, defaults to "QUANTILES"): one of QUANTILES (q01/q99), MIN_MAX, MEAN_STD,
+            IDENTITY; applied to actions and states.
+        normalization_stats (`dict`, *optional*): ``{"action": {"q01": [...], ...}, "state": {...}}`` in
+            LeRobot's stats.json layout; each vector has the feature's dimension.
+        unnormalized_action_dims (`list[int]`, *optional*): action dimensions left as they are (e.g. a
+            binary gripper already in [-1, 1]).
+        loss_weight_position (`float`, defaults to 1.0): λ_p.
+        loss_weight_velocity (`float`, defaults to 1.0): λ_v, used only when velocities are given.
+        loss_weight_jerk (`float`, defaults to 0.0): λ_j of the jerk regulariser.
+        query_init_std (`float`, defaults to 0.02): std of the learned query embeddings at initialisation.
+    """
+
+    model_type = "niaf"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_config: dict | PretrainedConfig | None = None,
+        action_dim: int = 7,
+        chunk_size: int = 10,
+        control_hz: float = 30.0,
+        siren_layers: int = 3,
+        siren_width: int = 256,
+        siren_omega0: float = 30.0,
+        modulation_groups: int = 64,
+        use_state: bool = False,
+        state_dim: int | None = None,
+        num_cameras: int = 1,
+        normalization_mode: str = "QUANTILES",
+        normalization_stats: dict[str, dict[str, list[float]]] | None = None,
+        unnormalized_action_dims: list[int] | None = None,
+        loss_weight_position: float = 1.0,
+        loss_weight_velocity: float = 1.0,
+        loss_weight_jerk: float = 0.0,
+        query_init_std: float = 0.02,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("num_queries", None)  # derived; written by to_dict for readers, never an input
+        self.backbone_config = self._build_backbone_config(backbone_config)
+        self.action_dim = _check_int("action_dim", action_dim, 1)
+        self.chunk_size = _check_int("chunk_size", chunk_size, 2)
+        self.control_hz = _check_float("control_hz", control_hz, positive=True)
+        self.siren_layers = _check_int("siren_layers", siren_layers, 1)
+        self.siren_width = _check_int("siren_width", siren_width, 1)
+        self.siren_omega0 = _check_float("siren_omega0", siren_omega0, positive=True)
+        self.modulation_groups = _check_int("modulation_groups", modulation_groups, 1)
+        if self.siren_width % self.modulation_groups != 0:
+            raise ValueError(
+                f"NiafConfig: `modulation_groups` ({self.modulation_groups}) must divide `siren_width` "
+                f"({self.siren_width}): each of the G frequency tokens modulates siren_width/G rows."
+            )
+        if not isinstance(use_state, bool):
+            raise ValueError(f"NiafConfig: `use_state` must be a bool, got {use_state!r}.")
+        self.use_state = use_state
+        if state_dim is not None:
+            state_dim = _check_int("state_dim", state_dim, 1)
+        if use_state and state_dim is None:
+            raise ValueError("NiafConfig: `state_dim` is required when `use_state=True`.")
+        self.state_dim = state_dim
+        self.num_cameras = _check_int("num_cameras", num_cameras, 1)
+        if normalization_mode not in NORMALIZATION_MODES:
+            raise ValueError(
+                f"NiafConfig: `normalization_mode` must be one of {NORMALIZATION_MODES}, got {normalization_mode!r}."
+            )
+        self.normalization_mode = normalization_mode
+        self.unnormalized_action_dims = self._check_dims(unnormalized_action_dims)
+        self.normalization_stats = self._check_stats(normalization_stats)
+        self.loss_weight_position = _check_float("loss_weight_position", loss_weight_position, non_negative=True)
+        self.loss_weight_velocity = _check_float("loss_weight_velocity", loss_weight_velocity, non_negative=True)
+        self.loss_weight_jerk = _check_float("loss_weight_jerk", loss_weight_jerk, non_negative=True)
+        self.query_init_std = _check_float("query_init_std", query_init_std, positive=True)
+        super().__init__(**kwargs)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Derived quantities
+    # ----------------------------------------------------------------------------------------------------
+    @property
+    def num_queries(self) -> int:
+        """Q = L·(G+1): per SIREN layer, G frequency tokens and one bias token."""
+        return self.siren_layers * (self.modulation_groups + 1)
+
+    @property
+    def chunk_duration(self) -> float:
+        """T = (K-1)/f in seconds: τ = -1 is the first action of the chunk, τ = +1 the K-th."""
+        return (self.chunk_size - 1) / self.control_hz
+
+    @property
+    def tau_to_seconds(self) -> float:
+        """d/dt = (2/T) d/dτ: the factor that turns a τ-derivative into a per-second derivative."""
+        return 2.0 / self.chunk_duration
+
+    @property
+    def hidden_size(self) -> int:
+        """Hidden size d of the backbone's language model (the width of the query outputs Z)."""
+        cfg = self.backbone_config
+        text = getattr(cfg, "text_config", None)
+        for source in (text, cfg):
+            if source is None:
+                continue
+            for name in ("hidden_size", "d_model"):
+                value = getattr(source, name, None)
+                if isinstance(value, int):
+                    return value
+        raise ValueError(
+            f"NiafConfig: cannot find the hidden size of backbone `{cfg.model_type}` "
+            "(looked for text_config.hidden_size / d_model and hidden_size / d_model)."
+        )
+
+    # ----------------------------------------------------------------------------------------------------
+    # Validation helpers
+    # ----------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _build_backbone_config(value: dict | PretrainedConfig | None) -> PretrainedConfig:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        if value is None:
+            logger.info("NiafConfig: no `backbone_config` given, using a default Florence-2 config.")
+            return CONFIG_MAPPING[_DEFAULT_BACKBONE_TYPE]()
+        if isinstance(value, PretrainedConfig):
+            return value
+        if isinstance(value, dict):
+            model_type = value.get("model_type")
+            if model_type is None:
+                raise ValueError("NiafConfig: `backbone_config` dict needs a `model_type` key (e.g. 'florence2').")
+            if model_type not in CONFIG_MAPPING:
+                raise ValueError(
+                    f"NiafConfig: `backbone_config.model_type` {model_type!r} is not a transformers model type "
+                    "known to this installation; upgrade transformers or choose another backbone."
+                )
+            kwargs = {k: v for k, v in value.items() if k != "model_type"}
+            return CONFIG_MAPPING[model_type](**kwargs)
+        raise ValueError(
+            f"NiafConfig: `backbone_config` must be a dict or a PretrainedConfig, got {type(value).__name__}."
+        )
+
+    def _check_dims(self, dims: list[int] | None) -> list[int]:
+        if dims is None:
+            return []
+        if not isinstance(dims, (list, tuple)):
+            raise ValueError(f"NiafConfig: `unnormalized_action_dims` must be a list of ints, got {dims!r}.")
+        out = []
+        for d in dims:
+            if isinstance(d, bool) or not isinstance(d, int) or not 0 <= d < self.action_dim:
+                raise ValueError(
+                    f"NiafConfig: `unnormalized_action_dims` entries must be ints in [0, {self.action_dim}), got {d!r}."
+                )
+            out.append(d)
+        if len(set(out)) != len(out):
+            raise ValueError(f"NiafConfig: `unnormalized_action_dims` has duplicates: {out}.")
+        return sorted(out)
+
+    def _check_stats(self, stats: dict | None) -> dict[str, dict[str, list[float]]] | None:
+        if stats is None:
+            return None
+        if not isinstance(stats, dict):
+            raise ValueError(f"NiafConfig: `normalization_stats` must be a dict, got {type(stats).__name__}.")
+        dims = {"action": self.action_dim, "state": self.state_dim}
+        clean: dict[str, dict[str, list[float]]] = {}
+        for feature, feature_stats in stats.items():
+            if feature not in dims:
+                raise ValueError(
+                    f"NiafConfig: `normalization_stats` has unknown feature {feature!r}; expected 'action' or 'state'."
+                )
+            if not isinstance(feature_stats, dict):
+                raise ValueError(f"NiafConfig: `normalization_stats[{feature!r}]` must be a dict of lists.")
+            expected = dims[feature]
+            clean[feature] = {}
+            for key, vector in feature_stats.items():
+                if key not in STATS_KEYS:
+                    raise ValueError(
+                        f"NiafConfig: `normalization_stats[{feature!r}]` has unknown key {key!r}; expected one of {STATS_KEYS}."
+                    )
+                if key == "count":
+                    continue
+                if not isinstance(vector, (list, tuple)) or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector
+                ):
+                    raise ValueError(
+                        f"NiafConfig: `normalization_stats[{feature!r}][{key!r}]` must be a flat list of numbers."
+                    )
+                if expected is not None and len(vector) != expected:
+                    raise ValueError(
+                        f"NiafConfig: `normalization_stats[{feature!r}][{key!r}]` has {len(vector)} entries, "
+                        f"expected {expected} ({feature}_dim)."
+                    )
+                if not all(math.isfinite(float(x)) for x in vector):
+                    raise ValueError(f"NiafConfig: `normalization_stats[{feature!r}][{key!r}]` is not finite.")
+                clean[feature][key] = [float(x) for x in vector]
+            missing = [k for k in _REQUIRED_STATS[self.normalization_mode] if k not in clean[feature]]
+            if missing:
+                raise ValueError(
+                    f"NiafConfig: normalization_mode={self.normalization_mode} needs {missing} in "
+                    f"`normalization_stats[{feature!r}]`, which has {sorted(clean[feature])}."
+                )
+        return clean
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        output["num_queries"] = self.num_queries  # informative only; recomputed on load
+        return output
+
+
+__all__ = ["NiafConfig", "NORMALIZATION_MODES", "STATS_KEYS"]

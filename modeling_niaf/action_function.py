@@ -1,0 +1,328 @@
+"""A predicted action chunk as a function of time, with a torch-free twin for real-time control loops.
+
+[`ActionFunction`] holds one backbone pass's worth of per-sample modulations (γ, β) together with the shared
+SIREN, the chunk duration T and the action normalisation. Calling it evaluates positions and exact time
+derivatives at any time points, as often as a controller wants, without running the backbone again.
+
+Units: ``time`` is seconds from the chunk start (τ = -1 ↔ t = 0, τ = +1 ↔ t = T). With ``denormalize=True``
+the position is in the dataset's physical action units and velocity, acceleration and jerk are in those
+units per second, per second², per second³. Derivatives are de-normalised with the scale only: the offset of
+an affine map has no time derivative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from .siren import MAX_DERIVATIVE_ORDER, ModulatedSiren
+
+TAU_TOLERANCE = 1e-6
+"""Slack on τ ∈ [-1, 1] so that times computed in floating point at the chunk ends are accepted."""
+
+_DERIVATIVE_NAMES = ("position", "velocity", "acceleration", "jerk")
+
+
+@dataclass
+class ActionTrajectory:
+    """Positions and derivatives of action functions at N time points.
+
+    Attributes (torch tensors, or numpy arrays when produced by [`NumpyActionFunction`]):
+        tau: [N] or [B, N], normalised chunk time.
+        time: same shape as ``tau``, seconds from the chunk start.
+        position: [B, N, D].
+        velocity: [B, N, D] per second, or None when fewer derivatives were asked for.
+        acceleration: [B, N, D] per second², or None.
+        jerk: [B, N, D] per second³, or None.
+        denormalized: whether the values are in physical units (True) or normalised action units (False).
+    """
+
+    tau: Any
+    time: Any
+    position: Any
+    velocity: Any = None
+    acceleration: Any = None
+    jerk: Any = None
+    denormalized: bool = True
+
+    def to_numpy(self) -> ActionTrajectory:
+        """A copy with every tensor moved to CPU numpy (float64 stays float64, float32 stays float32)."""
+        def conv(v):
+            return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
+
+        return ActionTrajectory(**{f.name: conv(getattr(self, f.name)) for f in fields(self)})
+
+
+def _resolve_tau_numpy(tau, times, num_points, duration: float, default_points: int, extrapolate: bool) -> np.ndarray:
+    given = [name for name, v in (("tau", tau), ("times", times), ("num_points", num_points)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"Give at most one of `tau`, `times`, `num_points`; got {given}.")
+    if num_points is not None:
+        if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)) or num_points < 1:
+            raise ValueError(f"`num_points` must be a positive int, got {num_points!r}.")
+        return np.linspace(-1.0, 1.0, int(num_points)) if num_points > 1 else np.array([-1.0])
+    if times is not None:
+        t = np.asarray(times, dtype=np.float64)
+        name = "times"
+        tau_arr = 2.0 * t / duration - 1.0
+    elif tau is not None:
+        tau_arr = np.asarray(tau, dtype=np.float64)
+        name = "tau"
+    else:
+        return np.linspace(-1.0, 1.0, default_points)
+    if tau_arr.ndim == 0:
+        tau_arr = tau_arr.reshape(1)
+    if tau_arr.ndim not in (1, 2) or tau_arr.shape[-1] == 0:
+        raise ValueError(f"`{name}` must have shape [N] or [B, N] with N >= 1, got {tau_arr.shape}.")
+    if not np.all(np.isfinite(tau_arr)):
+        raise ValueError(f"`{name}` contains NaN or inf.")
+    if not extrapolate and (tau_arr.min() < -1.0 - TAU_TOLERANCE or tau_arr.max() > 1.0 + TAU_TOLERANCE):
+        span = f"t ∈ [0, {duration:g}] s" if name == "times" else "τ ∈ [-1, 1]"
+        raise ValueError(
+            f"`{name}` leaves the chunk ({span}): range [{tau_arr.min():g}, {tau_arr.max():g}] in τ. "
+            "The field was only trained inside the chunk; pass `extrapolate=True` to evaluate outside it anyway."
+        )
+    return tau_arr
+
+
+class ActionFunction:
+    """A batch of predicted action chunks A_b(τ), queryable at any time points.
+
+    Args:
+        siren: the model's shared [`ModulatedSiren`].
+        gamma, beta: [B, L, H] modulations from one backbone pass (kept detached unless ``keep_graph``).
+        chunk_duration: T in seconds (``(chunk_size - 1) / control_hz``).
+        action_center, action_half_range: [D] physical-units normalisation (physical = norm·half + center);
+            None means the field is already in physical units.
+        chunk_size: K, the number of training points, used when no time points are given.
+        keep_graph: keep γ, β attached to the autograd graph (for losses through the function).
+    """
+
+    def __init__(
+        self,
+        siren: ModulatedSiren,
+        gamma: torch.Tensor,
+        beta: torch.Tensor,
+        chunk_duration: float,
+        action_center: np.ndarray | torch.Tensor | None = None,
+        action_half_range: np.ndarray | torch.Tensor | None = None,
+        chunk_size: int = 10,
+        keep_graph: bool = False,
+    ) -> None:
+        if not (isinstance(chunk_duration, (int, float)) and np.isfinite(chunk_duration) and chunk_duration > 0):
+            raise ValueError(f"`chunk_duration` must be a positive number of seconds, got {chunk_duration!r}.")
+        if gamma.ndim != 3 or gamma.shape != beta.shape:
+            raise ValueError(f"`gamma` and `beta` must both be [B, L, H]; got {tuple(gamma.shape)} and {tuple(beta.shape)}.")
+        self.siren = siren
+        self.gamma = gamma if keep_graph else gamma.detach()
+        self.beta = beta if keep_graph else beta.detach()
+        self.chunk_duration = float(chunk_duration)
+        self.chunk_size = int(chunk_size)
+        dim = siren.out_dim
+        if (action_center is None) != (action_half_range is None):
+            raise ValueError("Give both `action_center` and `action_half_range`, or neither.")
+        if action_center is None:
+            center, half = np.zeros(dim), np.ones(dim)
+        else:
+            center = np.asarray(torch.as_tensor(action_center).detach().cpu(), dtype=np.float64).reshape(-1)
+            half = np.asarray(torch.as_tensor(action_half_range).detach().cpu(), dtype=np.float64).reshape(-1)
+            if center.shape != (dim,) or half.shape != (dim,):
+                raise ValueError(
+                    f"`action_center`/`action_half_range` must have shape ({dim},), got {center.shape} / {half.shape}."
+                )
+        self.action_center = center
+        self.action_half_range = half
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.gamma.shape[0])
+
+    @property
+    def action_dim(self) -> int:
+        return self.siren.out_dim
+
+    def __len__(self) -> int:
+        return self.batch_size
+
+    def __getitem__(self, index: int | slice) -> ActionFunction:
+        """The action function(s) of some samples of the batch."""
+        if isinstance(index, int):
+            index = slice(index, index + 1 if index != -1 else None)
+        return ActionFunction(
+            self.siren, self.gamma[index], self.beta[index], self.chunk_duration,
+            self.action_center, self.action_half_range, self.chunk_size, keep_graph=True,
+        )
+
+    def __call__(
+        self,
+        tau: torch.Tensor | np.ndarray | float | None = None,
+        times: torch.Tensor | np.ndarray | float | None = None,
+        num_points: int | None = None,
+        derivatives: int = 3,
+        denormalize: bool = True,
+        extrapolate: bool = False,
+    ) -> ActionTrajectory:
+        """Evaluate the action functions.
+
+        Give at most one of:
+            tau: [N] or [B, N] normalised times in [-1, 1];
+            times: [N] or [B, N] seconds from the chunk start, in [0, T];
+            num_points: N evenly spaced points over the chunk (both ends included).
+        With none of them, the K training points are used.
+
+        Args:
+            derivatives: how many time derivatives (0..3) to return besides the position.
+            denormalize: return physical units (True) or normalised action units (False); derivatives are
+                always per second, never per unit τ.
+            extrapolate: allow time points outside the chunk.
+        """
+        if isinstance(derivatives, bool) or not isinstance(derivatives, int) or not 0 <= derivatives <= MAX_DERIVATIVE_ORDER:
+            raise ValueError(f"`derivatives` must be an int in 0..{MAX_DERIVATIVE_ORDER}, got {derivatives!r}.")
+        device = self.gamma.device
+        float_dtype = torch.float64 if self.gamma.dtype == torch.float64 else torch.float32
+        if isinstance(tau, torch.Tensor) or isinstance(times, torch.Tensor):
+            # Validate on a numpy copy, but compute from the caller's tensor so that its graph is kept.
+            src = tau if isinstance(tau, torch.Tensor) else times
+            _resolve_tau_numpy(
+                None if tau is None else np.asarray(tau.detach().cpu(), dtype=np.float64),
+                None if times is None else np.asarray(times.detach().cpu(), dtype=np.float64),
+                num_points, self.chunk_duration, self.chunk_size, extrapolate,
+            )
+            src = src.reshape(1) if src.ndim == 0 else src
+            src = src.to(device=device, dtype=torch.float64 if src.dtype == torch.float64 else float_dtype)
+            tau_t = src if tau is not None else src * (2.0 / self.chunk_duration) - 1.0
+        else:
+            tau_np = _resolve_tau_numpy(tau, times, num_points, self.chunk_duration, self.chunk_size, extrapolate)
+            tau_t = torch.as_tensor(tau_np, dtype=float_dtype, device=device)
+        values = self.siren(tau_t, self.gamma, self.beta, derivatives=derivatives)
+        per_second = 2.0 / self.chunk_duration
+        out: dict[str, Any] = {}
+        for order, v in enumerate(values):
+            if order > 0:
+                v = v * per_second**order
+            if denormalize:
+                half = torch.as_tensor(self.action_half_range, dtype=v.dtype, device=v.device)
+                v = v * half
+                if order == 0:
+                    v = v + torch.as_tensor(self.action_center, dtype=v.dtype, device=v.device)
+            out[_DERIVATIVE_NAMES[order]] = v
+        time = (tau_t + 1.0) * (self.chunk_duration / 2.0)
+        return ActionTrajectory(tau=tau_t, time=time, denormalized=denormalize, **out)
+
+    def to_numpy(self) -> NumpyActionFunction:
+        """A numpy-only evaluator with the same numbers, for a real-time loop (no torch, no autograd)."""
+        siren = self.siren
+        weights = [layer.weight.detach().cpu().double().numpy() for layer in siren.layers]
+        biases = [layer.bias.detach().cpu().double().numpy() for layer in siren.layers]
+        return NumpyActionFunction(
+            weights=weights,
+            biases=biases,
+            readout_weight=siren.readout.weight.detach().cpu().double().numpy(),
+            readout_bias=siren.readout.bias.detach().cpu().double().numpy(),
+            omega_0=siren.omega_0,
+            gamma=self.gamma.detach().cpu().double().numpy(),
+            beta=self.beta.detach().cpu().double().numpy(),
+            chunk_duration=self.chunk_duration,
+            action_center=self.action_center,
+            action_half_range=self.action_half_range,
+            chunk_size=self.chunk_size,
+        )
+
+
+class NumpyActionFunction:
+    """Torch-free evaluator of a batch of action functions (float64 numpy).
+
+    The modulations are folded into per-sample weights once at construction (B·L small matrices), so each
+    query is a handful of small matrix-vector products. Same call signature and units as
+    [`ActionFunction`]; returns an [`ActionTrajectory`] of numpy arrays.
+    """
+
+    def __init__(
+        self,
+        weights: list[np.ndarray],
+        biases: list[np.ndarray],
+        readout_weight: np.ndarray,
+        readout_bias: np.ndarray,
+        omega_0: float,
+        gamma: np.ndarray,
+        beta: np.ndarray,
+        chunk_duration: float,
+        action_center: np.ndarray,
+        action_half_range: np.ndarray,
+        chunk_size: int = 10,
+    ) -> None:
+        self.omega_0 = float(omega_0)
+        self.chunk_duration = float(chunk_duration)
+        self.chunk_size = int(chunk_size)
+        # Ŵ_b = ω₀ (1+γ_b) ⊙ W (rows), b̂_b = ω₀ (b + β_b): [B, H, in] and [B, H]
+        self._w = [self.omega_0 * (1.0 + gamma[:, i, :, None]) * w[None] for i, w in enumerate(weights)]
+        self._b = [self.omega_0 * (b[None] + beta[:, i]) for i, b in enumerate(biases)]
+        self._w_first = self._w[0][:, :, 0]  # [B, H]: the first layer has a scalar input
+        self._wo = np.asarray(readout_weight, dtype=np.float64)
+        self._bo = np.asarray(readout_bias, dtype=np.float64)
+        self.action_center = np.asarray(action_center, dtype=np.float64)
+        self.action_half_range = np.asarray(action_half_range, dtype=np.float64)
+        self.batch_size = int(gamma.shape[0])
+
+    def __call__(
+        self,
+        tau=None,
+        times=None,
+        num_points: int | None = None,
+        derivatives: int = 3,
+        denormalize: bool = True,
+        extrapolate: bool = False,
+    ) -> ActionTrajectory:
+        if isinstance(derivatives, bool) or not isinstance(derivatives, int) or not 0 <= derivatives <= MAX_DERIVATIVE_ORDER:
+            raise ValueError(f"`derivatives` must be an int in 0..{MAX_DERIVATIVE_ORDER}, got {derivatives!r}.")
+        tau_arr = _resolve_tau_numpy(tau, times, num_points, self.chunk_duration, self.chunk_size, extrapolate)
+        if tau_arr.ndim == 2 and tau_arr.shape[0] != self.batch_size:
+            raise ValueError(f"`tau` of shape [B, N] must have B={self.batch_size}, got {tau_arr.shape}.")
+        k = derivatives
+        tb = np.broadcast_to(tau_arr, (self.batch_size, tau_arr.shape[-1]))  # [B, N]
+        u = tb[:, :, None] * self._w_first[:, None, :] + self._b[0][:, None, :]  # [B, N, H]
+        s = np.sin(u)
+        hs = [s]
+        if k >= 1:
+            c = np.cos(u)
+            du = np.broadcast_to(self._w_first[:, None, :], u.shape)
+            hs.append(c * du)
+            if k >= 2:
+                du2 = du * du
+                hs.append(-s * du2)
+                if k >= 3:
+                    hs.append(-c * du2 * du)
+        for w, b in zip(self._w[1:], self._b[1:], strict=True):
+            wt = np.swapaxes(w, 1, 2)[None]  # [1, B, in, H]
+            us = np.stack(hs) @ wt  # [k+1, B, N, H]
+            u = us[0] + b[:, None, :]
+            s = np.sin(u)
+            hs = [s]
+            if k >= 1:
+                c = np.cos(u)
+                du = us[1]
+                hs.append(c * du)
+                if k >= 2:
+                    du2 = du * du
+                    hs.append(c * us[2] - s * du2)
+                    if k >= 3:
+                        hs.append(c * (us[3] - du2 * du) - 3.0 * s * du * us[2])
+        out = np.stack(hs) @ self._wo.T  # [k+1, B, N, D]
+        out[0] += self._bo
+        per_second = 2.0 / self.chunk_duration
+        result: dict[str, Any] = {}
+        for order in range(k + 1):
+            v = out[order]
+            if order > 0:
+                v = v * per_second**order
+            if denormalize:
+                v = v * self.action_half_range + (self.action_center if order == 0 else 0.0)
+            result[_DERIVATIVE_NAMES[order]] = v
+        time = (tau_arr + 1.0) * (self.chunk_duration / 2.0)
+        return ActionTrajectory(tau=tau_arr, time=time, denormalized=denormalize, **result)
+
+
+__all__ = ["ActionFunction", "ActionTrajectory", "NumpyActionFunction", "TAU_TOLERANCE"]
