@@ -1,0 +1,224 @@
+"""Episode validation, chunking and the cached chunk-dataset builder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from data_factories import make_episode
+from niaf_train.chunking import (
+    build_chunk_dataset,
+    check_control_hz,
+    chunk_dataset_meta,
+    chunk_episode,
+    chunk_indices,
+    dataset_fps,
+    file_fingerprint,
+    fingerprint,
+    load_summary,
+    tau_grid,
+)
+from niaf_train.episodes import Episode, EpisodeError, LazyFrames
+
+
+def test_tau_grid_hand_values():
+    np.testing.assert_array_equal(tau_grid(5), np.array([-1.0, -0.5, 0.0, 0.5, 1.0], dtype=np.float32))
+    np.testing.assert_allclose(tau_grid(3), [-1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="chunk_size"):
+        tau_grid(1)
+
+
+def test_chunk_indices_hand_written():
+    idx, pad = chunk_indices(length=7, start=4, chunk_size=4, stride=2)
+    # frames 4, 6, (8), (10): the last real chunk point is 6
+    assert idx.tolist() == [4, 6, 6, 6]
+    assert pad.tolist() == [False, False, True, True]
+    idx, pad = chunk_indices(length=5, start=0, chunk_size=3, stride=1)
+    assert idx.tolist() == [0, 1, 2] and not pad.any()
+    idx, pad = chunk_indices(length=5, start=4, chunk_size=3, stride=1)
+    assert idx.tolist() == [4, 4, 4] and pad.tolist() == [False, True, True]
+
+
+def test_chunk_episode_against_hand_written_chunks():
+    T, D = 5, 2
+    actions = np.arange(T * D, dtype=np.float32).reshape(T, D)  # row t = [2t, 2t+1]
+    vel = actions + 100
+    img = np.stack([np.full((2, 2, 3), t, np.uint8) for t in range(T)])
+    ep = Episode("e", "mem", "go", 10.0, actions, states=actions[:, :1] * 3, velocities=vel, images={"c": img})
+    samples = list(chunk_episode(ep.validate(), chunk_size=3, stride=2))
+    assert [s["frame_index"] for s in samples] == [0, 2, 4]  # sample_every defaults to the stride
+    np.testing.assert_array_equal(samples[1]["action"], [[4, 5], [8, 9], [8, 9]])
+    np.testing.assert_array_equal(samples[1]["action_is_pad"], [False, False, True])
+    np.testing.assert_array_equal(samples[1]["velocity"], [[104, 105], [108, 109], [0, 0]])
+    np.testing.assert_array_equal(samples[2]["action"], [[8, 9]] * 3)
+    np.testing.assert_array_equal(samples[2]["velocity"], [[108, 109], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(samples[1]["observation.state"], [12.0])
+    assert samples[2]["images"]["c"][0, 0, 0] == 4
+    assert samples[1]["timestamp"] == pytest.approx(0.2)
+    every = list(chunk_episode(ep, chunk_size=3, stride=2, sample_every=1))
+    assert [s["frame_index"] for s in every] == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(every[1]["action"], [[2, 3], [6, 7], [6, 7]])
+
+
+@pytest.mark.parametrize(
+    "mutate, key, expected",
+    [
+        (lambda e: e.actions.__setitem__((3, 1), np.nan), "actions", "non-finite"),
+        (lambda e: e.states.__setitem__((2, 0), np.inf), "states", "non-finite"),
+        (lambda e: e.velocities.__setitem__((0, 0), -np.inf), "velocities", "non-finite"),
+        (lambda e: setattr(e, "actions", e.actions[:1]), "actions", "at least 2 steps"),
+        (lambda e: setattr(e, "states", e.states[:-1]), "states", "expected equal lengths"),
+        (lambda e: setattr(e, "velocities", e.velocities[:, :2]), "velocities", "action dimension"),
+        (lambda e: e.images.__setitem__("top", e.images["top"][..., :1]), "images.top", r"\[T, H, W, 3\]"),
+        (lambda e: e.images.__setitem__("top", e.images["top"][:-2]), "images.top", "expected equal lengths"),
+        (lambda e: e.images.__setitem__("top", e.images["top"].astype(np.float32)), "images.top", "uint8"),
+        (lambda e: setattr(e, "fps", 0.0), "fps", "positive"),
+    ],
+)
+def test_validate_names_file_episode_key(mutate, key, expected):
+    ep = make_episode("ep7")
+    mutate(ep)
+    with pytest.raises(EpisodeError, match=expected) as info:
+        ep.validate()
+    msg = str(info.value)
+    assert msg.startswith("memory://episode-ep7: episode ep7: key ")
+    assert repr(key) in msg and info.value.key == key
+
+
+def test_validate_image_shape_against_first_episode():
+    ep = make_episode("b", image_hw=(8, 8))
+    with pytest.raises(EpisodeError, match=r"frame shape \(8, 8, 3\), expected \(16, 16, 3\)"):
+        ep.validate(image_shapes={"top": (16, 16, 3)})
+
+
+def _expected_rows(episodes, K, stride):
+    """Independent reference: plain Python loops over frames."""
+    rows = []
+    for e_i, ep in enumerate(episodes):
+        T = len(ep)
+        for t in range(0, T, stride):
+            act, vel, pad = [], [], []
+            last = t
+            for k in range(K):
+                f = t + k * stride
+                if f < T:
+                    last = f
+                    act.append(ep.actions[f]), vel.append(ep.velocities[f]), pad.append(False)
+                else:
+                    act.append(ep.actions[last]), vel.append(np.zeros(ep.action_dim)), pad.append(True)
+            rows.append(dict(e=e_i, t=t, action=np.array(act), velocity=np.array(vel), pad=pad,
+                             state=ep.states[t], image=ep.images["top"][t], task=ep.instruction))
+    return rows
+
+
+@pytest.mark.parametrize("image_format", ["png", "raw"])
+def test_build_matches_reference_and_caches(tmp_path, image_format):
+    episodes = [make_episode(str(i), length=9 + i, seed=i, instruction=f"task {i}") for i in range(3)]
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return iter(episodes)
+
+    K, s = 4, 2
+    ds = build_chunk_dataset(factory, K, stride=s, cache_dir=tmp_path, fingerprint_parts=["v1"],
+                             image_format=image_format)
+    ref = _expected_rows(episodes, K, s)
+    assert len(ds) == len(ref) and len(calls) == 1
+    tds = ds.with_format("torch")
+    for i, r in enumerate(ref):
+        row = tds[i]
+        assert (int(row["episode_index"]), int(row["frame_index"]), row["task"]) == (r["e"], r["t"], r["task"])
+        np.testing.assert_array_equal(row["action"].numpy(), r["action"])
+        np.testing.assert_array_equal(row["velocity"].numpy(), r["velocity"])
+        assert row["action_is_pad"].tolist() == r["pad"]
+        np.testing.assert_array_equal(row["observation.state"].numpy(), r["state"])
+        np.testing.assert_array_equal(row["tau"].numpy(), np.float32([-1, -1 / 3, 1 / 3, 1]))
+        # PNG is lossless; torch formatting gives channel-first images for both storage formats (uint8 for
+        # PNG; datasets' torch formatter promotes raw integer arrays to int64)
+        img = row["observation.images.top"]
+        assert img.dtype == (torch.uint8 if image_format == "png" else torch.int64)
+        np.testing.assert_array_equal(img.permute(1, 2, 0).numpy(), r["image"])
+        assert int(row["index"]) == i
+    assert dataset_fps(ds) == pytest.approx(10.0)
+    meta = chunk_dataset_meta(ds)
+    assert (meta["chunk_size"], meta["stride"], meta["source_fps"]) == (K, s, 20.0)
+    assert load_summary(ds).to_dict()["samples"] == len(ref)
+    check_control_hz(ds, 10.0)
+    with pytest.raises(ValueError, match="control_hz=20"):
+        check_control_hz(ds, 20)
+    # cached: the factory is not called again; a changed option rebuilds
+    again = build_chunk_dataset(factory, K, stride=s, cache_dir=tmp_path, fingerprint_parts=["v1"],
+                                image_format=image_format)
+    assert len(calls) == 1 and len(again) == len(ds)
+    assert again.cache_files and again.cache_files[0]["filename"].endswith("data.arrow")
+    build_chunk_dataset(factory, K, stride=1, cache_dir=tmp_path, fingerprint_parts=["v1"],
+                        image_format=image_format)
+    assert len(calls) == 2
+
+
+def test_file_fingerprint_tracks_size_and_mtime(tmp_path):
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"12")
+    fp1 = fingerprint(file_fingerprint([tmp_path]))
+    f.write_bytes(b"123")
+    assert fingerprint(file_fingerprint([tmp_path])) != fp1
+    with pytest.raises(FileNotFoundError):
+        file_fingerprint([tmp_path / "missing"])
+
+
+def test_invalid_episode_raises_or_is_skipped_with_reason(tmp_path):
+    bad = make_episode("bad", seed=1)
+    bad.actions[2, 0] = np.nan
+    episodes = [make_episode("a"), bad, make_episode("c", seed=2)]
+    with pytest.raises(EpisodeError, match="episode bad: key 'actions'"):
+        build_chunk_dataset(lambda: episodes, 3, cache_dir=tmp_path, fingerprint_parts=None)
+    ds = build_chunk_dataset(lambda: episodes, 3, cache_dir=tmp_path, fingerprint_parts=["s"], skip_invalid=True)
+    summary = load_summary(ds)
+    assert summary.episodes == 2 and summary.frames == 24 and summary.samples == 24 == len(ds)
+    assert [(s.episode_id, s.key) for s in summary.skipped] == [("bad", "actions")]
+    assert "non-finite" in summary.skipped[0].reason
+    # the skipped episode keeps its reading-order number: episode_index 0 and 2 remain
+    assert sorted(set(ds["episode_index"])) == [0, 2]
+
+
+def test_layout_mismatch_is_an_error(tmp_path):
+    episodes = [make_episode("a"), make_episode("b", velocity=False)]
+    with pytest.raises(EpisodeError, match="episode b: key 'velocities'"):
+        build_chunk_dataset(lambda: episodes, 3, cache_dir=tmp_path, fingerprint_parts=None)
+    episodes = [make_episode("a"), make_episode("b", fps=30.0)]
+    with pytest.raises(EpisodeError, match="one dataset, one clock"):
+        build_chunk_dataset(lambda: episodes, 3, cache_dir=tmp_path, fingerprint_parts=None)
+    with pytest.raises(ValueError, match="no valid episode"):
+        build_chunk_dataset(lambda: [], 3, cache_dir=tmp_path, fingerprint_parts=None)
+
+
+def test_lazy_frames_and_streaming_match_cached(tmp_path):
+    eps = [make_episode(str(i), length=6 + i, seed=i, state_dim=None, velocity=False) for i in range(4)]
+
+    def lazy():
+        for ep in eps:
+            arr = ep.images["top"]
+            yield Episode(ep.episode_id, ep.source, ep.instruction, ep.fps, ep.actions,
+                          images={"top": LazyFrames(len(arr), arr.shape[1:], arr.__getitem__, "x")})
+
+    ds = build_chunk_dataset(lazy, 3, cache_dir=tmp_path, fingerprint_parts=["lazy"])
+    assert "observation.state" not in ds.features and "velocity" not in ds.features
+    stream = build_chunk_dataset(lazy, 3, streaming=True, num_shards=3)
+    assert stream.features == ds.features and dataset_fps(stream) == 20.0
+    got = sorted((r["episode_index"], r["frame_index"], np.asarray(r["action"]).tobytes()) for r in stream)
+    ref = sorted((r["episode_index"], r["frame_index"], np.asarray(r["action"], np.float32).tobytes()) for r in ds)
+    assert got == ref
+
+    from datasets.distributed import split_dataset_by_node
+
+    parts = [{(r["episode_index"], r["frame_index"]) for r in split_dataset_by_node(stream, rank, 2)} for rank in (0, 1)]
+    assert not parts[0] & parts[1] and len(parts[0] | parts[1]) == len(ds)
+
+
+def test_torch_dataloader_batches(tmp_path):
+    ds = build_chunk_dataset(lambda: [make_episode(str(i), seed=i) for i in range(2)], 5, cache_dir=tmp_path,
+                             fingerprint_parts=["dl"]).with_format("torch")
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert batch["action"].shape == (4, 5, 4) and batch["observation.images.top"].shape == (4, 3, 16, 16)
+    assert batch["action_is_pad"].dtype == torch.bool
