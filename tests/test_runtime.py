@@ -1,0 +1,354 @@
+"""niaf_train.runtime: delay compensation, blending continuity, stop-and-hold, refusal of bad functions.
+
+References are independent of the runtime: action functions with closed-form sine derivatives, the blend and
+stop polynomials differentiated by central finite differences (error O(h²)·|next derivative|), and NIAF's own
+ActionFunction for the integration check.
+"""
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+from niaf_train.runtime import ActionStream, blend_weight, evaluate_function, stop_profile
+
+
+@dataclass
+class _Traj:
+    position: np.ndarray
+    velocity: np.ndarray
+    acceleration: np.ndarray
+    jerk: np.ndarray
+
+
+class SineFunction:
+    """p(t) = c + A sin(ω t + φ) per dimension, exact derivatives; follows ActionFunctionLike."""
+
+    def __init__(self, amplitude, omega, phase, center, chunk_duration=0.45, nan_between=None):
+        self.a, self.w, self.ph, self.c = (
+            np.asarray(x, dtype=np.float64) for x in (amplitude, omega, phase, center)
+        )
+        self.chunk_duration = chunk_duration
+        self.nan_between = nan_between
+        self.calls = 0
+
+    def exact(self, t):
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))[:, None]
+        arg = self.w * t + self.ph
+        s, c = np.sin(arg), np.cos(arg)
+        return (self.c + self.a * s, self.a * self.w * c, -self.a * self.w**2 * s, -self.a * self.w**3 * c)
+
+    def __call__(self, times=None, derivatives=3, **kwargs):
+        self.calls += 1
+        p, v, a, j = self.exact(times)
+        if self.nan_between is not None:
+            lo, hi = self.nan_between
+            bad = (np.asarray(times) > lo) & (np.asarray(times) < hi)
+            p[bad] = np.nan
+        return _Traj(p[None], v[None], a[None], j[None])
+
+
+def sine(seed: int, dof: int = 3, **kw) -> SineFunction:
+    rng = np.random.default_rng(seed)
+    return SineFunction(
+        rng.uniform(0.2, 0.5, dof),
+        rng.uniform(2.0, 8.0, dof),
+        rng.uniform(0, 6, dof),
+        rng.uniform(-1, 1, dof),
+        **kw,
+    )
+
+
+def stacked(stream: ActionStream, times) -> dict[str, np.ndarray]:
+    cmds = [stream.command(t) for t in times]
+    return {
+        k: np.stack([getattr(c, k) for c in cmds]) for k in ("position", "velocity", "acceleration", "jerk")
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
+def test_blend_weight_boundary_values_and_derivatives():
+    assert blend_weight(0.0) == (0.0, 0.0, 0.0, 0.0)
+    assert blend_weight(1.0) == (1.0, 0.0, 0.0, 0.0)
+    h = 1e-5
+    for s in np.linspace(0.05, 0.95, 19):
+        w = [blend_weight(x) for x in (s - h, s, s + h)]
+        for order in range(3):  # derivative k+1 vs central difference of derivative k
+            fd = (w[2][order] - w[0][order]) / (2 * h)
+            assert fd == pytest.approx(w[1][order + 1], abs=1e-6)
+    # w, w', w'' are continuous at both ends (the property the blend relies on)
+    for s in (1e-7, 1 - 1e-7):
+        w = blend_weight(s)
+        assert abs(w[1]) < 1e-10 and abs(w[2]) < 1e-5
+    assert blend_weight(0.5)[0] == pytest.approx(0.5)
+
+
+def test_stop_profile_starts_on_state_ends_at_rest_and_is_self_consistent():
+    p0, v0, a0 = np.array([0.3, -1.0]), np.array([0.8, -0.5]), np.array([2.0, 1.0])
+    duration = 0.3
+    p, v, a, _ = stop_profile(p0, v0, a0, duration, 0.0)
+    np.testing.assert_allclose(p, p0)
+    np.testing.assert_allclose(v, v0)
+    np.testing.assert_allclose(a, a0)
+    h = 1e-5
+    for e in np.linspace(0.01, 0.29, 15):
+        lo, mid, hi = (stop_profile(p0, v0, a0, duration, x) for x in (e - h, e, e + h))
+        for order in range(3):
+            fd = (hi[order] - lo[order]) / (2 * h)
+            np.testing.assert_allclose(fd, mid[order + 1], atol=2e-5 * (1 + np.abs(mid[order + 1]).max()))
+    # velocity, acceleration and jerk reach zero together; the position then stays put
+    end = stop_profile(p0, v0, a0, duration, duration)
+    later = stop_profile(p0, v0, a0, duration, duration + 5.0)
+    for order in (1, 2, 3):
+        np.testing.assert_allclose(end[order], 0.0, atol=1e-12)
+    np.testing.assert_allclose(later[0], end[0])
+    near = stop_profile(p0, v0, a0, duration, duration - 1e-4)
+    assert np.abs(near[1]).max() < 1e-8 and np.abs(near[2]).max() < 1e-4  # v ~ (1-s)³, a ~ (1-s)²
+    # closed-form final position: p0 + T(v0·∫g + a0·T·∫s g), ∫g = 2/5, ∫s·g = 1/10 (by hand)
+    np.testing.assert_allclose(end[0], p0 + duration * (v0 * 0.4 + a0 * duration * 0.1), atol=1e-12)
+
+
+def test_delay_compensation_queries_the_function_at_the_present_time():
+    fn = sine(0)
+    stream = ActionStream(np.zeros(3), 0.0, blend_duration=0.02, max_latency=0.2)
+    observation, latency = 1.0, 0.06
+    stream.command(observation + latency)
+    assert stream.submit(fn, observation_time=observation, now=observation + latency)
+    for t in np.linspace(observation + latency + 0.02, observation + 0.45, 25):
+        cmd = stream.command(t)
+        exact = fn.exact(t - observation)
+        for got, want in zip((cmd.position, cmd.velocity, cmd.acceleration, cmd.jerk), exact, strict=True):
+            np.testing.assert_allclose(got, want[0], rtol=1e-12, atol=1e-12)
+        assert cmd.mode == "track"
+
+
+def perturbed(fn: SineFunction, seed: int, size: float = 0.05) -> SineFunction:
+    """A second prediction that disagrees a little with ``fn``, as consecutive policy outputs do."""
+    rng = np.random.default_rng(seed)
+    return SineFunction(
+        fn.a * (1 + size * rng.standard_normal(fn.a.shape)),
+        fn.w,
+        fn.ph + size * rng.standard_normal(fn.a.shape),
+        fn.c + size * rng.standard_normal(fn.a.shape),
+        fn.chunk_duration,
+    )
+
+
+def _jumps_across_switch(old, new, blend_duration, t_switch, h):
+    stream = ActionStream(np.zeros(3), 0.0, blend_duration=blend_duration, max_latency=0.2)
+    assert stream.submit(old, observation_time=0.0, now=0.0)
+    before = stream.command(t_switch - h)
+    assert stream.submit(new, observation_time=t_switch - 0.03, now=t_switch)
+    at = stream.command(t_switch)
+    after = stream.command(t_switch + h)
+    jumps = {
+        k: np.abs(getattr(after, k) - getattr(before, k)).max()
+        for k in ("position", "velocity", "acceleration")
+    }
+    return stream, at, jumps
+
+
+@pytest.mark.parametrize("blend_duration", [0.01, 0.05])
+def test_switch_keeps_position_velocity_acceleration_continuous(blend_duration):
+    old = sine(1)
+    new = perturbed(old, 2)
+    t_switch = 0.2
+    # at the switch the command is exactly the old function's state
+    stream, at, _ = _jumps_across_switch(old, new, blend_duration, t_switch, 1e-6)
+    for got, want in zip((at.position, at.velocity, at.acceleration), old.exact(t_switch)[:3], strict=True):
+        np.testing.assert_allclose(got, want[0], atol=1e-12)
+    # no step: the change across the switch shrinks linearly with the gap 2h (a step would not shrink)
+    coarse = _jumps_across_switch(old, new, blend_duration, t_switch, 1e-6)[2]
+    fine = _jumps_across_switch(old, new, blend_duration, t_switch, 1e-8)[2]
+    for name in ("position", "velocity", "acceleration"):
+        assert fine[name] < 0.02 * coarse[name] + 1e-12, name
+    # inside and around the window each derivative is the time derivative of the order below (no hidden steps)
+    dt = 2e-5
+    times = np.arange(t_switch + 2 * dt, t_switch + blend_duration + 0.01, dt)
+    c = stacked(stream, times)
+    for lower, upper in (("position", "velocity"), ("velocity", "acceleration"), ("acceleration", "jerk")):
+        fd = (c[lower][2:] - c[lower][:-2]) / (2 * dt)
+        scale = np.abs(c[upper]).max()
+        # the quintic weight's 3rd derivative jumps at the window's end, so central differences straddling
+        # it carry an O(dt·Δjerk) error; the end is covered by the jump test above
+        inside = np.abs(times[1:-1] - (t_switch + blend_duration)) > 3 * dt
+        np.testing.assert_allclose(fd[inside], c[upper][1:-1][inside], atol=2e-3 * scale)
+    # after the window the command is the new function, read at the present time
+    t_end = t_switch + blend_duration + 0.02
+    cmd = stream.command(t_end)
+    np.testing.assert_allclose(cmd.velocity, new.exact(t_end - (t_switch - 0.03))[1][0], atol=1e-12)
+
+
+def test_nested_switches_stay_continuous():
+    fns = [sine(0)]
+    fns += [perturbed(fns[0], i) for i in range(1, 4)]
+    stream = ActionStream(np.zeros(3), 0.0, blend_duration=0.05, max_latency=0.3)
+    assert stream.submit(fns[0], 0.0, 0.0)
+    dt = 1e-4
+    t, samples, switch_at = (
+        0.0,
+        [],
+        {0.1: fns[1], 0.12: fns[2], 0.13: fns[3]},
+    )  # each inside the previous blend
+    while t < 0.3:
+        for ts, fn in list(switch_at.items()):
+            if t >= ts:
+                assert stream.submit(fn, observation_time=ts - 0.02, now=t)
+                del switch_at[ts]
+        samples.append(stream.command(t))
+        t += dt
+    vel = np.stack([s.velocity for s in samples])
+    acc = np.stack([s.acceleration for s in samples])
+    assert np.abs(np.diff(vel, axis=0)).max() < dt * np.abs(acc).max() * 1.5
+    assert np.abs(np.diff(acc, axis=0)).max() < dt * np.abs(np.stack([s.jerk for s in samples])).max() * 1.5
+
+
+def test_past_chunk_end_the_command_stops_smoothly_and_holds():
+    fn = sine(3, chunk_duration=0.3)
+    stream = ActionStream(np.zeros(3), 0.0, blend_duration=0.0, stop_duration=0.2)
+    assert stream.submit(fn, 0.0, 0.0)
+    dt = 1e-4
+    times = np.arange(0.25, 0.8, dt)
+    c = stacked(stream, times)
+    end = fn.exact(0.3)
+    i_end = int(np.searchsorted(times, 0.3))
+    # continuous with the function's final state (one tick of slack)
+    np.testing.assert_allclose(c["position"][i_end], end[0][0], atol=dt * np.abs(end[1]).max() * 2)
+    np.testing.assert_allclose(c["velocity"][i_end], end[1][0], atol=dt * np.abs(end[2]).max() * 2)
+    np.testing.assert_allclose(c["acceleration"][i_end], end[2][0], atol=dt * np.abs(c["jerk"]).max() * 2)
+    # velocity is the derivative of position all the way through the stop; no steps in velocity
+    fd = (c["position"][2:] - c["position"][:-2]) / (2 * dt)
+    np.testing.assert_allclose(fd, c["velocity"][1:-1], atol=1e-5)
+    assert np.abs(np.diff(c["velocity"], axis=0)).max() <= dt * np.abs(c["acceleration"]).max() * 1.01
+    # at rest after stop_duration, position held
+    rest = times >= 0.5 + 1e-9
+    assert np.all(c["velocity"][rest] == 0.0) and np.all(c["acceleration"][rest] == 0.0)
+    np.testing.assert_array_equal(c["position"][rest] - c["position"][rest][0], 0.0)
+    assert stream.command(0.9).mode == "hold"
+
+
+def _reference_stream():
+    stream = ActionStream(np.zeros(3), 0.0, blend_duration=0.02, max_latency=0.1, max_velocity=10.0)
+    assert stream.submit(sine(5), 0.0, 0.01)
+    stream.command(0.1)
+    return stream
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["stale", "chunk_over", "out_of_order", "nan", "raises", "batch", "too_fast", "limits", "jump"],
+)
+def test_bad_functions_are_refused_and_leave_the_command_unchanged(case, caplog):
+    stream, reference = _reference_stream(), _reference_stream()
+    now = 0.12
+    obs = now - 0.03
+    fn = sine(6)
+    if case == "stale":
+        obs = now - 0.2
+    elif case == "chunk_over":
+        fn = sine(6, chunk_duration=0.02)
+    elif case == "out_of_order":
+        assert stream.submit(sine(7), 0.05, 0.11) and reference.submit(sine(7), 0.05, 0.11)
+        obs = 0.04
+    elif case == "nan":
+        fn = sine(6, nan_between=(0.1, 0.2))
+    elif case == "raises":
+
+        def fn(times=None, derivatives=3, **kw):
+            raise ValueError("`times` leaves the chunk")
+
+        fn.chunk_duration = 0.45
+    elif case == "batch":
+        base = sine(6)
+
+        def fn(times=None, derivatives=3, **kw):
+            t = base(times=times)
+            return _Traj(*(np.concatenate([x, x]) for x in (t.position, t.velocity, t.acceleration, t.jerk)))
+
+        fn.chunk_duration = 0.45
+    elif case == "too_fast":
+        fn = SineFunction([1.0] * 3, [20.0] * 3, [0.0] * 3, [0.0] * 3)
+    elif case == "limits":
+        stream.position_limits = reference.position_limits = (np.full(3, -1.0), np.full(3, 1.0))
+        fn = SineFunction([0.1] * 3, [1.0] * 3, [0.0] * 3, [1.05] * 3)
+    elif case == "jump":
+        stream.max_position_jump = np.full(3, 0.05)
+        fn = SineFunction([0.1] * 3, [1.0] * 3, [0.0] * 3, [2.0] * 3)
+    with caplog.at_level(logging.WARNING, logger="niaf_train.runtime"):
+        assert stream.submit(fn, observation_time=obs, now=now) is False
+    assert stream.num_refused == 1 and stream.last_refusal
+    assert "refused" in caplog.text
+    for t in np.linspace(now, 1.2, 50):  # same command as a stream that never saw the bad function
+        got, want = stream.command(t), reference.command(t)
+        np.testing.assert_array_equal(got.position, want.position)
+        np.testing.assert_array_equal(got.velocity, want.velocity)
+        assert np.all(np.isfinite(got.position))
+    assert stream.command(2.0).mode == "hold"
+
+
+def test_non_finite_value_between_probes_falls_back_to_a_stop(caplog):
+    fn = sine(8, nan_between=(0.2101, 0.2102))  # between the 16 probe points
+    stream = ActionStream(np.zeros(3), 0.0, blend_duration=0.0, stop_duration=0.1)
+    assert stream.submit(fn, 0.0, 0.0)
+    dt = 1e-5
+    with caplog.at_level(logging.ERROR, logger="niaf_train.runtime"):
+        c = stacked(stream, np.arange(0.205, 0.4, dt))
+    assert "non-finite command" in caplog.text
+    assert all(np.all(np.isfinite(x)) for x in c.values())
+    assert np.abs(np.diff(c["velocity"], axis=0)).max() < dt * np.abs(c["acceleration"]).max() * 1.01
+    np.testing.assert_array_equal(c["velocity"][-1], 0.0)
+
+
+def test_caller_errors_raise_value_error():
+    stream = ActionStream(np.zeros(3))
+    with pytest.raises(ValueError, match="observation_time"):
+        stream.submit(sine(0), observation_time=1.0, now=0.5)
+    with pytest.raises(ValueError, match="observation_time"):
+        stream.submit(sine(0), observation_time=float("nan"), now=0.5)
+    with pytest.raises(ValueError, match="chunk_duration"):
+        stream.submit(lambda times=None, derivatives=3: None, observation_time=0.0, now=0.0)
+    stream.command(1.0)
+    with pytest.raises(ValueError, match="back in time"):
+        stream.command(0.5)
+    with pytest.raises(ValueError, match="initial_position"):
+        ActionStream(np.array([0.0, np.nan]))
+    with pytest.raises(ValueError, match="blend_duration"):
+        ActionStream(np.zeros(2), blend_duration=-0.1)
+    with pytest.raises(ValueError, match="max_velocity"):
+        ActionStream(np.zeros(2), max_velocity=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="position_limits"):
+        ActionStream(np.zeros(2), position_limits=(np.ones(2), np.zeros(2)))
+    with pytest.raises(ValueError, match="validation_points"):
+        ActionStream(np.zeros(2), validation_points=1)
+
+
+def test_before_any_function_the_initial_position_is_held():
+    stream = ActionStream(np.array([0.1, -0.2]), 0.0)
+    cmd = stream.command(0.5)
+    np.testing.assert_array_equal(cmd.position, [0.1, -0.2])
+    np.testing.assert_array_equal(cmd.velocity, 0.0)
+    assert cmd.mode == "hold"
+
+
+def test_niaf_action_function_is_streamed_with_its_analytic_derivatives():
+    from modeling_niaf import ActionFunction, ModulatedSiren, NiafConfig
+
+    config = NiafConfig(
+        action_dim=2, chunk_size=10, control_hz=20.0, siren_layers=2, siren_width=16, modulation_groups=4
+    )
+    siren = ModulatedSiren(config).double()
+    gamma = torch.randn(1, 2, 16, dtype=torch.float64) * 0.1
+    beta = torch.randn(1, 2, 16, dtype=torch.float64) * 0.1
+    fn = ActionFunction(
+        siren, gamma, beta, config.chunk_duration, np.array([0.5, -0.5]), np.array([2.0, 1.0]), 10
+    )
+    stream = ActionStream(np.zeros(2), 0.0, blend_duration=0.0)
+    assert stream.submit(fn, observation_time=0.0, now=0.03)  # converted to the numpy evaluator once
+    times = np.linspace(0.03, config.chunk_duration, 7)
+    c = stacked(stream, times)
+    ref = fn(times=torch.tensor(times), derivatives=3)
+    for name in ("position", "velocity", "acceleration", "jerk"):
+        np.testing.assert_allclose(c[name], getattr(ref, name)[0].numpy(), rtol=1e-9, atol=1e-9)
+    p, v, _, _ = evaluate_function(fn.to_numpy(), times, 2)
+    np.testing.assert_allclose(p, c["position"], atol=1e-12)

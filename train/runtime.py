@@ -1,0 +1,530 @@
+"""Streaming execution of action functions: a slow policy feeding a fast controller.
+
+A NIAF policy returns a whole action *function* A(t) per inference, valid for one chunk of T seconds after
+the observation it was computed from. A controller (typically an impedance controller at 500 Hz to 1 kHz)
+needs, at every tick, a desired position, velocity and acceleration. [`ActionStream`] sits between them:
+
+* **Delay compensation.** Each function is anchored at the time of its observation, not at the time it
+  arrives: at controller time t it is queried at ``t - observation_time`` seconds into its chunk. Inference
+  latency therefore shifts *where* in the chunk the controller reads, never the plan itself.
+* **Blending.** When a new function arrives at time t_s, the command moves from the old source to the new
+  one over ``blend_duration`` seconds with the quintic weight w(s) = 10s³ - 15s⁴ + 6s⁵, s = (t - t_s)/T_b.
+  Since w, w' and w'' vanish at s = 0 and w' = w'' = 0, w = 1 at s = 1, the commanded position, velocity
+  and acceleration are continuous at both ends of the window (see [`blend_weight`]).
+* **Hold and stop.** Past the end of its chunk a function is not extrapolated: the command follows a
+  polynomial stop profile that starts with the chunk's final position, velocity and acceleration and
+  brings velocity and acceleration to zero after ``stop_duration`` seconds, then holds that position.
+* **Refusal.** A submitted function is checked before it is used: too old (latency above ``max_latency``,
+  or its chunk already over), older than the function in use, non-finite anywhere on a probe grid, above a
+  velocity limit, outside position limits, or too far from the current command. A refused function changes
+  nothing: the stream keeps following what it followed before (ultimately a stop-and-hold), and the reason
+  is logged and kept in [`ActionStream.last_refusal`].
+
+The module needs only numpy. It consumes anything that follows [`ActionFunctionLike`]: NIAF's
+``NumpyActionFunction`` (recommended in a real-time loop), a torch ``ActionFunction`` (converted once with
+its ``to_numpy()``), or any user object with the same call signature.
+
+Units: times in seconds on the caller's clock (any origin, e.g. ``time.monotonic()`` or simulation time);
+positions in the action's physical units (e.g. rad), velocities per second, accelerations per second²,
+jerks per second³.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+TIME_TOLERANCE = 1e-9
+"""Slack in seconds when comparing clock values (a controller clock built by repeated addition drifts)."""
+
+
+@runtime_checkable
+class ActionFunctionLike(Protocol):
+    """What [`ActionStream`] needs from an action function.
+
+    ``chunk_duration`` is T in seconds. Calling with ``times`` (seconds from the chunk start, shape [N]) and
+    ``derivatives=3`` returns an object with ``position``, ``velocity``, ``acceleration`` and ``jerk``
+    attributes of shape [1, N, D] (or [N, D]) in physical units per second^k, numpy arrays or torch tensors.
+    """
+
+    chunk_duration: float
+
+    def __call__(self, *, times: Any = None, derivatives: int = 3, **kwargs: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class JointCommand:
+    """The reference a controller tracks at one instant.
+
+    Attributes:
+        time: controller time in seconds.
+        position: [D] desired position (physical units).
+        velocity: [D] desired velocity, per second.
+        acceleration: [D] desired acceleration, per second².
+        jerk: [D] jerk of the reference, per second³ (for monitoring; not needed by the control law).
+        mode: "hold" (no function yet, or stopped), "track" (one function), "blend" (switching between two
+            sources) or "stop" (past a chunk's end, decelerating).
+    """
+
+    time: float
+    position: np.ndarray
+    velocity: np.ndarray
+    acceleration: np.ndarray
+    jerk: np.ndarray
+    mode: str
+
+
+# --------------------------------------------------------------------------------------------------------
+# Scalar profiles with their exact derivatives
+# --------------------------------------------------------------------------------------------------------
+def blend_weight(s: float) -> tuple[float, float, float, float]:
+    """The quintic blend w(s) = 10s³ - 15s⁴ + 6s⁵ on s ∈ [0, 1] and its first three s-derivatives.
+
+    w(0) = 0, w(1) = 1 and w' = w'' = 0 at both ends, so a blend (1-w)·a + w·b matches a in value, first and
+    second derivative at s = 0 and b at s = 1. Outside [0, 1] the weight is clamped (0 or 1, no derivative).
+    """
+    if s <= 0.0:
+        return 0.0, 0.0, 0.0, 0.0
+    if s >= 1.0:
+        return 1.0, 0.0, 0.0, 0.0
+    s2 = s * s
+    one = 1.0 - s
+    return (
+        s2 * s * (10.0 - 15.0 * s + 6.0 * s2),
+        30.0 * s2 * one * one,
+        60.0 * s * one * (1.0 - 2.0 * s),
+        60.0 * (1.0 - 6.0 * s + 6.0 * s2),
+    )
+
+
+# Stop profile: velocity v(s) = (v0 + a0·T_s·s)·g(s) with g(s) = (1-s)³(1+3s) = 1 - 6s² + 8s³ - 3s⁴.
+# g(0) = 1 and g'(0) = 0 give v(0) = v0 and dv/dt(0) = a0; g, g', g'' all vanish at s = 1, so velocity,
+# acceleration and jerk reach zero together. Position is the exact integral (polynomial).
+_G = np.polynomial.Polynomial([1.0, 0.0, -6.0, 8.0, -3.0])
+_SG = _G * np.polynomial.Polynomial([0.0, 1.0])
+_G_INT = _G.integ()
+_SG_INT = _SG.integ()
+_G_D1, _G_D2 = _G.deriv(1), _G.deriv(2)
+
+
+def stop_profile(
+    position: np.ndarray, velocity: np.ndarray, acceleration: np.ndarray, duration: float, elapsed: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A smooth stop from (position, velocity, acceleration), evaluated ``elapsed`` seconds after it starts.
+
+    Position, velocity and acceleration are continuous with the given start state; after ``duration``
+    seconds velocity, acceleration and jerk are zero and the position stays at
+    ``position + duration·(velocity·∫g + acceleration·duration·∫s·g)`` (∫ over [0, 1]). Returns
+    (position, velocity, acceleration, jerk), each [D], in the units of the inputs per second^k.
+    """
+    if duration <= 0.0:
+        zero = np.zeros_like(position)
+        return position.copy(), zero, zero.copy(), zero.copy()
+    s = min(max(elapsed / duration, 0.0), 1.0)
+    v_n = velocity / duration  # v0 / T_s
+    pos = position + duration * (velocity * _G_INT(s) + acceleration * duration * _SG_INT(s))
+    if s >= 1.0:
+        zero = np.zeros_like(position)
+        return pos, zero, zero.copy(), zero.copy()
+    g, g1, g2 = _G(s), _G_D1(s), _G_D2(s)
+    lin = v_n + acceleration * s  # (v0 + a0 T_s s) / T_s
+    vel = (velocity + acceleration * duration * s) * g
+    acc = acceleration * g + lin * g1
+    jerk = (2.0 * acceleration * g1 + lin * g2) / duration
+    return pos, vel, acc, jerk
+
+
+# --------------------------------------------------------------------------------------------------------
+# Command sources
+# --------------------------------------------------------------------------------------------------------
+_State = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def evaluate_function(fn: ActionFunctionLike, times: np.ndarray, dof: int) -> _State:
+    """Positions and the first three time derivatives of ``fn`` at ``times`` (seconds from its chunk start).
+
+    Returns four float64 arrays of shape [N, D]. Raises ValueError when the result does not have one
+    sample of ``dof`` dimensions per time point.
+    """
+    traj = fn(times=np.asarray(times, dtype=np.float64), derivatives=3)
+    out = []
+    for name in ("position", "velocity", "acceleration", "jerk"):
+        value = getattr(traj, name, None)
+        if value is None:
+            raise ValueError(f"the action function returned no `{name}`; it must support derivatives=3.")
+        arr = _to_numpy(value)
+        if arr.ndim == 3:
+            if arr.shape[0] != 1:
+                raise ValueError(
+                    f"the action function holds a batch of {arr.shape[0]} chunks; submit one chunk (fn[i])."
+                )
+            arr = arr[0]
+        if arr.shape != (len(times), dof):
+            raise ValueError(
+                f"the action function's `{name}` has shape {arr.shape}, expected ({len(times)}, {dof})."
+            )
+        out.append(arr)
+    return out[0], out[1], out[2], out[3]
+
+
+class _Source:
+    mode = "hold"
+
+    def evaluate(self, t: float) -> _State:
+        raise NotImplementedError
+
+    def simplify(self, t: float) -> _Source:
+        """The equivalent source from time t on (drops finished blends)."""
+        return self
+
+
+class _HoldSource(_Source):
+    mode = "hold"
+
+    def __init__(self, position: np.ndarray) -> None:
+        self.position = position.copy()
+
+    def evaluate(self, t: float) -> _State:
+        zero = np.zeros_like(self.position)
+        return self.position.copy(), zero, zero.copy(), zero.copy()
+
+
+class _StopSource(_Source):
+    """Decelerate from a given state, starting at ``start``, then hold."""
+
+    mode = "stop"
+
+    def __init__(self, state: _State, start: float, duration: float) -> None:
+        self.p0, self.v0, self.a0 = (x.copy() for x in state[:3])
+        self.start = start
+        self.duration = duration
+
+    def evaluate(self, t: float) -> _State:
+        return stop_profile(self.p0, self.v0, self.a0, self.duration, t - self.start)
+
+    def simplify(self, t: float) -> _Source:
+        if t >= self.start + self.duration:
+            return _HoldSource(self.evaluate(t)[0])
+        return self
+
+
+class _FunctionSource(_Source):
+    """One action function anchored at its observation time; stop-and-hold past the chunk's end."""
+
+    mode = "track"
+
+    def __init__(self, fn: ActionFunctionLike, anchor: float, dof: int, stop_duration: float) -> None:
+        self.fn = fn
+        self.anchor = anchor
+        self.duration = float(fn.chunk_duration)
+        self.dof = dof
+        end_state = evaluate_function(fn, np.array([self.duration]), dof)
+        self.end_state = tuple(x[0] for x in end_state)
+        self.stop = _StopSource(self.end_state, anchor + self.duration, stop_duration)
+
+    def evaluate(self, t: float) -> _State:
+        local = t - self.anchor
+        if local > self.duration:
+            return self.stop.evaluate(t)
+        local = min(max(local, 0.0), self.duration)
+        p, v, a, j = evaluate_function(self.fn, np.array([local]), self.dof)
+        return p[0], v[0], a[0], j[0]
+
+    def simplify(self, t: float) -> _Source:
+        if t > self.anchor + self.duration:
+            return self.stop.simplify(t)
+        return self
+
+
+class _BlendSource(_Source):
+    mode = "blend"
+
+    def __init__(self, old: _Source, new: _Source, start: float, duration: float) -> None:
+        self.old, self.new, self.start, self.duration = old, new, start, duration
+
+    def evaluate(self, t: float) -> _State:
+        w, w1, w2, w3 = blend_weight((t - self.start) / self.duration)
+        new = self.new.evaluate(t)
+        if w >= 1.0:
+            return new
+        old = self.old.evaluate(t)
+        if w <= 0.0:
+            return old
+        inv = 1.0 / self.duration
+        w1, w2, w3 = w1 * inv, w2 * inv * inv, w3 * inv**3  # per second
+        dp, dv, da, dj = (n - o for n, o in zip(new, old, strict=True))
+        p = old[0] + w * dp
+        v = old[1] + w * dv + w1 * dp
+        a = old[2] + w * da + 2.0 * w1 * dv + w2 * dp
+        j = old[3] + w * dj + 3.0 * w1 * da + 3.0 * w2 * dv + w3 * dp
+        return p, v, a, j
+
+    def simplify(self, t: float) -> _Source:
+        if t >= self.start + self.duration:
+            return self.new.simplify(t)
+        self.old = self.old.simplify(t)
+        self.new = self.new.simplify(t)
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------
+# The stream
+# --------------------------------------------------------------------------------------------------------
+def _positive(name: str, value: Any, allow_zero: bool = False, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"`{name}` must be a number of seconds, got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value) or value < 0.0 or (value == 0.0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"`{name}` must be finite and {bound}, got {value!r}.")
+    return value
+
+
+def _time(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise ValueError(f"`{name}` must be a time in seconds (a real number), got {value!r}.")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite, got {value!r}.")
+    return value
+
+
+def _per_dim(name: str, value: Any, dof: int) -> np.ndarray | None:
+    if value is None:
+        return None
+    arr = (
+        np.broadcast_to(np.asarray(value, dtype=np.float64), (dof,)).copy()
+        if np.ndim(value) == 0
+        else np.asarray(value, dtype=np.float64)
+    )
+    if arr.shape != (dof,) or not np.all(arr > 0) or not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` must be a positive finite scalar or a ({dof},) array, got {value!r}.")
+    return arr
+
+
+class ActionStream:
+    """Turns action functions arriving at a low rate into a continuous joint command at controller rate.
+
+    Args:
+        initial_position: [D] position held until the first function is accepted (e.g. the measured
+            joint positions at start-up), physical units.
+        start_time: controller time of ``initial_position``, seconds.
+        blend_duration: T_b, length of the switch from one function to the next, seconds (0 switches at
+            once and gives up continuity). Keep it shorter than the policy period.
+        stop_duration: T_s, how long the stop profile past a chunk's end takes to bring velocity to zero.
+        max_latency: a function whose observation is more than this many seconds old when submitted is
+            refused.
+        max_velocity: optional per-dimension (or scalar) bound on |velocity| over the remaining chunk, per
+            second; a function exceeding it is refused.
+        position_limits: optional ([D] lower, [D] upper) bounds on the position over the remaining chunk.
+        max_position_jump: optional bound on |new position - current command| at the switch time; guards
+            against a function that disagrees wildly with where the arm is commanded to be.
+        validation_points: number of probe times over the remaining chunk checked on submission.
+
+    Call [`submit`] when the policy returns, and [`command`] at every controller tick with non-decreasing
+    times.
+    """
+
+    def __init__(
+        self,
+        initial_position: np.ndarray,
+        start_time: float = 0.0,
+        *,
+        blend_duration: float = 0.05,
+        stop_duration: float = 0.3,
+        max_latency: float = 0.5,
+        max_velocity: float | np.ndarray | None = None,
+        position_limits: tuple[np.ndarray, np.ndarray] | None = None,
+        max_position_jump: float | np.ndarray | None = None,
+        validation_points: int = 16,
+    ) -> None:
+        position = np.asarray(initial_position, dtype=np.float64)
+        if position.ndim != 1 or position.size == 0 or not np.all(np.isfinite(position)):
+            raise ValueError(f"`initial_position` must be a finite [D] array, got {initial_position!r}.")
+        self.dof = int(position.size)
+        self.blend_duration = _positive("blend_duration", blend_duration, allow_zero=True)
+        self.stop_duration = _positive("stop_duration", stop_duration, allow_zero=True)
+        self.max_latency = _positive("max_latency", max_latency)
+        self.max_velocity = _per_dim("max_velocity", max_velocity, self.dof)
+        self.max_position_jump = _per_dim("max_position_jump", max_position_jump, self.dof)
+        if position_limits is not None:
+            try:
+                lower, upper = (np.asarray(x, dtype=np.float64) for x in position_limits)
+            except (TypeError, ValueError) as err:
+                raise ValueError(
+                    f"`position_limits` must be a pair ([D] lower, [D] upper), got {position_limits!r}."
+                ) from err
+            if lower.shape != (self.dof,) or upper.shape != (self.dof,) or not np.all(lower < upper):
+                raise ValueError(
+                    f"`position_limits` must be two ({self.dof},) arrays with lower < upper, got {position_limits!r}."
+                )
+            position_limits = (lower, upper)
+        self.position_limits = position_limits
+        if (
+            isinstance(validation_points, bool)
+            or not isinstance(validation_points, int)
+            or validation_points < 2
+        ):
+            raise ValueError(f"`validation_points` must be an int >= 2, got {validation_points!r}.")
+        self.validation_points = validation_points
+        self._source: _Source = _HoldSource(position)
+        self._last_time = _time("start_time", start_time)
+        self._last_command: JointCommand | None = None
+        self._anchor: float | None = None
+        self.num_accepted = 0
+        self.num_refused = 0
+        self.last_refusal: str | None = None
+
+    # ----------------------------------------------------------------------------------------------------
+    @property
+    def anchor(self) -> float | None:
+        """Observation time of the newest accepted function (None before the first)."""
+        return self._anchor
+
+    @property
+    def last_time(self) -> float:
+        """The latest time seen by [`command`] or [`submit`]."""
+        return self._last_time
+
+    def _check_clock(self, name: str, t: float) -> None:
+        if t < self._last_time - TIME_TOLERANCE:
+            raise ValueError(
+                f"`{name}` must not go back in time: got {t!r} s after {self._last_time!r} s (the stream's clock is "
+                "monotonic)."
+            )
+
+    def _refuse(self, reason: str) -> bool:
+        self.num_refused += 1
+        self.last_refusal = reason
+        logger.warning("ActionStream: refused an action function: %s", reason)
+        return False
+
+    def submit(self, fn: ActionFunctionLike, observation_time: float, now: float) -> bool:
+        """Offer a new action function; returns True when it is accepted.
+
+        Args:
+            fn: the action function of ONE chunk whose time 0 is the observation it was computed from.
+                Objects with a ``to_numpy()`` method (NIAF's torch ``ActionFunction``) are converted once.
+            observation_time: controller time at which the observation was taken, seconds.
+            now: current controller time (the switch starts here), seconds; ``now >= observation_time``.
+
+        A refused function leaves the command unchanged. Reasons: latency ``now - observation_time`` above
+        ``max_latency``; chunk already over at ``now``; observation older than that of the function in use;
+        the function raised, returned the wrong shape, or a non-finite value on the probe grid over
+        ``[now - observation_time, T]``; velocity, position-limit or position-jump checks failed.
+        Raises ValueError for caller errors (non-finite or backward times, observation in the future, an
+        object without ``chunk_duration``).
+        """
+        observation_time = _time("observation_time", observation_time)
+        now = _time("now", now)
+        self._check_clock("now", now)
+        if observation_time > now + TIME_TOLERANCE:
+            raise ValueError(f"`observation_time` ({observation_time} s) is later than `now` ({now} s).")
+        duration = getattr(fn, "chunk_duration", None)
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
+            raise ValueError(f"`fn` must have a positive `chunk_duration` in seconds, got {duration!r}.")
+        if hasattr(fn, "to_numpy") and callable(fn.to_numpy):
+            fn = fn.to_numpy()
+        duration = float(duration)
+        latency = now - observation_time
+        if latency > self.max_latency:
+            return self._refuse(
+                f"stale: observation is {latency:.4f} s old, max_latency is {self.max_latency} s"
+            )
+        if latency >= duration:
+            return self._refuse(
+                f"stale: the chunk ({duration} s) is already over {latency:.4f} s after its observation"
+            )
+        if self._anchor is not None and observation_time < self._anchor - TIME_TOLERANCE:
+            return self._refuse(
+                f"out of order: observation at {observation_time} s is older than the one in use ({self._anchor} s)"
+            )
+        probe = np.linspace(max(latency, 0.0), duration, self.validation_points)
+        try:
+            p, v, a, j = evaluate_function(fn, probe, self.dof)
+        except (ValueError, FloatingPointError, ArithmeticError) as err:
+            return self._refuse(f"evaluation failed: {err}")
+        if not all(np.all(np.isfinite(x)) for x in (p, v, a, j)):
+            return self._refuse("non-finite position or derivative on the probe grid")
+        if self.max_velocity is not None and np.any(np.abs(v) > self.max_velocity):
+            worst = float(np.max(np.abs(v) / self.max_velocity))
+            return self._refuse(f"velocity limit exceeded ({worst:.2f}× max_velocity)")
+        if self.position_limits is not None:
+            lower, upper = self.position_limits
+            if np.any(p < lower) or np.any(p > upper):
+                return self._refuse("position limits exceeded")
+        if self.max_position_jump is not None:
+            current = self._source.evaluate(now)[0]
+            if np.any(np.abs(p[0] - current) > self.max_position_jump):
+                jump = float(np.max(np.abs(p[0] - current)))
+                return self._refuse(f"position jump {jump:.4f} at the switch exceeds max_position_jump")
+        try:
+            new = _FunctionSource(fn, observation_time, self.dof, self.stop_duration)
+        except (ValueError, FloatingPointError, ArithmeticError) as err:
+            return self._refuse(f"evaluation failed at the chunk's end: {err}")
+        if not all(np.all(np.isfinite(x)) for x in new.end_state):
+            return self._refuse("non-finite state at the chunk's end")
+        self._source = self._source.simplify(now)
+        if self.blend_duration > 0.0:
+            self._source = _BlendSource(self._source, new, now, self.blend_duration)
+        else:
+            self._source = new
+        self._anchor = observation_time
+        self._last_time = now
+        self.num_accepted += 1
+        logger.debug(
+            "ActionStream: accepted a function observed at %.4f s, switching at %.4f s", observation_time, now
+        )
+        return True
+
+    def command(self, t: float) -> JointCommand:
+        """The reference at controller time ``t`` (seconds, non-decreasing between calls).
+
+        If the active function yields a non-finite value (it passed the probe grid, so this is rare), the
+        stream logs an error and falls back to a stop from the last good command.
+        """
+        t = _time("t", t)
+        self._check_clock("t", t)
+        self._source = self._source.simplify(t)
+        p, v, a, j = self._source.evaluate(t)
+        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(v)) and np.all(np.isfinite(a))):
+            logger.error(
+                "ActionStream: non-finite command at t=%.4f s; stopping from the last good command.", t
+            )
+            last = self._last_command
+            if last is None:
+                raise FloatingPointError("ActionStream: the first command is non-finite.")
+            self._source = _StopSource(
+                (last.position, last.velocity, last.acceleration, last.jerk), t, self.stop_duration
+            )
+            p, v, a, j = self._source.evaluate(t)
+        if not np.all(np.isfinite(j)):
+            j = np.zeros_like(j)
+        self._last_time = t
+        self._last_command = JointCommand(t, p, v, a, j, self._source.mode)
+        return self._last_command
+
+
+__all__ = [
+    "ActionFunctionLike",
+    "ActionStream",
+    "JointCommand",
+    "TIME_TOLERANCE",
+    "blend_weight",
+    "evaluate_function",
+    "stop_profile",
+]
