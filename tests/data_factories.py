@@ -165,3 +165,116 @@ def random_lerobot_episodes(
             e["velocity"] = rng.normal(size=(T, s)).astype(np.float32)
         out.append(e)
     return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# CALVIN release layout (formats.md §1), built around the real frame in ../shared/fixtures/calvin
+
+
+CALVIN_FRAME_KEYS = (
+    "actions", "rel_actions", "robot_obs", "scene_obs", "rgb_static", "rgb_gripper", "rgb_tactile",
+    "depth_static", "depth_gripper", "depth_tactile",
+)
+
+
+def calvin_real_frame(fixtures_dir: Path) -> dict[str, np.ndarray]:
+    """The ten arrays of the real CALVIN frame ``calvin/episode_0358482.npz`` (read, never copied)."""
+    with np.load(Path(fixtures_dir) / "calvin" / "episode_0358482.npz", allow_pickle=False) as npz:
+        return {k: npz[k] for k in CALVIN_FRAME_KEYS}
+
+
+def _calvin_rel_action(a: np.ndarray, o: np.ndarray) -> np.ndarray:
+    # calvin_env's rule (formats.md §1.4), written independently of niaf_train.calvin
+    pos = np.clip(a[:3] - o[:3], -0.02, 0.02) / 0.02
+    orn = np.clip((a[3:6] - o[3:6] + np.pi) % (2 * np.pi) - np.pi, -0.05, 0.05) / 0.05
+    return np.concatenate([pos, orn, a[6:7]])
+
+
+def write_calvin_split(
+    split_dir: Path,
+    real: dict[str, np.ndarray],
+    segments: Sequence[tuple[int, int]],
+    annotations: Sequence[tuple[int, int, str, str]],
+    prefix: str = "episode_",
+    digits: int = 7,
+    mutate=None,
+) -> dict:
+    """Write a CALVIN split folder with the release schema around copies of a real frame.
+
+    Every frame id of ``segments`` (inclusive ``(first, last)``) gets ``<prefix><id>.npz`` written with
+    ``np.savez_compressed``, the ten keys in release order and dtypes: the real frame with a per-frame TCP
+    pose (``robot_obs``), an absolute ``actions`` target chosen so that position clipping and Euler wrapping
+    both occur, alternating gripper commands, ``rel_actions`` recomputed with CALVIN's rule, and pixel
+    (0, 0) of both RGB images set to a per-frame marker. Also writes ``ep_start_end_ids.npy``, ``ep_lens.npy``,
+    ``scene_info.npy``, ``statistics.yaml`` (OmegaConf list layout) and ``lang_annotations/auto_lang_ann.npy``
+    (``np.save`` of the annotation dict; ``annotations`` are ``(start, end, text, task)``).
+
+    ``mutate(frame_id, arrays)`` may edit (or drop keys of) a frame's dict before it is written.
+
+    Returns:
+        ``{"frames": {id: (actions, robot_obs, rel_actions)} (float64, as written), "markers": {id: [r, g, b]},
+        "real": real, "stats": {...}}``.
+    """
+    split_dir = Path(split_dir)
+    (split_dir / "lang_annotations").mkdir(parents=True, exist_ok=True)
+    frames: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    markers: dict[int, list[int]] = {}
+    k = 0
+    for first, last in segments:
+        for fid in range(first, last + 1):
+            o = real["robot_obs"].copy()
+            o[0] += 0.001 * k
+            o[1] -= 0.0005 * k
+            o[3] = 3.1 - 0.001 * k
+            o[14] = 1.0 if k % 2 == 0 else -1.0
+            a = real["actions"].copy()
+            a[0] = o[0] + (0.03 if k % 3 == 0 else 0.004 * np.sin(k))  # every third frame clips at +2 cm
+            a[1] = o[1] - 0.0021 * (k % 5)
+            a[2] = o[2] + 0.0015
+            a[3] = -3.12 if k % 4 == 0 else o[3] + 0.01 * np.cos(k)  # every fourth wraps across ±π, then clips
+            a[4] = o[4] - 0.002 * k
+            a[5] = o[5] + (-0.3 if k % 5 == 0 else 0.02)
+            a[6] = 1.0 if (k // 2) % 2 == 0 else -1.0
+            marker = [(7 * k + 1) % 256, (fid // 256) % 256, fid % 256]
+            arrays = {key: real[key].copy() for key in CALVIN_FRAME_KEYS}
+            arrays.update(actions=a, robot_obs=o, rel_actions=_calvin_rel_action(a, o))
+            arrays["rgb_static"][0, 0] = marker
+            arrays["rgb_gripper"][0, 0] = marker
+            frames[fid] = (a.copy(), o.copy(), arrays["rel_actions"].copy())
+            markers[fid] = marker
+            if mutate is not None:
+                mutate(fid, arrays)
+            np.savez_compressed(split_dir / f"{prefix}{fid:0{digits}d}.npz", **arrays)
+            k += 1
+    ids = np.asarray(segments, dtype=np.int64).reshape(-1, 2)
+    np.save(split_dir / "ep_start_end_ids.npy", ids)
+    np.save(split_dir / "ep_lens.npy", ids[:, 1] - ids[:, 0] + 1)
+    np.save(split_dir / "scene_info.npy", {"calvin_scene_D": [int(ids[0, 0]), int(ids[-1, 1])]}, allow_pickle=True)
+    rng = np.random.default_rng(0)
+    lang = {
+        "language": {
+            "ann": [a[2] for a in annotations],
+            "task": [a[3] for a in annotations],
+            "emb": rng.normal(size=(len(annotations), 1, 384)).astype(np.float32),
+        },
+        "info": {"indx": [(np.int64(a[0]), np.int64(a[1])) for a in annotations], "episodes": []},
+    }
+    np.save(split_dir / "lang_annotations" / "auto_lang_ann.npy", lang, allow_pickle=True)
+    stats = {
+        "robot_obs_mean": np.round(np.linspace(-1, 1, 15), 6),
+        "robot_obs_std": np.round(np.linspace(0.1, 0.5, 15), 6),
+        "scene_obs_mean": np.zeros(24),
+        "scene_obs_std": np.ones(24),
+        "act_min_bound": np.array([-0.43, -0.55, 0.29, -np.pi, -0.81, -np.pi, -1.0]),
+        "act_max_bound": np.array([0.43, 0.14, 0.80, np.pi, 0.64, np.pi, 1.0]),
+    }
+    target = "calvin_agent.utils.transforms.NormalizeVector"
+    text = (
+        f"robot_obs:\n- _target_: {target}\n  mean: {stats['robot_obs_mean'].tolist()}\n"
+        f"  std: {stats['robot_obs_std'].tolist()}\n"
+        f"scene_obs:\n- _target_: {target}\n  mean: {stats['scene_obs_mean'].tolist()}\n"
+        f"  std: {stats['scene_obs_std'].tolist()}\n"
+        f"act_min_bound: {stats['act_min_bound'].tolist()}\nact_max_bound: {stats['act_max_bound'].tolist()}\n"
+    )
+    (split_dir / "statistics.yaml").write_text(text)
+    return {"frames": frames, "markers": markers, "real": real, "stats": stats}

@@ -1,0 +1,37 @@
+"""A placeholder for an episode whose files could not be read, so the chunk builder can count it.
+
+:func:`niaf_train.chunking.build_chunk_dataset` decides whether a bad episode stops the build or is skipped
+(``skip_invalid``) when it calls :meth:`Episode.validate`, and records skips in the dataset's
+:class:`~niaf_train.episodes.LoadSummary`. A reader error raised inside the episode iterator would end the
+iteration instead. Format loaders (CALVIN, LIBERO HDF5) therefore yield an :class:`UnreadableEpisode` carrying
+the :class:`~niaf_train.episodes.EpisodeError`; its ``validate`` raises that error, and the builder treats it
+exactly like any other invalid episode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .episodes import Episode, EpisodeError
+
+
+class UnreadableEpisode(Episode):
+    """An :class:`Episode` with no data whose :meth:`validate` raises the reading error it was built from."""
+
+    def __init__(self, error: EpisodeError, fps: float) -> None:
+        super().__init__(
+            episode_id=error.episode_id,
+            source=error.source,
+            instruction="",
+            fps=fps,
+            actions=np.zeros((0, 0), dtype=np.float32),
+        )
+        self.read_error = error
+
+    def validate(self, image_shapes: Mapping[str, tuple[int, int, int]] | None = None) -> Episode:
+        raise self.read_error
+
+
+__all__ = ["UnreadableEpisode"]
