@@ -278,3 +278,92 @@ def write_calvin_split(
     )
     (split_dir / "statistics.yaml").write_text(text)
     return {"frames": frames, "markers": markers, "real": real, "stats": stats}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# LIBERO original HDF5 demonstrations (formats.md §2.2), written with h5py
+
+
+def libero_demo_arrays(length: int, seed: int, hw: tuple[int, int] = (128, 128)) -> dict[str, np.ndarray]:
+    """Random arrays of one LIBERO demo, images **upright** (the writer stores them upside-down).
+
+    The upright images are asymmetric (a bright top-left block) so a wrong flip is visible in any test.
+    """
+    rng = np.random.default_rng(seed)
+    images = {}
+    for key in ("agentview_rgb", "eye_in_hand_rgb"):
+        frames = rng.integers(0, 200, size=(length, *hw, 3), dtype=np.uint8)
+        frames[:, :8, 1:17] = 255  # bright block near the top-left corner, beside the marker pixel (0, 0)
+        frames[:, 0, 0] = np.stack([np.arange(length), np.full(length, seed), np.full(length, 7)], 1)
+        images[key] = frames
+    quat = rng.normal(size=(length, 4))
+    return {
+        "actions": np.concatenate([rng.uniform(-1, 1, size=(length, 6)), np.sign(rng.normal(size=(length, 1)))], 1),
+        "ee_pos": rng.normal(size=(length, 3)),
+        "ee_ori": rng.normal(size=(length, 3)),
+        "gripper_states": rng.uniform(-0.04, 0.04, size=(length, 2)),
+        "joint_states": rng.uniform(-2, 2, size=(length, 7)),
+        "robot_quat": quat / np.linalg.norm(quat, axis=1, keepdims=True),
+        **images,
+    }
+
+
+def write_libero_hdf5(
+    path: Path,
+    demos: dict[str, dict[str, np.ndarray]],
+    language_instruction: str,
+    problem_name: str = "libero_tabletop_manipulation",
+    drop: Sequence[str] = (),
+) -> Path:
+    """Write a LIBERO ``*_demo.hdf5`` as ``scripts/create_dataset.py`` lays it out.
+
+    ``demos``: group name (``"demo_<i>"``, written in the given order) -> arrays from
+    :func:`libero_demo_arrays` (upright images; stored here rotated by 180°, as the simulator records them).
+    ``drop``: ``"<demo>/<key>"`` datasets to leave out (to test missing keys).
+    """
+    import h5py
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    total = sum(d["actions"].shape[0] for d in demos.values())
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        data.attrs["env_name"] = "Libero_Tabletop_Manipulation"
+        data.attrs["problem_info"] = json.dumps(
+            {"problem_name": problem_name, "domain_name": "robosuite", "language_instruction": language_instruction}
+        )
+        data.attrs["macros_image_convention"] = "opengl"
+        data.attrs["bddl_file_name"] = f"libero/bddl_files/{path.stem}.bddl"
+        data.attrs["bddl_file_content"] = "(define (problem LIBERO_Tabletop_Manipulation))"
+        data.attrs["env_args"] = json.dumps(
+            {"type": 1, "env_name": "Libero_Tabletop_Manipulation", "problem_name": problem_name,
+             "bddl_file": f"{path.stem}.bddl", "env_kwargs": {"control_freq": 20}}
+        )
+        data.attrs["num_demos"] = len(demos)
+        data.attrs["total"] = total
+        data.attrs["tag"] = "libero-v1"
+        for name, d in demos.items():
+            t = d["actions"].shape[0]
+            g = data.create_group(name)
+            g.attrs["num_samples"] = t
+            g.attrs["model_file"] = "<mujoco model='base'/>"
+            g.attrs["init_state"] = np.zeros(10)
+            ee_states = np.concatenate([d["ee_pos"], d["ee_ori"]], 1)
+            datasets_ = {
+                "actions": d["actions"].astype(np.float64),
+                "states": np.zeros((t, 47)),
+                "robot_states": np.concatenate([d["gripper_states"], d["ee_pos"], d["robot_quat"]], 1),
+                "rewards": np.r_[np.zeros(t - 1), 1].astype(np.uint8),
+                "dones": np.r_[np.zeros(t - 1), 1].astype(np.uint8),
+                "obs/agentview_rgb": d["agentview_rgb"][:, ::-1, ::-1],
+                "obs/eye_in_hand_rgb": d["eye_in_hand_rgb"][:, ::-1, ::-1],
+                "obs/gripper_states": d["gripper_states"],
+                "obs/joint_states": d["joint_states"],
+                "obs/ee_states": ee_states,
+                "obs/ee_pos": d["ee_pos"],
+                "obs/ee_ori": d["ee_ori"],
+            }
+            for key, value in datasets_.items():
+                if f"{name}/{key}" not in drop:
+                    g.create_dataset(key, data=np.ascontiguousarray(value))
+    return path
