@@ -440,3 +440,12 @@ def test_bad_options_and_layout(tmp_path: Path, calvin_split) -> None:
         list(iter_calvin_episodes(root, cameras=("rgb_tactile",)))
     with pytest.raises(FileNotFoundError, match="ep_start_end_ids"):
         list(iter_calvin_episodes(tmp_path))
+
+
+def test_lazy_image_decoding_errors_name_file_and_episode(tmp_path: Path, fixtures_dir: Path) -> None:
+    split = _broken_split(tmp_path, fixtures_dir, "lazy", None)
+    (ep, _) = list(iter_calvin_episodes(split))
+    (split / "episode_0000002.npz").unlink()  # vanishes after indexing, before decoding
+    assert ep.images["rgb_static"][1][0, 0].tolist() == [8, 0, 1]
+    with pytest.raises(EpisodeError, match=r"episode_0000002\.npz: episode ann_0: key 'rgb_static'"):
+        ep.images["rgb_static"][2]

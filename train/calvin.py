@@ -405,7 +405,7 @@ class _FrameReader:
                 self._lowdim.popitem(last=False)
         return result
 
-    def image(self, frame_id: int, camera: str) -> np.ndarray:
+    def image(self, frame_id: int, camera: str, episode_id: str) -> np.ndarray:
         """uint8 [H, W, 3] of ``camera`` at ``frame_id``; both cameras are decoded together and the last kept."""
         if self._image_frame is None or self._image_frame[0] != frame_id:
             path = self.path(frame_id)
@@ -413,7 +413,7 @@ class _FrameReader:
                 with np.load(path, allow_pickle=False) as npz:
                     images = {cam: npz[cam] for cam in self.cameras}
             except (OSError, zipfile.BadZipFile, ValueError, KeyError, EOFError) as exc:
-                raise EpisodeError(str(path), f"frame {frame_id}", camera, f"unreadable ({exc})") from exc
+                raise EpisodeError(str(path), episode_id, camera, f"unreadable ({exc})") from exc
             self._image_frame = (frame_id, images)
         return self._image_frame[1][camera]
 
@@ -421,13 +421,14 @@ class _FrameReader:
 class _CameraFetcher:
     """``fetch(i)`` for :class:`LazyFrames`: image ``camera`` of the i-th frame of an episode."""
 
-    def __init__(self, reader: _FrameReader, first_frame: int, camera: str) -> None:
+    def __init__(self, reader: _FrameReader, first_frame: int, camera: str, episode_id: str) -> None:
         self.reader = reader
         self.first_frame = first_frame
         self.camera = camera
+        self.episode_id = episode_id
 
     def __call__(self, index: int) -> np.ndarray:
-        return self.reader.image(self.first_frame + index, self.camera)
+        return self.reader.image(self.first_frame + index, self.camera, self.episode_id)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -607,7 +608,7 @@ def _read_window(
         cam: LazyFrames(
             n,
             image_shapes[cam],
-            _CameraFetcher(reader, win.start, cam),
+            _CameraFetcher(reader, win.start, cam, win.episode_id),
             name=f"{split_dir}/{reader.naming.name(win.start)}..{reader.naming.name(win.end)}:{cam}",
         )
         for cam in cameras
