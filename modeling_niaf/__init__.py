@@ -1,23 +1,39 @@
 """NIAF: Neural Implicit Action Fields (arXiv 2603.01766) for transformers.
 
-Importing this package registers `NiafConfig` with transformers' Auto API (model type ``"niaf"``).
+Importing this package registers `NiafConfig` (model type ``"niaf"``) and `NiafForActionFunction` with
+transformers' Auto API, so an installed package loads NIAF checkpoints with ``AutoModel.from_pretrained``
+even without ``trust_remote_code``.
 """
 
 from configuration_niaf import NORMALIZATION_MODES, NiafConfig
 
 from .action_function import ActionFunction, ActionTrajectory, NumpyActionFunction
-from .modeling_niaf import NiafPreTrainedModel, NiafSirenHead
+from .hub import render_model_card, save_for_hub
+from .modeling_niaf import (
+    NiafActionFunctionOutput,
+    NiafForActionFunction,
+    NiafModulationHeads,
+    NiafPreTrainedModel,
+    NiafQueryEmbeddings,
+    NiafSirenHead,
+)
 from .normalization import AffineNormalizer, affine_from_stats
+from .processing_niaf import NiafProcessor
 from .siren import ModulatedSiren, SineLinear, SirenReadout
 
 
 def _register_auto_classes() -> None:
-    from transformers import AutoConfig
+    from transformers import AutoConfig, AutoModel, AutoProcessor
 
-    try:
-        AutoConfig.register("niaf", NiafConfig)
-    except ValueError:  # already registered (re-import)
-        pass
+    for register in (
+        lambda: AutoConfig.register("niaf", NiafConfig),
+        lambda: AutoModel.register(NiafConfig, NiafForActionFunction),
+        lambda: AutoProcessor.register(NiafConfig, NiafProcessor),
+    ):
+        try:
+            register()
+        except ValueError:  # already registered (re-import)
+            pass
 
 
 _register_auto_classes()
@@ -28,11 +44,18 @@ __all__ = [
     "AffineNormalizer",
     "ModulatedSiren",
     "NORMALIZATION_MODES",
+    "NiafActionFunctionOutput",
     "NiafConfig",
+    "NiafForActionFunction",
+    "NiafModulationHeads",
     "NiafPreTrainedModel",
+    "NiafProcessor",
+    "NiafQueryEmbeddings",
     "NiafSirenHead",
     "NumpyActionFunction",
     "SineLinear",
     "SirenReadout",
     "affine_from_stats",
+    "render_model_card",
+    "save_for_hub",
 ]

@@ -1,25 +1,163 @@
 """NIAF models: a vision-language backbone whose learned query tokens modulate a shared SIREN.
 
 Shipped to the Hub as remote code, flat next to ``configuration_niaf.py``, ``siren.py``,
-``action_function.py`` and ``normalization.py``.
+``action_function.py``, ``normalization.py``, ``processing_niaf.py`` and ``hub.py``. Every import of our
+own modules is a single-dot relative import (the configuration one has the tolerated try/except fallback
+for the installed two-package layout), so the Hub loader finds and copies each file.
+
+Data flow of one observation (reference: arXiv 2603.01766 §3):
+
+    images + prompt (+ state) ──backbone, once──▶ Z ∈ R^{Q×d} at the Q learned query tokens
+    Z ──ψ heads──▶ γ, β ∈ R^{L×H} ──▶ shared SIREN Φ(τ; γ, β), τ ∈ [-1, 1]
+
+There is no autoregressive loop and no iterative denoising: one backbone pass gives the whole action
+function, which can then be queried at any number of time points.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
 from torch import nn
-from transformers import PreTrainedModel
-from transformers.utils import logging
+from transformers import AutoModel, PreTrainedModel
+from transformers.utils import ModelOutput, logging
 
 try:  # Hub copy: the configuration file sits next to this one
     from .configuration_niaf import NiafConfig
 except ImportError:  # installed package: the configuration is its own top-level package
     from configuration_niaf.configuration_niaf import NiafConfig
 
+from .action_function import ActionFunction, ActionTrajectory
+from .hub import save_for_hub
+from .normalization import affine_from_stats
 from .siren import ModulatedSiren, SineLinear, SirenReadout
+
+try:  # transformers >= 5: init functions that leave weights loaded from a checkpoint untouched
+    from transformers import initialization as _init
+except ImportError:  # transformers 4.x
+    from torch.nn import init as _init
 
 logger = logging.get_logger(__name__)
 
+ENCODER_DECODER_BACKBONES = ("florence2",)
+"""Backbones whose decoder takes the queries (bidirectionally) while the encoder reads image + prompt."""
 
+MROPE_BACKBONES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+"""Decoder-only backbones with 3-D multimodal rotary positions (positions from ``get_rope_index``)."""
+
+PATCH_SEQUENCE_BACKBONES = MROPE_BACKBONES
+"""Backbones whose ``pixel_values`` are flattened patch sequences described by ``image_grid_thw``."""
+
+MULTI_IMAGE_5D_BACKBONES = ("smolvlm", "idefics3")
+"""Backbones that take ``pixel_values`` as [B, images, 3, H, W] natively."""
+
+# Config fields that fix the shapes of the head or the meaning of its outputs: a checkpoint cannot be loaded
+# with other values without silently changing what the model predicts.
+_CHECKPOINT_BOUND_FIELDS = (
+    "action_dim", "siren_layers", "siren_width", "modulation_groups", "use_state", "state_dim",
+    "normalization_mode", "normalization_stats", "unnormalized_action_dims", "chunk_size", "control_hz",
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class NiafActionFunctionOutput(ModelOutput):
+    """Output of [`NiafForActionFunction.forward`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): λ_p·L_pos + λ_v·L_vel + λ_j·L_jerk, returned
+            when `actions` is given.
+        loss_pos (`torch.FloatTensor` of shape `()`, *optional*): L_pos, mean over valid (sample, step) of
+            the squared L2 error (summed over action dimensions), in normalised action units².
+        loss_vel (`torch.FloatTensor` of shape `()`, *optional*): L_vel, same reduction, velocity in
+            normalised units per second (the τ-derivative times 2/T); only when `velocities` is given.
+        loss_jerk (`torch.FloatTensor` of shape `()`, *optional*): L_jerk = mean ‖(2/T)³ d³Φ/dτ³‖², the
+            jerk regulariser (normalised units per second³); only when `loss_weight_jerk > 0`.
+        positions (`torch.FloatTensor` of shape `(B, K, D)`): Φ(τ_k) at the K training points, normalised
+            action units, float32.
+        velocities (`torch.FloatTensor` of shape `(B, K, D)`, *optional*): (2/T)·dΦ/dτ at the training
+            points, normalised units per second; computed when a velocity or jerk loss is.
+        gamma (`torch.FloatTensor` of shape `(B, L, H)`): frequency modulation per SIREN layer, float32.
+        beta (`torch.FloatTensor` of shape `(B, L, H)`): phase modulation per SIREN layer, float32.
+        query_hidden_states (`torch.FloatTensor` of shape `(B, Q, d)`): Z, the backbone's last hidden states
+            at the query tokens (backbone dtype).
+    """
+
+    loss: torch.FloatTensor | None = None
+    loss_pos: torch.FloatTensor | None = None
+    loss_vel: torch.FloatTensor | None = None
+    loss_jerk: torch.FloatTensor | None = None
+    positions: torch.FloatTensor | None = None
+    velocities: torch.FloatTensor | None = None
+    gamma: torch.FloatTensor | None = None
+    beta: torch.FloatTensor | None = None
+    query_hidden_states: torch.FloatTensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parameter-owning building blocks (each is matched in `_init_weights`, see NiafPreTrainedModel)
+# ----------------------------------------------------------------------------------------------------------
+class NiafQueryEmbeddings(nn.Module):
+    """The Q learned query embeddings E_qry ∈ R^{Q×d}, initialised from N(0, query_init_std²)."""
+
+    def __init__(self, num_queries: int, hidden_size: int, init_std: float) -> None:
+        super().__init__()
+        self.init_std = float(init_std)
+        self.weight = nn.Parameter(torch.empty(num_queries, hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        _init.normal_(self.weight, mean=0.0, std=self.init_std)
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        """Returns [B, Q, d]."""
+        return self.weight.unsqueeze(0).expand(batch_size, -1, -1)
+
+
+class NiafModulationHeads(nn.Module):
+    """ψ heads: query outputs Z → row-wise FiLM modulations γ, β of every SIREN layer.
+
+    The Q = L·(G+1) query outputs are cut into L blocks of G+1 tokens. In block ℓ, frequency token g goes
+    through its own linear head d → H/G; the G outputs are concatenated into γ⁽ˡ⁾ ∈ R^H. The last (bias)
+    token goes through a linear head d → H and gives β⁽ˡ⁾. All heads are zero-initialised, so a fresh model
+    starts exactly at the shared motion prior (γ = β = 0); their gradients are not zero, so they learn.
+
+    Parameters are stored stacked ([L, G, d, H/G] and [L, d, H]) so that all heads run as two einsums.
+    """
+
+    def __init__(self, num_layers: int, num_groups: int, width: int, hidden_size: int) -> None:
+        super().__init__()
+        self.num_layers = num_layers
+        self.num_groups = num_groups
+        self.width = width
+        rows = width // num_groups
+        self.gamma_weight = nn.Parameter(torch.empty(num_layers, num_groups, hidden_size, rows))
+        self.gamma_bias = nn.Parameter(torch.empty(num_layers, num_groups, rows))
+        self.beta_weight = nn.Parameter(torch.empty(num_layers, hidden_size, width))
+        self.beta_bias = nn.Parameter(torch.empty(num_layers, width))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for p in (self.gamma_weight, self.gamma_bias, self.beta_weight, self.beta_bias):
+            _init.zeros_(p)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: z [B, Q, d] (any float dtype; computed in the heads' dtype). Returns γ, β, each [B, L, H]."""
+        batch = z.shape[0]
+        z = z.to(self.gamma_weight.dtype).reshape(batch, self.num_layers, self.num_groups + 1, -1)
+        gamma = torch.einsum("blgd,lgdr->blgr", z[:, :, : self.num_groups], self.gamma_weight) + self.gamma_bias
+        beta = torch.einsum("bld,ldh->blh", z[:, :, self.num_groups], self.beta_weight) + self.beta_bias
+        return gamma.reshape(batch, self.num_layers, self.width), beta
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pre-trained model base
+# ----------------------------------------------------------------------------------------------------------
 class NiafPreTrainedModel(PreTrainedModel):
     """Weight initialisation and class attributes shared by NIAF models."""
 
@@ -28,12 +166,16 @@ class NiafPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
     _no_split_modules: list[str] = []
-    # The SIREN and its derivative recursion must never run in half precision.
-    _keep_in_fp32_modules = ["siren"]
+    # The SIREN, its derivative recursion and the ψ heads never run in half precision: a bf16 phase of ~30 rad
+    # carries ~0.1 rad of error.
+    # `_keep_in_fp32_modules` covers fp16 loading, `_strict` also bf16 (transformers >= 4.54).
+    _keep_in_fp32_modules = ["siren", "modulation_heads"]
+    _keep_in_fp32_modules_strict = ["siren", "modulation_heads"]
+    _supports_sdpa = True
 
     def _init_weights(self, module: nn.Module) -> None:
-        # SIREN layers first: transformers' default would redraw them from N(0, 0.02).
-        if isinstance(module, (SineLinear, SirenReadout)):
+        # Our parameter-owning layers first: transformers' default would redraw them from N(0, 0.02).
+        if isinstance(module, (SineLinear, SirenReadout, NiafQueryEmbeddings, NiafModulationHeads)):
             module.reset_parameters()
             return
         super()._init_weights(module)
@@ -51,8 +193,559 @@ class NiafSirenHead(NiafPreTrainedModel):
         self.siren = ModulatedSiren(config)
         self.post_init()
 
-    def forward(self, tau, gamma, beta, derivatives: int = 0):
+    def forward(
+        self, tau: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, derivatives: int = 0
+    ) -> list[torch.Tensor]:
+        """See [`ModulatedSiren.forward`]: tau [N] or [B, N], γ/β [B, L, H] → k+1 tensors [B, N, D]."""
         return self.siren(tau, gamma, beta, derivatives=derivatives)
 
 
-__all__ = ["NiafPreTrainedModel", "NiafSirenHead"]
+# ----------------------------------------------------------------------------------------------------------
+# Helpers for query injection
+# ----------------------------------------------------------------------------------------------------------
+def _left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Move right padding to the left, so that the queries appended at the end follow every prompt directly.
+
+    input_ids, attention_mask: [B, L]. Each row is rolled right by its number of trailing padding tokens.
+    """
+    length = attention_mask.shape[1]
+    positions = torch.arange(length, device=attention_mask.device)
+    last_valid = torch.where(attention_mask.bool(), positions, -1).amax(dim=1)  # [B]
+    trailing = (length - 1 - last_valid).clamp_min(0)
+    if not bool(trailing.any()):
+        return input_ids, attention_mask
+    index = (positions.unsqueeze(0) - trailing.unsqueeze(1)) % length
+    return input_ids.gather(1, index), attention_mask.gather(1, index)
+
+
+def _query_attention_mask(attention_mask: torch.Tensor, num_open: int, dtype: torch.dtype) -> torch.Tensor:
+    """4-D additive float mask [B, 1, S, S] for a decoder-only backbone.
+
+    Causal over the whole sequence, plus the last ``num_open`` tokens (the queries) see each other in both
+    directions, minus padding columns. The prompt never sees the queries. A boolean 4-D mask would be
+    misread by some attention backends, so the mask is float (0 = attend, dtype min = blocked).
+    """
+    seq = attention_mask.shape[1]
+    device = attention_mask.device
+    idx = torch.arange(seq, device=device)
+    allowed = idx.unsqueeze(1) >= idx.unsqueeze(0)  # [S, S] causal
+    start = seq - num_open
+    allowed[start:, start:] = True
+    allowed = allowed.unsqueeze(0) & attention_mask.bool().unsqueeze(1)  # [B, S, S]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask.unsqueeze(1)
+
+
+def _check_finite(name: str, tensor: torch.Tensor) -> None:
+    if not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"`{name}` contains NaN or inf; clean the data (padded steps should repeat the last action).")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The policy
+# ----------------------------------------------------------------------------------------------------------
+class NiafForActionFunction(NiafPreTrainedModel):
+    r"""NIAF policy: backbone + Q learned queries + ψ heads + shared modulated SIREN.
+
+    The backbone is built from ``config.backbone_config`` with random weights; use
+    [`NiafForActionFunction.from_pretrained_backbone`] to start from a pretrained vision-language model, or
+    `from_pretrained` to load a NIAF checkpoint.
+
+    Inputs (as produced by [`NiafProcessor`]):
+
+    * ``input_ids`` [B, L] and ``attention_mask`` [B, L]: the prompt with the backbone's image placeholder
+      tokens (``num_cameras`` images' worth per sample). Either padding side is accepted.
+    * ``pixel_values``: [B, num_cameras, 3, H, W] for Florence-2, PaliGemma, SmolVLM/Idefics3
+      ([B, 3, H, W] is accepted when ``num_cameras == 1``); for Qwen-VL families the processor's flattened
+      patches [Σ t·h·w, C·t·p·p] together with ``image_grid_thw`` [B·num_cameras, 3].
+    * ``state`` [B, state_dim] (normalised), required iff ``config.use_state``.
+    """
+
+    def __init__(self, config: NiafConfig) -> None:
+        super().__init__(config)
+        self.family = config.backbone_config.model_type
+        self.backbone = AutoModel.from_config(config.backbone_config)
+        hidden = config.hidden_size
+        self.query_embeddings = NiafQueryEmbeddings(config.num_queries, hidden, config.query_init_std)
+        self.state_projection = nn.Linear(config.state_dim, hidden) if config.use_state else None
+        self.modulation_heads = NiafModulationHeads(
+            config.siren_layers, config.modulation_groups, config.siren_width, hidden
+        )
+        self.siren = ModulatedSiren(config)
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------------------------
+    # Construction helpers
+    # ------------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained_backbone(
+        cls,
+        backbone_name_or_path: str,
+        backbone_kwargs: dict[str, Any] | None = None,
+        **config_kwargs: Any,
+    ) -> NiafForActionFunction:
+        """A NIAF model whose backbone starts from pretrained weights; queries, ψ heads and SIREN are fresh.
+
+        Args:
+            backbone_name_or_path: Hub id (e.g. ``"google/paligemma-3b-pt-224"``) or local folder of a
+                transformers-native vision-language model.
+            backbone_kwargs: passed to ``AutoModel.from_pretrained`` (``revision``, ``cache_dir``,
+                ``local_files_only``, ``dtype``, ...).
+            **config_kwargs: [`NiafConfig`] fields (``action_dim``, ``chunk_size``, ``control_hz``, ...).
+        """
+        backbone_kwargs = dict(backbone_kwargs or {})
+        backbone = AutoModel.from_pretrained(backbone_name_or_path, **backbone_kwargs)
+        config = NiafConfig(backbone_config=backbone.config, **config_kwargs)
+        model = cls(config)
+        missing, unexpected = model.backbone.load_state_dict(backbone.state_dict(), strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"from_pretrained_backbone: weights of {backbone_name_or_path!r} do not fit the backbone built from "
+                f"its config (missing {missing[:5]}, unexpected {unexpected[:5]})."
+            )
+        model.backbone.to(next(backbone.parameters()).dtype)
+        return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`, refusing overrides that contradict the checkpoint's head.
+
+        Overriding ``action_dim``, the SIREN shape, ``chunk_size``/``control_hz`` or the normalisation
+        (mode or statistics) of a NIAF checkpoint raises a ValueError, since the loaded head would predict
+        something else than it was trained for. Pass ``ignore_mismatched_sizes=True`` to re-initialise a
+        head deliberately (e.g. fine-tuning for another robot).
+        """
+        if pretrained_model_name_or_path is not None and not kwargs.get("ignore_mismatched_sizes", False):
+            cls._check_checkpoint_overrides(pretrained_model_name_or_path, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @classmethod
+    def _check_checkpoint_overrides(cls, path: Any, kwargs: dict[str, Any]) -> None:
+        overrides = {k: kwargs[k] for k in _CHECKPOINT_BOUND_FIELDS if k in kwargs}
+        given = kwargs.get("config")
+        if not overrides and not isinstance(given, NiafConfig):
+            return
+        hub_keys = ("cache_dir", "revision", "local_files_only", "token", "subfolder", "force_download")
+        saved = NiafConfig.from_pretrained(path, **{k: kwargs[k] for k in hub_keys if k in kwargs})
+        wanted = dict(overrides)
+        if isinstance(given, NiafConfig):
+            wanted.update({k: getattr(given, k) for k in _CHECKPOINT_BOUND_FIELDS if k not in wanted})
+        for name, value in wanted.items():
+            stored = getattr(saved, name)
+            if name == "normalization_stats" and value is not None and stored is not None:
+                same = _stats_equal(value, stored)
+            else:
+                same = value == stored
+            if not same:
+                raise ValueError(
+                    f"NiafForActionFunction.from_pretrained({str(path)!r}): `{name}` is {_short(value)} but the "
+                    f"checkpoint was trained with {_short(stored)}. Load without overriding it, or pass "
+                    "ignore_mismatched_sizes=True to re-initialise the head on purpose."
+                )
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.backbone.get_input_embeddings()
+
+    # ------------------------------------------------------------------------------------------------------
+    # Input validation
+    # ------------------------------------------------------------------------------------------------------
+    def _validate_inputs(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        pixel_values: torch.Tensor | None,
+        image_grid_thw: torch.Tensor | None,
+        state: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = self.config
+        cams = cfg.num_cameras
+        if input_ids is None or not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
+            raise ValueError(f"`input_ids` must be a LongTensor [B, L] (the tokenised prompt), got {_describe(input_ids)}.")
+        batch = input_ids.shape[0]
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}."
+            )
+        if not bool(attention_mask.bool().any(dim=1).all()):
+            raise ValueError("`attention_mask`: every sample needs at least one prompt token.")
+        if pixel_values is None:
+            raise ValueError(
+                f"`pixel_values` is required: NIAF reads {cams} image(s) per observation "
+                f"(backbone `{self.family}`)."
+            )
+        if self.family in PATCH_SEQUENCE_BACKBONES:
+            if image_grid_thw is None:
+                raise ValueError(f"`image_grid_thw` [B·num_cameras, 3] is required with backbone `{self.family}`.")
+            if image_grid_thw.ndim != 2 or image_grid_thw.shape != (batch * cams, 3):
+                raise ValueError(
+                    f"wrong number of images: `image_grid_thw` must be [{batch * cams}, 3] (batch {batch} × "
+                    f"num_cameras {cams}), got {tuple(image_grid_thw.shape)}."
+                )
+            patches = int(image_grid_thw.prod(dim=-1).sum())
+            if pixel_values.ndim != 2 or pixel_values.shape[0] != patches:
+                raise ValueError(
+                    f"`pixel_values` must be [{patches}, C·t·p·p] flattened patches matching `image_grid_thw`, "
+                    f"got {tuple(pixel_values.shape)}."
+                )
+        else:
+            if pixel_values.ndim == 4 and cams == 1:
+                pixel_values = pixel_values.unsqueeze(1)
+            if pixel_values.ndim != 5 or pixel_values.shape[0] != batch or pixel_values.shape[1] != cams:
+                raise ValueError(
+                    f"wrong number of images: `pixel_values` must be [B={batch}, num_cameras={cams}, 3, H, W], "
+                    f"got {tuple(pixel_values.shape)}."
+                )
+        _check_finite("pixel_values", pixel_values)
+        image_token = getattr(self.config.backbone_config, "image_token_id", None)
+        if image_token is not None:
+            counts = (input_ids == image_token).sum(dim=1)
+            if bool((counts != counts[0]).any()) or int(counts[0]) == 0 or int(counts[0]) % cams != 0:
+                raise ValueError(
+                    f"`input_ids` must hold the same number of image tokens (id {image_token}) in every sample, a "
+                    f"multiple of num_cameras={cams} and > 0; got per-sample counts {counts.tolist()}."
+                )
+        if cfg.use_state:
+            if state is None:
+                raise ValueError(f"`state` [B, {cfg.state_dim}] is required: the model was configured with use_state=True.")
+            if state.ndim != 2 or state.shape != (batch, cfg.state_dim):
+                raise ValueError(f"`state` must be [B={batch}, state_dim={cfg.state_dim}], got {tuple(state.shape)}.")
+            _check_finite("state", state)
+        elif state is not None:
+            raise ValueError("`state` was given but the model was configured with use_state=False.")
+        return input_ids, attention_mask, pixel_values
+
+    # ------------------------------------------------------------------------------------------------------
+    # Backbone pass
+    # ------------------------------------------------------------------------------------------------------
+    def _extra_tokens(self, batch: int, state: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """[B, S+Q, d]: the optional state token followed by the queries, at the scale of text embeddings."""
+        queries = self.query_embeddings(batch)
+        # Gemma-style embeddings multiply token vectors by √d inside `embed_tokens`; match that scale.
+        scale = getattr(self.backbone.get_input_embeddings(), "embed_scale", None)
+        if isinstance(scale, torch.Tensor):
+            queries = queries * scale.detach().to(dtype=queries.dtype, device=queries.device)
+        elif scale is not None:
+            queries = queries * float(scale)
+        tokens = [queries]
+        if self.state_projection is not None:
+            proj_dtype = self.state_projection.weight.dtype
+            tokens.insert(0, self.state_projection(state.to(proj_dtype)).unsqueeze(1).to(queries.dtype))
+        return torch.cat(tokens, dim=1).to(dtype)
+
+    def encode_queries(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_grid_thw: torch.Tensor | None = None,
+        state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One backbone pass; returns Z [B, Q, d], the last hidden states at the Q query tokens."""
+        input_ids, attention_mask, pixel_values = self._validate_inputs(
+            input_ids, attention_mask, pixel_values, image_grid_thw, state
+        )
+        if self.family in ENCODER_DECODER_BACKBONES:
+            return self._encode_encoder_decoder(input_ids, attention_mask, pixel_values, state)
+        return self._encode_decoder_only(input_ids, attention_mask, pixel_values, image_grid_thw, state)
+
+    def _encode_encoder_decoder(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor, state: torch.Tensor | None
+    ) -> torch.Tensor:
+        # Florence-2's own forward insists on a decoder start token, so run its halves: the encoder reads the
+        # image features merged into the prompt, the decoder reads [state] + queries with no causal mask.
+        bb = self.backbone
+        embeds = bb.get_input_embeddings()(input_ids)
+        batch, cams = pixel_values.shape[:2]
+        features = bb.get_image_features(pixel_values.flatten(0, 1).to(embeds.dtype)).pooler_output  # [B·C, T, d]
+        features = features.reshape(batch, -1, features.shape[-1]).to(embeds.dtype)
+        image_mask = bb.get_placeholder_mask(input_ids, inputs_embeds=embeds, image_features=features)
+        embeds = embeds.masked_scatter(image_mask, features)
+        encoder = bb.language_model.get_encoder()
+        encoded = encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+        decoder_inputs = self._extra_tokens(batch, state, embeds.dtype)
+        n = decoder_inputs.shape[1]
+        # An explicit all-zero additive 4-D mask: every decoder token sees every other, whatever the attention
+        # backend (`is_causal=False` alone is honoured by SDPA only when transformers drops the mask).
+        open_mask = torch.zeros(batch, 1, n, n, dtype=decoder_inputs.dtype, device=decoder_inputs.device)
+        decoded = bb.language_model.get_decoder()(
+            inputs_embeds=decoder_inputs,
+            attention_mask=open_mask,
+            encoder_hidden_states=encoded,
+            encoder_attention_mask=attention_mask,
+            is_causal=False,
+            use_cache=False,
+        ).last_hidden_state
+        return decoded[:, -self.config.num_queries :]
+
+    def _encode_decoder_only(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.Tensor | None,
+        state: torch.Tensor | None,
+    ) -> torch.Tensor:
+        bb = self.backbone
+        input_ids, attention_mask = _left_align(input_ids, attention_mask)
+        batch = input_ids.shape[0]
+        embeds = bb.get_input_embeddings()(input_ids)
+        extra = self._extra_tokens(batch, state, embeds.dtype)
+        n_extra = extra.shape[1]
+        inputs_embeds = torch.cat([embeds, extra], dim=1)
+        full_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, n_extra)], dim=1)
+        # Queries see the prompt and each other; the prompt never sees them (state token: causal like the prompt).
+        mask_4d = _query_attention_mask(full_mask, self.config.num_queries, inputs_embeds.dtype)
+        kwargs: dict[str, Any] = {}
+        if self.family in MROPE_BACKBONES:
+            pad_id = 0 if getattr(self.config.backbone_config, "image_token_id", None) != 0 else 1
+            full_ids = torch.cat([input_ids, input_ids.new_full((batch, n_extra), pad_id)], dim=1)
+            image_token = self.config.backbone_config.image_token_id
+            mm_types = (full_ids == image_token).int()
+            position_ids, _ = bb.get_rope_index(
+                full_ids, mm_token_type_ids=mm_types, image_grid_thw=image_grid_thw, attention_mask=full_mask
+            )
+            kwargs["position_ids"] = position_ids
+            kwargs["image_grid_thw"] = image_grid_thw
+            pixels = pixel_values
+        else:
+            kwargs["position_ids"] = (full_mask.long().cumsum(-1) - 1).clamp_min(0)
+            pixels = pixel_values if self.family in MULTI_IMAGE_5D_BACKBONES else pixel_values.flatten(0, 1)
+        vision_dtype = next(bb.parameters()).dtype
+        outputs = bb(
+            inputs_embeds=inputs_embeds,
+            attention_mask=mask_4d,
+            pixel_values=pixels.to(vision_dtype),
+            use_cache=False,
+            **kwargs,
+        )
+        return outputs.last_hidden_state[:, -self.config.num_queries :]
+
+    # ------------------------------------------------------------------------------------------------------
+    # Forward with losses
+    # ------------------------------------------------------------------------------------------------------
+    def training_tau(self, device: torch.device | None = None) -> torch.Tensor:
+        """[K] float32: τ_k = -1 + 2k/(K-1), the training grid (both chunk ends included)."""
+        return torch.linspace(-1.0, 1.0, self.config.chunk_size, device=device, dtype=torch.float32)
+
+    def modulations(self, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Backbone pass + ψ heads: returns γ [B, L, H], β [B, L, H] (float32) and Z [B, Q, d]."""
+        z = self.encode_queries(**inputs)
+        gamma, beta = self.modulation_heads(z)
+        return gamma, beta, z
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        state: torch.FloatTensor | None = None,
+        actions: torch.FloatTensor | None = None,
+        velocities: torch.FloatTensor | None = None,
+        action_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> NiafActionFunctionOutput:
+        r"""One backbone pass, the action function at the K training points and (optionally) the losses.
+
+        Args:
+            input_ids, attention_mask, pixel_values, image_grid_thw, state: see the class docstring.
+            actions (`torch.FloatTensor` [B, K, D], *optional*): target actions at τ_k, **normalised** (the
+                processor's `normalize_actions`). K must equal ``config.chunk_size``, D ``config.action_dim``.
+            velocities (`torch.FloatTensor` [B, K, D], *optional*): target velocities at τ_k, normalised
+                units **per second** (`normalize_velocities`); enables L_vel.
+            action_mask (`torch.Tensor` [B, K], *optional*): 1/True for real steps, 0/False for steps padded
+                past the episode end; padded steps are left out of every loss term.
+
+        Returns:
+            [`NiafActionFunctionOutput`].
+        """
+        if kwargs:
+            raise ValueError(f"NiafForActionFunction.forward got unexpected arguments {sorted(kwargs)}.")
+        cfg = self.config
+        if actions is not None:
+            self._validate_targets(actions, velocities, action_mask)
+        elif velocities is not None or action_mask is not None:
+            raise ValueError("`velocities` and `action_mask` need `actions`.")
+        gamma, beta, z = self.modulations(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw, state=state,
+        )
+        want_vel = actions is not None and velocities is not None
+        want_jerk = actions is not None and cfg.loss_weight_jerk > 0
+        order = 3 if want_jerk else (1 if want_vel else 0)
+        values = self.siren(self.training_tau(gamma.device), gamma, beta, derivatives=order)
+        per_second = cfg.tau_to_seconds
+        positions = values[0]
+        pred_vel = values[1] * per_second if order >= 1 else None
+        out = NiafActionFunctionOutput(
+            positions=positions, velocities=pred_vel, gamma=gamma, beta=beta, query_hidden_states=z
+        )
+        if actions is None:
+            return out
+        if action_mask is None:
+            weight = torch.ones(actions.shape[:2], dtype=positions.dtype, device=positions.device)
+        else:
+            weight = action_mask.to(device=positions.device, dtype=positions.dtype)
+        denom = weight.sum().clamp_min(1.0)
+
+        def masked_mean(err: torch.Tensor) -> torch.Tensor:  # err [B, K, D] → sum over D, mean over valid steps
+            return (err.pow(2).sum(-1) * weight).sum() / denom
+
+        loss_pos = masked_mean(positions - actions.to(positions.dtype))
+        loss = cfg.loss_weight_position * loss_pos
+        loss_vel = loss_jerk = None
+        if want_vel:
+            loss_vel = masked_mean(pred_vel - velocities.to(positions.dtype))
+            loss = loss + cfg.loss_weight_velocity * loss_vel
+        if want_jerk:
+            loss_jerk = masked_mean(values[3] * per_second**3)
+            loss = loss + cfg.loss_weight_jerk * loss_jerk
+        out.loss, out.loss_pos, out.loss_vel, out.loss_jerk = loss, loss_pos, loss_vel, loss_jerk
+        return out
+
+    def _validate_targets(
+        self, actions: torch.Tensor, velocities: torch.Tensor | None, action_mask: torch.Tensor | None
+    ) -> None:
+        cfg = self.config
+        expected = f"[B, chunk_size={cfg.chunk_size}, action_dim={cfg.action_dim}]"
+        for name, t in (("actions", actions), ("velocities", velocities)):
+            if t is None:
+                continue
+            if not isinstance(t, torch.Tensor) or t.ndim != 3 or tuple(t.shape[1:]) != (cfg.chunk_size, cfg.action_dim):
+                raise ValueError(f"`{name}` must be {expected}, got {_describe(t)}.")
+            if t.shape[0] != actions.shape[0]:
+                raise ValueError(f"`{name}` has batch {t.shape[0]}, `actions` has {actions.shape[0]}.")
+            _check_finite(name, t)
+        if action_mask is not None and tuple(action_mask.shape) != tuple(actions.shape[:2]):
+            raise ValueError(f"`action_mask` must be [B, K] = {tuple(actions.shape[:2])}, got {tuple(action_mask.shape)}.")
+
+    # ------------------------------------------------------------------------------------------------------
+    # Inference
+    # ------------------------------------------------------------------------------------------------------
+    def action_affine(self) -> tuple[Any, Any]:
+        """(center, half_range) [D] float64 of the action normalisation, from ``config.normalization_stats``."""
+        cfg = self.config
+        stats = (cfg.normalization_stats or {}).get("action")
+        if cfg.normalization_mode != "IDENTITY" and stats is None:
+            raise ValueError(
+                f"denormalize=True needs action statistics for normalization_mode={cfg.normalization_mode}, but "
+                "config.normalization_stats has none; pass denormalize=False or set the statistics "
+                "(NiafProcessor.compute_stats / config.normalization_stats)."
+            )
+        return affine_from_stats(
+            stats, cfg.normalization_mode, cfg.action_dim, cfg.unnormalized_action_dims, feature="action"
+        )
+
+    @torch.no_grad()
+    def predict_action_function(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        state: torch.FloatTensor | None = None,
+        denormalize: bool = True,
+        **kwargs: Any,
+    ) -> ActionFunction:
+        """Run the backbone once and return the batch's action functions, queryable later at any times.
+
+        The returned [`ActionFunction`] holds γ, β [B, L, H] and shares this model's SIREN; calling it never
+        re-runs the backbone. With ``denormalize=True`` it returns physical units (the checkpoint's action
+        statistics); otherwise normalised units.
+        """
+        for key in ("actions", "velocities", "action_mask"):
+            kwargs.pop(key, None)  # a training batch can be passed as is
+        if kwargs:
+            raise ValueError(f"predict_action_function got unexpected arguments {sorted(kwargs)}.")
+        gamma, beta, _ = self.modulations(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw, state=state,
+        )
+        center, half = self.action_affine() if denormalize else (None, None)
+        return ActionFunction(
+            self.siren, gamma, beta, self.config.chunk_duration, center, half, chunk_size=self.config.chunk_size
+        )
+
+    @torch.no_grad()
+    def generate_actions(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        state: torch.FloatTensor | None = None,
+        tau: torch.Tensor | Any | None = None,
+        num_points: int | None = None,
+        times: torch.Tensor | Any | None = None,
+        derivatives: int = 3,
+        denormalize: bool = True,
+        extrapolate: bool = False,
+        **kwargs: Any,
+    ) -> ActionTrajectory:
+        """One backbone pass, then positions and analytic derivatives at the requested time points.
+
+        Give at most one of ``tau`` ([N] or [B, N] in [-1, 1]), ``times`` (seconds from the chunk start, in
+        [0, T]) or ``num_points`` (N evenly spaced points, both ends included, e.g. 200 for a chunk trained
+        on 50: no retraining needed); with none, the K training points. Returns an [`ActionTrajectory`]:
+        position [B, N, D] and velocity / acceleration / jerk per second, per second², per second³
+        (physical units when ``denormalize``).
+        """
+        function = self.predict_action_function(
+            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw, state=state, denormalize=denormalize, **kwargs,
+        )
+        return function(
+            tau=tau, times=times, num_points=num_points, derivatives=derivatives, denormalize=denormalize,
+            extrapolate=extrapolate,
+        )
+
+    # ------------------------------------------------------------------------------------------------------
+    # Hub export
+    # ------------------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: Any, *args: Any, processor: Any = None, **kwargs: Any) -> None:
+        """Save a complete Hub model repo: weights, config with ``auto_map``, remote code, card (+ processor).
+
+        Same arguments as `PreTrainedModel.save_pretrained` (``push_to_hub`` and ``push_to_hub``'s own
+        upload go through here too), plus ``processor``: a [`NiafProcessor`] to save alongside. The layout is
+        described in ``hub.py``.
+        """
+        save_for_hub(self, save_directory, processor=processor, base_save=super().save_pretrained, **kwargs)
+
+
+def _stats_equal(a: dict, b: dict) -> bool:
+    if set(a) != set(b):
+        return False
+    for feature in a:
+        fa, fb = a[feature], b[feature]
+        keys = (set(fa) | set(fb)) - {"count"}
+        for key in keys:
+            if key not in fa or key not in fb or len(fa[key]) != len(fb[key]):
+                return False
+            if any(not math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(fa[key], fb[key])):
+                return False
+    return True
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"{type(value).__name__}"
+
+
+__all__ = [
+    "NiafActionFunctionOutput",
+    "NiafForActionFunction",
+    "NiafModulationHeads",
+    "NiafPreTrainedModel",
+    "NiafQueryEmbeddings",
+    "NiafSirenHead",
+]

@@ -1,0 +1,359 @@
+"""NiafProcessor: the backbone's image processor + tokenizer, the prompt, and the action/state normalisation.
+
+Shipped to the Hub as remote code (``processor_config.json`` carries its ``auto_map``). One call turns a batch of
+observations (camera images, instruction, optional robot state) and, for training, the target chunk into the
+tensors that [`NiafForActionFunction.forward`] takes:
+
+===================  =====================================================  =============================
+key                  shape                                                  units
+===================  =====================================================  =============================
+``input_ids``        [B, L]                                                 token ids (image placeholders
+                                                                             expanded, one block per camera)
+``attention_mask``   [B, L]
+``pixel_values``     [B, C, 3, H, W] (Qwen-VL: [Σ t·h·w, 3·t·p·p] patches)   the image processor's output
+``image_grid_thw``   [B·C, 3] (Qwen-VL only)
+``state``            [B, state_dim]                                         normalised
+``actions``          [B, K, D]                                              normalised
+``velocities``       [B, K, D]                                              normalised units per second
+``action_mask``      [B, K] bool                                            True = real step
+===================  =====================================================  =============================
+
+Normalisation uses LeRobot's mode names (QUANTILES with q01/q99 by default, MIN_MAX, MEAN_STD, IDENTITY); every
+mode is affine per dimension, so `denormalize_actions` is the exact inverse and a velocity is only scaled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import BatchFeature, ProcessorMixin
+from transformers.utils import logging
+
+from .normalization import AffineNormalizer
+
+logger = logging.get_logger(__name__)
+
+_MODES = ("QUANTILES", "MIN_MAX", "MEAN_STD", "IDENTITY")
+_STAT_QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
+
+
+def compute_stats(values: np.ndarray | torch.Tensor | Sequence[Any], feature: str = "action") -> dict[str, list[float]]:
+    """Per-dimension statistics in LeRobot's ``stats.json`` layout.
+
+    Args:
+        values: [N, D] samples of one feature (all frames of a dataset), physical units.
+        feature: name used in error messages.
+
+    Returns:
+        ``{"min", "max", "mean", "std", "q01", "q10", "q50", "q90", "q99": [D] lists, "count": [N]}``.
+    """
+    array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] == 0:
+        raise ValueError(f"compute_stats: `{feature}` must be a non-empty [N, D] array, got shape {array.shape}.")
+    if not np.all(np.isfinite(array)):
+        rows = np.nonzero(~np.isfinite(array).all(axis=1))[0][:5].tolist()
+        raise ValueError(f"compute_stats: `{feature}` contains NaN or inf (rows {rows}...).")
+    stats = {
+        "min": array.min(axis=0).tolist(),
+        "max": array.max(axis=0).tolist(),
+        "mean": array.mean(axis=0).tolist(),
+        "std": array.std(axis=0).tolist(),
+    }
+    for key, q in _STAT_QUANTILES.items():
+        stats[key] = np.quantile(array, q, axis=0).tolist()
+    stats["count"] = [int(array.shape[0])]
+    return stats
+
+
+class NiafProcessor(ProcessorMixin):
+    r"""Image processor + tokenizer of the backbone, prompt formatting and action/state normalisation.
+
+    Args:
+        image_processor: the backbone's image processor (e.g. from ``microsoft/Florence-2-large`` or
+            ``google/paligemma-3b-pt-224``).
+        tokenizer: the backbone's tokenizer; it must know ``image_token``.
+        prompt_template: format string with ``{instruction}``, e.g. ``"What action should the robot take to
+            {instruction}?"``.
+        image_token: the backbone's image placeholder token (``"<image>"``, ``"<|image_pad|>"``...).
+        image_seq_length: placeholder tokens per image for fixed-size backbones (Florence-2: 577 at 768 px,
+            PaliGemma-224: 256); None for Qwen-VL, where the count follows ``image_grid_thw``.
+        image_start_token, image_end_token: optional tokens framing each image (Qwen-VL:
+            ``<|vision_start|>`` / ``<|vision_end|>``).
+        num_cameras: images per observation, in a fixed order (e.g. static, wrist).
+        action_dim, state_dim: feature dimensions (state_dim None when no state is used).
+        normalization_mode: QUANTILES (q01 → -1, q99 → +1; default), MIN_MAX, MEAN_STD or IDENTITY.
+        normalization_stats: ``{"action": {...}, "state": {...}}`` in LeRobot's stats.json layout.
+        unnormalized_action_dims: action dims left as they are (e.g. a binary gripper).
+        max_length: optional prompt length limit; longer prompts raise instead of being cut silently.
+    """
+
+    def __init__(
+        self,
+        image_processor: Any = None,
+        tokenizer: Any = None,
+        prompt_template: str = "{instruction}",
+        image_token: str = "<image>",
+        image_seq_length: int | None = None,
+        image_start_token: str | None = None,
+        image_end_token: str | None = None,
+        num_cameras: int = 1,
+        action_dim: int = 7,
+        state_dim: int | None = None,
+        normalization_mode: str = "QUANTILES",
+        normalization_stats: dict[str, dict[str, list[float]]] | None = None,
+        unnormalized_action_dims: list[int] | None = None,
+        max_length: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if "{instruction}" not in prompt_template:
+            raise ValueError(f"NiafProcessor: `prompt_template` must contain '{{instruction}}', got {prompt_template!r}.")
+        if normalization_mode not in _MODES:
+            raise ValueError(f"NiafProcessor: `normalization_mode` must be one of {_MODES}, got {normalization_mode!r}.")
+        for name, value in (("num_cameras", num_cameras), ("action_dim", action_dim)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"NiafProcessor: `{name}` must be a positive int, got {value!r}.")
+        if image_seq_length is not None and (not isinstance(image_seq_length, int) or image_seq_length < 1):
+            raise ValueError(f"NiafProcessor: `image_seq_length` must be a positive int or None, got {image_seq_length!r}.")
+        self.prompt_template = prompt_template
+        self.image_token = image_token
+        self.image_seq_length = image_seq_length
+        self.image_start_token = image_start_token
+        self.image_end_token = image_end_token
+        self.num_cameras = num_cameras
+        self.action_dim = action_dim
+        self.state_dim = state_dim
+        self.normalization_mode = normalization_mode
+        self.unnormalized_action_dims = sorted(unnormalized_action_dims or [])
+        self.max_length = max_length
+        self.normalization_stats = None
+        super().__init__(image_processor, tokenizer, **kwargs)
+        if image_token not in self.tokenizer.get_vocab():
+            raise ValueError(f"NiafProcessor: the tokenizer does not know the image token {image_token!r}.")
+        self.set_stats(normalization_stats)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Statistics
+    # ------------------------------------------------------------------------------------------------------
+    def set_stats(self, stats: Mapping[str, Mapping[str, Sequence[float]]] | None) -> None:
+        """Install statistics (``{"action": {...}, "state": {...}}``) and rebuild the normalisers."""
+        self.normalization_stats = None if stats is None else {
+            feature: {k: [float(x) for x in v] for k, v in fstats.items()} for feature, fstats in stats.items()
+        }
+        stats = self.normalization_stats or {}
+        unknown = set(stats) - {"action", "state"}
+        if unknown:
+            raise ValueError(f"NiafProcessor: unknown statistics features {sorted(unknown)}; expected 'action', 'state'.")
+        mode = self.normalization_mode
+        self._action_norm = None
+        self._state_norm = None
+        if mode == "IDENTITY" or "action" in stats:
+            self._action_norm = AffineNormalizer.from_stats(
+                stats.get("action"), mode, self.action_dim, self.unnormalized_action_dims, feature="action"
+            )
+        if self.state_dim is not None and (mode == "IDENTITY" or "state" in stats):
+            self._state_norm = AffineNormalizer.from_stats(stats.get("state"), mode, self.state_dim, feature="state")
+
+    def fit_stats(self, actions: Any, state: Any = None) -> dict[str, dict[str, list[float]]]:
+        """Compute statistics from a dataset's frames (actions [N, D], state [N, S]), install and return them."""
+        stats = {"action": compute_stats(actions, "action")}
+        if state is not None:
+            stats["state"] = compute_stats(state, "state")
+        self._check_dims(stats)
+        self.set_stats(stats)
+        return self.normalization_stats
+
+    def _check_dims(self, stats: Mapping[str, Any]) -> None:
+        for feature, dim in (("action", self.action_dim), ("state", self.state_dim)):
+            if feature in stats and dim is not None and len(stats[feature]["mean"]) != dim:
+                raise ValueError(
+                    f"NiafProcessor: {feature} statistics have {len(stats[feature]['mean'])} dims, expected {dim}."
+                )
+
+    def check_model_config(self, config: Any) -> None:
+        """Raise a ValueError if this processor would feed ``config``'s model other units or shapes."""
+        for name in ("action_dim", "num_cameras", "normalization_mode"):
+            if getattr(config, name) != getattr(self, name):
+                raise ValueError(
+                    f"NiafProcessor: `{name}` is {getattr(self, name)!r} here but {getattr(config, name)!r} in the "
+                    "model config; use the processor saved with the checkpoint."
+                )
+        if config.use_state and config.state_dim != self.state_dim:
+            raise ValueError(f"NiafProcessor: `state_dim` is {self.state_dim} here but {config.state_dim} in the model config.")
+        if list(config.unnormalized_action_dims) != list(self.unnormalized_action_dims):
+            raise ValueError("NiafProcessor: `unnormalized_action_dims` differ from the model config.")
+        mine, theirs = self.normalization_stats or {}, config.normalization_stats or {}
+        for feature in ("action", "state"):
+            a, b = mine.get(feature), theirs.get(feature)
+            if a is None and b is None:
+                continue
+            if a is None or b is None or not _same_stats(a, b):
+                raise ValueError(
+                    f"NiafProcessor: the {feature} normalisation statistics differ from the model config's; the model "
+                    "would receive and return other units. Use the processor saved with the checkpoint."
+                )
+        image_token_id = getattr(config.backbone_config, "image_token_id", None)
+        if image_token_id is not None and self.tokenizer.convert_tokens_to_ids(self.image_token) != image_token_id:
+            raise ValueError(
+                f"NiafProcessor: image token {self.image_token!r} has id "
+                f"{self.tokenizer.convert_tokens_to_ids(self.image_token)}, the backbone expects {image_token_id}."
+            )
+
+    # ------------------------------------------------------------------------------------------------------
+    # Normalisation (exact inverses)
+    # ------------------------------------------------------------------------------------------------------
+    def _norm(self, feature: str) -> AffineNormalizer:
+        norm = self._action_norm if feature == "action" else self._state_norm
+        if norm is None:
+            raise ValueError(
+                f"NiafProcessor: no {feature} statistics for normalization_mode={self.normalization_mode}; compute "
+                f"them with `fit_stats` or pass `normalization_stats`."
+            )
+        return norm
+
+    def normalize_actions(self, actions: Any) -> Any:
+        """Physical → normalised, [..., D] (numpy or torch)."""
+        return self._norm("action").normalize(_checked(actions, "actions", self.action_dim))
+
+    def denormalize_actions(self, actions: Any) -> Any:
+        """Normalised → physical, [..., D]: the exact inverse of `normalize_actions`."""
+        return self._norm("action").denormalize(_checked(actions, "actions", self.action_dim))
+
+    def normalize_velocities(self, velocities: Any) -> Any:
+        """Physical units per second → normalised units per second (scale only: an offset has no derivative)."""
+        return self._norm("action").normalize_derivative(_checked(velocities, "velocities", self.action_dim))
+
+    def denormalize_velocities(self, velocities: Any) -> Any:
+        """Normalised units per second → physical units per second."""
+        return self._norm("action").denormalize_derivative(_checked(velocities, "velocities", self.action_dim))
+
+    def normalize_state(self, state: Any) -> Any:
+        return self._norm("state").normalize(_checked(state, "state", self.state_dim))
+
+    def denormalize_state(self, state: Any) -> Any:
+        return self._norm("state").denormalize(_checked(state, "state", self.state_dim))
+
+    # ------------------------------------------------------------------------------------------------------
+    # Prompt and images
+    # ------------------------------------------------------------------------------------------------------
+    def _image_block(self, num_tokens: int) -> str:
+        return (self.image_start_token or "") + self.image_token * num_tokens + (self.image_end_token or "")
+
+    def _group_images(self, images: Any, batch: int) -> list[Any]:
+        if self.num_cameras == 1 and (not isinstance(images, (list, tuple)) or len(images) == 0
+                                      or not isinstance(images[0], (list, tuple))):
+            images = [[im] for im in (images if isinstance(images, (list, tuple)) else [images])]
+        if not isinstance(images, (list, tuple)) or len(images) != batch:
+            raise ValueError(
+                f"NiafProcessor: `images` must hold one entry per instruction ({batch}), each a list of "
+                f"{self.num_cameras} camera image(s); got {type(images).__name__} of length "
+                f"{len(images) if hasattr(images, '__len__') else '?'}."
+            )
+        for b, obs in enumerate(images):
+            if not isinstance(obs, (list, tuple)) or len(obs) != self.num_cameras:
+                raise ValueError(
+                    f"NiafProcessor: wrong number of images for sample {b}: expected {self.num_cameras} "
+                    f"(num_cameras), got {len(obs) if isinstance(obs, (list, tuple)) else 1}."
+                )
+        return [im for obs in images for im in obs]
+
+    def __call__(
+        self,
+        images: Any = None,
+        text: str | Sequence[str] | None = None,
+        state: Any = None,
+        actions: Any = None,
+        velocities: Any = None,
+        action_mask: Any = None,
+        return_tensors: str = "pt",
+        **kwargs: Any,
+    ) -> BatchFeature:
+        """Build the model inputs for a batch of observations (and targets).
+
+        Args:
+            images: per sample a list of ``num_cameras`` images (PIL, [H, W, 3] uint8 arrays, ...); with one
+                camera a flat list of images is accepted.
+            text: the instruction(s), formatted into ``prompt_template``.
+            state: [B, state_dim] physical robot state (normalised here).
+            actions: [B, K, D] physical target actions (normalised here).
+            velocities: [B, K, D] physical target velocities per second (scaled here).
+            action_mask: [B, K], True for real steps.
+        """
+        if kwargs:
+            raise ValueError(f"NiafProcessor got unexpected arguments {sorted(kwargs)}.")
+        if return_tensors != "pt":
+            raise ValueError(f"NiafProcessor: only return_tensors='pt' is supported, got {return_tensors!r}.")
+        if text is None:
+            raise ValueError("NiafProcessor: `text` (the instruction) is required.")
+        texts = [text] if isinstance(text, str) else list(text)
+        if images is None:
+            raise ValueError(f"NiafProcessor: `images` is required ({self.num_cameras} per observation).")
+        flat = self._group_images(images, len(texts))
+        pixel = self.image_processor(flat, return_tensors="pt")
+        data: dict[str, Any] = {}
+        if "image_grid_thw" in pixel:
+            grid = pixel["image_grid_thw"]
+            merge = int(getattr(self.image_processor, "merge_size", 1)) ** 2
+            counts = (grid.prod(dim=-1) // merge).tolist()
+            data["pixel_values"] = pixel["pixel_values"]
+            data["image_grid_thw"] = grid
+        else:
+            if self.image_seq_length is None:
+                raise ValueError("NiafProcessor: `image_seq_length` is required for backbones with fixed-size images.")
+            counts = [self.image_seq_length] * len(flat)
+            pv = pixel["pixel_values"]
+            data["pixel_values"] = pv.reshape(len(texts), self.num_cameras, *pv.shape[-3:])
+        prompts = []
+        for b, instruction in enumerate(texts):
+            blocks = "".join(self._image_block(int(n)) for n in counts[b * self.num_cameras : (b + 1) * self.num_cameras])
+            prompts.append(blocks + self.prompt_template.format(instruction=instruction))
+        tokens = self.tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=True)
+        if self.max_length is not None and tokens["input_ids"].shape[1] > self.max_length:
+            raise ValueError(
+                f"NiafProcessor: prompt of {tokens['input_ids'].shape[1]} tokens exceeds max_length={self.max_length}."
+            )
+        data["input_ids"] = tokens["input_ids"]
+        data["attention_mask"] = tokens["attention_mask"]
+        if state is not None:
+            data["state"] = torch.as_tensor(np.asarray(self.normalize_state(_as_array(state))), dtype=torch.float32)
+        if actions is not None:
+            data["actions"] = torch.as_tensor(np.asarray(self.normalize_actions(_as_array(actions))), dtype=torch.float32)
+        if velocities is not None:
+            data["velocities"] = torch.as_tensor(
+                np.asarray(self.normalize_velocities(_as_array(velocities))), dtype=torch.float32
+            )
+        if action_mask is not None:
+            data["action_mask"] = torch.as_tensor(np.asarray(action_mask), dtype=torch.bool)
+        return BatchFeature(data=data)
+
+
+def _as_array(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().double().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def _checked(value: Any, name: str, dim: int | None) -> Any:
+    if not hasattr(value, "shape"):
+        value = np.asarray(value, dtype=np.float64)
+    if dim is not None and (value.ndim == 0 or value.shape[-1] != dim):
+        raise ValueError(f"NiafProcessor: `{name}` must have last dimension {dim}, got shape {tuple(value.shape)}.")
+    finite = torch.isfinite(value).all() if isinstance(value, torch.Tensor) else np.isfinite(value).all()
+    if not bool(finite):
+        raise ValueError(f"NiafProcessor: `{name}` contains NaN or inf.")
+    return value
+
+
+def _same_stats(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]]) -> bool:
+    keys = (set(a) | set(b)) - {"count"}
+    for key in keys:
+        if key not in a or key not in b:
+            return False
+        if not np.allclose(np.asarray(a[key], dtype=np.float64), np.asarray(b[key], dtype=np.float64), rtol=1e-9, atol=1e-12):
+            return False
+    return True
+
+
+__all__ = ["NiafProcessor", "compute_stats"]
