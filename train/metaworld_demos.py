@@ -1,0 +1,337 @@
+"""Scripted Meta-World (v3, MT1) demonstrations rendered offscreen and written as a LeRobot v3.0 dataset.
+
+Facts used (``reference/formats.md`` §4): an MT1 benchmark gives 50 variations of one skill; every task has a
+bundled stateless expert (``metaworld.policies.ENV_POLICY_MAP``); the action is Box(-1, 1, (4,)) =
+end-effector displacement dx, dy, dz (× 1 cm per step) + gripper effort (positive closes); one environment step
+is 0.0025 s × 5 = 12.5 ms, so the true control rate is **80 Hz**; an episode may not exceed 500 steps.
+
+Per recorded step t the episode holds:
+
+* ``images[cam]``: uint8 [H, W, 3] of the scene *before* the action, upright. The corner cameras are mounted
+  rolled by about 180° (their image-up axis points down in the world), so their images are rotated by 180°
+  (height and width reversed). This is a rotation, not a mirror: a vertical flip alone would mirror the
+  scene left-right. The rule is decided per camera from its orientation in the model, not from a name list;
+* ``observation.state`` float32 [4]: end-effector position (m, world frame) and gripper opening (0..1);
+* ``action`` float32 [4]: the expert's action clipped to [-1, 1], as the environment applies it.
+
+An episode ends at the first step with ``info["success"]``; an expert that does not succeed within
+``max_steps`` gives a failed episode, which is left out and counted (or kept with ``keep_failures=True``).
+With ``stride`` s only every s-th step is rendered and recorded, and the dataset's fps is 80/s. Results are
+deterministic for a given seed: the variation of episode i of a task is ``train_tasks[i % 50]`` of
+``MT1(task, seed)`` and the experts are deterministic.
+
+Rendering runs through ``mujoco.Renderer`` with multisample anti-aliasing, shadows, reflections, skybox and
+haze off (several times faster on a CPU renderer). ``MUJOCO_GL`` must be set before mujoco is imported;
+it defaults to ``egl`` here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .episodes import Episode
+
+logger = logging.getLogger(__name__)
+
+METAWORLD_FPS = 80.0
+"""Control rate of Meta-World: MuJoCo timestep 0.0025 s × frame_skip 5."""
+
+MAX_PATH_LENGTH = 500
+STATE_NAMES = ["ee.x", "ee.y", "ee.z", "gripper.pos"]
+ACTION_NAMES = ["ee.dx", "ee.dy", "ee.dz", "gripper.effort"]
+DEFAULT_CAMERAS = ("corner2",)
+DEFAULT_TASKS = ("reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3")
+
+TASK_INSTRUCTIONS: dict[str, str] = {
+    "reach-v3": "reach the red goal point",
+    "push-v3": "push the puck to the goal",
+    "pick-place-v3": "pick up the puck and place it at the goal",
+    "door-open-v3": "open the door",
+    "door-close-v3": "close the door",
+    "drawer-open-v3": "open the drawer",
+    "drawer-close-v3": "close the drawer",
+    "button-press-v3": "press the button",
+    "button-press-topdown-v3": "press the button from the top",
+    "peg-insert-side-v3": "insert the peg into the hole from the side",
+    "window-open-v3": "slide the window open",
+    "window-close-v3": "slide the window closed",
+    "faucet-open-v3": "turn the faucet on",
+    "faucet-close-v3": "turn the faucet off",
+    "coffee-push-v3": "push the mug under the coffee machine",
+    "plate-slide-v3": "slide the plate into the goal",
+    "sweep-into-v3": "sweep the puck into the hole",
+    "basketball-v3": "dunk the ball into the basket",
+    "lever-pull-v3": "pull the lever up",
+    "handle-press-v3": "press the handle down",
+}
+"""Instruction per task; other tasks get :func:`instruction_for`'s generic sentence."""
+
+
+def instruction_for(task: str) -> str:
+    """The instruction of an MT1 task (e.g. ``"push-v3"`` → ``"push the puck to the goal"``)."""
+    if task in TASK_INSTRUCTIONS:
+        return TASK_INSTRUCTIONS[task]
+    words = task.rsplit("-v", 1)[0].replace("-", " ")
+    return f"{words} task"
+
+
+@dataclass
+class GenerationSummary:
+    """Per task: episodes attempted, successes, steps of the kept episodes; failed episodes left out."""
+
+    attempted: dict[str, int] = field(default_factory=dict)
+    succeeded: dict[str, int] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    failed: list[tuple[str, int]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"attempted": self.attempted, "succeeded": self.succeeded, "steps": self.steps,
+                "failed": [list(f) for f in self.failed], "seconds": round(self.seconds, 2)}
+
+
+def _import_metaworld():
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:
+        import metaworld
+        import mujoco
+        from metaworld.policies import ENV_POLICY_MAP
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Meta-World demonstrations need `mujoco` and `metaworld` (pip install 'niaf[train]')"
+        ) from err
+    return metaworld, mujoco, ENV_POLICY_MAP
+
+
+def camera_needs_rotation(model: Any, data: Any, camera: str) -> bool:
+    """True when ``camera``'s image-up axis points downward in the world (the camera is rolled ~180°)."""
+    import mujoco
+
+    cid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+    if cid < 0:
+        raise ValueError(f"Meta-World has no camera {camera!r}")
+    # cam_xmat rows-major 3x3 whose columns are the camera axes in world coordinates; column 1 is image-up
+    return float(np.asarray(data.cam_xmat[cid]).reshape(3, 3)[2, 1]) < 0.0
+
+
+class _FastRenderer:
+    """A ``mujoco.Renderer`` with anti-aliasing, shadows, reflections, skybox and haze off."""
+
+    def __init__(self, model: Any, height: int, width: int) -> None:
+        import mujoco
+
+        model.vis.quality.offsamples = 0
+        model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), width)
+        model.vis.global_.offheight = max(int(model.vis.global_.offheight), height)
+        self.renderer = mujoco.Renderer(model, height, width)
+        flags = mujoco.mjtRndFlag
+        for flag in (flags.mjRND_SHADOW, flags.mjRND_REFLECTION, flags.mjRND_SKYBOX, flags.mjRND_HAZE):
+            self.renderer.scene.flags[flag] = 0
+
+    def render(self, data: Any, camera: str, rotate: bool) -> np.ndarray:
+        self.renderer.update_scene(data, camera=camera)
+        img = self.renderer.render()
+        return np.ascontiguousarray(img[::-1, ::-1] if rotate else img)
+
+    def close(self) -> None:
+        self.renderer.close()
+
+
+def rollout(
+    env: Any,
+    policy: Any,
+    renderer: _FastRenderer | None,
+    cameras: Sequence[str],
+    rotate: dict[str, bool],
+    stride: int = 1,
+    max_steps: int = MAX_PATH_LENGTH,
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Run the expert from the current reset state until success or ``max_steps``.
+
+    Returns ``({"state": [T, 4], "action": [T, 4], "obs": [T, 39], "images.<cam>": [T, H, W, 3]}, success)``
+    with one row per recorded step (every ``stride``-th environment step, starting at 0).
+    """
+    obs, _ = env.reset()
+    states, actions, observations = [], [], []
+    frames: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
+    success = False
+    for step in range(max_steps):
+        action = np.clip(np.asarray(policy.get_action(obs), dtype=np.float64), -1.0, 1.0)
+        if step % stride == 0:
+            states.append(obs[:4].copy())
+            observations.append(obs.copy())
+            actions.append(action.copy())
+            if renderer is not None:
+                for cam in cameras:
+                    frames[cam].append(renderer.render(env.data, cam, rotate[cam]))
+        obs, _reward, _terminated, truncated, info = env.step(action)
+        if float(info.get("success", 0.0)) >= 1.0:
+            success = True
+            break
+        if truncated:
+            break
+    out = {"state": np.asarray(states, np.float32), "action": np.asarray(actions, np.float32),
+           "obs": np.asarray(observations, np.float32)}
+    for cam in cameras:
+        if renderer is not None:
+            out[f"images.{cam}"] = np.stack(frames[cam])
+    return out, success
+
+
+def generate_episodes(
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    episodes_per_task: int = 50,
+    *,
+    cameras: Sequence[str] = DEFAULT_CAMERAS,
+    image_size: int = 96,
+    stride: int = 1,
+    seed: int = 0,
+    max_steps: int = MAX_PATH_LENGTH,
+    keep_failures: bool = False,
+    summary: GenerationSummary | None = None,
+    progress: bool = True,
+) -> Iterator[Episode]:
+    """Yield expert demonstrations as :class:`Episode` (fps = 80 / stride), task by task.
+
+    Args:
+        tasks: MT1 task names (``metaworld.MT1.ENV_NAMES``), e.g. ``"reach-v3"``.
+        episodes_per_task: episodes per task; episode i uses variation ``i % 50``.
+        cameras: Meta-World camera names (``corner``, ``corner2``, ``corner3``, ``corner4``, ``topview``,
+            ``behindGripper``, ``gripperPOV``); empty for state-only demonstrations.
+        image_size: H = W of the rendered images in pixels.
+        stride: record every ``stride``-th environment step only (rendering only those).
+        seed: seed of the MT1 benchmarks (task variations).
+        max_steps: step limit per episode (<= 500).
+        keep_failures: also yield episodes whose expert did not succeed (default: leave them out, counted
+            in ``summary.failed`` and logged).
+        summary: filled with per-task counts when given.
+        progress: show a tqdm bar.
+    """
+    from tqdm.auto import tqdm
+
+    metaworld, _mujoco, policy_map = _import_metaworld()
+    if not 1 <= max_steps <= MAX_PATH_LENGTH:
+        raise ValueError(f"max_steps must be in [1, {MAX_PATH_LENGTH}], got {max_steps}")
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if episodes_per_task < 1:
+        raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
+    known = set(metaworld.MT1.ENV_NAMES)
+    unknown = [t for t in tasks if t not in known or t not in policy_map]
+    if unknown:
+        raise ValueError(f"unknown Meta-World MT1 task(s) {unknown}; choose from {sorted(known)}")
+    summary = summary if summary is not None else GenerationSummary()
+    fps = METAWORLD_FPS / stride
+    start = time.perf_counter()
+    bar = tqdm(total=len(tasks) * episodes_per_task, desc="metaworld demos", unit="ep", disable=not progress)
+    index = 0
+    for task in tasks:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the experts warn about gains being "too high" on every call
+            benchmark = metaworld.MT1(task, seed=seed)
+            env = benchmark.train_classes[task]()
+            policy = policy_map[task]()
+            env.set_task(benchmark.train_tasks[0])
+            env.reset()
+            renderer = _FastRenderer(env.model, image_size, image_size) if cameras else None
+            rotate = {c: camera_needs_rotation(env.model, env.data, c) for c in cameras}
+            summary.attempted.setdefault(task, 0)
+            summary.succeeded.setdefault(task, 0)
+            summary.steps.setdefault(task, 0)
+            try:
+                for i in range(episodes_per_task):
+                    variation = i % len(benchmark.train_tasks)
+                    env.set_task(benchmark.train_tasks[variation])
+                    rec, success = rollout(env, policy, renderer, cameras, rotate, stride, max_steps)
+                    summary.attempted[task] += 1
+                    bar.update(1)
+                    if success:
+                        summary.succeeded[task] += 1
+                    else:
+                        summary.failed.append((task, i))
+                        logger.warning("metaworld %s episode %d (variation %d): expert did not succeed in %d steps%s",
+                                       task, i, variation, max_steps, "" if keep_failures else "; left out")
+                        if not keep_failures:
+                            continue
+                    if len(rec["action"]) < 2:
+                        logger.warning("metaworld %s episode %d: only %d recorded step(s) at stride %d; left out",
+                                       task, i, len(rec["action"]), stride)
+                        summary.failed.append((task, i))
+                        continue
+                    summary.steps[task] += len(rec["action"])
+                    yield Episode(
+                        episode_id=f"{task}/{i}",
+                        source=f"metaworld://{task}?seed={seed}&variation={variation}",
+                        instruction=instruction_for(task),
+                        fps=fps,
+                        actions=rec["action"],
+                        states=rec["state"],
+                        images={c: rec[f"images.{c}"] for c in cameras},
+                        index=index,
+                        metadata={"task": task, "variation": variation, "success": success},
+                    )
+                    index += 1
+            finally:
+                if renderer is not None:
+                    renderer.close()
+                env.close()
+    bar.close()
+    summary.seconds = time.perf_counter() - start
+
+
+def generate_metaworld_dataset(
+    out: str | os.PathLike[str],
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    episodes_per_task: int = 50,
+    *,
+    cameras: Sequence[str] = DEFAULT_CAMERAS,
+    image_size: int = 96,
+    stride: int = 1,
+    seed: int = 0,
+    max_steps: int = MAX_PATH_LENGTH,
+    keep_failures: bool = False,
+    progress: bool = True,
+) -> tuple[Path, GenerationSummary]:
+    """Generate demonstrations (see :func:`generate_episodes`) into a new LeRobot v3.0 folder ``out``.
+
+    The dataset has ``fps`` = 80 / stride, ``robot_type`` "sawyer", ``observation.state`` (names
+    :data:`STATE_NAMES`), ``action`` (names :data:`ACTION_NAMES`), one PNG image feature
+    ``observation.images.<camera>`` per camera, one task per Meta-World task. Returns (out, summary).
+    """
+    from .lerobot_v3 import write_lerobot_dataset
+
+    summary = GenerationSummary()
+    episodes = generate_episodes(tasks, episodes_per_task, cameras=cameras, image_size=image_size, stride=stride,
+                                 seed=seed, max_steps=max_steps, keep_failures=keep_failures, summary=summary,
+                                 progress=progress)
+    root = write_lerobot_dataset(out, episodes, fps=METAWORLD_FPS / stride, robot_type="sawyer",
+                                 action_names=ACTION_NAMES, state_names=STATE_NAMES)
+    kept = sum(summary.attempted.values()) - len(summary.failed)
+    logger.info("metaworld: %d episodes kept of %d in %.1f s -> %s", kept, sum(summary.attempted.values()),
+                summary.seconds, root)
+    return root, summary
+
+
+__all__ = [
+    "ACTION_NAMES",
+    "DEFAULT_CAMERAS",
+    "DEFAULT_TASKS",
+    "GenerationSummary",
+    "METAWORLD_FPS",
+    "STATE_NAMES",
+    "TASK_INSTRUCTIONS",
+    "camera_needs_rotation",
+    "generate_episodes",
+    "generate_metaworld_dataset",
+    "instruction_for",
+    "rollout",
+]
