@@ -70,7 +70,7 @@ def test_corner_cameras_are_rotated_by_180_degrees():
         f = 0.5 * size / np.tan(np.deg2rad(m.cam_fovy[cid]) / 2)
         return size / 2 + f * c[0] / -c[2], size / 2 - f * c[1] / -c[2]  # (u right, v down) in the raw image
 
-    (u0, v0), (u1, v1) = pixel(hand), pixel(hand + [0, 0, 0.1])
+    (u0, v0), (_, v1) = pixel(hand), pixel(hand + [0, 0, 0.1])
     assert v1 > v0  # raw image: "up" goes down
     assert (128 - v1) < (128 - v0)  # after the 180° rotation: up is up
     # the rendered raw frame agrees with the projection (hand pixels near (u0, v0)), so the fix is a rotation
