@@ -160,3 +160,44 @@ def make_inputs(
         # SmolVLM drops all-zero images as padding: random images never are.
         out["pixel_values"] = torch.randn(batch, num_cameras, 3, side, side, generator=g)
     return out
+
+
+# --------------------------------------------------------------------------------------------------------
+# A tokenizer and image processors built in code (no downloads)
+# --------------------------------------------------------------------------------------------------------
+WORDS = ["pick", "up", "the", "red", "blue", "block", "open", "drawer", "put", "it", "in", "what", "action",
+         "should", "robot", "take", "to", "?"]
+
+
+def make_tokenizer():
+    """A word-level fast tokenizer over a tiny vocabulary whose ids fit the tiny backbones (< 300).
+
+    ``<image>`` has id 299 (IMAGE_TOKEN); ``<vision_start>``/``<vision_end>`` 297/296 as in the Qwen configs.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": PAD, "<s>": 1, "</s>": 2, "<unk>": 3}
+    for i, word in enumerate(WORDS):
+        vocab[word] = 4 + i
+    vocab.update({"<image>": IMAGE_TOKEN, "<video>": 298, "<vision_start>": 297, "<vision_end>": 296})
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
+        additional_special_tokens=["<image>", "<video>", "<vision_start>", "<vision_end>"],
+    )
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def make_image_processor(family: str):
+    """An image processor from explicit settings matching the tiny backbone's image size."""
+    from transformers import Qwen2VLImageProcessorPil, SiglipImageProcessorPil
+
+    side = IMAGE_SIDE[family]
+    if family in ("qwen2_5_vl", "qwen3_vl"):
+        return Qwen2VLImageProcessorPil(
+            patch_size=8, merge_size=2, temporal_patch_size=2, min_pixels=side * side, max_pixels=side * side
+        )
+    return SiglipImageProcessorPil(size={"height": side, "width": side})

@@ -1,0 +1,140 @@
+"""NiafProcessor: prompt and images → model inputs; normalisation with exact inverses; save / load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from niaf_tiny_backbones import IMAGE_TOKEN, image_tokens_per_image, make_image_processor, make_tokenizer
+from test_modeling import make_model
+
+from modeling_niaf import NiafProcessor
+from modeling_niaf.processing_niaf import compute_stats
+
+RNG = np.random.default_rng(0)
+FRAMES = RNG.normal(size=(500, 3)) * np.array([1.0, 5.0, 0.1]) + np.array([0.0, 2.0, -1.0])
+
+
+def make_processor(family: str = "florence2", num_cameras: int = 2, mode: str = "QUANTILES", **kw) -> NiafProcessor:
+    qwen = family in ("qwen2_5_vl", "qwen3_vl")
+    proc = NiafProcessor(
+        image_processor=make_image_processor(family),
+        tokenizer=make_tokenizer(),
+        prompt_template="what action should the robot take to {instruction} ?",
+        image_token="<image>",
+        image_seq_length=None if qwen else image_tokens_per_image(family),
+        image_start_token="<vision_start>" if qwen else None,
+        image_end_token="<vision_end>" if qwen else None,
+        num_cameras=num_cameras,
+        action_dim=3,
+        state_dim=2,
+        normalization_mode=mode,
+        **kw,
+    )
+    proc.fit_stats(FRAMES, state=FRAMES[:, :2] * 3.0)
+    return proc
+
+
+def images(batch: int, cams: int, side: int = 48) -> list[list[np.ndarray]]:
+    return [[RNG.integers(1, 255, size=(side, side, 3), dtype=np.uint8) for _ in range(cams)] for _ in range(batch)]
+
+
+@pytest.mark.parametrize("family", ["florence2", "qwen2_5_vl"])
+def test_processor_output_drives_the_model(family):
+    proc = make_processor(family)
+    model = make_model(family, num_cameras=2, use_state=True, state_dim=2,
+                       normalization_stats=proc.normalization_stats)
+    proc.check_model_config(model.config)
+    actions = FRAMES[:12].reshape(2, 6, 3)
+    batch = proc(
+        images=images(2, 2), text=["pick up the red block", "open the drawer"], state=FRAMES[:2, :2],
+        actions=actions, velocities=actions * 2.0, action_mask=np.ones((2, 6), bool),
+    )
+    n_img = image_tokens_per_image(family)
+    counts = (batch["input_ids"] == IMAGE_TOKEN).sum(1)
+    assert counts.tolist() == [2 * n_img, 2 * n_img]
+    # the text follows the image blocks, tokenised from the template
+    tok = make_tokenizer()
+    text_ids = tok("what action should the robot take to open the drawer ?")["input_ids"]
+    row = batch["input_ids"][1][batch["attention_mask"][1].bool()].tolist()
+    assert row[-len(text_ids):] == text_ids
+    out = model(**batch)
+    assert torch.isfinite(out.loss)
+    # the processor's actions are the normalised targets: q01 → -1, q99 → +1
+    q01, q99 = np.quantile(FRAMES, 0.01, axis=0), np.quantile(FRAMES, 0.99, axis=0)
+    expected = 2 * (actions - q01) / (q99 - q01) - 1
+    np.testing.assert_allclose(batch["actions"].numpy(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batch["velocities"].numpy(), 2 * actions * 2 / (q99 - q01), rtol=1e-5, atol=1e-6)
+    # generate_actions in physical units equals denormalising the normalised prediction
+    traj = model.generate_actions(**{k: v for k, v in batch.items()}, derivatives=1)
+    np.testing.assert_allclose(
+        traj.position.numpy(), proc.denormalize_actions(out.positions.detach().double().numpy()), rtol=1e-5, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("mode", ["QUANTILES", "MIN_MAX", "MEAN_STD", "IDENTITY"])
+def test_normalisation_has_an_exact_inverse(mode):
+    proc = make_processor(mode=mode, unnormalized_action_dims=[2])
+    x = FRAMES[:50]
+    y = proc.normalize_actions(x)
+    np.testing.assert_allclose(proc.denormalize_actions(y), x, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(y[:, 2], x[:, 2])  # the excluded dim is untouched
+    if mode == "MIN_MAX":
+        np.testing.assert_allclose(proc.normalize_actions(FRAMES).min(0)[:2], [-1, -1], atol=1e-12)
+        np.testing.assert_allclose(proc.normalize_actions(FRAMES).max(0)[:2], [1, 1], atol=1e-12)
+    if mode == "MEAN_STD":
+        np.testing.assert_allclose(proc.normalize_actions(FRAMES).mean(0)[:2], [0, 0], atol=1e-12)
+    # velocities are only scaled: normalising v and the finite difference of positions agree
+    v_norm = proc.normalize_velocities(x[1:] - x[:-1])
+    np.testing.assert_allclose(v_norm, y[1:] - y[:-1], rtol=1e-9, atol=1e-12)
+    s = FRAMES[:5, :2]
+    np.testing.assert_allclose(proc.denormalize_state(proc.normalize_state(s)), s, rtol=0, atol=1e-12)
+    t = torch.as_tensor(x)
+    torch.testing.assert_close(proc.denormalize_actions(proc.normalize_actions(t)), t, rtol=0, atol=1e-12)
+
+
+def test_compute_stats_matches_numpy():
+    stats = compute_stats(FRAMES)
+    np.testing.assert_allclose(stats["q01"], np.quantile(FRAMES, 0.01, axis=0))
+    np.testing.assert_allclose(stats["q99"], np.quantile(FRAMES, 0.99, axis=0))
+    np.testing.assert_allclose(stats["std"], FRAMES.std(axis=0))
+    assert stats["count"] == [500]
+    bad = FRAMES.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        compute_stats(bad)
+
+
+def test_save_and_load_round_trip(tmp_path):
+    proc = make_processor("qwen2_5_vl", num_cameras=1)
+    proc.save_pretrained(tmp_path / "proc_rt")
+    loaded = NiafProcessor.from_pretrained(tmp_path / "proc_rt")
+    assert loaded.normalization_stats == proc.normalization_stats
+    assert loaded.prompt_template == proc.prompt_template and loaded.image_start_token == "<vision_start>"
+    obs = images(1, 1)
+    a, b = proc(images=obs, text="open the drawer"), loaded(images=obs, text="open the drawer")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    x = FRAMES[:4]
+    np.testing.assert_array_equal(loaded.normalize_actions(x), proc.normalize_actions(x))
+
+
+def test_bad_processor_inputs():
+    proc = make_processor(num_cameras=2)
+    with pytest.raises(ValueError, match="wrong number of images for sample 0: expected 2"):
+        proc(images=images(1, 1), text=["open the drawer"])
+    with pytest.raises(ValueError, match="one entry per instruction"):
+        proc(images=images(1, 2), text=["open the drawer", "pick up the block"])
+    bad = FRAMES[:6].copy().reshape(1, 6, 3)
+    bad[0, 3, 1] = np.nan
+    with pytest.raises(ValueError, match="`actions` contains NaN"):
+        proc(images=images(1, 2), text="open the drawer", actions=bad)
+    with pytest.raises(ValueError, match="last dimension 3"):
+        proc.normalize_actions(np.zeros((2, 4)))
+    model = make_model("florence2", num_cameras=2, normalization_stats={"action": {"q01": [0, 0, 0], "q99": [1, 1, 1]}})
+    with pytest.raises(ValueError, match="action normalisation statistics differ"):
+        proc.check_model_config(model.config)
+    with pytest.raises(ValueError, match="prompt_template"):
+        NiafProcessor(make_image_processor("florence2"), make_tokenizer(), prompt_template="no slot")
+    with pytest.raises(ValueError, match="image token"):
+        NiafProcessor(make_image_processor("florence2"), make_tokenizer(), image_token="<img>")
