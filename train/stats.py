@@ -209,6 +209,31 @@ def stats_from_episodes(episodes: Iterable[Episode], image_pixels: int = 0, **kw
     return acc.result()
 
 
+def stats_from_chunk_dataset(dataset: Any, batch_size: int = 4096, **kwargs: Any) -> dict[str, dict[str, list]]:
+    """stats.json entries from a chunk dataset (:mod:`niaf_train.chunking`), without decoding images.
+
+    Uses, per row, the first chunk point (never padded) of ``action`` and ``velocity`` and the row's
+    ``observation.state``: the statistics of the frames the dataset samples (every frame at stride 1).
+    """
+    columns = {"action": "action", "observation.state": "observation.state", "velocity": "observation.velocity"}
+    present = [c for c in columns if c in dataset.column_names]
+    if "action" not in present:
+        raise ValueError(f"stats_from_chunk_dataset: no 'action' column in {dataset.column_names}")
+    acc: dict[str, RunningStats] = {}
+    view = dataset.select_columns(present).with_format("numpy")
+    for start in range(0, len(view), batch_size):
+        batch = view[start : start + batch_size]
+        for col in present:
+            rows = np.asarray(batch[col], dtype=np.float64)
+            if col in ("action", "velocity"):
+                rows = rows[:, 0, :]
+            name = columns[col]
+            if name not in acc:
+                acc[name] = RunningStats(rows.shape[1], **kwargs)
+            acc[name].update(rows)
+    return {name: a.result() for name, a in acc.items()}
+
+
 def write_stats_json(path: str | os.PathLike[str], stats: Mapping[str, Mapping[str, Any]], overwrite: bool = False) -> Path:
     """Write ``stats`` as JSON; refuse to replace an existing file unless ``overwrite``."""
     path = Path(path)
@@ -258,6 +283,7 @@ __all__ = [
     "STATS_KEYS",
     "compute_stats",
     "read_stats_json",
+    "stats_from_chunk_dataset",
     "stats_from_episodes",
     "to_normalization_stats",
     "write_stats_json",

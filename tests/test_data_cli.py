@@ -1,0 +1,93 @@
+"""The niaf-data command: inspect / stats / metaworld."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from data_factories import random_lerobot_episodes, write_lerobot_v3_fixture
+from niaf_train.data_cli import main
+
+
+def _run(capsys, argv):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_inspect_lerobot_prints_counts_features_and_statistics(tmp_path, capsys):
+    src = random_lerobot_episodes(n=3, lengths=[5, 7, 6], velocity=True, seed=11)
+    root = write_lerobot_v3_fixture(tmp_path / "ds", src, fps=30, velocity=True)
+    code, out, err = _run(capsys, ["inspect", "--format", "lerobot", str(root), "--chunk-size", "4",
+                                   "--cache-dir", str(tmp_path / "c")])
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["episodes"], report["frames"], report["samples"], report["skipped_episodes"]) == (3, 18, 18, 0)
+    assert report["fps"] == 30.0 and report["has_velocity"] is True
+    assert report["features"]["action"] == {"dtype": "float32", "shape": [4, 6]}
+    assert report["features"]["observation.images.top"] == {"dtype": "image", "shape": [12, 10, 3]}
+    assert report["features"]["observation.state"]["shape"] == [6]
+    actions = np.concatenate([e["action"] for e in src]).astype(np.float64)
+    np.testing.assert_allclose(report["statistics"]["action"]["q99"], np.quantile(actions, 0.99, axis=0), rtol=1e-6)
+    vel = np.concatenate([e["velocity"] for e in src]).astype(np.float64)
+    np.testing.assert_allclose(report["statistics"]["observation.velocity"]["mean"], vel.mean(0), rtol=1e-5)
+
+
+def test_inspect_bad_dataset_exits_nonzero_with_a_named_error(tmp_path, capsys):
+    src = random_lerobot_episodes(n=2, seed=12)
+    src[1]["state"][3, 1] = np.inf
+    root = write_lerobot_v3_fixture(tmp_path / "bad", src)
+    code, out, err = _run(capsys, ["inspect", "--format", "lerobot", str(root), "--cache-dir", str(tmp_path / "c")])
+    assert code == 2 and out == ""
+    assert "file-000.parquet: episode 1: key 'states'" in err and "non-finite" in err
+    code, out, _ = _run(capsys, ["inspect", "--format", "lerobot", str(root), "--skip-invalid",
+                                 "--cache-dir", str(tmp_path / "c")])
+    report = json.loads(out)
+    assert code == 0 and report["episodes"] == 1 and report["skipped"][0]["episode_id"] == "1"
+    code, _, err = _run(capsys, ["inspect", "--format", "lerobot", str(tmp_path / "missing")])
+    assert code == 2 and "no such file or folder" in err
+    code, _, err = _run(capsys, ["inspect", "--format", "lerobot", str(tmp_path)])
+    assert code == 2 and "meta/info.json" in err
+
+
+def test_inspect_libero_lerobot_uses_20_hz(tmp_path, capsys):
+    src = random_lerobot_episodes(n=1, d=7, s=8, lengths=[6], image_keys=("observation.images.image",), seed=13)
+    root = write_lerobot_v3_fixture(tmp_path / "lib", src, fps=10, image_keys=("observation.images.image",))
+    code, out, err = _run(capsys, ["inspect", "--format", "libero-lerobot", str(root), "--stride", "2",
+                                   "--cache-dir", str(tmp_path / "c")])
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["source_fps"] == 20.0 and report["fps"] == 10.0 and report["samples"] == 3
+
+
+def test_stats_writes_and_refuses_to_overwrite(tmp_path, capsys):
+    src = random_lerobot_episodes(n=2, seed=14)
+    root = write_lerobot_v3_fixture(tmp_path / "ds", src)
+    out_file = root / "meta" / "stats.json"
+    code, out, err = _run(capsys, ["stats", "--format", "lerobot", str(root), "--cache-dir", str(tmp_path / "c")])
+    assert code == 0, err
+    stats = json.loads(out_file.read_text())
+    states = np.concatenate([e["state"] for e in src]).astype(np.float64)
+    np.testing.assert_allclose(stats["observation.state"]["min"], states.min(0), rtol=1e-6)
+    np.testing.assert_allclose(stats["observation.state"]["q01"], np.quantile(states, 0.01, axis=0), rtol=1e-6)
+    assert stats["action"]["count"] == [15]
+    code, _, err = _run(capsys, ["stats", "--format", "lerobot", str(root), "--cache-dir", str(tmp_path / "c")])
+    assert code == 2 and "--overwrite" in err
+    code, _, _ = _run(capsys, ["stats", "--format", "lerobot", str(root), "--overwrite",
+                               "--cache-dir", str(tmp_path / "c")])
+    assert code == 0
+
+
+def test_metaworld_command_state_only(tmp_path, capsys):
+    pytest.importorskip("metaworld")
+    out_dir = tmp_path / "mw"
+    code, out, err = _run(capsys, ["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(out_dir),
+                                   "--cameras", "--stride", "4", "--quiet"])
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["fps"] == 20.0 and report["succeeded"] == {"reach-v3": 1}
+    info = json.loads((out_dir / "meta" / "info.json").read_text())
+    assert info["fps"] == 20 and info["robot_type"] == "sawyer" and info["total_frames"] == report["steps"]["reach-v3"]
+    code, _, err = _run(capsys, ["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(out_dir)])
+    assert code == 2 and "not empty" in err

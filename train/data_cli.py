@@ -1,0 +1,228 @@
+"""``niaf-data``: inspect datasets, write their statistics, generate Meta-World demonstrations.
+
+Subcommands::
+
+    niaf-data inspect  --format {calvin,libero,libero-lerobot,lerobot} PATH [--chunk-size K] [--stride S] ...
+    niaf-data stats    --format ... PATH [--out FILE] [--overwrite]
+    niaf-data metaworld --tasks reach-v3 push-v3 --episodes 50 --out DIR [--image-size 96] [--stride 1] ...
+
+``inspect`` builds (or reuses from the cache) the chunk dataset exactly as training will, validating every
+episode, and prints one JSON object on stdout: episode/frame/sample counts, skipped episodes with their
+reasons, the features with shapes, the control rate and per-dimension statistics. Any problem with the data
+ends the command with exit status 2 and a one-line message on stderr naming the file, episode and key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+FORMATS = ("calvin", "libero", "libero-lerobot", "lerobot")
+
+logger = logging.getLogger("niaf_train.data_cli")
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _load(args: argparse.Namespace, *, for_stats: bool = False):
+    """Build the chunk dataset of ``args.path`` with the format's loader."""
+    common: dict[str, Any] = {"chunk_size": args.chunk_size, "stride": args.stride, "skip_invalid": args.skip_invalid,
+                              "cache_dir": args.cache_dir}
+    fmt = args.format
+    path = Path(args.path)
+    if not path.exists():
+        raise CliError(f"{path}: no such file or folder")
+    if fmt in ("lerobot", "libero-lerobot"):
+        from .lerobot_v3 import load_lerobot, load_libero_lerobot
+
+        kw = dict(common, state_only=args.state_only or for_stats)
+        if args.max_episodes is not None:
+            kw["episodes"] = list(range(args.max_episodes))
+        if fmt == "lerobot":
+            if args.fps is not None:
+                kw["fps_override"] = args.fps
+            return load_lerobot(path, **kw)
+        if args.fps is not None:
+            kw["fps"] = args.fps
+        return load_libero_lerobot(path, **kw)
+    if args.state_only or args.fps is not None:
+        raise CliError(f"--state-only and --fps apply to the lerobot formats, not {fmt}")
+    if fmt == "calvin":
+        try:
+            from .calvin import load_calvin
+        except ImportError as err:
+            raise CliError(f"the CALVIN loader (niaf_train.calvin.load_calvin) is not available: {err}") from err
+        kw = dict(common, split=args.split)
+        if args.max_episodes is not None:
+            kw["max_episodes"] = args.max_episodes
+        if for_stats:
+            kw["cameras"] = ()
+        return load_calvin(path, **kw)
+    if fmt == "libero":
+        try:
+            from .libero import load_libero
+        except ImportError as err:
+            raise CliError(f"the LIBERO loader (niaf_train.libero.load_libero) is not available: {err}") from err
+        kw = dict(common)
+        if args.max_episodes is not None:
+            kw["max_demos_per_file"] = args.max_episodes
+        if for_stats:
+            kw["cameras"] = ()
+        return load_libero(path, **kw)
+    raise CliError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+
+
+def _feature_table(dataset: Any) -> dict[str, dict[str, Any]]:
+    import datasets
+
+    from .chunking import chunk_dataset_meta
+
+    cams = chunk_dataset_meta(dataset).get("cameras", {})
+    out: dict[str, dict[str, Any]] = {}
+    for name, feat in dataset.features.items():
+        if isinstance(feat, datasets.Image):
+            out[name] = {"dtype": "image", "shape": cams.get(name.removeprefix("observation.images."))}
+        elif isinstance(feat, (datasets.Array2D, datasets.Array3D)):
+            out[name] = {"dtype": feat.dtype, "shape": list(feat.shape)}
+        elif isinstance(feat, datasets.List):
+            out[name] = {"dtype": getattr(feat.feature, "dtype", "?"), "shape": [feat.length]}
+        elif isinstance(feat, datasets.Value):
+            out[name] = {"dtype": feat.dtype, "shape": []}
+        else:
+            out[name] = {"dtype": type(feat).__name__, "shape": None}
+    return out
+
+
+def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
+    from .chunking import chunk_dataset_meta, load_summary
+    from .stats import stats_from_chunk_dataset
+
+    ds = _load(args)
+    meta = chunk_dataset_meta(ds)
+    summary = load_summary(ds)
+    report = {
+        "format": args.format,
+        "path": str(Path(args.path).resolve()),
+        "episodes": summary.episodes,
+        "frames": summary.frames,
+        "samples": summary.samples,
+        "skipped_episodes": len(summary.skipped),
+        "skipped": summary.to_dict()["skipped"],
+        "fps": meta["fps"],
+        "source_fps": meta["source_fps"],
+        "chunk_size": meta["chunk_size"],
+        "stride": meta["stride"],
+        "has_velocity": meta["has_velocity"],
+        "features": _feature_table(ds),
+        "cache": ds.cache_files[0]["filename"] if ds.cache_files else None,
+        "statistics": stats_from_chunk_dataset(ds),
+    }
+    return report
+
+
+def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
+    from .stats import stats_from_chunk_dataset, write_stats_json
+
+    if args.out is None:
+        if args.format not in ("lerobot", "libero-lerobot"):
+            raise CliError(f"--out is required for format {args.format}")
+        args.out = str(Path(args.path) / "meta" / "stats.json")
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise CliError(f"{out} exists; pass --overwrite to replace it")
+    ds = _load(args, for_stats=True)
+    stats = stats_from_chunk_dataset(ds)
+    write_stats_json(out, stats, overwrite=args.overwrite)
+    return {"written": str(out), "features": sorted(stats), "frames": stats["action"]["count"][0]}
+
+
+def cmd_metaworld(args: argparse.Namespace) -> dict[str, Any]:
+    from .metaworld_demos import generate_metaworld_dataset
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise CliError(f"{out} exists and is not empty; choose a new --out folder")
+    root, summary = generate_metaworld_dataset(
+        out, args.tasks, args.episodes, cameras=args.cameras, image_size=args.image_size, stride=args.stride,
+        seed=args.seed, max_steps=args.max_steps, keep_failures=args.keep_failures, progress=not args.quiet,
+    )
+    return {"out": str(root), "fps": 80.0 / args.stride, **summary.to_dict()}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="niaf-data", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level on stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("path", help="dataset folder (CALVIN split root, LIBERO .hdf5 file/folder, LeRobot root)")
+        p.add_argument("--format", required=True, choices=FORMATS)
+        p.add_argument("--chunk-size", type=int, default=10, help="K, actions per sample (default 10)")
+        p.add_argument("--stride", type=int, default=1, help="frames between chunk points (default 1)")
+        p.add_argument("--skip-invalid", action="store_true", help="skip bad episodes (listed) instead of failing")
+        p.add_argument("--cache-dir", default=None, help="cache folder (default $NIAF_CACHE or the HF cache)")
+        p.add_argument("--split", default="training", help="CALVIN split folder (default training)")
+        p.add_argument("--state-only", action="store_true", help="lerobot formats: read no images/videos")
+        p.add_argument("--fps", type=float, default=None,
+                       help="lerobot formats: true control rate when info.json's fps is wrong (libero-lerobot: 20)")
+        p.add_argument("--max-episodes", type=int, default=None,
+                       help="read only the first N episodes (LIBERO: demos per file)")
+
+    p_inspect = sub.add_parser("inspect", help="validate a dataset and print a JSON summary")
+    data_args(p_inspect)
+    p_stats = sub.add_parser("stats", help="compute per-dimension statistics and write stats.json")
+    data_args(p_stats)
+    p_stats.add_argument("--out", default=None, help="stats.json path (default PATH/meta/stats.json for lerobot)")
+    p_stats.add_argument("--overwrite", action="store_true", help="replace an existing stats.json")
+    p_mw = sub.add_parser("metaworld", help="generate Meta-World expert demonstrations as a LeRobot v3 dataset")
+    p_mw.add_argument("--tasks", nargs="+", default=None, help="MT1 task names (default: 5 tasks)")
+    p_mw.add_argument("--episodes", type=int, default=50, help="episodes per task (default 50)")
+    p_mw.add_argument("--out", required=True, help="new output folder")
+    p_mw.add_argument("--cameras", nargs="*", default=["corner2"], help="cameras (default corner2; none: state only)")
+    p_mw.add_argument("--image-size", type=int, default=96, help="image height = width in pixels (default 96)")
+    p_mw.add_argument("--stride", type=int, default=1, help="record every s-th 80 Hz step (fps 80/s)")
+    p_mw.add_argument("--seed", type=int, default=0)
+    p_mw.add_argument("--max-steps", type=int, default=500)
+    p_mw.add_argument("--keep-failures", action="store_true", help="also keep episodes the expert failed")
+    p_mw.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``niaf-data``; returns the exit status (0 ok, 2 bad data or arguments)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "metaworld" and args.tasks is None:
+        from .metaworld_demos import DEFAULT_TASKS
+
+        args.tasks = list(DEFAULT_TASKS)
+    for name in ("chunk_size", "stride", "episodes", "image_size"):
+        value = getattr(args, name, None)
+        if value is not None and value < (2 if name == "chunk_size" else 1):
+            parser.error(f"--{name.replace('_', '-')} must be >= {2 if name == 'chunk_size' else 1}, got {value}")
+    handler = {"inspect": cmd_inspect, "stats": cmd_stats, "metaworld": cmd_metaworld}[args.command]
+    try:
+        result = handler(args)
+    except CliError as err:
+        print(f"niaf-data: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError, KeyError, ImportError) as err:
+        # EpisodeError is a ValueError whose message names file, episode and key
+        print(f"niaf-data {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
