@@ -1,0 +1,203 @@
+"""Hub-native checkpoints: the saved folder is a complete remote-code repo that loads without this package.
+
+The loading side runs in a subprocess whose import system cannot see this repository or the installed
+package (the editable-install finder is removed and ``find_spec`` is asserted to fail), exactly as for a
+downstream user who only has transformers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from test_modeling import make_model
+from test_processing import FRAMES, images, make_processor
+
+from modeling_niaf.hub import CODE_FILES
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+ISOLATE = """
+import sys, importlib.util
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in type(f).__module__ and "editable" not in repr(f)]
+sys.path[:] = [p for p in sys.path if not p.startswith({root!r}) and "__editable__" not in p and p not in ("", ".")]
+for name in ("modeling_niaf", "configuration_niaf", "niaf_train"):
+    assert importlib.util.find_spec(name) is None, f"{{name}} is importable in the isolated interpreter"
+"""
+
+LOAD_AND_RUN = """
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoConfig, AutoModel, AutoProcessor
+import numpy as np
+
+source = {source!r}
+config = AutoConfig.from_pretrained(source, trust_remote_code=True)
+assert type(config).__name__ == "NiafConfig", type(config)
+model = AutoModel.from_pretrained(source, trust_remote_code=True).eval()
+assert type(model).__name__ == "NiafForActionFunction", type(model)
+assert "transformers_modules" in type(model).__module__, type(model).__module__
+processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+assert type(processor).__name__ == "NiafProcessor", type(processor)
+inputs = load_file({inputs!r})
+raw = load_file({raw!r})
+obs = [[raw["img_0_0"].numpy(), raw["img_0_1"].numpy()], [raw["img_1_0"].numpy(), raw["img_1_1"].numpy()]]
+batch = processor(images=obs, text=["pick up the red block", "open the drawer"], state=raw["state"].numpy())
+with torch.no_grad():
+    out = model(**inputs)
+traj = model.generate_actions(**inputs, num_points=24, derivatives=3)
+fn = model.predict_action_function(**inputs)
+later = fn(num_points=24, derivatives=3)
+result = {{"positions": out.positions, "gamma": out.gamma, "pos24": traj.position, "vel24": traj.velocity,
+          "jerk24": traj.jerk, "later_vel24": later.velocity, "config_action_dim": torch.tensor(config.action_dim)}}
+result.update({{"proc_" + k: v for k, v in batch.items()}})
+save_file({{k: v.contiguous() for k, v in result.items()}}, {out!r})
+"""
+
+
+def _run_isolated(script: str, cwd: Path, env_extra: dict[str, str]) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONNOUSERSITE": "1"}, **env_extra)
+    code = ISOLATE.format(root=str(REPO_ROOT)) + script
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"isolated load failed:\nSTDOUT:\n{proc.stdout[-3000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny Florence-2 NIAF (2 cameras + state) saved with its processor; inputs and in-process outputs."""
+    root = tmp_path_factory.mktemp("hub")
+    proc = make_processor("florence2", num_cameras=2)
+    torch.manual_seed(0)
+    model = make_model("florence2", head_std=0.05, num_cameras=2, use_state=True, state_dim=2,
+                       normalization_stats=proc.normalization_stats)
+    folder = root / f"niaf_ckpt_{uuid.uuid4().hex[:8]}"  # unique: transformers caches remote code by folder name
+    model.save_pretrained(folder, processor=proc)
+    obs = images(2, 2)
+    state = FRAMES[:2, :2]
+    batch = proc(images=obs, text=["pick up the red block", "open the drawer"], state=state)
+    inputs = {k: v.contiguous() for k, v in batch.items()}
+    save_file(inputs, root / "inputs.safetensors")
+    raw = {f"img_{b}_{c}": torch.from_numpy(obs[b][c]) for b in range(2) for c in range(2)}
+    raw["state"] = torch.from_numpy(np.ascontiguousarray(state))
+    save_file(raw, root / "raw.safetensors")
+    with torch.no_grad():
+        out = model(**inputs)
+    traj = model.generate_actions(**inputs, num_points=24, derivatives=3)
+    expected = {"positions": out.positions, "gamma": out.gamma, "pos24": traj.position, "vel24": traj.velocity,
+                "jerk24": traj.jerk}
+    return {"root": root, "folder": folder, "inputs": inputs, "expected": expected, "model": model}
+
+
+def test_saved_folder_is_a_complete_hub_repo(saved):
+    folder = saved["folder"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_niaf.NiafConfig", "AutoModel": "modeling_niaf.NiafForActionFunction"
+    }
+    assert config["model_type"] == "niaf" and config["architectures"] == ["NiafForActionFunction"]
+    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+    for name in CODE_FILES:
+        assert (folder / name).is_file(), name
+        text = (folder / name).read_text()
+        # every import of our own modules is relative (or the tolerated try/except fallback)
+        for line in text.splitlines():
+            stripped = line.strip()
+            if stripped.startswith(("from modeling_niaf", "import modeling_niaf", "from niaf_train")):
+                pytest.fail(f"{name}: absolute import of our package: {stripped}")
+            if stripped.startswith("from configuration_niaf"):
+                assert line.startswith("    "), f"{name}: unguarded absolute import {stripped}"
+    processor_config = json.loads((folder / "processor_config.json").read_text())
+    assert processor_config["auto_map"] == {"AutoProcessor": "processing_niaf.NiafProcessor"}
+    assert processor_config["normalization_stats"]["action"]["q01"] == saved["model"].config.normalization_stats["action"]["q01"]
+    card = (folder / "README.md").read_text()
+    header = card.split("---")[1]
+    for needle in ("library_name: transformers", "pipeline_tag: robotics", "- niaf", "- robotics"):
+        assert needle in header, needle
+    assert "trust_remote_code=True" in card
+    assert "| SIREN width H | 16 |" in card and "| query tokens Q = L·(G+1) | 10 |" in card
+
+
+def test_isolated_interpreter_loads_folder_with_identical_outputs(saved):
+    root = saved["root"]
+    out = root / "isolated_folder.safetensors"
+    script = LOAD_AND_RUN.format(source=str(saved["folder"]), inputs=str(root / "inputs.safetensors"),
+                                 raw=str(root / "raw.safetensors"), out=str(out))
+    _run_isolated(script, cwd=root, env_extra={"HF_HOME": str(root / "hf_home_folder")})
+    _compare(load_file(out), saved)
+
+
+def test_isolated_interpreter_loads_from_prefilled_hub_cache(saved):
+    """As `from_pretrained("user/repo", trust_remote_code=True)` runs offline for a downstream user."""
+    root = saved["root"]
+    repo_id = f"niaf-tests/tiny-{uuid.uuid4().hex[:8]}"
+    hf_home = root / "hf_home_cache"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    shutil.copytree(saved["folder"], repo_dir / "snapshots" / commit)
+    out = root / "isolated_cache.safetensors"
+    script = LOAD_AND_RUN.format(source=repo_id, inputs=str(root / "inputs.safetensors"),
+                                 raw=str(root / "raw.safetensors"), out=str(out))
+    _run_isolated(script, cwd=root, env_extra={"HF_HOME": str(hf_home)})
+    _compare(load_file(out), saved)
+
+
+def _compare(result: dict[str, torch.Tensor], saved: dict) -> None:
+    for key, value in saved["expected"].items():
+        torch.testing.assert_close(result[key], value, rtol=0, atol=0, msg=key)
+    torch.testing.assert_close(result["later_vel24"], saved["expected"]["vel24"], rtol=0, atol=0)
+    for key, value in saved["inputs"].items():
+        torch.testing.assert_close(result["proc_" + key], value, rtol=0, atol=0, msg=key)
+
+
+def test_installed_package_registers_auto_classes(saved):
+    from transformers import AutoConfig, AutoModel, AutoProcessor
+
+    import modeling_niaf  # noqa: F401  (registration happens on import)
+
+    folder = saved["folder"]
+    config = AutoConfig.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder).eval()
+    assert type(model).__module__ == "modeling_niaf.modeling_niaf"
+    assert config.num_cameras == 2
+    with torch.no_grad():
+        torch.testing.assert_close(model(**saved["inputs"]).positions, saved["expected"]["positions"], rtol=0, atol=0)
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=False)
+    assert type(processor).__name__ == "NiafProcessor"
+    np.testing.assert_array_equal(processor.normalize_actions(FRAMES[:3]), make_processor().normalize_actions(FRAMES[:3]))
+
+
+def test_push_to_hub_uploads_the_complete_folder(saved, monkeypatch):
+    uploaded = {}
+
+    class FakeApi:
+        def __init__(self, *a, **k):
+            pass
+
+        def create_repo(self, repo_id, **k):
+            uploaded["repo"] = repo_id
+
+        def upload_folder(self, repo_id, folder_path, **k):
+            uploaded["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    target = saved["root"] / "push_src"
+    saved["model"].save_pretrained(target, push_to_hub=True, repo_id="someone/niaf-tiny")
+    assert uploaded["repo"] == "someone/niaf-tiny"
+    for name in ("config.json", "model.safetensors", "README.md", *CODE_FILES):
+        assert name in uploaded["files"], name
+    assert "someone/niaf-tiny" in (target / "README.md").read_text()
