@@ -70,16 +70,29 @@ NIAF policy (Neural Implicit Action Fields). Load with
 """
 
 
-def _code_sources(model: Any) -> dict[str, Path]:
-    """Where each whitelisted file lives: next to the modeling module, or (config) next to the config class."""
-    modeling_dir = Path(inspect.getfile(type(model))).resolve().parent
+def _code_sources(model: Any, processor: Any = None) -> dict[str, Path]:
+    """Where each whitelisted file lives: next to the modeling module, the processor's module or the config class.
+
+    A model loaded with ``trust_remote_code`` has only the files its import chain pulled in next to it;
+    ``processing_niaf.py`` then lives next to the processor class (if one is given) or is left out with a
+    warning, since the repo needs it only together with processor files.
+    """
+    folders = [Path(inspect.getfile(type(model))).resolve().parent]
+    if processor is not None:
+        folders.append(Path(inspect.getfile(type(processor))).resolve().parent)
     config_file = Path(inspect.getfile(type(model.config))).resolve()
     sources = {}
     for name in CODE_FILES:
-        path = config_file if name == "configuration_niaf.py" else modeling_dir / name
-        if not path.is_file():
-            raise FileNotFoundError(f"save_for_hub: remote-code file {name} not found at {path}.")
-        sources[name] = path
+        if name == "configuration_niaf.py":
+            sources[name] = config_file
+            continue
+        found = next((folder / name for folder in folders if (folder / name).is_file()), None)
+        if found is None:
+            if name == "processing_niaf.py" and processor is None:
+                logger.warning("save_for_hub: processing_niaf.py not found next to the model code; saved without it.")
+                continue
+            raise FileNotFoundError(f"save_for_hub: remote-code file {name} not found in {[str(f) for f in folders]}.")
+        sources[name] = found
     return sources
 
 
@@ -208,7 +221,7 @@ def save_for_hub(
     save_directory.mkdir(parents=True, exist_ok=True)
     model.config.auto_map = dict(MODEL_AUTO_MAP)
     base_save(str(save_directory), **save_kwargs)
-    for name, source in _code_sources(model).items():
+    for name, source in _code_sources(model, processor).items():
         shutil.copyfile(source, save_directory / name)
     if processor is not None:
         save_processor_for_hub(processor, save_directory)

@@ -725,7 +725,7 @@ def _stats_equal(a: dict, b: dict) -> bool:
         for key in keys:
             if key not in fa or key not in fb or len(fa[key]) != len(fb[key]):
                 return False
-            if any(not math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(fa[key], fb[key])):
+            if any(not math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(fa[key], fb[key], strict=True)):
                 return False
     return True
 

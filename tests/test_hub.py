@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import uuid
 from pathlib import Path
 
@@ -201,3 +200,15 @@ def test_push_to_hub_uploads_the_complete_folder(saved, monkeypatch):
     for name in ("config.json", "model.safetensors", "README.md", *CODE_FILES):
         assert name in uploaded["files"], name
     assert "someone/niaf-tiny" in (target / "README.md").read_text()
+
+
+def test_quickstart_example_runs_offline(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("niaf_quickstart_example", REPO_ROOT / "examples" / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = module.main(["--output-dir", str(tmp_path / f"qs_{uuid.uuid4().hex[:6]}")])
+    assert (out / "trajectory.png").stat().st_size > 10_000
+    assert json.loads((out / "model" / "config.json").read_text())["auto_map"]["AutoModel"].endswith("NiafForActionFunction")
+    assert (out / "model" / "processor_config.json").is_file()
