@@ -17,6 +17,7 @@ from niaf_train.chunking import (
     fingerprint,
     load_summary,
     tau_grid,
+    with_torch_format,
 )
 from niaf_train.episodes import Episode, EpisodeError, LazyFrames
 
@@ -214,6 +215,26 @@ def test_lazy_frames_and_streaming_match_cached(tmp_path):
 
     parts = [{(r["episode_index"], r["frame_index"]) for r in split_dataset_by_node(stream, rank, 2)} for rank in (0, 1)]
     assert not parts[0] & parts[1] and len(parts[0] | parts[1]) == len(ds)
+
+
+@pytest.mark.parametrize("image_format", ["png", "raw"])
+def test_with_torch_format_matches_reference(tmp_path, image_format):
+    eps = [make_episode(str(i), length=7, seed=i) for i in range(2)]
+    ds = build_chunk_dataset(lambda: eps, 3, cache_dir=tmp_path, fingerprint_parts=["t"], image_format=image_format)
+    view = with_torch_format(ds)
+    batch = next(iter(torch.utils.data.DataLoader(view, batch_size=5)))
+    ref = _expected_rows(eps, 3, 1)
+    img = batch["observation.images.top"]
+    assert img.dtype == torch.uint8 and img.shape == (5, 3, 16, 16)
+    for i in range(5):
+        np.testing.assert_array_equal(img[i].permute(1, 2, 0).numpy(), ref[i]["image"])
+        np.testing.assert_array_equal(batch["action"][i].numpy(), ref[i]["action"])
+        assert batch["action_is_pad"][i].tolist() == ref[i]["pad"]
+    assert batch["action"].dtype == torch.float32 and batch["tau"].dtype == torch.float32
+    assert batch["action_is_pad"].dtype == torch.bool and batch["episode_index"].dtype == torch.int64
+    assert batch["task"] == [eps[0].instruction] * 5
+    single = view[6]  # episode 0 has 7 frames: row 6 is its last frame, chunk fully padded after it
+    assert single["action_is_pad"].tolist() == [False, True, True]
 
 
 def test_torch_dataloader_batches(tmp_path):

@@ -569,6 +569,81 @@ def _build_streaming(
     return ds
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Fast torch view
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _feature_numpy_dtype(feature: Any) -> np.dtype | None:
+    import datasets
+
+    if isinstance(feature, (datasets.Array2D, datasets.Array3D)):
+        return np.dtype(feature.dtype)
+    if isinstance(feature, datasets.List):
+        return _feature_numpy_dtype(feature.feature)
+    if isinstance(feature, datasets.Value):
+        return None if feature.dtype in ("string", "large_string") else np.dtype(feature.dtype)
+    return None
+
+
+def _decode_png_batch(cells: list[Any]) -> Any:
+    import torch
+    from PIL import Image
+
+    frames = []
+    for cell in cells:
+        with Image.open(io.BytesIO(cell["bytes"])) as img:
+            frames.append(np.asarray(img.convert("RGB")))
+    # [B, H, W, 3] -> [B, 3, H, W] as a view; DataLoader's collate makes it contiguous
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+
+
+class _TorchBatchTransform:
+    """Turns a python-formatted batch of a chunk dataset into tensors of the features' dtypes."""
+
+    def __init__(self, features: Any) -> None:
+        import datasets
+
+        self.images = {k for k, f in features.items() if isinstance(f, datasets.Image)}
+        self.dtypes = {k: _feature_numpy_dtype(f) for k, f in features.items()}
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
+        import torch
+
+        out: dict[str, Any] = {}
+        for key, values in batch.items():
+            if key in self.images:
+                out[key] = _decode_png_batch(values)
+            elif self.dtypes.get(key) is None:
+                out[key] = values
+            else:
+                # raw image storage stays uint8 [3, H, W]; numbers get their feature dtype
+                out[key] = torch.from_numpy(np.asarray(values, dtype=self.dtypes[key]))
+        return out
+
+
+def with_torch_format(dataset: Any) -> Any:
+    """A view of a chunk ``datasets.Dataset`` whose rows are torch tensors, decoded fast.
+
+    ``dataset.with_format("torch")`` works too, but datasets' torch formatter copies every decoded image
+    through a slow non-contiguous path (about 30 samples/s with two 128 px cameras on 2 CPU cores). This view
+    decodes the PNG bytes itself and keeps each feature's dtype: images uint8 [3, H, W] (raw storage too,
+    without the int64 promotion), ``action``/``velocity``/``tau``/``observation.state`` float32,
+    ``action_is_pad`` bool, indices int64, ``task`` str. Use it as a map-style dataset for
+    ``torch.utils.data.DataLoader``. It is a ``datasets`` transform (``with_transform``): it is not kept by
+    ``map`` or ``save_to_disk``. For a streaming ``IterableDataset`` use ``with_format("torch")``.
+    """
+    import datasets
+
+    if isinstance(dataset, datasets.IterableDataset):
+        raise TypeError("with_torch_format takes a map-style datasets.Dataset; use .with_format('torch') when streaming")
+    ds = dataset
+    for key, feat in dataset.features.items():
+        if isinstance(feat, datasets.Image) and feat.decode:
+            ds = ds.cast_column(key, datasets.Image(decode=False))
+    return ds.with_transform(_TorchBatchTransform(dataset.features))
+
+
 __all__ = [
     "CACHE_FORMAT_VERSION",
     "EpisodeFactory",
@@ -585,4 +660,5 @@ __all__ = [
     "load_summary",
     "make_features",
     "tau_grid",
+    "with_torch_format",
 ]
