@@ -8,6 +8,8 @@ Builds small synthetic datasets in a temporary folder (nothing is downloaded) an
   ``torch.utils.data.DataLoader`` (batch 32), images decoded to uint8 [3, H, W] tensors;
 * ``samples_per_s_with_format_torch``: the same with datasets' ``with_format("torch")`` (first 256 samples).
 
+Set ``--torch-threads 1`` (default) on a shared CPU: see ``with_torch_format``'s throughput note.
+
 Usage::
 
     python benchmarks/bench_data.py [--episodes 20] [--length 100] [--image-size 128] [--workers 0]
@@ -73,7 +75,7 @@ def bench(name: str, loader_fn, batch_size: int, workers: int) -> dict:
     ds = loader_fn()
     cached = time.perf_counter() - t0
     rate = throughput(with_torch_format(ds), batch_size, workers)
-    # datasets' own torch formatter, on a subset (it is slow on decoded images)
+    # datasets' own torch formatter, on a subset
     plain = throughput(ds.with_format("torch"), batch_size, workers, limit=256)
     return {"loader": name, "samples": len(ds), "build_s": round(build, 2), "cached_load_s": round(cached, 3),
             "samples_per_s": round(rate, 1), "samples_per_s_with_format_torch": round(plain, 1)}
@@ -87,8 +89,11 @@ def main() -> None:
     p.add_argument("--chunk-size", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="intra-op threads of the main process (default 1: with a busy shared CPU, torch.stack "
+                        "of small tensors on 2 OpenMP threads was measured 700x slower than on 1)")
     args = p.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.torch_threads)
     eps = synthetic_episodes(args.episodes, args.length, args.image_size)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,7 +108,8 @@ def main() -> None:
                     args.batch_size, args.workers)
         row["write_lerobot_s"] = round(write_s, 2)
         rows.append(row)
-    print(json.dumps({"image_size": args.image_size, "cameras": 2, "chunk_size": args.chunk_size,
+    print(json.dumps({"torch_threads": args.torch_threads, "cpu_count": os.cpu_count(),
+                      "load_average": os.getloadavg()[0], "image_size": args.image_size, "cameras": 2, "chunk_size": args.chunk_size,
                       "workers": args.workers, "batch_size": args.batch_size, "rows": rows}, indent=2))
 
 
