@@ -98,7 +98,8 @@ class ActionFunction:
         action_center, action_half_range: [D] physical-units normalisation (physical = norm·half + center);
             None means the field is already in physical units.
         chunk_size: K, the number of training points, used when no time points are given.
-        keep_graph: keep γ, β attached to the autograd graph (for losses through the function).
+        keep_graph: keep γ, β attached to the autograd graph and build graphs when called (for losses
+            through the function); by default calls run without autograd, as a controller wants.
     """
 
     def __init__(
@@ -121,6 +122,7 @@ class ActionFunction:
         self.beta = beta if keep_graph else beta.detach()
         self.chunk_duration = float(chunk_duration)
         self.chunk_size = int(chunk_size)
+        self.keep_graph = bool(keep_graph)
         dim = siren.out_dim
         if (action_center is None) != (action_half_range is None):
             raise ValueError("Give both `action_center` and `action_half_range`, or neither.")
@@ -153,7 +155,7 @@ class ActionFunction:
             index = slice(index, index + 1 if index != -1 else None)
         return ActionFunction(
             self.siren, self.gamma[index], self.beta[index], self.chunk_duration,
-            self.action_center, self.action_half_range, self.chunk_size, keep_graph=True,
+            self.action_center, self.action_half_range, self.chunk_size, keep_graph=self.keep_graph,
         )
 
     def __call__(
@@ -197,7 +199,8 @@ class ActionFunction:
         else:
             tau_np = _resolve_tau_numpy(tau, times, num_points, self.chunk_duration, self.chunk_size, extrapolate)
             tau_t = torch.as_tensor(tau_np, dtype=float_dtype, device=device)
-        values = self.siren(tau_t, self.gamma, self.beta, derivatives=derivatives)
+        with torch.set_grad_enabled(self.keep_graph and torch.is_grad_enabled()):
+            values = self.siren(tau_t, self.gamma, self.beta, derivatives=derivatives)
         per_second = 2.0 / self.chunk_duration
         out: dict[str, Any] = {}
         for order, v in enumerate(values):
@@ -257,11 +260,14 @@ class NumpyActionFunction:
         self.omega_0 = float(omega_0)
         self.chunk_duration = float(chunk_duration)
         self.chunk_size = int(chunk_size)
-        # Ŵ_b = ω₀ (1+γ_b) ⊙ W (rows), b̂_b = ω₀ (b + β_b): [B, H, in] and [B, H]
-        self._w = [self.omega_0 * (1.0 + gamma[:, i, :, None]) * w[None] for i, w in enumerate(weights)]
-        self._b = [self.omega_0 * (b[None] + beta[:, i]) for i, b in enumerate(biases)]
-        self._w_first = self._w[0][:, :, 0]  # [B, H]: the first layer has a scalar input
-        self._wo = np.asarray(readout_weight, dtype=np.float64)
+        # Per sample b and layer l: the transposed modulated weight (w0 (1+gamma) * W)^T, contiguous for BLAS,
+        # and the modulated bias w0 (b + beta).
+        self._wt = [
+            [np.ascontiguousarray((self.omega_0 * (1.0 + gamma[s, i, :, None]) * w).T) for i, w in enumerate(weights)]
+            for s in range(gamma.shape[0])
+        ]
+        self._b = [[self.omega_0 * (bias + beta[s, i]) for i, bias in enumerate(biases)] for s in range(gamma.shape[0])]
+        self._wot = np.ascontiguousarray(np.asarray(readout_weight, dtype=np.float64).T)
         self._bo = np.asarray(readout_bias, dtype=np.float64)
         self.action_center = np.asarray(action_center, dtype=np.float64)
         self.action_half_range = np.asarray(action_half_range, dtype=np.float64)
@@ -281,37 +287,9 @@ class NumpyActionFunction:
         tau_arr = _resolve_tau_numpy(tau, times, num_points, self.chunk_duration, self.chunk_size, extrapolate)
         if tau_arr.ndim == 2 and tau_arr.shape[0] != self.batch_size:
             raise ValueError(f"`tau` of shape [B, N] must have B={self.batch_size}, got {tau_arr.shape}.")
-        k = derivatives
         tb = np.broadcast_to(tau_arr, (self.batch_size, tau_arr.shape[-1]))  # [B, N]
-        u = tb[:, :, None] * self._w_first[:, None, :] + self._b[0][:, None, :]  # [B, N, H]
-        s = np.sin(u)
-        hs = [s]
-        if k >= 1:
-            c = np.cos(u)
-            du = np.broadcast_to(self._w_first[:, None, :], u.shape)
-            hs.append(c * du)
-            if k >= 2:
-                du2 = du * du
-                hs.append(-s * du2)
-                if k >= 3:
-                    hs.append(-c * du2 * du)
-        for w, b in zip(self._w[1:], self._b[1:], strict=True):
-            wt = np.swapaxes(w, 1, 2)[None]  # [1, B, in, H]
-            us = np.stack(hs) @ wt  # [k+1, B, N, H]
-            u = us[0] + b[:, None, :]
-            s = np.sin(u)
-            hs = [s]
-            if k >= 1:
-                c = np.cos(u)
-                du = us[1]
-                hs.append(c * du)
-                if k >= 2:
-                    du2 = du * du
-                    hs.append(c * us[2] - s * du2)
-                    if k >= 3:
-                        hs.append(c * (us[3] - du2 * du) - 3.0 * s * du * us[2])
-        out = np.stack(hs) @ self._wo.T  # [k+1, B, N, D]
-        out[0] += self._bo
+        out = np.stack([self._evaluate_one(s, tb[s], derivatives) for s in range(self.batch_size)], axis=1)
+        k = derivatives
         per_second = 2.0 / self.chunk_duration
         result: dict[str, Any] = {}
         for order in range(k + 1):
@@ -323,6 +301,42 @@ class NumpyActionFunction:
             result[_DERIVATIVE_NAMES[order]] = v
         time = (tau_arr + 1.0) * (self.chunk_duration / 2.0)
         return ActionTrajectory(tau=tau_arr, time=time, denormalized=denormalize, **result)
+
+    def _evaluate_one(self, s: int, tau: np.ndarray, k: int) -> np.ndarray:
+        """Orders 0..k of sample s at the points tau [N]: [k+1, N, D], normalised units per unit tau."""
+        wt, bias = self._wt[s], self._b[s]
+        du = wt[0][0]  # [H]: the first layer's u' (scalar input), constant in tau
+        u = np.multiply.outer(tau, du) + bias[0]  # [N, H]
+        sin_u = np.sin(u)
+        hs = np.empty((k + 1,) + u.shape)
+        hs[0] = sin_u
+        if k >= 1:
+            cos_u = np.cos(u)
+            hs[1] = cos_u * du
+            if k >= 2:
+                du2 = du * du
+                hs[2] = -sin_u * du2
+                if k >= 3:
+                    hs[3] = -cos_u * (du2 * du)
+        n, width = u.shape
+        for w, b in zip(wt[1:], bias[1:], strict=True):
+            us = (hs.reshape(-1, width) @ w).reshape(k + 1, n, -1)  # one BLAS call for every order
+            u = us[0] + b
+            sin_u = np.sin(u)
+            hs = np.empty_like(us)
+            hs[0] = sin_u
+            if k >= 1:
+                cos_u = np.cos(u)
+                du = us[1]
+                hs[1] = cos_u * du
+                if k >= 2:
+                    du2 = du * du
+                    hs[2] = cos_u * us[2] - sin_u * du2
+                    if k >= 3:
+                        hs[3] = cos_u * (us[3] - du2 * du) - 3.0 * sin_u * du * us[2]
+        out = (hs.reshape(-1, width) @ self._wot).reshape(k + 1, n, -1)
+        out[0] += self._bo
+        return out
 
 
 __all__ = ["ActionFunction", "ActionTrajectory", "NumpyActionFunction", "TAU_TOLERANCE"]

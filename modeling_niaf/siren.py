@@ -85,6 +85,12 @@ class SirenReadout(nn.Linear):
         _init.zeros_(self.bias)
 
 
+def _functorch_active() -> bool:
+    """True inside torch.func transforms (jvp, vmap, grad), which cannot trace in-place/out= kernels."""
+    check = getattr(torch._C, "_are_functorch_transforms_active", None)
+    return bool(check()) if check is not None else False
+
+
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """float64 if anything is float64, else float32: the SIREN never computes in half precision."""
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
@@ -162,7 +168,18 @@ class ModulatedSiren(nn.Module):
         self._validate(tau, gamma, beta, derivatives)
         device_type = gamma.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            return self._forward(tau, gamma, beta, derivatives)
+            needs_graph = _functorch_active() or (
+                torch.is_grad_enabled()
+                and (
+                    tau.requires_grad
+                    or gamma.requires_grad
+                    or beta.requires_grad
+                    or any(p.requires_grad for p in self.parameters())
+                )
+            )
+            if needs_graph:
+                return self._forward(tau, gamma, beta, derivatives)
+            return self._forward_inplace(tau, gamma, beta, derivatives)
 
     def _forward(self, tau: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, k: int) -> list[torch.Tensor]:
         dtype = _compute_dtype(tau, gamma, beta, self.readout.weight)
@@ -215,6 +232,59 @@ class ModulatedSiren(nn.Module):
         stacked = torch.stack(hs, dim=0)  # [k+1, B, N, H]
         out = torch.matmul(stacked, self.readout.weight.to(dtype).t())  # [k+1, B, N, D]
         return [out[0] + self.readout.bias.to(dtype)] + [out[i] for i in range(1, k + 1)]
+
+    def _forward_inplace(self, tau: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, k: int) -> list[torch.Tensor]:
+        """The same numbers as `_forward`, without autograd.
+
+        Every order of a layer is updated in place inside one [k+1, B, N, H] buffer, so large-N queries are
+        not dominated by allocating temporaries. Used whenever no gradient is needed (inference, control).
+        """
+        dtype = _compute_dtype(tau, gamma, beta, self.readout.weight)
+        batch = gamma.shape[0]
+        tau = tau.to(dtype)
+        if tau.ndim == 1:
+            tau = tau.unsqueeze(0).expand(batch, -1)
+        n = tau.shape[1]
+        omega = self.omega_0
+        scale = omega * (1.0 + gamma.to(dtype))
+        shift = omega * beta.to(dtype)
+
+        first = self.layers[0]
+        du = (scale[:, 0] * first.weight.to(dtype)[:, 0]).unsqueeze(1)  # [B, 1, H]: layer 1's u', constant in τ
+        ys = torch.empty((k + 1, batch, n, self.width), dtype=dtype, device=gamma.device)
+        torch.mul(tau.unsqueeze(-1), du, out=ys[0])
+        ys[0].add_((omega * first.bias.to(dtype) + shift[:, 0]).unsqueeze(1))
+        cos_u = torch.cos(ys[0]) if k >= 1 else None
+        ys[0].sin_()  # h = sin u
+        if k >= 1:
+            torch.mul(cos_u, du, out=ys[1])
+        if k >= 2:
+            torch.mul(ys[0], -(du * du), out=ys[2])
+        if k >= 3:
+            torch.mul(cos_u, -(du * du * du), out=ys[3])
+
+        for index in range(1, self.num_layers):
+            layer = self.layers[index]
+            ys = torch.matmul(ys, layer.weight.to(dtype).t())  # W h of every order, one product
+            ys.mul_(scale[:, index].unsqueeze(1))  # now u and its derivatives, bias still missing on order 0
+            ys[0].add_((omega * layer.bias.to(dtype) + shift[:, index]).unsqueeze(1))
+            if k == 0:
+                ys[0].sin_()
+                continue
+            cos_u = torch.cos(ys[0])
+            ys[0].sin_()
+            sin_u, du = ys[0], ys[1]
+            du2 = du * du if k >= 2 else None
+            if k >= 3:  # third order: cos u (u3 - u1^3) - 3 sin u u1 u2
+                ys[3].addcmul_(du2, du, value=-1.0).mul_(cos_u)
+                ys[3].addcmul_(sin_u * du, ys[2], value=-3.0)
+            if k >= 2:  # second order: cos u u2 - sin u u1^2
+                ys[2].mul_(cos_u).addcmul_(sin_u, du2, value=-1.0)
+            du.mul_(cos_u)  # first order: cos u u1
+
+        out = torch.matmul(ys, self.readout.weight.to(dtype).t())
+        out[0].add_(self.readout.bias.to(dtype))
+        return list(out.unbind(0))
 
     def extra_repr(self) -> str:
         return f"layers={self.num_layers}, width={self.width}, omega_0={self.omega_0}, out_dim={self.out_dim}"
