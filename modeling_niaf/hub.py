@@ -98,7 +98,11 @@ def _code_sources(model: Any, processor: Any = None) -> dict[str, Path]:
 
 def find_card_template() -> Path | None:
     """hub_cards/model_card.md of a source checkout (the repo root is the parent of this package)."""
-    candidates = [Path(__file__).resolve().parent.parent / "hub_cards" / CARD_TEMPLATE_NAME]
+    here = Path(__file__).resolve().parent
+    candidates = [
+        here.parent / "hub_cards" / CARD_TEMPLATE_NAME,  # source checkout / editable install
+        here / "hub_cards" / CARD_TEMPLATE_NAME,  # wheel install: shipped as package data
+    ]
     env = os.environ.get("NIAF_CARD_TEMPLATE")
     if env:
         candidates.insert(0, Path(env))
