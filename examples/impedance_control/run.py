@@ -1,0 +1,238 @@
+"""NIAF under a 1 kHz joint impedance controller, against waypoint execution, on a simulated 6-joint arm.
+
+    python examples/impedance_control/run.py --quick --output-dir out/impedance
+
+Steps: (1) record demonstrations of the arm tracking random goal-directed motions (commanded joint
+positions as actions, noisy measured joint positions and velocities as observations) and write them as a
+LeRobot v3 dataset; (2) get a policy: a fine-tuned NIAF when the training entry point is available, otherwise
+an *oracle NIAF* (γ, β of a NIAF SIREN fitted to the reference; labelled as such everywhere); (3) run the
+policy at 10 Hz in closed loop with the 1 kHz controller τ = Kp(q_d - q) + Kd(q̇_d - q̇) + bias, executing its
+chunks three ways (NIAF runtime, zero-order-hold waypoints, linearly interpolated waypoints); (4) write
+DIR/results.json, DIR/run_info.json and DIR/velocity_comparison.png. See README.md next to this file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from arm import DOF, GOAL_SPAN, HOME, JOINT_NAMES, KD, KP, Arm, make_reference, record_demonstrations  # noqa: E402
+from compare import LoopSettings, metrics, plot_velocities, run_method  # noqa: E402
+from policies import ORACLE_LABEL, OracleNiafPolicy  # noqa: E402
+
+logger = logging.getLogger("impedance_control")
+
+SIZES = {
+    # demonstrations, their seconds, evaluation episodes, their seconds, oracle fit (Adam, L-BFGS) steps, image px
+    "smoke": dict(demos=4, demo_s=2.0, episodes=1, episode_s=2.0, fit_steps=(100, 100), image=32),
+    "quick": dict(demos=8, demo_s=3.0, episodes=2, episode_s=3.0, fit_steps=(100, 200), image=64),
+    "full": dict(demos=40, demo_s=4.0, episodes=5, episode_s=4.0, fit_steps=(150, 300), image=64),
+}
+METHODS = ("niaf", "waypoints_zoh", "waypoints_linear")
+METHOD_TITLES = {
+    "niaf": "NIAF function: position + analytic velocity through the streaming runtime (blended switches)",
+    "waypoints_zoh": "waypoints at the training rate: zero-order hold, finite-difference velocity",
+    "waypoints_linear": "waypoints at the training rate: linear interpolation, finite-difference velocity",
+}
+REQUIRED_KEYS = ("tracking_rmse", "velocity_jitter", "peak_jerk", "boundary_velocity_jump")
+
+
+def write_dataset(demos, root: Path, fps: float) -> Path | None:
+    """Write the demonstrations as a LeRobot v3 dataset (observation.state = [q, goal], observation.velocity)."""
+    try:
+        from niaf_train.episodes import Episode
+        from niaf_train.lerobot_v3 import write_lerobot_dataset
+    except ImportError as err:  # the data extra is part of the project; say so loudly if it is missing
+        logger.warning("LeRobot v3 writer unavailable (%s); the demonstrations are not written to disk.", err)
+        return None
+    episodes = (
+        Episode(
+            episode_id=str(i),
+            source=f"impedance_control demo {i}",
+            instruction="reach the goal joint configuration",
+            fps=fps,
+            actions=d.actions,
+            states=d.states,
+            velocities=d.velocities,
+            images={} if d.images is None else {"front": d.images},
+        )
+        for i, d in enumerate(demos)
+    )
+    names = [f"{j}.pos" for j in JOINT_NAMES]
+    return write_lerobot_dataset(
+        root,
+        episodes,
+        fps=fps,
+        robot_type="niaf_arm6",
+        action_names=names,
+        state_names=names + [f"{j}.goal" for j in JOINT_NAMES],
+        velocity_names=[f"{j}.vel" for j in JOINT_NAMES],
+        total_episodes=len(demos),
+    )
+
+
+def oracle_normalisation() -> tuple[np.ndarray, np.ndarray]:
+    """[D] center and half range (rad) of the oracle's action normalisation: the goal workspace HOME ± 1.1·span.
+
+    The oracle is not trained on the dataset, so it normalises by the task's known workspace rather than by
+    statistics of a few demonstrations (which would leave evaluation goals far outside [-1, 1]).
+    """
+    return HOME.copy(), 1.1 * GOAL_SPAN
+
+
+def training_available() -> bool:
+    try:
+        import niaf_train.finetune  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", required=True, type=Path, help="where results.json and the figure go")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small run (a few minutes on CPU)")
+    size.add_argument("--smoke", action="store_true", help="smallest run, for tests (well under a minute)")
+    parser.add_argument(
+        "--policy",
+        choices=("auto", "oracle", "trained"),
+        default="auto",
+        help="auto: a trained NIAF when training is available, else the oracle NIAF",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.03, help="simulated inference latency, s")
+    parser.add_argument("--cutoff-hz", type=float, default=5.0, help="jitter = command power above this, Hz")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sz = SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    out: Path = args.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    settings = LoopSettings(latency=args.latency)
+    started = time.perf_counter()
+
+    arm = Arm(seed=args.seed)
+    try:
+        # 1. demonstrations -> LeRobot v3
+        demos = record_demonstrations(
+            arm, sz["demos"], sz["demo_s"], settings.control_hz, seed=args.seed + 100, image_size=sz["image"]
+        )
+        dataset_dir = out / "dataset"
+        if dataset_dir.exists():
+            import shutil
+
+            shutil.rmtree(dataset_dir)
+        dataset = write_dataset(demos, dataset_dir, settings.control_hz)
+        center, half = oracle_normalisation()
+
+        # 2. policy
+        use_trained = args.policy == "trained" or (args.policy == "auto" and training_available())
+        if use_trained:
+            # TODO(issue 6): fine-tune a tiny NIAF on `dataset` with L_pos + L_vel + L_jerk through
+            # niaf_train.finetune and wrap model.predict_action_function as a Policy. Not wired yet.
+            if args.policy == "trained":
+                raise SystemExit(
+                    "--policy trained: the NIAF training entry point is not wired into this example yet."
+                )
+            logger.warning(
+                "training entry point found but not wired into this example yet; using the oracle NIAF"
+            )
+        policy_label = ORACLE_LABEL
+        niaf_key = "niaf_oracle_runtime"
+
+        # 3. closed loop, same references and noise for every method
+        per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
+        first = None
+        for e in range(sz["episodes"]):
+            ref = make_reference(np.random.default_rng(args.seed + 10_000 + e), sz["episode_s"], arm.dt)
+            policy = OracleNiafPolicy(
+                ref,
+                settings.chunk_size,
+                settings.control_hz,
+                center,
+                half,
+                steps=sz["fit_steps"][0],
+                polish_steps=sz["fit_steps"][1],
+                seed=args.seed,
+            )
+            policy.prepare(settings.observation_times(ref.duration))
+            rollouts, switches = {}, {}
+            for m in METHODS:
+                roll, sw = run_method(arm, ref, policy, m, settings, noise_seed=args.seed + 20_000 + e)
+                per_method[m].append(metrics(roll, ref, sw, arm.dt, args.cutoff_hz))
+                rollouts[m], switches[m] = roll, sw
+            if first is None:
+                first = (ref, rollouts, switches)
+    finally:
+        arm.close()
+
+    # 4. results
+    keys = {"niaf": niaf_key, "waypoints_zoh": "waypoints_zoh_fd", "waypoints_linear": "waypoints_linear_fd"}
+    results = {}
+    for m in METHODS:
+        avg = {k: float(np.mean([r[k] for r in per_method[m]])) for k in per_method[m][0]}
+        avg["description"] = METHOD_TITLES[m]
+        avg["policy"] = policy_label
+        results[keys[m]] = avg
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    niaf = results[niaf_key]
+    ratios = {
+        f"{key}": {
+            "velocity_jitter": niaf["velocity_jitter"] / max(results[key]["velocity_jitter"], 1e-300),
+            "boundary_velocity_jump": niaf["boundary_velocity_jump"]
+            / max(results[key]["boundary_velocity_jump"], 1e-300),
+            "peak_jerk": niaf["peak_jerk"] / max(results[key]["peak_jerk"], 1e-300),
+        }
+        for key in ("waypoints_zoh_fd", "waypoints_linear_fd")
+    }
+    info = {
+        "policy": policy_label,
+        "dataset": None if dataset is None else str(dataset),
+        "size": "smoke" if args.smoke else "quick" if args.quick else "full",
+        "demonstrations": sz["demos"],
+        "eval_episodes": sz["episodes"],
+        "episode_seconds": sz["episode_s"],
+        "controller": {
+            "rate_hz": 1.0 / arm.dt,
+            "kp": KP.tolist(),
+            "kd": KD.tolist(),
+            "law": "tau = Kp (q_d - q) + Kd (qdot_d - qdot) + qfrc_bias",
+        },
+        "loop": vars(settings),
+        "cutoff_hz": args.cutoff_hz,
+        "ratios_niaf_over_baseline": ratios,
+        "seconds": time.perf_counter() - started,
+    }
+    (out / "run_info.json").write_text(json.dumps(info, indent=2))
+    ref, rollouts, switches = first
+    joint = int(np.argmax(np.abs(ref.velocity).max(axis=0)))
+    labels = {m: ("[oracle NIAF policy] " if m == "niaf" else "") + METHOD_TITLES[m] for m in METHODS}
+    plot_velocities(
+        out / "velocity_comparison.png", rollouts, switches, labels, joint, JOINT_NAMES[joint], ref
+    )
+
+    print(f"policy: {policy_label}")
+    print(f"{'method':24s} " + " ".join(f"{k:>24s}" for k in REQUIRED_KEYS))
+    for key, r in results.items():
+        print(f"{key:24s} " + " ".join(f"{r[k]:24.4g}" for k in REQUIRED_KEYS))
+    for key, r in ratios.items():
+        print(
+            f"NIAF / {key}: jitter x{r['velocity_jitter']:.3g}, boundary jump x{r['boundary_velocity_jump']:.3g}, "
+            f"peak jerk x{r['peak_jerk']:.3g}"
+        )
+    print(f"wrote {out / 'results.json'} and {out / 'velocity_comparison.png'} in {info['seconds']:.0f} s")
+    assert DOF == len(JOINT_NAMES)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""examples/impedance_control: the arm, the reference, the waypoint baselines, and the whole run in --smoke mode."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mujoco")
+pytest.importorskip("matplotlib")
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "impedance_control"
+sys.path.insert(0, str(EXAMPLE))
+
+from arm import DOF, Arm, make_reference  # noqa: E402
+from compare import WaypointExecutor, high_frequency_power  # noqa: E402
+
+
+def test_reference_derivatives_are_consistent_and_it_starts_at_rest():
+    ref = make_reference(np.random.default_rng(0), 1.5)
+    dt = ref.dt
+    # central differences err by at most dt²/6 times the third derivative of the differenced signal
+    for lower, upper, tol in (
+        (ref.position, ref.velocity, dt**2 * np.abs(ref.jerk).max()),
+        (ref.velocity, ref.acceleration, 5e-3),
+        (ref.acceleration, ref.jerk, 0.6),
+    ):
+        fd = (lower[2:] - lower[:-2]) / (2 * dt)
+        # central differences: O(dt²) error, except one tick around a goal switch where the jerk steps
+        near_switch = np.zeros(len(fd), bool)
+        for s in ref.switch_times:
+            i = int(round(s / dt))
+            near_switch[max(i - 2, 0) : i + 1] = True
+        np.testing.assert_allclose(fd[~near_switch], upper[1:-1][~near_switch], atol=tol)
+    assert np.all(ref.velocity[: int(0.2 / dt)] == 0.0)  # at rest until the first goal
+
+
+def test_impedance_controller_tracks_a_reference_with_bias_compensation():
+    arm = Arm(seed=0)
+    ref = make_reference(np.random.default_rng(1), 1.0)
+    arm.reset(ref.position[0], seed=1)
+    roll = arm.run(len(ref.position) - 1, lambda t: (ref.position[ref.index(t)], ref.velocity[ref.index(t)]))
+    err = np.abs(roll.q - ref.position[:-1])
+    assert err.max() < 0.02  # rad, with gravity (bias) compensated and velocity feed-forward
+    # without motion and with the bias term the arm holds its pose against gravity
+    arm.reset(ref.position[0], seed=2)
+    hold = arm.run(300, lambda t: (ref.position[0], np.zeros(DOF)))
+    assert np.abs(hold.q[-1] - ref.position[0]).max() < 5e-3
+
+
+class _Ramp:
+    """p(τ) = a + b·τ per dimension, on a chunk of T = 0.45 s."""
+
+    chunk_duration = 0.45
+
+    def __init__(self, a, b):
+        self.a, self.b = np.asarray(a, float), np.asarray(b, float)
+
+    def __call__(self, tau=None, derivatives=0, **kw):
+        class T:
+            position = (self.a + self.b * np.asarray(tau)[:, None])[None]
+
+        return T()
+
+
+def test_waypoint_baselines_hold_or_interpolate_with_finite_difference_velocity():
+    fn = _Ramp([0.0], [0.9])  # 0.9 per unit τ → 0.9·2/0.45 = 4 per second; waypoints every 0.05 s
+    for mode in ("zoh", "linear"):
+        ex = WaypointExecutor(np.zeros(1), chunk_size=10, control_hz=20.0, mode=mode)
+        ex.submit(fn, observation_time=0.0, now=0.0)
+        for t in (0.0, 0.03):
+            ex.command(t)
+        q, v = ex.command(0.075)  # between waypoints 1 (t=0.05) and 2 (t=0.1)
+        w1 = -0.9 + 0.9 * 2 / 9
+        if mode == "zoh":
+            assert q[0] == pytest.approx(w1)
+        else:
+            assert q[0] == pytest.approx(w1 + 0.5 * 0.2)
+        assert v[0] == pytest.approx(4.0)
+        for t in (0.42, 0.45, 0.48):
+            ex.command(t)
+        q, v = ex.command(0.51)  # past the chunk: last waypoint held, at rest
+        assert q[0] == pytest.approx(0.9) and v[0] == 0.0
+
+
+def test_high_frequency_power_matches_parseval_for_sines():
+    dt = 1e-3
+    t = np.arange(4000) * dt  # 4 s: whole periods of both sines
+    # cosines: their mirror image continues smoothly, so the even extension adds no spurious energy
+    low, high = np.cos(2 * np.pi * 1.0 * t), 0.1 * np.cos(2 * np.pi * 20.0 * t)
+    power = high_frequency_power(np.stack([low + high, low], axis=1), dt, cutoff_hz=5.0)
+    assert power == pytest.approx((0.1**2 / 2) / 2, rel=1e-3)  # mean over the 2 columns
+
+
+@pytest.mark.slow
+def test_example_runs_end_to_end_in_smoke_mode(tmp_path):
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLE / "run.py"), "--smoke", "--output-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    niaf = [k for k in results if k.startswith("niaf")]
+    assert niaf == ["niaf_oracle_runtime"] or niaf == ["niaf_trained_runtime"]
+    assert {"waypoints_zoh_fd", "waypoints_linear_fd"} <= set(results)
+    for name, r in results.items():
+        for key in ("tracking_rmse", "velocity_jitter", "peak_jerk", "boundary_velocity_jump"):
+            assert np.isfinite(r[key]) and r[key] >= 0, (name, key)
+        assert r["tracking_rmse"] < 0.05, name  # rad: every method follows the motion
+        assert "oracle" in r["policy"] or "trained" in r["policy"]
+    a = results[niaf[0]]
+    for baseline in ("waypoints_zoh_fd", "waypoints_linear_fd"):
+        assert a["velocity_jitter"] < results[baseline]["velocity_jitter"], baseline
+        assert a["boundary_velocity_jump"] < results[baseline]["boundary_velocity_jump"], baseline
+    png = tmp_path / "velocity_comparison.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert (tmp_path / "dataset" / "meta" / "info.json").is_file()
+    lerobot_info = json.loads((tmp_path / "dataset" / "meta" / "info.json").read_text())
+    assert lerobot_info["codebase_version"] == "v3.0" and "observation.velocity" in lerobot_info["features"]
+    assert info["size"] == "smoke"
