@@ -1,0 +1,714 @@
+"""``niaf-train``: fine-tune a NIAF policy with Accelerate (one or many processes), optionally with LoRA.
+
+    niaf-train --config train/configs/default.yaml --output_dir outputs/run --max_steps 300
+    accelerate launch -m niaf_train.finetune --config train/configs/default.yaml [--section.key value ...]
+    accelerate launch --num_processes 2 -m niaf_train.finetune --config ...          # DDP
+    niaf-train --config ... --resume                                               # continue the last checkpoint
+
+Keys and defaults: :mod:`niaf_train.training_config` (``niaf-train --help`` lists them). Flow:
+
+1. configuration checked (unknown key, bad value, an output folder holding another run → error, nothing
+   written);
+2. demonstrations loaded (Meta-World ones generated once and cached) as a chunk dataset, split by episode
+   into training and held-out evaluation episodes; normalisation statistics from the training episodes;
+3. the dataset's action dimension, state dimension and cameras checked against the model;
+4. training loop: AdamW (``method.md`` recipe), tri-stage LR, gradient accumulation and clipping, mixed
+   precision (the SIREN head always in float32), gradient checkpointing, seeded sampling whose position is
+   part of every checkpoint;
+5. atomic checkpoints (Hub layout + optimizer / scheduler / RNG state, :mod:`niaf_train.checkpointing`),
+   evaluation on held-out episodes (:mod:`niaf_train.trajectory_metrics`), TensorBoard or Trackio logs;
+6. ``<output_dir>/final``: the trained model in Hub layout with its processor, statistics, a model card with
+   the data, configuration and metrics, and ``metrics.json``; optionally pushed to the Hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .training_config import ConfigError, FinetuneConfig, help_text, load_config
+
+logger = logging.getLogger("niaf_train.finetune")
+
+RUN_CONFIG = "run_config.json"
+FINAL_DIR = "final"
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.jsonl"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Output folder
+# ----------------------------------------------------------------------------------------------------------
+def check_output_dir(cfg: FinetuneConfig) -> None:
+    """Refuse an output folder holding another run (or anything else) unless resuming or overwriting.
+
+    Raises:
+        ConfigError: before anything is written.
+    """
+    t = cfg.training
+    out = Path(t.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"training.output_dir {out} is a file")
+    contents = [p.name for p in out.iterdir()] if out.is_dir() else []
+    if t.resume:
+        from .checkpointing import last_checkpoint
+
+        if not (out / RUN_CONFIG).is_file() or last_checkpoint(out) is None:
+            raise ConfigError(f"--resume: {out} holds no checkpoint of a niaf-train run to resume from")
+        previous = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
+        for section in ("model", "data"):
+            if previous.get(section) != cfg.to_dict()[section]:
+                changed = sorted(k for k in cfg.to_dict()[section]
+                                 if previous.get(section, {}).get(k) != cfg.to_dict()[section][k])
+                raise ConfigError(f"--resume: `{section}` settings differ from the run in {out}: {changed}")
+        return
+    if contents and not t.overwrite_output_dir:
+        what = "another niaf-train run" if RUN_CONFIG in contents else f"other files ({sorted(contents)[:5]})"
+        raise ConfigError(
+            f"training.output_dir {out} already holds {what}; choose a new folder, pass --resume to continue it, "
+            "or --overwrite_output_dir to replace it"
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------
+def _cache_root(cfg: FinetuneConfig) -> Path:
+    if cfg.data.cache_dir:
+        return Path(cfg.data.cache_dir).expanduser()
+    return Path(os.environ.get("NIAF_CACHE", Path.home() / ".cache" / "niaf"))
+
+
+def metaworld_dataset_dir(cfg: FinetuneConfig) -> Path:
+    """Folder of the generated Meta-World demonstrations, keyed by every generation setting."""
+    d = cfg.data
+    if d.path:
+        return Path(d.path).expanduser()
+    settings = {"tasks": d.metaworld_tasks, "episodes": d.metaworld_episodes_per_task, "size": d.metaworld_image_size,
+                "camera": d.metaworld_camera, "stride": d.metaworld_stride, "seed": d.metaworld_seed, "v": 1}
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return _cache_root(cfg) / "metaworld" / f"metaworld-{key}"
+
+
+def ensure_metaworld(cfg: FinetuneConfig) -> Path:
+    """Generate the Meta-World demonstrations once (into a temporary folder renamed when complete)."""
+    from .metaworld_demos import generate_metaworld_dataset
+
+    target = metaworld_dataset_dir(cfg)
+    if (target / "meta" / "info.json").is_file():
+        logger.info("using cached Meta-World demonstrations %s", target)
+        return target
+    d = cfg.data
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("generating Meta-World demonstrations (%s x %d episodes) into %s",
+                d.metaworld_tasks, d.metaworld_episodes_per_task, target)
+    generate_metaworld_dataset(tmp, tasks=d.metaworld_tasks, episodes_per_task=d.metaworld_episodes_per_task,
+                               cameras=(d.metaworld_camera,), image_size=d.metaworld_image_size,
+                               stride=d.metaworld_stride, seed=d.metaworld_seed)
+    os.rename(tmp, target)
+    return target
+
+
+def load_chunks(cfg: FinetuneConfig) -> Any:
+    """The chunk dataset of ``cfg.data`` (columns: :mod:`niaf_train.chunking`)."""
+    d, k = cfg.data, cfg.model.chunk_size
+    cache = _cache_root(cfg) / "chunks"
+    common: dict[str, Any] = {"cache_dir": cache, "sample_every": d.sample_every}
+    if d.source in ("metaworld", "lerobot", "libero_lerobot"):
+        from .lerobot_v3 import load_lerobot, load_libero_lerobot
+
+        root = ensure_metaworld(cfg) if d.source == "metaworld" else Path(d.path).expanduser()
+        if not (root / "meta" / "info.json").is_file():
+            raise ConfigError(f"data.path {root}: not a LeRobot v3.0 dataset (no meta/info.json)")
+        loader = load_libero_lerobot if d.source == "libero_lerobot" else load_lerobot
+        return loader(root, k, d.chunk_stride, cameras=d.cameras, velocity=d.velocity, **common)
+    if d.source == "libero":
+        from .libero import load_libero
+
+        return load_libero(d.path, chunk_size=k, stride=d.chunk_stride, cameras=d.cameras, **common)
+    if d.source == "calvin":
+        from .calvin import load_calvin
+
+        kwargs = {"cameras": d.cameras} if d.cameras else {}
+        return load_calvin(d.path, "training", chunk_size=k, stride=d.chunk_stride, **kwargs, **common)
+    raise ConfigError(f"unknown data.source {d.source!r}")
+
+
+def split_episodes(dataset: Any, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the training and held-out episodes (whole episodes, chosen with ``seed``)."""
+    episodes = np.asarray(dataset.select_columns(["episode_index"]).with_format("numpy")["episode_index"])
+    unique = np.unique(episodes)
+    n_val = 0 if val_fraction <= 0 else max(1, int(round(val_fraction * len(unique))))
+    if n_val >= len(unique):
+        raise ConfigError(f"data.val_fraction {val_fraction} leaves no training episode of {len(unique)}")
+    held_out = np.random.default_rng(seed).choice(unique, size=n_val, replace=False) if n_val else np.array([], int)
+    is_val = np.isin(episodes, held_out)
+    return np.nonzero(~is_val)[0], np.nonzero(is_val)[0]
+
+
+def dataset_layout(dataset: Any) -> dict[str, Any]:
+    """Action dim D, state dim, cameras, whether velocities exist, the chunk rate (Hz)."""
+    from .chunking import dataset_fps
+
+    features = dataset.features
+    action_shape = getattr(features["action"], "shape", None)
+    row = dataset.select_columns(["action"]).with_format("numpy")[0]["action"]
+    state_dim = None
+    if "observation.state" in features:
+        state_dim = int(np.asarray(dataset.select_columns(["observation.state"]).with_format("numpy")[0]
+                                   ["observation.state"]).shape[-1])
+    return {
+        "action_dim": int(action_shape[-1]) if action_shape else int(np.asarray(row).shape[-1]),
+        "state_dim": state_dim,
+        "cameras": sorted(c for c in dataset.column_names if c.startswith("observation.images.")),
+        "velocity": "velocity" in dataset.column_names,
+        "fps": dataset_fps(dataset),
+        "episodes": int(len(np.unique(dataset.select_columns(["episode_index"]).with_format("numpy")["episode_index"]))),
+    }
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """A fixed-seed permutation of ``indices`` per epoch (identical on every process; Accelerate shards it).
+
+    ``epoch`` is set by the training loop before each pass; the order depends only on (seed, epoch), so a
+    resumed run sees the same samples in the same order as an uninterrupted one.
+    """
+
+    def __init__(self, indices: np.ndarray, seed: int) -> None:
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return iter(self.indices[rng.permutation(len(self.indices))].tolist())
+
+
+class Collator:
+    """Rows of a chunk dataset (torch view) → model inputs via the :class:`NiafProcessor`.
+
+    Physical actions/velocities/state are normalised by the processor; ``action_mask`` = not ``action_is_pad``.
+    """
+
+    def __init__(self, processor: Any, cameras: list[str], use_state: bool, use_velocity: bool) -> None:
+        self.processor = processor
+        self.cameras = cameras
+        self.use_state = use_state
+        self.use_velocity = use_velocity
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        images = [[_hwc(row[c]) for c in self.cameras] for row in rows]
+        kwargs: dict[str, Any] = {
+            "images": images,
+            "text": [row["task"] for row in rows],
+            "actions": torch.stack([row["action"] for row in rows]),
+            "action_mask": ~torch.stack([row["action_is_pad"] for row in rows]),
+        }
+        if self.use_state:
+            kwargs["state"] = torch.stack([row["observation.state"] for row in rows])
+        if self.use_velocity:
+            kwargs["velocities"] = torch.stack([row["velocity"] for row in rows])
+        batch = dict(self.processor(**kwargs))
+        batch["sample_index"] = torch.tensor([int(row["index"]) for row in rows])
+        return batch
+
+
+def _hwc(image: torch.Tensor) -> np.ndarray:
+    return image.permute(1, 2, 0).contiguous().numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model and processor
+# ----------------------------------------------------------------------------------------------------------
+def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats: dict[str, Any], tasks: list[str]):
+    """A fresh (or loaded) :class:`NiafProcessor` and :class:`NiafForActionFunction` for the dataset layout."""
+    from modeling_niaf import NiafConfig, NiafForActionFunction, NiafProcessor
+
+    m = cfg.model
+    state_dim = layout["state_dim"] if m.use_state else None
+    if m.use_state and layout["state_dim"] is None:
+        raise ConfigError("model.use_state is true but the dataset has no observation.state")
+    head = {
+        "action_dim": layout["action_dim"], "chunk_size": m.chunk_size, "control_hz": layout["fps"],
+        "siren_layers": m.siren_layers, "siren_width": m.siren_width, "siren_omega0": m.siren_omega0,
+        "modulation_groups": m.modulation_groups, "use_state": m.use_state, "state_dim": state_dim,
+        "num_cameras": len(layout["cameras"]), "normalization_mode": m.normalization_mode,
+        "normalization_stats": stats, "unnormalized_action_dims": m.unnormalized_action_dims,
+        "loss_weight_position": m.loss_weight_position, "loss_weight_velocity": m.loss_weight_velocity,
+        "loss_weight_jerk": m.loss_weight_jerk,
+    }
+    proc_kwargs = {
+        "num_cameras": len(layout["cameras"]), "action_dim": layout["action_dim"], "state_dim": state_dim,
+        "normalization_mode": m.normalization_mode, "normalization_stats": stats,
+        "unnormalized_action_dims": m.unnormalized_action_dims, "prompt_template": m.prompt_template,
+    }
+    if m.init_from_niaf:
+        from transformers import AutoProcessor
+
+        model = NiafForActionFunction.from_pretrained(m.backbone)
+        processor = AutoProcessor.from_pretrained(m.backbone, trust_remote_code=True)
+        for key in ("action_dim", "chunk_size", "use_state", "num_cameras"):
+            if getattr(model.config, key) != head[key]:
+                raise ConfigError(f"model.backbone {m.backbone}: the checkpoint has {key}={getattr(model.config, key)}, "
+                                  f"the dataset/config needs {head[key]}")
+        return processor, model
+    if m.backbone == "tiny":
+        from .tiny import (IMAGE_TOKEN, image_tokens, make_tiny_image_processor, make_tiny_tokenizer,
+                           tiny_backbone_config, words_of)
+
+        tokenizer = make_tiny_tokenizer(words_of(tasks + [m.prompt_template.replace("{instruction}", "")]))
+        processor = NiafProcessor(
+            image_processor=make_tiny_image_processor(m.tiny_image_size), tokenizer=tokenizer,
+            image_token=IMAGE_TOKEN, image_seq_length=image_tokens(m.tiny_image_size, m.tiny_patch_size), **proc_kwargs,
+        )
+        config = NiafConfig(backbone_config=tiny_backbone_config(m.tiny_hidden_size, m.tiny_num_layers,
+                                                                  m.tiny_image_size, m.tiny_patch_size), **head)
+        return processor, NiafForActionFunction(config)
+    from transformers import AutoProcessor
+
+    base = AutoProcessor.from_pretrained(m.backbone)
+    family_defaults = {"florence2": ("<image>", 577), "paligemma": ("<image>", None)}
+    family = None
+    try:
+        from transformers import AutoConfig
+
+        family = AutoConfig.from_pretrained(m.backbone).model_type
+    except (OSError, ValueError):
+        pass
+    token, length = family_defaults.get(family, ("<|image_pad|>", None))
+    image_seq_length = m.image_seq_length or length or getattr(base, "image_seq_length", None)
+    kwargs: dict[str, Any] = {}
+    if family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+        kwargs = {"image_start_token": "<|vision_start|>", "image_end_token": "<|vision_end|>"}
+    processor = NiafProcessor(image_processor=base.image_processor, tokenizer=base.tokenizer,
+                              image_token=m.image_token or token, image_seq_length=image_seq_length,
+                              **kwargs, **proc_kwargs)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[m.torch_dtype]
+    model = NiafForActionFunction.from_pretrained_backbone(m.backbone, backbone_kwargs={"dtype": dtype}, **head)
+    return processor, model
+
+
+def head_parameter(name: str) -> bool:
+    """Whether a (possibly PEFT-prefixed) parameter belongs to the NIAF head rather than the backbone."""
+    from .peft_utils import HEAD_MODULES
+
+    parts = name.split(".")
+    return any(p in HEAD_MODULES for p in parts[:6]) and "backbone" not in parts[:4]
+
+
+def tri_stage_lambda(total: int, warmup_ratio: float, decay_ratio: float, final_scale: float, kind: str):
+    """LR multiplier per optimiser step: tri-stage (linear warm-up, hold, exponential decay to
+    ``final_scale``), cosine, linear (both after warm-up) or constant."""
+    warm = int(round(warmup_ratio * total))
+    decay = int(round(decay_ratio * total)) if kind == "tri_stage" else total - warm
+    hold_end = total - decay
+
+    def scale(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if kind == "constant":
+            return 1.0
+        if kind == "tri_stage":
+            if step < hold_end:
+                return 1.0
+            frac = (step - hold_end) / max(decay, 1)
+            return float(final_scale ** min(frac, 1.0))
+        frac = min((step - warm) / max(total - warm, 1), 1.0)
+        if kind == "cosine":
+            return final_scale + (1 - final_scale) * 0.5 * (1 + math.cos(math.pi * frac))
+        return 1.0 - (1 - final_scale) * frac
+
+    return scale
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def evaluate_model(model: Any, processor: Any, loader: Any, baseline: np.ndarray, num_points: int) -> dict[str, float]:
+    """Metrics on held-out chunks, in physical units (positions, velocities per second, jerk per second³).
+
+    ``baseline`` [D] is the training mean action: ``baseline_position_mse`` is the error of always predicting it.
+    """
+    from .trajectory_metrics import trajectory_metrics
+
+    was_training = model.training
+    model.eval()
+    preds, refs, masks, pvel, rvel, dvel, djerk, norm_err = [], [], [], [], [], [], [], []
+    dense_dt = None
+    for batch in loader:
+        batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items() if k != "sample_index"}
+        fn = model.predict_action_function(**batch, denormalize=True)
+        at_k = fn(derivatives=1)
+        dense = fn(num_points=num_points, derivatives=3)
+        dense_dt = float(dense.time[1] - dense.time[0])
+        actions = processor.denormalize_actions(batch["actions"].double()).cpu().numpy()
+        preds.append(at_k.position.double().cpu().numpy())
+        refs.append(actions)
+        masks.append(batch["action_mask"].cpu().numpy())
+        norm_pred = model.predict_action_function(**batch, denormalize=False)(derivatives=0).position
+        norm_err.append(((norm_pred.float() - batch["actions"].float()) ** 2).mean(-1)[batch["action_mask"]].cpu().numpy())
+        if "velocities" in batch:
+            pvel.append(at_k.velocity.double().cpu().numpy())
+            rvel.append(processor.denormalize_velocities(batch["velocities"].double()).cpu().numpy())
+        dvel.append(dense.velocity.double().cpu().numpy())
+        djerk.append(dense.jerk.double().cpu().numpy())
+    if was_training:
+        model.train()
+    cat = np.concatenate
+    metrics = trajectory_metrics(
+        cat(preds), cat(refs), cat(masks), cat(pvel) if pvel else None, cat(rvel) if rvel else None,
+        dense_velocities=cat(dvel), dense_jerk=cat(djerk), dense_dt=dense_dt, baseline=baseline,
+    )
+    metrics["position_mse_normalized"] = float(cat(norm_err).mean())
+    metrics["num_chunks"] = float(sum(len(p) for p in preds))
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Main
+# ----------------------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> FinetuneConfig:
+    parser = argparse.ArgumentParser(
+        prog="niaf-train", add_help=False,
+        description="Fine-tune a NIAF policy. Every configuration key can be overridden with --section.key VALUE "
+                    "(or --key VALUE when unique), e.g. --output_dir out --max_steps 100 --data.path DIR.",
+    )
+    parser.add_argument("--config", default=None, help="YAML file (or the name of a packaged config, e.g. default.yaml)")
+    parser.add_argument("-h", "--help", action="store_true")
+    args, rest = parser.parse_known_args(argv)
+    if args.help:
+        parser.print_help()
+        print("\nconfiguration keys:\n" + help_text())
+        raise SystemExit(0)
+    return load_config(args.config, rest)
+
+
+def _flat(cfg: FinetuneConfig) -> dict[str, Any]:
+    out = {}
+    for section, body in cfg.to_dict().items():
+        for key, value in body.items():
+            out[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+def train(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Run a fine-tuning job; returns ``{"metrics": ..., "final_dir": ..., "history": [...]}`` on every process."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from tqdm.auto import tqdm
+
+    from . import checkpointing as ckpt
+    from .chunking import with_torch_format
+    from .stats import stats_from_chunk_dataset, to_normalization_stats
+
+    t, d, m, p = cfg.training, cfg.data, cfg.model, cfg.peft
+    check_output_dir(cfg)
+    out = Path(t.output_dir)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    report = None if t.report_to == "none" else t.report_to
+    accelerator = Accelerator(
+        mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        log_with=report, project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    )
+    main = accelerator.is_main_process
+    if main and t.overwrite_output_dir and out.is_dir() and not t.resume:
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+    accelerator.wait_for_everyone()
+    set_seed(t.seed)
+
+    # ---- data -------------------------------------------------------------------------------------------
+    with accelerator.main_process_first():
+        dataset = load_chunks(cfg)
+    layout = dataset_layout(dataset)
+    cameras = d.cameras if d.cameras else layout["cameras"]
+    if d.cameras:
+        cameras = [c if c.startswith("observation.images.") else f"observation.images.{c}" for c in d.cameras]
+        missing = [c for c in cameras if c not in layout["cameras"]]
+        if missing:
+            raise ConfigError(f"data.cameras {missing} not in the dataset (it has {layout['cameras']})")
+    if not cameras:
+        raise ConfigError("the dataset has no camera feature; NIAF needs at least one image per observation")
+    layout["cameras"] = cameras
+    use_velocity = layout["velocity"] and m.loss_weight_velocity > 0
+    if d.velocity == "require" and not layout["velocity"]:
+        raise ConfigError("data.velocity=require but the dataset has no velocity labels")
+    train_rows, val_rows = split_episodes(dataset, d.val_fraction, t.seed)
+    train_set = dataset.select(train_rows)
+    stats = to_normalization_stats(stats_from_chunk_dataset(train_set))
+    stats = {k: v for k, v in stats.items() if k in ("action", "state")}
+    if not m.use_state:
+        stats.pop("state", None)
+    tasks = sorted(set(dataset.select_columns(["task"])["task"]))
+    processor, model = build_processor_and_model(cfg, layout, stats, tasks)
+    if model.config.action_dim != layout["action_dim"]:
+        raise ConfigError(f"the dataset's action dim {layout['action_dim']} differs from the model's "
+                          f"{model.config.action_dim}")
+    logger.info("data: %d training chunks, %d held-out chunks, %d episodes, D=%d, %s, %.3g Hz, velocity labels: %s",
+                len(train_rows), len(val_rows), layout["episodes"], layout["action_dim"], cameras, layout["fps"],
+                layout["velocity"])
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        ckpt.remove_stale_temporaries(out)
+
+    # ---- model ------------------------------------------------------------------------------------------
+    if t.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base_model = model
+    if p.method == "lora":
+        from .peft_utils import apply_lora
+
+        if main and not p.save_merged:
+            base_model.save_pretrained(out / "base_model", processor=processor)
+        model = apply_lora(model, p.r, p.lora_alpha, p.lora_dropout, p.target_modules)
+    elif p.freeze_backbone:
+        for param in model.backbone.parameters():
+            param.requires_grad_(False)
+    head_params = [q for n, q in model.named_parameters() if q.requires_grad and head_parameter(n)]
+    body_params = [q for n, q in model.named_parameters() if q.requires_grad and not head_parameter(n)]
+    groups = [{"params": body_params, "lr": t.learning_rate}, {"params": head_params, "lr": t.head_learning_rate or t.learning_rate}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], betas=(t.adam_beta1, t.adam_beta2),
+                                  eps=t.adam_epsilon, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, tri_stage_lambda(t.max_steps, t.warmup_ratio, t.decay_ratio, t.final_lr_scale, t.lr_scheduler))
+
+    collate = Collator(processor, cameras, m.use_state, use_velocity)
+    torch_view = with_torch_format(dataset)
+    sampler = EpochSampler(train_rows, t.seed)
+    train_loader = torch.utils.data.DataLoader(
+        torch_view, batch_size=t.per_device_batch_size, sampler=sampler, collate_fn=collate,
+        drop_last=len(train_rows) >= t.per_device_batch_size * accelerator.num_processes, num_workers=d.num_workers,
+    )
+    val_loader = None
+    if len(val_rows):
+        pick = val_rows[np.linspace(0, len(val_rows) - 1, min(d.max_val_samples, len(val_rows))).round().astype(int)]
+        val_collate = Collator(processor, cameras, m.use_state, layout["velocity"])
+        val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(torch_view, np.unique(pick).tolist()),
+                                                 batch_size=32, collate_fn=val_collate)
+    baseline = np.asarray(stats_from_chunk_dataset(train_set)["action"]["mean"], dtype=np.float64)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    batches_per_epoch = len(train_loader)
+    if batches_per_epoch == 0:
+        raise ConfigError(f"{len(train_rows)} training chunks make no batch of {t.per_device_batch_size}")
+
+    # ---- resume -----------------------------------------------------------------------------------------
+    step, consumed, history = 0, 0, []
+    if t.resume:
+        last = ckpt.last_checkpoint(out)
+        accelerator.load_state(str(last / "training_state"))
+        state = ckpt.read_trainer_state(last)
+        step, consumed, history = int(state["step"]), int(state["micro_batches"]), list(state["history"])
+        logger.info("resumed from %s at step %d", last, step)
+    if report:
+        accelerator.init_trackers("niaf", config=_flat(cfg))
+    sample_log = open(out / f"samples_rank{accelerator.process_index}.txt", "a") if t.record_sample_ids else None  # noqa: SIM115
+
+    def save_checkpoint(at_step: int) -> None:
+        tmp = ckpt.temporary_dir(out, at_step)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp / "training_state"))
+        if main:
+            unwrapped = accelerator.unwrap_model(model)
+            export = _export_model(unwrapped, p.method == "lora")
+            export.save_pretrained(tmp / "model", processor=processor)
+            ckpt.commit(out, at_step, {"step": at_step, "micro_batches": consumed, "history": history}, t.save_total_limit)
+        accelerator.wait_for_everyone()
+
+    # ---- loop -------------------------------------------------------------------------------------------
+    model.train()
+    bar = tqdm(total=t.max_steps, initial=step, desc="niaf-train", unit="step", disable=not main)
+    running: dict[str, float] = {}
+    n_running = 0
+    start = time.perf_counter()
+    while step < t.max_steps:
+        epoch, offset = divmod(consumed, batches_per_epoch)
+        sampler.epoch = epoch
+        loader = accelerator.skip_first_batches(train_loader, offset) if offset else train_loader
+        for batch in loader:
+            sample_ids = batch.pop("sample_index")
+            if sample_log is not None:
+                sample_log.write(" ".join(str(int(i)) for i in sample_ids) + "\n")
+            with accelerator.accumulate(model):
+                output = model(**batch)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients and t.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            consumed += 1
+            for name in ("loss", "loss_pos", "loss_vel", "loss_jerk"):
+                value = getattr(output, name)
+                if value is not None:
+                    running[name] = running.get(name, 0.0) + float(value.detach())
+            n_running += 1
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update(1)
+            if step % t.logging_steps == 0 or step == t.max_steps:
+                logs = {f"train/{k}": accelerator.reduce(torch.tensor(v / n_running, device=accelerator.device),
+                                                         "mean").item() for k, v in running.items()}
+                logs["train/lr"] = scheduler.get_last_lr()[0]
+                history.append({"step": step, **logs})
+                bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
+                if report:
+                    accelerator.log(logs, step=step)
+                running, n_running = {}, 0
+            if val_loader is not None and t.eval_steps and step % t.eval_steps == 0 and step < t.max_steps:
+                if main:
+                    metrics = evaluate_model(accelerator.unwrap_model(model), processor, val_loader, baseline,
+                                             _num_points(t, m))
+                    history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
+                    logger.info("step %d eval: %s", step, _fmt(metrics))
+                    if report:
+                        accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+                accelerator.wait_for_everyone()
+            if t.save_steps and step % t.save_steps == 0 and step < t.max_steps:
+                save_checkpoint(step)
+            if step >= t.max_steps:
+                break
+    bar.close()
+    if sample_log is not None:
+        sample_log.close()
+    train_seconds = time.perf_counter() - start
+
+    # ---- final ------------------------------------------------------------------------------------------
+    save_checkpoint(step)
+    result: dict[str, Any] = {"final_dir": str(out / FINAL_DIR), "history": history, "train_seconds": train_seconds}
+    metrics: dict[str, float] = {}
+    if main:
+        unwrapped = accelerator.unwrap_model(model)
+        if val_loader is not None:
+            metrics = evaluate_model(unwrapped, processor, val_loader, baseline, _num_points(t, m))
+            history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
+            logger.info("final eval: %s", _fmt(metrics))
+            if report:
+                accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+        export = _export_model(unwrapped, p.method == "lora" and p.save_merged)
+        tmp = out / (ckpt.TMP_PREFIX + FINAL_DIR)
+        shutil.rmtree(tmp, ignore_errors=True)
+        datasets_meta = [cfg.data.source] if cfg.data.source != "metaworld" else ["metaworld (scripted experts)"]
+        export.save_pretrained(tmp, processor=processor, repo_id=t.hub_model_id, datasets=None)
+        if p.method == "lora" and not p.save_merged:
+            unwrapped.save_pretrained(tmp / "adapter")
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        with open(tmp / "README.md", "a", encoding="utf-8") as card:
+            card.write(training_card_section(cfg, layout, len(train_rows), len(val_rows), metrics, step, datasets_meta))
+        ckpt.atomic_replace_dir(tmp, out / FINAL_DIR)
+        with open(out / HISTORY_FILE, "w", encoding="utf-8") as f:
+            for row in history:
+                f.write(json.dumps(row) + "\n")
+        if t.push_to_hub:
+            push_final(out / FINAL_DIR, t.hub_model_id, t.hub_private)
+    accelerator.wait_for_everyone()
+    if report:
+        accelerator.end_training()
+    result["metrics"] = metrics
+    result["process_index"] = accelerator.process_index
+    result["baseline"] = baseline.tolist()
+    return result
+
+
+def _num_points(t: Any, m: Any) -> int:
+    return t.eval_num_points or 4 * (m.chunk_size - 1) + 1
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+
+
+def _export_model(model: Any, merge: bool) -> Any:
+    """The plain NIAF model to save: LoRA merged into a copy when ``merge`` (training continues unmerged)."""
+    from .peft_utils import is_peft_model
+
+    if not is_peft_model(model):
+        return model
+    if merge:
+        import copy
+
+        return copy.deepcopy(model).merge_and_unload()
+    return model.get_base_model()
+
+
+def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: int, n_val: int,
+                          metrics: dict[str, float], step: int, datasets_meta: list[str]) -> str:
+    """Markdown appended to the model card: data, configuration, evaluation metrics."""
+    d, t, p = cfg.data, cfg.training, cfg.peft
+    lines = ["", "## Training", "",
+             f"Fine-tuned with `niaf-train` for {step} optimiser steps "
+             f"(batch {t.per_device_batch_size} per device × {t.gradient_accumulation_steps} accumulation, "
+             f"AdamW lr {t.learning_rate:g}, betas ({t.adam_beta1}, {t.adam_beta2}), weight decay {t.weight_decay:g}, "
+             f"{t.lr_scheduler} schedule, mixed precision {t.mixed_precision}, "
+             f"{'LoRA r=%d' % p.r if p.method == 'lora' else 'full fine-tuning'}).", "",
+             "### Data", "",
+             f"- source: {d.source} {d.path or ''} ({', '.join(datasets_meta)})",
+             f"- {layout['episodes']} episodes; {n_train} training chunks, {n_val} held-out chunks "
+             f"(val_fraction {d.val_fraction}, whole episodes)",
+             f"- action dim {layout['action_dim']}, cameras {layout['cameras']}, chunk rate {layout['fps']:g} Hz, "
+             f"velocity labels: {'yes' if layout['velocity'] else 'no'}"]
+    if d.source == "metaworld":
+        lines.append(f"- Meta-World tasks {d.metaworld_tasks}, {d.metaworld_episodes_per_task} episodes each, "
+                     f"{d.metaworld_image_size} px, camera {d.metaworld_camera}")
+    lines += ["", "### Evaluation on held-out episodes (physical units)", ""]
+    if metrics:
+        lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.5g} |" for k, v in metrics.items()]
+        lines += ["", "`baseline_position_mse` is the error of always predicting the training mean action."]
+    else:
+        lines.append("No held-out episodes (val_fraction 0).")
+    lines += ["", "### Configuration", "", "```json", json.dumps(cfg.to_dict(), indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def push_final(folder: Path, repo_id: str, private: bool) -> None:
+    """Upload the final checkpoint folder to the Hub (needs a token and network)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload NIAF policy (niaf-train)")
+    logger.info("pushed %s to https://huggingface.co/%s", folder, repo_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = parse_args(argv)
+        result = train(cfg)
+    except ConfigError as err:
+        print(f"niaf-train: error: {err}", file=sys.stderr)
+        return 2
+    metrics = result["metrics"]
+    if metrics and result["process_index"] == 0:
+        print(f"final checkpoint: {result['final_dir']}")
+        print(f"validation position MSE: {metrics['position_mse']:.5g}   "
+              f"mean-action baseline: {metrics['baseline_position_mse']:.5g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

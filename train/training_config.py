@@ -1,0 +1,370 @@
+"""Typed configuration of ``niaf-train``: four dataclass sections, filled from a YAML file and ``--key value``.
+
+A configuration file has the sections ``model``, ``data``, ``training`` and ``peft`` (all optional); a
+command-line override names a key either fully (``--data.path DIR``, ``--training.learning_rate 1e-4``) or,
+when the name is unique across sections, bare (``--output_dir out``, ``--max_steps 100``). Every key is
+checked against the dataclass fields: an unknown key or a value of the wrong type is an error that names the
+key and the file, raised before anything is built.
+
+Defaults follow ``reference/method.md`` §12 item 9: AdamW, lr 2e-5, betas (0.9, 0.95), weight decay 0, a
+tri-stage schedule (linear warm-up, constant hold, exponential-style decay), bf16 autocast for the backbone with
+the SIREN head in float32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DATA_SOURCES = ("metaworld", "lerobot", "libero", "libero_lerobot", "calvin")
+
+
+@dataclass
+class ModelArguments:
+    """What model is trained."""
+
+    backbone: str = "tiny"
+    """"tiny" (a random PaliGemma-architecture backbone built in code), a Hub id / folder of a
+    transformers vision-language model (e.g. ``microsoft/Florence-2-large``), or a NIAF checkpoint folder
+    (``init_from_niaf: true``)."""
+    init_from_niaf: bool = False
+    """Treat ``backbone`` as a complete NIAF checkpoint to continue fine-tuning (its processor is reused)."""
+    tiny_hidden_size: int = 32
+    tiny_num_layers: int = 2
+    tiny_image_size: int = 32
+    tiny_patch_size: int = 8
+    prompt_template: str = "what action should the robot take to {instruction} ?"
+    image_seq_length: int | None = None
+    """Placeholder tokens per image for fixed-size backbones (Florence-2-large: 577); None: derived."""
+    image_token: str | None = None
+    """The backbone's image placeholder token; None: family default."""
+    chunk_size: int = 10
+    """K, actions per chunk (source frames at ``data.chunk_stride``)."""
+    siren_layers: int = 3
+    siren_width: int = 256
+    siren_omega0: float = 30.0
+    modulation_groups: int = 64
+    use_state: bool = False
+    normalization_mode: str = "QUANTILES"
+    unnormalized_action_dims: list[int] = field(default_factory=list)
+    loss_weight_position: float = 1.0
+    loss_weight_velocity: float = 0.0
+    """λ_v; the velocity loss is used only when > 0 and the dataset has velocities."""
+    loss_weight_jerk: float = 0.0
+    torch_dtype: str = "float32"
+    """Storage dtype of the backbone weights when loaded from a pretrained model (float32 / bfloat16)."""
+
+
+@dataclass
+class DataArguments:
+    """Where the demonstrations come from and how they are chunked and split."""
+
+    source: str = "metaworld"
+    """One of metaworld (generated and cached), lerobot (v3.0 folder), libero (HDF5), libero_lerobot, calvin."""
+    path: str | None = None
+    """Dataset folder (lerobot / libero / libero_lerobot / calvin); for metaworld, where the generated
+    LeRobot dataset is cached (default ``<cache_dir>/metaworld-<settings hash>``)."""
+    cache_dir: str | None = None
+    """Cache of chunk datasets and generated demonstrations (default ``~/.cache/niaf``)."""
+    cameras: list[str] | None = None
+    """Camera features to use, in order (LeRobot keys such as ``observation.images.top``); None: all."""
+    chunk_stride: int = 1
+    """Source frames between chunk points; the chunk control rate is fps / chunk_stride."""
+    sample_every: int = 1
+    """Source frames between consecutive training samples."""
+    velocity: str = "auto"
+    """LeRobot velocity labels: auto (use observation.velocity when present), require, none."""
+    val_fraction: float = 0.1
+    """Fraction of episodes held out for evaluation (at least one episode when > 0)."""
+    max_val_samples: int = 256
+    """Evaluation uses at most this many held-out chunks (evenly spaced)."""
+    metaworld_tasks: list[str] = field(default_factory=lambda: ["reach-v3", "push-v3"])
+    metaworld_episodes_per_task: int = 30
+    metaworld_image_size: int = 32
+    metaworld_camera: str = "corner2"
+    metaworld_stride: int = 4
+    """Record every n-th Meta-World step (80 Hz / n)."""
+    metaworld_seed: int = 0
+    num_workers: int = 0
+
+
+@dataclass
+class TrainingArguments:
+    """How it is trained, saved and evaluated."""
+
+    output_dir: str = "outputs/niaf-train"
+    overwrite_output_dir: bool = False
+    """Allow an output folder that holds another run (its checkpoints are deleted first)."""
+    resume: bool = False
+    """Continue from the last complete checkpoint in ``output_dir``."""
+    max_steps: int = 300
+    """Optimiser steps."""
+    per_device_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-5
+    head_learning_rate: float | None = None
+    """Learning rate of the queries, ψ heads, state projection and SIREN; None: ``learning_rate``."""
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_epsilon: float = 1e-8
+    weight_decay: float = 0.0
+    lr_scheduler: str = "tri_stage"
+    """tri_stage (warm-up, hold, decay to ``final_lr_scale``), cosine, linear or constant."""
+    warmup_ratio: float = 0.05
+    decay_ratio: float = 0.25
+    """Tri-stage: fraction of the steps spent in the final decay."""
+    final_lr_scale: float = 0.05
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    """no, bf16 or fp16: autocast for the backbone; the SIREN head and losses always run in float32."""
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    save_steps: int = 0
+    """Checkpoint every N steps (0: only at the end)."""
+    save_total_limit: int = 2
+    """Keep this many step checkpoints (the final model is always kept)."""
+    eval_steps: int = 0
+    """Evaluate on held-out episodes every N steps (0: only at the end)."""
+    logging_steps: int = 10
+    report_to: str = "tensorboard"
+    """tensorboard, trackio or none."""
+    eval_num_points: int = 0
+    """Dense query points per chunk for the smoothness metrics (0: 4·(K-1)+1, i.e. 4× the training rate)."""
+    push_to_hub: bool = False
+    hub_model_id: str | None = None
+    hub_private: bool = False
+    record_sample_ids: bool = False
+    """Write the dataset rows each process trained on to ``output_dir/samples_rank<r>.txt`` (for tests)."""
+    num_threads: int = 0
+    """torch intra-op threads per process (0: leave torch's default)."""
+
+
+@dataclass
+class PeftArguments:
+    """Parameter-efficient fine-tuning of the backbone (the NIAF head is always trained in full)."""
+
+    method: str = "none"
+    """none (full fine-tuning of everything) or lora."""
+    r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list[str] | None = None
+    """Module names (or one regex) inside the backbone; None: the family default (peft_utils)."""
+    save_merged: bool = True
+    """Final model: LoRA merged into the weights (True) or a PEFT adapter folder next to it (False)."""
+    freeze_backbone: bool = False
+    """With method none: train only the NIAF head (queries, ψ heads, SIREN)."""
+
+
+@dataclass
+class FinetuneConfig:
+    model: ModelArguments = field(default_factory=ModelArguments)
+    data: DataArguments = field(default_factory=DataArguments)
+    training: TrainingArguments = field(default_factory=TrainingArguments)
+    peft: PeftArguments = field(default_factory=PeftArguments)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelArguments, "data": DataArguments, "training": TrainingArguments, "peft": PeftArguments,
+}
+
+
+class ConfigError(ValueError):
+    """A bad configuration key or value; the message names the key and its origin."""
+
+
+def _coerce(value: Any, annotation: Any, key: str, origin: str) -> Any:
+    """Convert ``value`` (from YAML or a command-line string) to the field type ``annotation``."""
+    hints = annotation
+    options = typing.get_args(hints) if typing.get_origin(hints) in (typing.Union, types.UnionType) else (hints,)
+    optional = type(None) in options
+    options = tuple(o for o in options if o is not type(None))
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
+        if optional:
+            return None
+        raise ConfigError(f"{origin}: `{key}` may not be null")
+    target = options[0]
+    base = typing.get_origin(target) or target
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base is str:
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+        if base is list:
+            (item,) = typing.get_args(target) or (str,)
+            if isinstance(value, str):
+                value = [v for v in (p.strip() for p in value.split(",")) if v]
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return [_coerce(v, item, key, origin) for v in value]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{origin}: `{key}` must be {_type_name(annotation)}, got {value!r}") from None
+    raise ConfigError(f"{origin}: `{key}` has an unsupported type {annotation}")
+
+
+def _type_name(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "")
+
+
+def _fields(section: str) -> dict[str, Any]:
+    cls = SECTIONS[section]
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _locate(key: str, origin: str) -> tuple[str, str]:
+    """``section.name`` or a bare ``name`` unique across sections → (section, name)."""
+    key = key.replace("-", "_")
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in SECTIONS:
+            raise ConfigError(f"{origin}: unknown section {section!r} in `{key}`; sections are {sorted(SECTIONS)}")
+        if name not in _fields(section):
+            raise ConfigError(f"{origin}: unknown key `{key}`; `{section}` has {sorted(_fields(section))}")
+        return section, name
+    owners = [s for s in SECTIONS if key in _fields(s)]
+    if not owners:
+        raise ConfigError(f"{origin}: unknown key `{key}` (run niaf-train --help for the keys)")
+    if len(owners) > 1:
+        raise ConfigError(f"{origin}: `{key}` is ambiguous; write one of {[f'{s}.{key}' for s in owners]}")
+    return owners[0], key
+
+
+def build_config(yaml_data: dict[str, Any] | None, overrides: list[str], origin: str = "<config>") -> FinetuneConfig:
+    """A :class:`FinetuneConfig` from parsed YAML (``{section: {key: value}}``) and ``--key value`` tokens."""
+    values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for section, body in (yaml_data or {}).items():
+        if section not in SECTIONS:
+            raise ConfigError(f"{origin}: unknown section {section!r}; expected {sorted(SECTIONS)}")
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"{origin}: section `{section}` must be a mapping, got {type(body).__name__}")
+        for key, value in body.items():
+            sec, name = _locate(f"{section}.{key}", origin)
+            values[sec][name] = _coerce(value, _fields(sec)[name], f"{sec}.{name}", origin)
+    i = 0
+    while i < len(overrides):
+        token = overrides[i]
+        if not token.startswith("--"):
+            raise ConfigError(f"command line: expected `--key value`, got {token!r}")
+        key, eq, inline = token[2:].partition("=")
+        if eq:
+            raw, i = inline, i + 1
+        elif i + 1 < len(overrides) and not overrides[i + 1].startswith("--"):
+            raw, i = overrides[i + 1], i + 2
+        else:
+            raw, i = "true", i + 1  # a bare flag: --resume
+        sec, name = _locate(key, "command line")
+        values[sec][name] = _coerce(raw, _fields(sec)[name], f"{sec}.{name}", "command line")
+    cfg = FinetuneConfig(**{s: SECTIONS[s](**values[s]) for s in SECTIONS})
+    validate_config(cfg)
+    return cfg
+
+
+def load_config(path: str | None, overrides: list[str]) -> FinetuneConfig:
+    """Read a YAML file (or none: the embedded defaults) and apply command-line overrides."""
+    data: dict[str, Any] | None = None
+    origin = "<defaults>"
+    if path is not None:
+        import yaml
+
+        file = Path(path)
+        if not file.is_file():
+            from importlib import resources
+
+            packaged = resources.files("niaf_train") / "configs" / path
+            if not packaged.is_file():
+                raise ConfigError(f"config file {path} not found (nor as a packaged config in niaf_train/configs)")
+            text, origin = packaged.read_text(encoding="utf-8"), f"niaf_train/configs/{path}"
+        else:
+            text, origin = file.read_text(encoding="utf-8"), str(file)
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{origin}: expected a mapping of sections, got {type(data).__name__}")
+    return build_config(data, overrides, origin)
+
+
+def _choice(value: str, options: tuple[str, ...], key: str) -> None:
+    if value not in options:
+        raise ConfigError(f"`{key}` must be one of {options}, got {value!r}")
+
+
+def validate_config(cfg: FinetuneConfig) -> None:
+    """Value checks that need no data or model (raised before any work starts)."""
+    t, d, p, m = cfg.training, cfg.data, cfg.peft, cfg.model
+    _choice(d.source, DATA_SOURCES, "data.source")
+    _choice(d.velocity, ("auto", "require", "none"), "data.velocity")
+    _choice(t.mixed_precision, ("no", "bf16", "fp16"), "training.mixed_precision")
+    _choice(t.lr_scheduler, ("tri_stage", "cosine", "linear", "constant"), "training.lr_scheduler")
+    _choice(t.report_to, ("tensorboard", "trackio", "none"), "training.report_to")
+    _choice(p.method, ("none", "lora"), "peft.method")
+    _choice(m.torch_dtype, ("float32", "bfloat16", "float16"), "model.torch_dtype")
+    if d.source != "metaworld" and not d.path:
+        raise ConfigError(f"`data.path` is required for data.source={d.source!r}")
+    for key, value, low in (
+        ("training.max_steps", t.max_steps, 1), ("training.per_device_batch_size", t.per_device_batch_size, 1),
+        ("training.gradient_accumulation_steps", t.gradient_accumulation_steps, 1),
+        ("training.save_steps", t.save_steps, 0), ("training.eval_steps", t.eval_steps, 0),
+        ("training.logging_steps", t.logging_steps, 1), ("data.chunk_stride", d.chunk_stride, 1),
+        ("data.sample_every", d.sample_every, 1), ("model.chunk_size", m.chunk_size, 2), ("peft.r", p.r, 1),
+        ("data.max_val_samples", d.max_val_samples, 1), ("training.save_total_limit", t.save_total_limit, 1),
+    ):
+        if value < low:
+            raise ConfigError(f"`{key}` must be >= {low}, got {value}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        raise ConfigError(f"`data.val_fraction` must be in [0, 1), got {d.val_fraction}")
+    if t.learning_rate <= 0:
+        raise ConfigError(f"`training.learning_rate` must be > 0, got {t.learning_rate}")
+    if t.warmup_ratio + (t.decay_ratio if t.lr_scheduler == "tri_stage" else 0.0) > 1.0:
+        raise ConfigError("`training.warmup_ratio` + `training.decay_ratio` must not exceed 1")
+    if t.push_to_hub and not t.hub_model_id:
+        raise ConfigError("`training.push_to_hub` needs `training.hub_model_id` (e.g. user/niaf-metaworld)")
+
+
+def help_text() -> str:
+    """Every key with its type and default, grouped by section (for ``--help``)."""
+    lines = []
+    for section, cls in SECTIONS.items():
+        lines.append(f"{section}:")
+        defaults = cls()
+        for name, annotation in _fields(section).items():
+            lines.append(f"  --{section}.{name:<30} {_type_name(annotation):<18} default {getattr(defaults, name)!r}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "ConfigError",
+    "DataArguments",
+    "FinetuneConfig",
+    "ModelArguments",
+    "PeftArguments",
+    "TrainingArguments",
+    "build_config",
+    "help_text",
+    "load_config",
+    "validate_config",
+]
