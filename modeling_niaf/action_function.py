@@ -215,19 +215,31 @@ class ActionFunction:
         time = (tau_t + 1.0) * (self.chunk_duration / 2.0)
         return ActionTrajectory(tau=tau_t, time=time, denormalized=denormalize, **out)
 
-    def to_numpy(self) -> NumpyActionFunction:
-        """A numpy-only evaluator with the same numbers, for a real-time loop (no torch, no autograd)."""
+    def to_numpy(self, dtype: type | np.dtype | None = None) -> NumpyActionFunction:
+        """A numpy-only evaluator with the same numbers, for a real-time loop (no torch, no autograd).
+
+        Args:
+            dtype: numpy float type of the evaluator's arithmetic. By default the model's own precision:
+                float64 for a float64 SIREN or float64 modulations, else float32 (about 3x faster per query
+                than float64 at H = 256, and as precise as the float32 model it mirrors).
+        """
         siren = self.siren
-        weights = [layer.weight.detach().cpu().double().numpy() for layer in siren.layers]
-        biases = [layer.bias.detach().cpu().double().numpy() for layer in siren.layers]
+        if dtype is None:
+            wide = siren.readout.weight.dtype == torch.float64 or self.gamma.dtype == torch.float64
+            dtype = np.float64 if wide else np.float32
+
+        def arr(t: torch.Tensor) -> np.ndarray:
+            return t.detach().cpu().double().numpy()
+
         return NumpyActionFunction(
-            weights=weights,
-            biases=biases,
-            readout_weight=siren.readout.weight.detach().cpu().double().numpy(),
-            readout_bias=siren.readout.bias.detach().cpu().double().numpy(),
+            weights=[arr(layer.weight) for layer in siren.layers],
+            biases=[arr(layer.bias) for layer in siren.layers],
+            readout_weight=arr(siren.readout.weight),
+            readout_bias=arr(siren.readout.bias),
             omega_0=siren.omega_0,
-            gamma=self.gamma.detach().cpu().double().numpy(),
-            beta=self.beta.detach().cpu().double().numpy(),
+            gamma=arr(self.gamma),
+            beta=arr(self.beta),
+            dtype=dtype,
             chunk_duration=self.chunk_duration,
             action_center=self.action_center,
             action_half_range=self.action_half_range,
@@ -236,7 +248,7 @@ class ActionFunction:
 
 
 class NumpyActionFunction:
-    """Torch-free evaluator of a batch of action functions (float64 numpy).
+    """Torch-free evaluator of a batch of action functions (numpy, float32 or float64).
 
     The modulations are folded into per-sample weights once at construction (B·L small matrices), so each
     query is a handful of small matrix-vector products. Same call signature and units as
@@ -256,22 +268,35 @@ class NumpyActionFunction:
         action_center: np.ndarray,
         action_half_range: np.ndarray,
         chunk_size: int = 10,
+        dtype: type | np.dtype = np.float64,
     ) -> None:
         self.omega_0 = float(omega_0)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"`dtype` must be float32 or float64, got {self.dtype}.")
         self.chunk_duration = float(chunk_duration)
         self.chunk_size = int(chunk_size)
         # Per sample b and layer l: the transposed modulated weight (w0 (1+gamma) * W)^T, contiguous for BLAS,
         # and the modulated bias w0 (b + beta).
         self._wt = [
-            [np.ascontiguousarray((self.omega_0 * (1.0 + gamma[s, i, :, None]) * w).T) for i, w in enumerate(weights)]
+            [
+                np.ascontiguousarray((self.omega_0 * (1.0 + gamma[s, i, :, None]) * w).T, dtype=self.dtype)
+                for i, w in enumerate(weights)
+            ]
             for s in range(gamma.shape[0])
         ]
-        self._b = [[self.omega_0 * (bias + beta[s, i]) for i, bias in enumerate(biases)] for s in range(gamma.shape[0])]
-        self._wot = np.ascontiguousarray(np.asarray(readout_weight, dtype=np.float64).T)
-        self._bo = np.asarray(readout_bias, dtype=np.float64)
+        self._b = [
+            [(self.omega_0 * (bias + beta[s, i])).astype(self.dtype) for i, bias in enumerate(biases)]
+            for s in range(gamma.shape[0])
+        ]
+        self._wot = np.ascontiguousarray(np.asarray(readout_weight).T, dtype=self.dtype)
+        self._bo = np.asarray(readout_bias, dtype=self.dtype)
         self.action_center = np.asarray(action_center, dtype=np.float64)
         self.action_half_range = np.asarray(action_half_range, dtype=np.float64)
         self.batch_size = int(gamma.shape[0])
+        per_second = 2.0 / self.chunk_duration
+        self._scales_normalised = [per_second**order for order in range(MAX_DERIVATIVE_ORDER + 1)]
+        self._scales_physical = [self.action_half_range * f for f in self._scales_normalised]
 
     def __call__(
         self,
@@ -287,17 +312,17 @@ class NumpyActionFunction:
         tau_arr = _resolve_tau_numpy(tau, times, num_points, self.chunk_duration, self.chunk_size, extrapolate)
         if tau_arr.ndim == 2 and tau_arr.shape[0] != self.batch_size:
             raise ValueError(f"`tau` of shape [B, N] must have B={self.batch_size}, got {tau_arr.shape}.")
-        tb = np.broadcast_to(tau_arr, (self.batch_size, tau_arr.shape[-1]))  # [B, N]
-        out = np.stack([self._evaluate_one(s, tb[s], derivatives) for s in range(self.batch_size)], axis=1)
-        k = derivatives
-        per_second = 2.0 / self.chunk_duration
+        if self.batch_size == 1:
+            out = self._evaluate_one(0, tau_arr.reshape(-1), derivatives)[:, None]  # [k+1, 1, N, D]
+        else:
+            tb = np.broadcast_to(tau_arr, (self.batch_size, tau_arr.shape[-1]))  # [B, N]
+            out = np.stack([self._evaluate_one(s, tb[s], derivatives) for s in range(self.batch_size)], axis=1)
+        scales = self._scales_physical if denormalize else self._scales_normalised
         result: dict[str, Any] = {}
-        for order in range(k + 1):
-            v = out[order]
-            if order > 0:
-                v = v * per_second**order
-            if denormalize:
-                v = v * self.action_half_range + (self.action_center if order == 0 else 0.0)
+        for order in range(derivatives + 1):
+            v = out[order] * scales[order]  # per unit τ → per second (and physical units)
+            if denormalize and order == 0:
+                v += self.action_center
             result[_DERIVATIVE_NAMES[order]] = v
         time = (tau_arr + 1.0) * (self.chunk_duration / 2.0)
         return ActionTrajectory(tau=tau_arr, time=time, denormalized=denormalize, **result)
@@ -306,9 +331,9 @@ class NumpyActionFunction:
         """Orders 0..k of sample s at the points tau [N]: [k+1, N, D], normalised units per unit tau."""
         wt, bias = self._wt[s], self._b[s]
         du = wt[0][0]  # [H]: the first layer's u' (scalar input), constant in tau
-        u = np.multiply.outer(tau, du) + bias[0]  # [N, H]
+        u = np.multiply.outer(tau.astype(self.dtype, copy=False), du) + bias[0]  # [N, H]
         sin_u = np.sin(u)
-        hs = np.empty((k + 1,) + u.shape)
+        hs = np.empty((k + 1,) + u.shape, dtype=self.dtype)
         hs[0] = sin_u
         if k >= 1:
             cos_u = np.cos(u)

@@ -94,8 +94,9 @@ def test_json_round_trip_is_exact(tmp_path, backbone):
 
 
 def test_auto_config_knows_niaf_after_import(tmp_path):
-    import modeling_niaf  # noqa: F401  (registers the model type)
     from transformers import AutoConfig
+
+    import modeling_niaf  # noqa: F401  (registers the model type)
 
     NiafConfig(action_dim=2).save_pretrained(tmp_path)
     cfg = AutoConfig.from_pretrained(tmp_path)
