@@ -263,13 +263,17 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
     if m.init_from_niaf:
         from transformers import AutoProcessor
 
-        model = NiafForActionFunction.from_pretrained(m.backbone)
-        processor = AutoProcessor.from_pretrained(m.backbone, trust_remote_code=True)
+        existing = NiafConfig.from_pretrained(m.backbone)
         for key in ("action_dim", "chunk_size", "use_state", "num_cameras"):
-            if getattr(model.config, key) != head[key]:
-                raise ConfigError(f"model.backbone {m.backbone}: the checkpoint has {key}={getattr(model.config, key)}, "
+            if getattr(existing, key) != head[key]:
+                raise ConfigError(f"model.backbone {m.backbone}: the checkpoint has {key}={getattr(existing, key)}, "
                                   f"the dataset/config needs {head[key]}")
-        return processor, model
+        try:
+            processor = AutoProcessor.from_pretrained(m.backbone, trust_remote_code=True)
+        except OSError as err:
+            raise ConfigError(f"model.backbone {m.backbone}: no NiafProcessor saved with the checkpoint ({err})") from err
+        # keep the checkpoint's statistics: the model was trained in those units
+        return processor, NiafForActionFunction.from_pretrained(m.backbone)
     if m.backbone == "tiny":
         from .tiny import (IMAGE_TOKEN, image_tokens, make_tiny_image_processor, make_tiny_tokenizer,
                            tiny_backbone_config, words_of)
@@ -595,6 +599,10 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     bar.close()
     if sample_log is not None:
         sample_log.close()
+        from safetensors.torch import save_file
+
+        weights = {k: v.detach().float().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+        save_file(weights, str(out / f"weights_rank{accelerator.process_index}.safetensors"))
     train_seconds = time.perf_counter() - start
 
     # ---- final ------------------------------------------------------------------------------------------

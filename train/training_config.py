@@ -138,7 +138,8 @@ class TrainingArguments:
     hub_model_id: str | None = None
     hub_private: bool = False
     record_sample_ids: bool = False
-    """Write the dataset rows each process trained on to ``output_dir/samples_rank<r>.txt`` (for tests)."""
+    """Write the dataset rows each process trained on to ``output_dir/samples_rank<r>.txt`` and each process's
+    final weights to ``weights_rank<r>.safetensors`` (for tests of data sharding and DDP synchronisation)."""
     num_threads: int = 0
     """torch intra-op threads per process (0: leave torch's default)."""
 

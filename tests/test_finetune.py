@@ -1,0 +1,116 @@
+"""niaf-train end to end (shortened main job), configuration parsing and bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from niaf_train.training_config import ConfigError, build_config, load_config
+
+pytest.importorskip("metaworld")
+
+# A fast variant of the embedded default (train/configs/default.yaml): same data and pipeline, fewer steps.
+SMALL = [
+    "--data.metaworld_tasks", "reach-v3,push-v3", "--data.metaworld_episodes_per_task", "6",
+    "--model.tiny_hidden_size", "32", "--model.siren_width", "32", "--model.modulation_groups", "8",
+    "--training.per_device_batch_size", "16", "--training.report_to", "none", "--training.num_threads", "1",
+]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("niaf_cache")
+
+
+def test_config_keys_and_types(tmp_path):
+    cfg = load_config("default.yaml", ["--output_dir", str(tmp_path / "o"), "--max_steps", "7",
+                                       "--peft.method", "lora", "--data.metaworld_tasks", "reach-v3"])
+    assert cfg.training.output_dir == str(tmp_path / "o") and cfg.training.max_steps == 7
+    assert cfg.peft.method == "lora" and cfg.data.metaworld_tasks == ["reach-v3"]
+    assert (cfg.training.adam_beta1, cfg.training.adam_beta2, cfg.training.weight_decay) == (0.9, 0.95, 0.0)
+    with pytest.raises(ConfigError, match="unknown key `training.max_stepz`"):
+        build_config(None, ["--training.max_stepz", "3"])
+    with pytest.raises(ConfigError, match="unknown key `lerning_rate`"):
+        build_config(None, ["--lerning_rate", "3"])
+    with pytest.raises(ConfigError, match="training.max_steps` must be"):
+        build_config(None, ["--max_steps", "three"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training:\n  max_steps: 3\n  warmup_steps: 10\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key `training.warmup_steps`"):
+        load_config(str(bad), [])
+
+
+def test_tri_stage_schedule():
+    from niaf_train.finetune import tri_stage_lambda
+
+    f = tri_stage_lambda(100, 0.1, 0.2, 0.01, "tri_stage")
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(50) == 1.0 and f(79) == 1.0
+    assert f(90) == pytest.approx(0.01**0.5) and f(100) == pytest.approx(0.01)
+
+
+def test_output_dir_of_another_run_is_refused_untouched(tmp_path, cache_dir):
+    from niaf_train.finetune import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    marker = out / "run_config.json"
+    marker.write_text('{"other": "run"}')
+    before = marker.stat().st_mtime_ns
+    assert main(["--config", "default.yaml", "--output_dir", str(out), "--cache_dir", str(cache_dir)] + SMALL) == 2
+    assert marker.read_text() == '{"other": "run"}' and marker.stat().st_mtime_ns == before
+    assert sorted(p.name for p in out.iterdir()) == ["run_config.json"]
+
+
+def test_action_dim_mismatch_is_refused(tmp_path, cache_dir):
+    """A NIAF checkpoint with D=7 cannot be fine-tuned on the 4-D Meta-World actions."""
+    from modeling_niaf import NiafConfig, NiafForActionFunction
+    from niaf_train.finetune import main
+    from niaf_train.tiny import tiny_backbone_config
+
+    ckpt = tmp_path / "d7"
+    cfg = NiafConfig(backbone_config=tiny_backbone_config(), action_dim=7, chunk_size=8, control_hz=20.0,
+                     siren_width=32, modulation_groups=8, normalization_mode="IDENTITY")
+    NiafForActionFunction(cfg).save_pretrained(ckpt)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="action_dim=7.*needs 4"):
+        from niaf_train.finetune import train
+
+        train(load_config("default.yaml", ["--output_dir", str(out), "--cache_dir", str(cache_dir),
+                                           "--model.backbone", str(ckpt), "--model.init_from_niaf", "true"] + SMALL))
+    assert not (out / "final").exists() and not (out / "checkpoints").exists()
+    assert main(["--config", "default.yaml", "--output_dir", str(tmp_path / "run2"), "--cache_dir", str(cache_dir),
+                 "--model.backbone", str(ckpt), "--model.init_from_niaf", "true"] + SMALL) == 2
+
+
+def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
+    """The README's first command, shortened: demos → fine-tune → Hub checkpoint → AutoModel → 4× queries."""
+    from niaf_train.demo import main
+
+    out = tmp_path / "demo"
+    rc = main(["--output_dir", str(out), "--cache_dir", str(cache_dir), "--max_steps", "80",
+               "--learning_rate", "2e-3", "--save_steps", "0", "--eval_steps", "0"] + SMALL)
+    assert rc == 0
+    summary = json.loads((out / "demo_summary.json").read_text())
+    m = summary["metrics"]
+    # learning is visible: the held-out position error is well below always predicting the mean action
+    assert m["position_mse"] < 0.75 * m["baseline_position_mse"], m
+    assert np.isfinite(m["mean_squared_jerk"]) and m["sparc"] < 0
+    assert summary["query"]["num_points"] == 4 * (8 - 1) + 1
+    final = out / "final"
+    config = json.loads((final / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_niaf.NiafForActionFunction"
+    assert config["normalization_stats"]["action"]["q01"] and (final / "processor_config.json").is_file()
+    card = (final / "README.md").read_text()
+    assert "## Training" in card and "baseline_position_mse" in card and "reach-v3" in card
+    assert json.loads((final / "metrics.json").read_text())["position_mse"] == pytest.approx(m["position_mse"])
+    assert (out / "demo_trajectories.png").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "mean-action baseline" in printed
+    # the Meta-World demonstrations were cached: a second run would not regenerate them
+    assert any((cache_dir / "metaworld").iterdir())
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
