@@ -542,8 +542,8 @@ def _calvin_episodes(
     if state is not None and state not in CALVIN_STATE_LAYOUTS:
         raise ValueError(f"state={state!r}: expected one of {sorted(CALVIN_STATE_LAYOUTS)} or None")
     unknown = [c for c in cameras if c not in CALVIN_CAMERAS]
-    if unknown or not cameras:
-        raise ValueError(f"cameras={list(cameras)}: expected a non-empty subset of {list(CALVIN_CAMERAS)}")
+    if unknown:  # an empty selection reads no images (statistics, low-dim training)
+        raise ValueError(f"cameras={list(cameras)}: expected a subset of {list(CALVIN_CAMERAS)} (empty: no images)")
     split_dir = resolve_calvin_split(root, split)
     naming = CalvinFrameNaming.detect(split_dir)
     seg_path = split_dir / "ep_start_end_ids.npy"

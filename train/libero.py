@@ -254,9 +254,9 @@ def _libero_episodes(
     names = {"agentview_rgb": "image", "eye_in_hand_rgb": wrist_camera_name}
     if cameras is not None:
         unknown = [c for c in cameras if c not in names.values()]
-        if unknown or not cameras:
+        if unknown:  # an empty selection reads no images (statistics, low-dim training)
             raise ValueError(
-                f"cameras={list(cameras)}: expected a non-empty subset of {sorted(names.values())}"
+                f"cameras={list(cameras)}: expected a subset of {sorted(names.values())} (empty: no images)"
             )
         names = {k: v for k, v in names.items() if v in cameras}
     index = 0
