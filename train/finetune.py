@@ -430,8 +430,15 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     if t.num_threads:
         torch.set_num_threads(t.num_threads)
     report = None if t.report_to == "none" else t.report_to
+    # Launched as several processes on a machine without CUDA (torchrun, or `accelerate launch --multi_gpu`):
+    # Accelerate needs cpu=True to run DDP with gloo instead of silently training N independent copies.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Vision-language backbones carry parameters a NIAF forward never uses (e.g. SigLIP's pooling head).
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=t.ddp_find_unused_parameters)
     accelerator = Accelerator(
-        mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        cpu=multi_cpu, kwargs_handlers=[ddp], mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
         log_with=report, project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
     main = accelerator.is_main_process

@@ -140,6 +140,8 @@ class TrainingArguments:
     record_sample_ids: bool = False
     """Write the dataset rows each process trained on to ``output_dir/samples_rank<r>.txt`` and each process's
     final weights to ``weights_rank<r>.safetensors`` (for tests of data sharding and DDP synchronisation)."""
+    ddp_find_unused_parameters: bool = True
+    """DDP: tolerate backbone parameters that get no gradient (SigLIP pooling head, unused vision layers)."""
     num_threads: int = 0
     """torch intra-op threads per process (0: leave torch's default)."""
 
