@@ -92,7 +92,7 @@ def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
     from niaf_train.demo import main
 
     out = tmp_path / "demo"
-    rc = main(["--output_dir", str(out), "--cache_dir", str(cache_dir), "--max_steps", "80",
+    rc = main(["--output_dir", str(out), "--cache_dir", str(cache_dir), "--max_steps", "150",
                "--learning_rate", "2e-3", "--save_steps", "0", "--eval_steps", "0"] + SMALL)
     assert rc == 0
     summary = json.loads((out / "demo_summary.json").read_text())
