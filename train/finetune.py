@@ -396,7 +396,11 @@ def parse_args(argv: list[str] | None) -> FinetuneConfig:
         description="Fine-tune a NIAF policy. Every configuration key can be overridden with --section.key VALUE "
                     "(or --key VALUE when unique), e.g. --output_dir out --max_steps 100 --data.path DIR.",
     )
-    parser.add_argument("--config", default=None, help="YAML file (or the name of a packaged config, e.g. default.yaml)")
+    parser.add_argument(
+        "--config",
+        default="default.yaml",
+        help="YAML file, or the name of a packaged config (default: default.yaml, the embedded tiny Meta-World run)",
+    )
     parser.add_argument("-h", "--help", action="store_true")
     args, rest = parser.parse_known_args(argv)
     if args.help:
