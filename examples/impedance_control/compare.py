@@ -93,8 +93,17 @@ class LoopSettings:
         return np.arange(0.0, duration - self.latency - 1e-9, period).round(9)
 
 
-def run_method(arm, reference, policy: Callable, method: str, settings: LoopSettings, noise_seed: int):
-    """One closed-loop episode; returns (Rollout, list of switch times)."""
+def run_method(
+    arm, reference, policy: Callable, method: str, settings: LoopSettings, noise_seed: int, duration: float
+):
+    """One closed-loop episode of ``duration`` seconds; returns (Rollout, list of switch times).
+
+    The reference must extend at least one chunk past ``duration`` so that every chunk has a true future.
+    """
+    if reference.duration < duration + settings.chunk_size / settings.control_hz - 1e-9:
+        raise ValueError(
+            f"`reference` lasts {reference.duration} s; it must cover `duration` ({duration} s) plus one chunk."
+        )
     arm.reset(reference.position[0], seed=noise_seed)
     q0 = reference.position[0]
     if method == "niaf":
@@ -113,7 +122,7 @@ def run_method(arm, reference, policy: Callable, method: str, settings: LoopSett
     else:
         executor = WaypointExecutor(q0, settings.chunk_size, settings.control_hz, method.split("_")[1])
         command = executor.command
-    obs_ticks = {int(round(t / arm.dt)) for t in settings.observation_times(reference.duration)}
+    obs_ticks = {int(round(t / arm.dt)) for t in settings.observation_times(duration)}
     latency_ticks = int(round(settings.latency / arm.dt))
     pending: dict[int, tuple[float, object]] = {}
     switches: list[float] = []
@@ -132,8 +141,7 @@ def run_method(arm, reference, policy: Callable, method: str, settings: LoopSett
             if executor.submit(fn, obs_time, t):
                 switches.append(t)
 
-    steps = len(reference.position) - 1
-    return arm.run(steps, command, before_tick), switches
+    return arm.run(int(round(duration / arm.dt)), command, before_tick), switches
 
 
 def high_frequency_power(signal: np.ndarray, dt: float, cutoff_hz: float) -> float:

@@ -98,11 +98,12 @@ class OracleNiafPolicy:
         ref = self.reference
         span = int(round(self.chunk_duration / ref.dt))
         idx = tick + np.round(np.linspace(0, span, self.fit_points)).astype(int)
-        idx = np.minimum(idx, len(ref.position) - 1)  # past the episode's end the reference rests
-        pos = (ref.position[idx] - self.center) / self.half
-        vel = ref.velocity[idx] / self.half
-        vel[tick + np.round(np.linspace(0, span, self.fit_points)).astype(int) > len(ref.position) - 1] = 0.0
-        return pos, vel
+        if idx[-1] >= len(ref.position):
+            raise ValueError(
+                f"the reference ends {ref.duration} s, before the chunk observed at {tick * ref.dt} s; generate it "
+                "at least one chunk longer than the episode."
+            )
+        return (ref.position[idx] - self.center) / self.half, ref.velocity[idx] / self.half
 
     def prepare(self, observation_times: Sequence[float]) -> None:
         """Fit the chunks of all these observation times in one batch (much faster than one by one)."""

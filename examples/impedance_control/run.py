@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> dict:
         per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
         first = None
         for e in range(sz["episodes"]):
-            ref = make_reference(np.random.default_rng(args.seed + 10_000 + e), sz["episode_s"], arm.dt)
+            # the reference runs one chunk past the episode, so that the last chunks have a true future
+            horizon = sz["episode_s"] + settings.chunk_size / settings.control_hz
+            ref = make_reference(np.random.default_rng(args.seed + 10_000 + e), horizon, arm.dt)
             policy = OracleNiafPolicy(
                 ref,
                 settings.chunk_size,
@@ -164,10 +166,12 @@ def main(argv: list[str] | None = None) -> dict:
                 polish_steps=sz["fit_steps"][1],
                 seed=args.seed,
             )
-            policy.prepare(settings.observation_times(ref.duration))
+            policy.prepare(settings.observation_times(sz["episode_s"]))
             rollouts, switches = {}, {}
             for m in METHODS:
-                roll, sw = run_method(arm, ref, policy, m, settings, noise_seed=args.seed + 20_000 + e)
+                roll, sw = run_method(
+                    arm, ref, policy, m, settings, noise_seed=args.seed + 20_000 + e, duration=sz["episode_s"]
+                )
                 per_method[m].append(metrics(roll, ref, sw, arm.dt, args.cutoff_hz))
                 rollouts[m], switches[m] = roll, sw
             if first is None:
