@@ -149,9 +149,11 @@ class NiafModulationHeads(nn.Module):
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Args: z [B, Q, d] (any float dtype; computed in the heads' dtype). Returns γ, β, each [B, L, H]."""
         batch = z.shape[0]
-        z = z.to(self.gamma_weight.dtype).reshape(batch, self.num_layers, self.num_groups + 1, -1)
-        gamma = torch.einsum("blgd,lgdr->blgr", z[:, :, : self.num_groups], self.gamma_weight) + self.gamma_bias
-        beta = torch.einsum("bld,ldh->blh", z[:, :, self.num_groups], self.beta_weight) + self.beta_bias
+        # γ, β feed phases of ~ω₀ rad: keep them in the heads' (fp32) precision, also under bf16 autocast.
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            z = z.to(self.gamma_weight.dtype).reshape(batch, self.num_layers, self.num_groups + 1, -1)
+            gamma = torch.einsum("blgd,lgdr->blgr", z[:, :, : self.num_groups], self.gamma_weight) + self.gamma_bias
+            beta = torch.einsum("bld,ldh->blh", z[:, :, self.num_groups], self.beta_weight) + self.beta_bias
         return gamma.reshape(batch, self.num_layers, self.width), beta
 
 

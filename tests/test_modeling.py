@@ -441,3 +441,19 @@ def test_from_pretrained_backbone_copies_the_weights(tmp_path):
     for name, value in model.backbone.state_dict().items():
         torch.testing.assert_close(value, ref[name], rtol=0, atol=0, msg=name)
     assert model.config.backbone_config.image_token_id == IMAGE_TOKEN
+
+
+def test_modulation_heads_stay_float32_under_bf16_autocast():
+    from modeling_niaf.modeling_niaf import NiafModulationHeads
+
+    heads = NiafModulationHeads(num_layers=2, num_groups=4, width=16, hidden_size=8)
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.normal_()
+    z = torch.randn(3, 2 * 5, 8)
+    ref_gamma, ref_beta = heads(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gamma, beta = heads(z)
+    assert gamma.dtype == beta.dtype == torch.float32
+    torch.testing.assert_close(gamma, ref_gamma, rtol=0, atol=0)
+    torch.testing.assert_close(beta, ref_beta, rtol=0, atol=0)
