@@ -94,12 +94,23 @@ class LoopSettings:
 
 
 def run_method(
-    arm, reference, policy: Callable, method: str, settings: LoopSettings, noise_seed: int, duration: float
+    arm,
+    reference,
+    policy: Callable,
+    method: str,
+    settings: LoopSettings,
+    noise_seed: int,
+    duration: float,
+    image_size: int | None = None,
 ):
     """One closed-loop episode of ``duration`` seconds; returns (Rollout, list of switch times).
 
     The reference must extend at least one chunk past ``duration`` so that every chunk has a true future.
+    With ``image_size`` the observation also holds ``observation.images.front``, the arm rendered at that size
+    (as in the demonstrations).
     """
+    if image_size is not None and image_size < 1:
+        raise ValueError(f"`image_size` must be a positive number of pixels or None, got {image_size}.")
     if reference.duration < duration + settings.chunk_size / settings.control_hz - 1e-9:
         raise ValueError(
             f"`reference` lasts {reference.duration} s; it must cover `duration` ({duration} s) plus one chunk."
@@ -135,6 +146,8 @@ def run_method(
                 "observation.velocity": v,
                 "task": "reach the goal joint configuration",
             }
+            if image_size is not None:
+                obs["observation.images.front"] = arm.render(reference.goals[i], image_size)
             pending[i + latency_ticks] = (t, policy(obs, t))
         if i in pending:
             obs_time, fn = pending.pop(i)

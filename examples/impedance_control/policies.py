@@ -9,13 +9,18 @@ returned function's time 0 is the observation time.
   next chunk (L_pos + L_vel + L_jerk), and returns NIAF's own ``ActionFunction`` for them. It reads the future
   of the reference, so it bounds from above what a trained NIAF can do, while its outputs are genuine NIAF
   action functions (same SIREN, same closed-form derivatives, same de-normalisation).
-* :func:`trained_policy` — a fine-tuned NIAF checkpoint (see run.py; needs the training entry point).
+* :class:`TrainedNiafPolicy` — a NIAF fine-tuned on the example's own demonstrations by ``niaf_train.finetune``
+  (L_pos + L_vel + L_jerk), loaded through ``AutoModel`` / ``AutoProcessor`` with ``trust_remote_code=True``
+  exactly as a Hub user would; it sees only the observation (rendered image, [q_meas, goal], instruction).
+* :class:`SharedChunks` — asks a policy once per observation time and replays that chunk to every later
+  caller, so that all execution methods of an episode get the same chunks.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +32,8 @@ Policy = Callable[[dict, float], Any]
 ORACLE_LABEL = (
     "oracle NIAF: gamma/beta of a fixed NIAF SIREN fitted to the reference chunk (not a trained model)"
 )
+TRAINED_LABEL = "trained NIAF: tiny NIAF fine-tuned on this example's demonstrations (niaf_train.finetune)"
+IMAGE_KEY = "observation.images.front"
 
 
 class OracleNiafPolicy:
@@ -172,3 +179,72 @@ class OracleNiafPolicy:
         if tick not in self._cache:
             self.prepare([time])
         return self._cache[tick]
+
+
+class TrainedNiafPolicy:
+    """A fine-tuned NIAF checkpoint (Hub layout with its processor) as a :data:`Policy`.
+
+    Args:
+        checkpoint: folder written by ``niaf_train.finetune`` (``OUTPUT_DIR/final``).
+        device: torch device of the model.
+
+    The observation must hold ``observation.images.front`` ([H, W, 3] uint8), ``observation.state``
+    ([q_meas, goal], rad) and ``task``. The returned function is sample 0's, in physical units (rad, rad/s),
+    as a numpy evaluator; its time 0 is the observation time.
+    """
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
+        import torch
+        from transformers import AutoModel, AutoProcessor
+
+        path = Path(checkpoint)
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"`checkpoint` must be a NIAF checkpoint folder with a config.json, got {str(path)!r}."
+            )
+        self.torch = torch
+        self.device = torch.device(device)
+        self.model = AutoModel.from_pretrained(str(path), trust_remote_code=True).to(self.device).eval()
+        self.processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=True)
+        self.use_state = bool(self.model.config.use_state)
+        self.chunk_duration = float(self.model.config.chunk_duration)
+        self.label = TRAINED_LABEL
+
+    def __call__(self, observation: dict, time: float) -> Any:
+        if IMAGE_KEY not in observation:
+            raise ValueError(
+                f"`observation` needs {IMAGE_KEY!r} (a rendered [H, W, 3] image) for the trained NIAF."
+            )
+        torch = self.torch
+        kwargs: dict[str, Any] = {
+            "images": [[np.asarray(observation[IMAGE_KEY])]],
+            "text": [observation["task"]],
+        }
+        if self.use_state:
+            state = np.asarray(observation["observation.state"], dtype=np.float32)[None]
+            kwargs["state"] = torch.from_numpy(state)
+        inputs = {k: v.to(self.device) for k, v in self.processor(**kwargs).items()}
+        fn = self.model.predict_action_function(**inputs, denormalize=True)
+        return fn[0].to_numpy()
+
+
+class SharedChunks:
+    """Ask ``policy`` once per observation time; later calls at that time get the same chunk back.
+
+    One instance per episode: the first execution method to reach an observation time (in run.py, NIAF through
+    the runtime) decides the chunk from its own observation, and every other method executes that chunk. This
+    keeps the comparison about execution only (same chunks, different execution), as with the oracle.
+    """
+
+    def __init__(self, policy: Policy, dt: float = 1e-3) -> None:
+        if dt <= 0:
+            raise ValueError(f"`dt` must be > 0, got {dt}.")
+        self.policy, self.dt = policy, dt
+        self.label = getattr(policy, "label", type(policy).__name__)
+        self._chunks: dict[int, Any] = {}
+
+    def __call__(self, observation: dict, time: float) -> Any:
+        key = int(round(time / self.dt))
+        if key not in self._chunks:
+            self._chunks[key] = self.policy(observation, time)
+        return self._chunks[key]

@@ -4,8 +4,9 @@
 
 Steps: (1) record demonstrations of the arm tracking random goal-directed motions (commanded joint
 positions as actions, noisy measured joint positions and velocities as observations) and write them as a
-LeRobot v3 dataset; (2) get a policy: a fine-tuned NIAF when the training entry point is available, otherwise
-an *oracle NIAF* (γ, β of a NIAF SIREN fitted to the reference; labelled as such everywhere); (3) run the
+LeRobot v3 dataset; (2) get a policy: a tiny NIAF fine-tuned on that dataset through the training entry point
+(``niaf_train.finetune``, L_pos + L_vel + L_jerk, config train_config.yaml), or with ``--policy oracle`` an
+*oracle NIAF* (γ, β of a NIAF SIREN fitted to the reference; labelled as such everywhere); (3) run the
 policy at 10 Hz in closed loop with the 1 kHz controller τ = Kp(q_d - q) + Kd(q̇_d - q̇) + bias, executing its
 chunks three ways (NIAF runtime, zero-order-hold waypoints, linearly interpolated waypoints); (4) write
 DIR/results.json, DIR/run_info.json and DIR/velocity_comparison.png. See README.md next to this file.
@@ -27,15 +28,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 from arm import DOF, GOAL_SPAN, HOME, JOINT_NAMES, KD, KP, Arm, make_reference, record_demonstrations  # noqa: E402
 from compare import LoopSettings, metrics, plot_velocities, run_method  # noqa: E402
-from policies import ORACLE_LABEL, OracleNiafPolicy  # noqa: E402
+from policies import ORACLE_LABEL, OracleNiafPolicy, SharedChunks, TrainedNiafPolicy  # noqa: E402
 
 logger = logging.getLogger("impedance_control")
 
+TRAIN_CONFIG = Path(__file__).resolve().parent / "train_config.yaml"
+
 SIZES = {
-    # demonstrations, their seconds, evaluation episodes, their seconds, oracle fit (Adam, L-BFGS) steps, image px
-    "smoke": dict(demos=4, demo_s=2.0, episodes=1, episode_s=2.0, fit_steps=(100, 100), image=32),
-    "quick": dict(demos=8, demo_s=3.0, episodes=2, episode_s=3.0, fit_steps=(100, 200), image=64),
-    "full": dict(demos=40, demo_s=4.0, episodes=5, episode_s=4.0, fit_steps=(150, 300), image=64),
+    # demonstrations, their seconds, evaluation episodes, their seconds, oracle fit (Adam, L-BFGS) steps, image px,
+    # optimiser steps of the NIAF fine-tune
+    "smoke": dict(
+        demos=4, demo_s=2.0, episodes=1, episode_s=2.0, fit_steps=(100, 100), image=32, train_steps=150
+    ),
+    "quick": dict(
+        demos=8, demo_s=3.0, episodes=2, episode_s=3.0, fit_steps=(100, 200), image=64, train_steps=300
+    ),
+    "full": dict(
+        demos=40, demo_s=4.0, episodes=5, episode_s=4.0, fit_steps=(150, 300), image=64, train_steps=1500
+    ),
 }
 METHODS = ("niaf", "waypoints_zoh", "waypoints_linear")
 METHOD_TITLES = {
@@ -97,6 +107,39 @@ def training_available() -> bool:
     return True
 
 
+def train_niaf(dataset: Path, out: Path, steps: int, seed: int) -> Path:
+    """Fine-tune a tiny NIAF on the demonstrations through ``niaf_train.finetune``; returns the final checkpoint."""
+    from niaf_train.finetune import train
+    from niaf_train.training_config import load_config
+
+    cfg = load_config(
+        str(TRAIN_CONFIG),
+        [
+            "--data.path",
+            str(dataset),
+            "--data.cache_dir",
+            str(out / "train_cache"),  # keeps the chunk cache with this run, not in ~/.cache
+            "--training.output_dir",
+            str(out / "train"),
+            "--training.overwrite_output_dir",
+            "true",
+            "--training.max_steps",
+            str(steps),
+            "--training.seed",
+            str(seed),
+        ],
+    )
+    result = train(cfg)
+    m = result["metrics"]
+    logger.info(
+        "trained NIAF: held-out position MSE %.4g rad² (mean-action baseline %.4g) in %.0f s",
+        m["position_mse"],
+        m["baseline_position_mse"],
+        result["train_seconds"],
+    )
+    return Path(result["final_dir"])
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", required=True, type=Path, help="where results.json and the figure go")
@@ -107,7 +150,22 @@ def main(argv: list[str] | None = None) -> dict:
         "--policy",
         choices=("auto", "oracle", "trained"),
         default="auto",
-        help="auto: a trained NIAF when training is available, else the oracle NIAF",
+        help="auto: the trained NIAF when the training entry point is installed, else the oracle NIAF; "
+        "trained: fine-tune a tiny NIAF on the demonstrations (error if training is unavailable); "
+        "oracle: gamma/beta fitted to the reference (an upper bound, not a trained model)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="a NIAF checkpoint already fine-tuned on this example's data (e.g. an earlier DIR/train/final): "
+        "used as the trained policy instead of fine-tuning again",
+    )
+    parser.add_argument(
+        "--train-steps",
+        type=int,
+        default=None,
+        help="optimiser steps of the NIAF fine-tune (default: per size)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.03, help="simulated inference latency, s")
@@ -136,18 +194,28 @@ def main(argv: list[str] | None = None) -> dict:
 
         # 2. policy
         use_trained = args.policy == "trained" or (args.policy == "auto" and training_available())
-        if use_trained:
-            # TODO(issue 6): fine-tune a tiny NIAF on `dataset` with L_pos + L_vel + L_jerk through
-            # niaf_train.finetune and wrap model.predict_action_function as a Policy. Not wired yet.
-            if args.policy == "trained":
+        trained = None
+        train_seconds = None
+        if args.checkpoint is not None:
+            if args.policy == "oracle":
                 raise SystemExit(
-                    "--policy trained: the NIAF training entry point is not wired into this example yet."
+                    "--checkpoint is a trained policy; it cannot be combined with --policy oracle."
                 )
-            logger.warning(
-                "training entry point found but not wired into this example yet; using the oracle NIAF"
-            )
-        policy_label = ORACLE_LABEL
-        niaf_key = "niaf_oracle_runtime"
+            trained = TrainedNiafPolicy(args.checkpoint)
+        elif use_trained:
+            if dataset is None or not training_available():
+                raise SystemExit(
+                    "--policy trained needs the NIAF training entry point and the LeRobot writer "
+                    "(pip install -e '.[train,data]')."
+                )
+            steps = args.train_steps or sz["train_steps"]
+            t0 = time.perf_counter()
+            trained = TrainedNiafPolicy(train_niaf(dataset, out, steps, args.seed))
+            train_seconds = time.perf_counter() - t0
+        elif args.policy == "auto":
+            logger.warning("niaf_train.finetune is not installed; using the oracle NIAF (an upper bound)")
+        policy_label = ORACLE_LABEL if trained is None else trained.label
+        niaf_key = "niaf_oracle_runtime" if trained is None else "niaf_trained_runtime"
 
         # 3. closed loop, same references and noise for every method
         per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
@@ -156,21 +224,33 @@ def main(argv: list[str] | None = None) -> dict:
             # the reference runs one chunk past the episode, so that the last chunks have a true future
             horizon = sz["episode_s"] + settings.chunk_size / settings.control_hz
             ref = make_reference(np.random.default_rng(args.seed + 10_000 + e), horizon, arm.dt)
-            policy = OracleNiafPolicy(
-                ref,
-                settings.chunk_size,
-                settings.control_hz,
-                center,
-                half,
-                steps=sz["fit_steps"][0],
-                polish_steps=sz["fit_steps"][1],
-                seed=args.seed,
-            )
-            policy.prepare(settings.observation_times(sz["episode_s"]))
+            if trained is not None:
+                # the NIAF run (first in METHODS) decides each chunk from its own observation; the waypoint
+                # executors replay those same chunks
+                policy = SharedChunks(trained, arm.dt)
+            else:
+                policy = OracleNiafPolicy(
+                    ref,
+                    settings.chunk_size,
+                    settings.control_hz,
+                    center,
+                    half,
+                    steps=sz["fit_steps"][0],
+                    polish_steps=sz["fit_steps"][1],
+                    seed=args.seed,
+                )
+                policy.prepare(settings.observation_times(sz["episode_s"]))
             rollouts, switches = {}, {}
             for m in METHODS:
                 roll, sw = run_method(
-                    arm, ref, policy, m, settings, noise_seed=args.seed + 20_000 + e, duration=sz["episode_s"]
+                    arm,
+                    ref,
+                    policy,
+                    m,
+                    settings,
+                    noise_seed=args.seed + 20_000 + e,
+                    duration=sz["episode_s"],
+                    image_size=None if trained is None else sz["image"],
                 )
                 per_method[m].append(metrics(roll, ref, sw, arm.dt, args.cutoff_hz))
                 rollouts[m], switches[m] = roll, sw
@@ -214,12 +294,18 @@ def main(argv: list[str] | None = None) -> dict:
         "loop": vars(settings),
         "cutoff_hz": args.cutoff_hz,
         "ratios_niaf_over_baseline": ratios,
+        "train_seconds": train_seconds,
+        "train_checkpoint": None
+        if trained is None
+        else str(args.checkpoint if args.checkpoint is not None else out / "train" / "final"),
+        "train_config": None if trained is None else str(TRAIN_CONFIG),
         "seconds": time.perf_counter() - started,
     }
     (out / "run_info.json").write_text(json.dumps(info, indent=2))
     ref, rollouts, switches = first
     joint = int(np.argmax(np.abs(ref.velocity).max(axis=0)))
-    labels = {m: ("[oracle NIAF policy] " if m == "niaf" else "") + METHOD_TITLES[m] for m in METHODS}
+    tag = "[oracle NIAF policy] " if trained is None else "[trained NIAF policy] "
+    labels = {m: (tag if m == "niaf" else "") + METHOD_TITLES[m] for m in METHODS}
     plot_velocities(
         out / "velocity_comparison.png", rollouts, switches, labels, joint, JOINT_NAMES[joint], ref
     )
