@@ -54,10 +54,78 @@ def backbone_config(size: dict) -> dict:
     }
 
 
-def run_size(name: str, repeats: int, threads: int) -> dict:
+def time_recipe(size: dict, inputs: dict, targets: dict, weights: tuple[float, float], repeats: int, device: str):
+    """Median seconds of a full step and of its parts for one loss recipe (λ_v, λ_j); also Q and #params."""
     import torch
 
     from modeling_niaf import NiafConfig, NiafForActionFunction
+
+    w_vel, w_jerk = weights
+    K = size["chunk"]
+    config = NiafConfig(
+        backbone_config=backbone_config(size), action_dim=ACTION_DIM, chunk_size=K, control_hz=20.0,
+        siren_width=size["siren_width"], modulation_groups=size["groups"],
+        loss_weight_velocity=w_vel, loss_weight_jerk=w_jerk,
+    )
+    model = NiafForActionFunction(config).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    batch_targets = dict(targets) if w_vel else {"actions": targets["actions"], "action_mask": targets["action_mask"]}
+    tau = model.training_tau(device)
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def full_step():
+        opt.zero_grad(set_to_none=True)
+        model(**inputs, **batch_targets).loss.backward()
+        opt.step()
+        sync()
+
+    def backbone_only():
+        model.zero_grad(set_to_none=True)
+        z = model.encode_queries(**inputs)
+        z.float().pow(2).mean().backward()
+        sync()
+
+    with torch.no_grad():
+        z_fixed = model.encode_queries(**inputs).detach()
+
+    def head_and_loss():
+        model.zero_grad(set_to_none=True)
+        z = z_fixed.clone().requires_grad_(True)
+        gamma, beta = model.modulation_heads(z)
+        order = 3 if w_jerk else 0
+        values = model.siren(tau, gamma, beta, derivatives=order)
+        loss = (values[0] - batch_targets["actions"]).pow(2).sum(-1).mean()
+        if w_jerk:
+            s = config.tau_to_seconds
+            loss = loss + w_vel * (values[1] * s - batch_targets["velocities"]).pow(2).sum(-1).mean()
+            loss = loss + w_jerk * (values[3] * s**3).pow(2).sum(-1).mean()
+        loss.backward()
+        sync()
+
+    def optimizer_only():
+        opt.step()
+        sync()
+
+    timings = {}
+    for label, fn in (("step", full_step), ("backbone", backbone_only), ("head+loss", head_and_loss), ("optimizer", optimizer_only)):
+        fn()  # warm-up
+        samples = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+        timings[label] = statistics.median(samples)
+    timings["head+loss share"] = timings["head+loss"] / timings["step"]
+    params = round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
+    return timings, config.num_queries, params
+
+
+def run_size(name: str, repeats: int, threads: int) -> dict:
+    import torch
+
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -80,68 +148,10 @@ def run_size(name: str, repeats: int, threads: int) -> dict:
         "action_mask": torch.ones(batch, K, dtype=torch.bool, device=device),
     }
     results: dict = {"size": name, "batch": batch, "tokens": ids.shape[1], "device": device}
-    for recipe, (w_vel, w_jerk) in {"pos": (0.0, 0.0), "pos+vel+jerk": (1e-2, 1e-12)}.items():
-        config = NiafConfig(
-            backbone_config=backbone_config(size), action_dim=ACTION_DIM, chunk_size=K, control_hz=20.0,
-            siren_width=size["siren_width"], modulation_groups=size["groups"],
-            loss_weight_velocity=w_vel, loss_weight_jerk=w_jerk,
+    for recipe, weights in {"pos": (0.0, 0.0), "pos+vel+jerk": (1e-2, 1e-12)}.items():
+        results[recipe], results["queries"], results["parameters_M"] = time_recipe(
+            size, inputs, targets, weights, repeats, device
         )
-        model = NiafForActionFunction(config).to(device).train()
-        results["queries"] = config.num_queries
-        results["parameters_M"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        batch_targets = dict(targets) if w_vel else {"actions": targets["actions"], "action_mask": targets["action_mask"]}
-        tau = model.training_tau(device)
-
-        def sync():
-            if device == "cuda":
-                torch.cuda.synchronize()
-
-        def full_step():
-            opt.zero_grad(set_to_none=True)
-            model(**inputs, **batch_targets).loss.backward()
-            opt.step()
-            sync()
-
-        def backbone_only():
-            model.zero_grad(set_to_none=True)
-            z = model.encode_queries(**inputs)
-            z.float().pow(2).mean().backward()
-            sync()
-
-        with torch.no_grad():
-            z_fixed = model.encode_queries(**inputs).detach()
-
-        def head_and_loss():
-            model.zero_grad(set_to_none=True)
-            z = z_fixed.clone().requires_grad_(True)
-            gamma, beta = model.modulation_heads(z)
-            order = 3 if w_jerk else 0
-            values = model.siren(tau, gamma, beta, derivatives=order)
-            loss = (values[0] - batch_targets["actions"]).pow(2).sum(-1).mean()
-            if w_jerk:
-                s = config.tau_to_seconds
-                loss = loss + w_vel * (values[1] * s - batch_targets["velocities"]).pow(2).sum(-1).mean()
-                loss = loss + w_jerk * (values[3] * s**3).pow(2).sum(-1).mean()
-            loss.backward()
-            sync()
-
-        def optimizer_only():
-            opt.step()
-            sync()
-
-        timings = {}
-        for label, fn in (("step", full_step), ("backbone", backbone_only), ("head+loss", head_and_loss), ("optimizer", optimizer_only)):
-            fn()  # warm-up
-            samples = []
-            for _ in range(repeats):
-                start = time.perf_counter()
-                fn()
-                samples.append(time.perf_counter() - start)
-            timings[label] = statistics.median(samples)
-        timings["head+loss share"] = timings["head+loss"] / timings["step"]
-        results[recipe] = timings
-        del model, opt
     if device == "cuda":
         results["peak_memory_MiB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     else:

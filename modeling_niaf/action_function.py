@@ -297,6 +297,7 @@ class NumpyActionFunction:
         per_second = 2.0 / self.chunk_duration
         self._scales_normalised = [per_second**order for order in range(MAX_DERIVATIVE_ORDER + 1)]
         self._scales_physical = [self.action_half_range * f for f in self._scales_normalised]
+        self._scales_physical_array = np.stack(self._scales_physical)  # [4, D]
 
     def __call__(
         self,
@@ -326,6 +327,27 @@ class NumpyActionFunction:
             result[_DERIVATIVE_NAMES[order]] = v
         time = (tau_arr + 1.0) * (self.chunk_duration / 2.0)
         return ActionTrajectory(tau=tau_arr, time=time, denormalized=denormalize, **result)
+
+    def at(self, time: float, derivatives: int = 1, sample: int = 0) -> np.ndarray:
+        """The hot path of a control loop: one sample at one time, physical units, no dataclass.
+
+        Args:
+            time: seconds from the chunk start, in [0, T].
+            derivatives: 0..3.
+            sample: which function of the batch.
+
+        Returns:
+            [derivatives + 1, D]: position, then velocity (per s), acceleration (per s²), jerk (per s³).
+        """
+        tau = 2.0 * float(time) / self.chunk_duration - 1.0
+        if not -1.0 - TAU_TOLERANCE <= tau <= 1.0 + TAU_TOLERANCE:  # also false for NaN
+            raise ValueError(f"`time` {time!r} s is outside the chunk [0, {self.chunk_duration:g}] s.")
+        if not 0 <= derivatives <= MAX_DERIVATIVE_ORDER:
+            raise ValueError(f"`derivatives` must be in 0..{MAX_DERIVATIVE_ORDER}, got {derivatives!r}.")
+        out = self._evaluate_one(sample, np.array([tau], dtype=self.dtype), derivatives)[:, 0, :]
+        out = out * self._scales_physical_array[: derivatives + 1]
+        out[0] += self.action_center
+        return out
 
     def _evaluate_one(self, s: int, tau: np.ndarray, k: int) -> np.ndarray:
         """Orders 0..k of sample s at the points tau [N]: [k+1, N, D], normalised units per unit tau."""

@@ -135,3 +135,17 @@ def test_graph_only_when_asked(fn64):
     live = ActionFunction(fn64.siren, gamma, fn64.beta, fn64.chunk_duration, chunk_size=11, keep_graph=True)
     live(num_points=5).velocity.pow(2).sum().backward()
     assert gamma.grad is not None and gamma.grad.abs().sum() > 0
+
+
+def test_numpy_hot_path_matches_full_call(fn64):
+    twin = fn64.to_numpy()
+    full = twin(times=[0.123], derivatives=3)
+    for sample in (0, 1):
+        fast = twin.at(0.123, derivatives=3, sample=sample)
+        for order, name in enumerate(("position", "velocity", "acceleration", "jerk")):
+            np.testing.assert_allclose(fast[order], getattr(full, name)[sample, 0], rtol=1e-12)
+    assert twin.at(0.0, derivatives=0).shape == (1, 3)
+    with pytest.raises(ValueError, match="outside the chunk"):
+        twin.at(fn64.chunk_duration + 0.01)
+    with pytest.raises(ValueError, match="outside the chunk"):
+        twin.at(float("nan"))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from niaf_train.training_config import ConfigError, build_config, load_config
 
 pytest.importorskip("metaworld")
@@ -68,9 +67,10 @@ def test_output_dir_of_another_run_is_refused_untouched(tmp_path, cache_dir):
 
 def test_action_dim_mismatch_is_refused(tmp_path, cache_dir):
     """A NIAF checkpoint with D=7 cannot be fine-tuned on the 4-D Meta-World actions."""
-    from modeling_niaf import NiafConfig, NiafForActionFunction
     from niaf_train.finetune import main
     from niaf_train.tiny import tiny_backbone_config
+
+    from modeling_niaf import NiafConfig, NiafForActionFunction
 
     ckpt = tmp_path / "d7"
     cfg = NiafConfig(backbone_config=tiny_backbone_config(), action_dim=7, chunk_size=8, control_hz=20.0,

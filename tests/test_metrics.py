@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from niaf_train import trajectory_metrics as tm
 
 

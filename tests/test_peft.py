@@ -11,8 +11,9 @@ pytest.importorskip("peft")
 
 
 def _tiny_model():
-    from modeling_niaf import NiafConfig, NiafForActionFunction
     from niaf_train.tiny import tiny_backbone_config
+
+    from modeling_niaf import NiafConfig, NiafForActionFunction
 
     cfg = NiafConfig(backbone_config=tiny_backbone_config(), action_dim=3, chunk_size=6, control_hz=10.0,
                      siren_width=32, modulation_groups=8, normalization_mode="IDENTITY")
@@ -45,10 +46,9 @@ def test_default_targets_and_trainable_parts():
 
 
 def test_merged_checkpoint_reproduces_adapter(tmp_path):
+    from niaf_train.peft_utils import apply_lora, merge_lora
     from peft import PeftModel
     from transformers import AutoModel
-
-    from niaf_train.peft_utils import apply_lora, merge_lora
 
     torch.manual_seed(0)
     base = _tiny_model()

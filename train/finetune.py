@@ -275,8 +275,14 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         # keep the checkpoint's statistics: the model was trained in those units
         return processor, NiafForActionFunction.from_pretrained(m.backbone)
     if m.backbone == "tiny":
-        from .tiny import (IMAGE_TOKEN, image_tokens, make_tiny_image_processor, make_tiny_tokenizer,
-                           tiny_backbone_config, words_of)
+        from .tiny import (
+            IMAGE_TOKEN,
+            image_tokens,
+            make_tiny_image_processor,
+            make_tiny_tokenizer,
+            tiny_backbone_config,
+            words_of,
+        )
 
         tokenizer = make_tiny_tokenizer(words_of(tasks + [m.prompt_template.replace("{instruction}", "")]))
         processor = NiafProcessor(
@@ -683,7 +689,7 @@ def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: 
              f"(batch {t.per_device_batch_size} per device × {t.gradient_accumulation_steps} accumulation, "
              f"AdamW lr {t.learning_rate:g}, betas ({t.adam_beta1}, {t.adam_beta2}), weight decay {t.weight_decay:g}, "
              f"{t.lr_scheduler} schedule, mixed precision {t.mixed_precision}, "
-             f"{'LoRA r=%d' % p.r if p.method == 'lora' else 'full fine-tuning'}).", "",
+             f"{f'LoRA r={p.r}' if p.method == 'lora' else 'full fine-tuning'}).", "",
              "### Data", "",
              f"- source: {d.source} {d.path or ''} ({', '.join(datasets_meta)})",
              f"- {layout['episodes']} episodes; {n_train} training chunks, {n_val} held-out chunks "
