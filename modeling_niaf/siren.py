@@ -34,6 +34,9 @@ except ImportError:  # transformers 4.x
 
 MAX_DERIVATIVE_ORDER = 3
 
+_BLOCK_ELEMENTS = 1 << 19
+"""Elements of the [k+1, B, n, H] buffer per block of time points without autograd (2 MiB in float32)."""
+
 
 class SineLinear(nn.Linear):
     """``nn.Linear`` that owns its SIREN initialisation (Sitzmann et al. 2020).
@@ -179,7 +182,22 @@ class ModulatedSiren(nn.Module):
             )
             if needs_graph:
                 return self._forward(tau, gamma, beta, derivatives)
-            return self._forward_inplace(tau, gamma, beta, derivatives)
+            return self._forward_blocked(tau, gamma, beta, derivatives)
+
+    def _forward_blocked(self, tau: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, k: int) -> list[torch.Tensor]:
+        """`_forward_inplace` over blocks of time points whose [k+1, B, n, H] buffer stays cache-sized.
+
+        Every time point is independent, so splitting along N changes no number; it keeps large queries
+        (hundreds of points for a whole batch) from streaming their buffers through main memory.
+        """
+        batch, n = gamma.shape[0], tau.shape[-1]
+        block = max(1, _BLOCK_ELEMENTS // ((k + 1) * batch * self.width))
+        if n <= block:
+            return self._forward_inplace(tau, gamma, beta, k)
+        parts = [
+            self._forward_inplace(tau[..., start : start + block], gamma, beta, k) for start in range(0, n, block)
+        ]
+        return [torch.cat([p[order] for p in parts], dim=1) for order in range(k + 1)]
 
     def _forward(self, tau: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, k: int) -> list[torch.Tensor]:
         dtype = _compute_dtype(tau, gamma, beta, self.readout.weight)

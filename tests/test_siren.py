@@ -244,3 +244,21 @@ def test_inference_path_equals_autograd_path(k, layers):
     assert inplace[0].grad_fn is None and len(inplace) == k + 1
     for a, b in zip(inplace, with_graph, strict=True):
         torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-13 * float(b.abs().max()))
+
+
+def test_blocked_inference_equals_unblocked(monkeypatch):
+    """Large no-grad queries run in blocks of time points; splitting along N must not change any number."""
+    import modeling_niaf.siren as siren_module
+
+    config = tiny_config()
+    siren = ModulatedSiren(config).double()
+    gamma, beta = random_modulations(2, config)
+    for tau in (torch.linspace(-1, 1, 23, dtype=torch.float64), torch.rand(2, 23, dtype=torch.float64) * 2 - 1):
+        with torch.no_grad():
+            whole = siren(tau, gamma, beta, derivatives=3)
+            monkeypatch.setattr(siren_module, "_BLOCK_ELEMENTS", 4 * 2 * config.siren_width * 5)  # 5 points a block
+            blocked = siren(tau, gamma, beta, derivatives=3)
+            monkeypatch.undo()
+        for a, b in zip(blocked, whole, strict=True):
+            assert a.shape == b.shape == (2, 23, 3)
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
