@@ -2,11 +2,12 @@
 
 Both use the same PaliGemma backbone config (small or medium), random weights, 1 camera, CPU.
 
-    python benchmarks/bench_inference.py [--sizes small medium] [--batches 1 8] [--repeats 5] [--threads 2]
+    python benchmarks/bench_inference.py [--sizes small medium] [--batches 1 8] [--groups 64 8] [--repeats 5]
 
 Prints per setting: NIAF total, NIAF backbone (one pass), NIAF head (ψ + SIREN at 50 points with 3
 derivatives), π0 latency, and the ratios. Targets: NIAF ≤ 0.3× π0 at batch 1; head ≤ 5% of NIAF's total.
-Timings are medians after one warm-up call; on a shared machine they are noisy.
+Timings are medians after one warm-up call; on a shared machine they are noisy. NIAF's backbone pass carries
+the prompt plus Q = 3·(G+1) query tokens, so ``--groups`` shows how the query count sets its latency.
 """
 
 from __future__ import annotations
@@ -48,11 +49,12 @@ def timed(fn, repeats: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def build_niaf(size: dict):
+def build_niaf(size: dict, groups: int = 64):
     from modeling_niaf import NiafConfig, NiafForActionFunction
 
     config = NiafConfig(backbone_config=paligemma_config(size), action_dim=ACTION_DIM, chunk_size=CHUNK,
-                        control_hz=50.0, use_state=True, state_dim=STATE_DIM)  # L=3, H=256, G=64 defaults
+                        control_hz=50.0, use_state=True, state_dim=STATE_DIM,
+                        modulation_groups=groups)  # L=3, H=256; G=64 is the paper's default (Q = 195)
     return NiafForActionFunction(config).eval()
 
 
@@ -78,10 +80,10 @@ def inputs(size: dict, batch: int) -> dict:
 
 
 @torch.no_grad()
-def run(size_name: str, batch: int, repeats: int) -> dict:
+def run(size_name: str, batch: int, repeats: int, groups: int = 64) -> dict:
     size = SIZES[size_name]
     torch.manual_seed(0)
-    niaf, pi0 = build_niaf(size), build_pi0(size)
+    niaf, pi0 = build_niaf(size, groups), build_pi0(size)
     x = inputs(size, batch)
     total = timed(lambda: niaf.generate_actions(**x, denormalize=False, derivatives=3), repeats)
     backbone = timed(lambda: niaf.encode_queries(**x), repeats)
@@ -97,7 +99,7 @@ def run(size_name: str, batch: int, repeats: int) -> dict:
         state=x["state"], input_ids=x["input_ids"], pixel_values=x["pixel_values"], attention_mask=x["attention_mask"],
         pixel_attention_mask=torch.ones(batch, 1, dtype=torch.bool), num_steps=10), repeats)
     return {"size": size_name, "batch": batch, "niaf_ms": total, "backbone_ms": backbone, "head_ms": head_ms,
-            "pi0_ms": pi0_ms}
+            "pi0_ms": pi0_ms, "queries": niaf.config.num_queries, "prompt": x["input_ids"].shape[1]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -106,14 +108,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--groups", nargs="+", type=int, default=[64],
+                        help="G, frequency tokens per SIREN layer (Q = 3·(G+1) query tokens); 64 is the paper's")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    print(f"{'size':7} {'B':>2} {'NIAF ms':>9} {'backbone':>9} {'head':>7} {'head %':>7} {'pi0 ms':>9} {'NIAF/pi0':>9}")
+    print(f"{'size':7} {'B':>2} {'G':>3} {'prompt+Q':>9} {'NIAF ms':>9} {'backbone':>9} {'head':>7} {'head %':>7} "
+          f"{'pi0 ms':>9} {'NIAF/pi0':>9}")
     for size in args.sizes:
         for batch in args.batches:
-            r = run(size, batch, args.repeats)
-            print(f"{r['size']:7} {r['batch']:>2} {r['niaf_ms']:9.1f} {r['backbone_ms']:9.1f} {r['head_ms']:7.2f} "
-                  f"{100 * r['head_ms'] / r['niaf_ms']:6.1f}% {r['pi0_ms']:9.1f} {r['niaf_ms'] / r['pi0_ms']:9.2f}")
+            for groups in args.groups:
+                r = run(size, batch, args.repeats, groups)
+                print(f"{r['size']:7} {r['batch']:>2} {groups:>3} {r['prompt']:>4}+{r['queries']:<4} {r['niaf_ms']:9.1f} "
+                      f"{r['backbone_ms']:9.1f} {r['head_ms']:7.2f} {100 * r['head_ms'] / r['niaf_ms']:6.1f}% "
+                      f"{r['pi0_ms']:9.1f} {r['niaf_ms'] / r['pi0_ms']:9.2f}")
 
 
 if __name__ == "__main__":
