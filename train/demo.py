@@ -92,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        print("Configuration keys: run `niaf-train --help`.")
+        return 0
     if "--config" in argv:
         i = argv.index("--config")
         config, argv = argv[i + 1], argv[:i] + argv[i + 2:]
