@@ -199,16 +199,20 @@ class ModulatedSiren(nn.Module):
         ]
         return [torch.cat([p[order] for p in parts], dim=1) for order in range(k + 1)]
 
-    def _forward(self, tau: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, k: int) -> list[torch.Tensor]:
+    def _prepare(
+        self, tau: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor
+    ) -> tuple[torch.dtype, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The compute dtype, τ as [B, N], ω₀(1+γ) (applied to W h of every order) and ω₀β, both [B, L, H]."""
         dtype = _compute_dtype(tau, gamma, beta, self.readout.weight)
-        batch = gamma.shape[0]
         tau = tau.to(dtype)
         if tau.ndim == 1:
-            tau = tau.unsqueeze(0).expand(batch, -1)
-        n = tau.shape[1]
+            tau = tau.unsqueeze(0).expand(gamma.shape[0], -1)
+        return dtype, tau, self.omega_0 * (1.0 + gamma.to(dtype)), self.omega_0 * beta.to(dtype)
+
+    def _forward(self, tau: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, k: int) -> list[torch.Tensor]:
+        dtype, tau, scale, shift = self._prepare(tau, gamma, beta)
+        batch, n = tau.shape
         omega = self.omega_0
-        scale = omega * (1.0 + gamma.to(dtype))  # [B, L, H]: ω₀(1+γ), applied to W h of every order
-        shift = omega * beta.to(dtype)  # [B, L, H]
 
         # Layer 1 has a scalar input, so W h is an outer product: W h⁽⁰⁾ = τ w, W h⁽⁰⁾' = w, higher orders 0.
         first = self.layers[0]
@@ -257,15 +261,9 @@ class ModulatedSiren(nn.Module):
         Every order of a layer is updated in place inside one [k+1, B, N, H] buffer, so large-N queries are
         not dominated by allocating temporaries. Used whenever no gradient is needed (inference, control).
         """
-        dtype = _compute_dtype(tau, gamma, beta, self.readout.weight)
-        batch = gamma.shape[0]
-        tau = tau.to(dtype)
-        if tau.ndim == 1:
-            tau = tau.unsqueeze(0).expand(batch, -1)
-        n = tau.shape[1]
+        dtype, tau, scale, shift = self._prepare(tau, gamma, beta)
+        batch, n = tau.shape
         omega = self.omega_0
-        scale = omega * (1.0 + gamma.to(dtype))
-        shift = omega * beta.to(dtype)
 
         first = self.layers[0]
         du = (scale[:, 0] * first.weight.to(dtype)[:, 0]).unsqueeze(1)  # [B, 1, H]: layer 1's u', constant in τ

@@ -47,7 +47,7 @@ from numpy.lib import format as npy_format
 
 from .episodes import Episode, EpisodeError, LazyFrames, LoadSummary
 from .safe_pickle import UnsafePickleError, safe_load_npy
-from .unreadable_episode import UnreadableEpisode
+from .unreadable_episode import UnreadableEpisode, raise_or_skip_unreadable
 
 logger = logging.getLogger(__name__)
 
@@ -505,22 +505,20 @@ def iter_calvin_episodes(
         UnsafePickleError: the annotation file carries anything but plain data (never skipped).
     """
     summary = summary if summary is not None else LoadSummary()
-    for episode in _calvin_episodes(
-        root,
-        split,
-        mode=mode,
-        action_key=action_key,
-        state=state,
-        cameras=cameras,
-        lang_folder=lang_folder,
-        max_episodes=max_episodes,
-    ):
-        if isinstance(episode, UnreadableEpisode):
-            if not skip_invalid:
-                raise episode.read_error
-            summary.skip(episode.read_error)
-            continue
-        yield episode
+    yield from raise_or_skip_unreadable(
+        _calvin_episodes(
+            root,
+            split,
+            mode=mode,
+            action_key=action_key,
+            state=state,
+            cameras=cameras,
+            lang_folder=lang_folder,
+            max_episodes=max_episodes,
+        ),
+        skip_invalid,
+        summary,
+    )
 
 
 def _calvin_episodes(

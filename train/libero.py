@@ -45,7 +45,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .episodes import Episode, EpisodeError, LoadSummary
-from .unreadable_episode import UnreadableEpisode
+from .unreadable_episode import UnreadableEpisode, raise_or_skip_unreadable
 
 logger = logging.getLogger(__name__)
 
@@ -343,21 +343,19 @@ def iter_libero_episodes(
             HDF5 key), unless ``skip_invalid``.
     """
     summary = summary if summary is not None else LoadSummary()
-    for episode in _libero_episodes(
-        find_libero_files(paths),
-        flip_images=flip_images,
-        state=state,
-        wrist_camera_name=wrist_camera_name,
-        cameras=cameras,
-        instruction_from=instruction_from,
-        max_demos_per_file=max_demos_per_file,
-    ):
-        if isinstance(episode, UnreadableEpisode):
-            if not skip_invalid:
-                raise episode.read_error
-            summary.skip(episode.read_error)
-            continue
-        yield episode
+    yield from raise_or_skip_unreadable(
+        _libero_episodes(
+            find_libero_files(paths),
+            flip_images=flip_images,
+            state=state,
+            wrist_camera_name=wrist_camera_name,
+            cameras=cameras,
+            instruction_from=instruction_from,
+            max_demos_per_file=max_demos_per_file,
+        ),
+        skip_invalid,
+        summary,
+    )
 
 
 def load_libero(

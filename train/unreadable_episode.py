@@ -10,11 +10,11 @@ exactly like any other invalid episode.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from .episodes import Episode, EpisodeError
+from .episodes import Episode, EpisodeError, LoadSummary
 
 
 class UnreadableEpisode(Episode):
@@ -34,4 +34,19 @@ class UnreadableEpisode(Episode):
         raise self.read_error
 
 
-__all__ = ["UnreadableEpisode"]
+def raise_or_skip_unreadable(
+    episodes: Iterable[Episode], skip_invalid: bool, summary: LoadSummary
+) -> Iterator[Episode]:
+    """Pass episodes through; an :class:`UnreadableEpisode` raises its read error, or, with ``skip_invalid``,
+    is recorded in ``summary`` (and logged) and left out. For format iterators used on their own, outside the
+    chunk builder."""
+    for episode in episodes:
+        if isinstance(episode, UnreadableEpisode):
+            if not skip_invalid:
+                raise episode.read_error
+            summary.skip(episode.read_error)
+            continue
+        yield episode
+
+
+__all__ = ["UnreadableEpisode", "raise_or_skip_unreadable"]
