@@ -261,11 +261,22 @@ class Arm:
         return Rollout(time=time, **rec)
 
 
+def observation_state(q_meas: np.ndarray, qd_meas: np.ndarray, goal: np.ndarray) -> np.ndarray:
+    """``observation.state`` [..., 3D]: measured positions, measured velocities, then the goal.
+
+    The reference is Markov in (q, q̇, q̈, goal); with the goal alone the future of a chunk depends on a
+    velocity the policy cannot see, so consecutive predictions disagree. The measured velocity makes the
+    mapping state → chunk (nearly) a function; only q̈ is left unobserved.
+    """
+    return np.concatenate([q_meas, qd_meas, goal], axis=-1)
+
+
 @dataclass
 class Demonstration:
     """One demonstration on the dataset clock (``fps``), ready for a LeRobot v3 writer.
 
-    actions: [T, D] commanded joint positions (rad); states: [T, 2D] measured positions and the goal (rad);
+    actions: [T, D] commanded joint positions (rad); states: [T, 3D] :func:`observation_state` (measured
+    positions, rad; measured velocities, rad/s; goal, rad);
     velocities: [T, D] measured joint velocities (rad/s, noisy); images: [T, H, W, 3] or None.
     """
 
@@ -306,7 +317,9 @@ def record_demonstrations(
         demos.append(
             Demonstration(
                 actions=roll.q_cmd[idx].astype(np.float32),
-                states=np.concatenate([roll.q_meas[idx], ref.goals[idx]], axis=1).astype(np.float32),
+                states=observation_state(roll.q_meas[idx], roll.qd_meas[idx], ref.goals[idx]).astype(
+                    np.float32
+                ),
                 velocities=roll.qd_meas[idx].astype(np.float32),
                 images=np.stack(frames) if image_size else None,
                 reference=ref,

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from arm import observation_state
 from niaf_train.runtime import ActionStream
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def run_method(
         if i in obs_ticks:
             q, v = arm.measure()
             obs = {
-                "observation.state": np.concatenate([q, reference.goals[i]]),
+                "observation.state": observation_state(q, v, reference.goals[i]),
                 "observation.velocity": v,
                 "task": "reach the goal joint configuration",
             }

@@ -41,7 +41,7 @@ SIZES = {
         demos=4, demo_s=2.0, episodes=1, episode_s=2.0, fit_steps=(100, 100), image=32, train_steps=150
     ),
     "quick": dict(
-        demos=8, demo_s=3.0, episodes=2, episode_s=3.0, fit_steps=(100, 200), image=64, train_steps=300
+        demos=32, demo_s=2.0, episodes=2, episode_s=3.0, fit_steps=(100, 200), image=64, train_steps=600
     ),
     "full": dict(
         demos=40, demo_s=4.0, episodes=5, episode_s=4.0, fit_steps=(150, 300), image=64, train_steps=1500
@@ -57,7 +57,7 @@ REQUIRED_KEYS = ("tracking_rmse", "velocity_jitter", "peak_jerk", "boundary_velo
 
 
 def write_dataset(demos, root: Path, fps: float) -> Path | None:
-    """Write the demonstrations as a LeRobot v3 dataset (observation.state = [q, goal], observation.velocity)."""
+    """Write the demonstrations as a LeRobot v3 dataset (observation.state = [q, q̇, goal], observation.velocity)."""
     try:
         from niaf_train.episodes import Episode
         from niaf_train.lerobot_v3 import write_lerobot_dataset
@@ -84,7 +84,7 @@ def write_dataset(demos, root: Path, fps: float) -> Path | None:
         fps=fps,
         robot_type="niaf_arm6",
         action_names=names,
-        state_names=names + [f"{j}.goal" for j in JOINT_NAMES],
+        state_names=names + [f"{j}.vel" for j in JOINT_NAMES] + [f"{j}.goal" for j in JOINT_NAMES],
         velocity_names=[f"{j}.vel" for j in JOINT_NAMES],
         total_episodes=len(demos),
     )
@@ -167,15 +167,40 @@ def main(argv: list[str] | None = None) -> dict:
         default=None,
         help="optimiser steps of the NIAF fine-tune (default: per size)",
     )
+    parser.add_argument(
+        "--demos", type=int, default=None, help="number of demonstrations (default: per size)"
+    )
+    parser.add_argument(
+        "--demo-seconds", type=float, default=None, help="length of each demonstration, s (default: per size)"
+    )
+    parser.add_argument(
+        "--anchor",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="shift each trained chunk by a constant so that it starts at the measured position (all methods "
+        "execute the same shifted chunks)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.03, help="simulated inference latency, s")
+    parser.add_argument(
+        "--blend",
+        type=float,
+        default=None,
+        help="NIAF runtime blend duration at chunk switches, s (default 0.06)",
+    )
     parser.add_argument("--cutoff-hz", type=float, default=5.0, help="jitter = command power above this, Hz")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sz = SIZES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    sz = dict(SIZES["smoke" if args.smoke else "quick" if args.quick else "full"])
+    if args.demos is not None:
+        sz["demos"] = args.demos
+    if args.demo_seconds is not None:
+        sz["demo_s"] = args.demo_seconds
     out: Path = args.output_dir
     out.mkdir(parents=True, exist_ok=True)
     settings = LoopSettings(latency=args.latency)
+    if args.blend is not None:
+        settings.blend_duration = args.blend
     started = time.perf_counter()
 
     arm = Arm(seed=args.seed)
@@ -201,7 +226,7 @@ def main(argv: list[str] | None = None) -> dict:
                 raise SystemExit(
                     "--checkpoint is a trained policy; it cannot be combined with --policy oracle."
                 )
-            trained = TrainedNiafPolicy(args.checkpoint)
+            trained = TrainedNiafPolicy(args.checkpoint, anchor=args.anchor)
         elif use_trained:
             if dataset is None or not training_available():
                 raise SystemExit(
@@ -210,7 +235,7 @@ def main(argv: list[str] | None = None) -> dict:
                 )
             steps = args.train_steps or sz["train_steps"]
             t0 = time.perf_counter()
-            trained = TrainedNiafPolicy(train_niaf(dataset, out, steps, args.seed))
+            trained = TrainedNiafPolicy(train_niaf(dataset, out, steps, args.seed), anchor=args.anchor)
             train_seconds = time.perf_counter() - t0
         elif args.policy == "auto":
             logger.warning("niaf_train.finetune is not installed; using the oracle NIAF (an upper bound)")
