@@ -123,6 +123,8 @@ def test_trained_policy_rejects_a_folder_without_a_checkpoint(tmp_path):
 def test_example_trains_a_niaf_and_runs_it_end_to_end_in_smoke_mode(tmp_path):
     pytest.importorskip("niaf_train.finetune")
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    # one torch thread: with another job on the cores, oversubscribed threads slow training ~20× (README)
+    env.setdefault("OMP_NUM_THREADS", "1")
     proc = subprocess.run(
         [
             sys.executable,
@@ -145,12 +147,14 @@ def test_example_trains_a_niaf_and_runs_it_end_to_end_in_smoke_mode(tmp_path):
         for key in ("tracking_rmse", "velocity_jitter", "peak_jerk", "boundary_velocity_jump"):
             assert np.isfinite(r[key]) and r[key] >= 0, (name, key)
         assert "trained" in r["policy"]
-    a, zoh = results["niaf_trained_runtime"], results["waypoints_zoh_fd"]
-    # same chunks, different execution: the runtime's blended switches have no velocity step, ZOH's do.
-    # Not asserted yet: tracking and velocity_jitter (the smoke-size policy does not generalise to new goals,
-    # and the blend turns its chunk-to-chunk disagreement into >5 Hz velocity bumps; see the README "Status").
+    a, zoh, lin = (results[k] for k in ("niaf_trained_runtime", "waypoints_zoh_fd", "waypoints_linear_fd"))
+    # same chunks, different execution: the runtime's blended switches have no velocity step, ZOH's and
+    # linear's have one (measured at smoke size, seeds 0-2: NIAF's jump is ≤ 1 % of ZOH's and ≤ 3 % of linear's)
+    # Not asserted: tracking and velocity_jitter (the trained policy does not generalise to new goals, and the
+    # blend turns its chunk-to-chunk disagreement into >5 Hz velocity bumps; see the README "Status").
     assert a["boundary_velocity_jump"] < 0.1 * zoh["boundary_velocity_jump"]
-    assert a["peak_jerk"] < zoh["peak_jerk"]
+    assert a["boundary_velocity_jump"] < 0.3 * lin["boundary_velocity_jump"]
+    assert a["peak_jerk"] < zoh["peak_jerk"] and a["peak_jerk"] < lin["peak_jerk"]
     # the fine-tune really ran through the entry point and left a Hub-layout checkpoint with its processor
     final = tmp_path / "train" / "final"
     assert (final / "config.json").is_file() and (final / "processor_config.json").is_file()
@@ -164,11 +168,14 @@ def test_example_trains_a_niaf_and_runs_it_end_to_end_in_smoke_mode(tmp_path):
     assert info["size"] == "smoke" and info["train_checkpoint"] == str(final)
     lerobot_info = json.loads((tmp_path / "dataset" / "meta" / "info.json").read_text())
     assert lerobot_info["codebase_version"] == "v3.0" and "observation.velocity" in lerobot_info["features"]
+    assert lerobot_info["features"]["observation.state"]["shape"] == [3 * DOF]  # [q_meas, q̇_meas, goal]
 
 
 @pytest.mark.slow
 def test_oracle_policy_runs_end_to_end_in_smoke_mode(tmp_path):
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    # one torch thread: with another job on the cores, oversubscribed threads slow training ~20× (README)
+    env.setdefault("OMP_NUM_THREADS", "1")
     proc = subprocess.run(
         [
             sys.executable,
