@@ -149,7 +149,7 @@ def render_model_card(
     tags = ["robotics", "vla", "niaf", "action-function", "siren"] + list(extra_tags or [])
     fields = {
         "repo_id": repo_id,
-        "model_name": repo_id.split("/")[-1],
+        "model_name": "NIAF policy" if repo_id == "<user>/<repo>" else repo_id.split("/")[-1],  # local save: no name yet
         "base_model_line": f"base_model: {base_model}" if base_model else "",
         "base_model": base_model or "a randomly initialised backbone",
         "datasets_block": ("datasets:\n" + "".join(f"- {d}\n" for d in datasets)).rstrip() if datasets else "",

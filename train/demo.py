@@ -1,6 +1,6 @@
 """The end-to-end default job: Meta-World demos → tiny NIAF fine-tune → Hub checkpoint → reload → 4× queries.
 
-    python -m niaf_train.demo --output_dir outputs/metaworld-tiny            # ~3-5 min on 2 CPU cores
+    python -m niaf_train.demo --output_dir outputs/metaworld-tiny            # ~30 s on 2 idle CPU cores
     python -m niaf_train.demo --output_dir DIR --max_steps 40 --data.metaworld_episodes_per_task 4   # a smoke run
 
 Any ``niaf-train`` key can be overridden (``--section.key value``). Steps:
