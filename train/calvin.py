@@ -46,7 +46,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .episodes import Episode, EpisodeError, LazyFrames, LoadSummary
-from .safe_pickle import UnsafePickleError, safe_load_npy
+from .safe_pickle import UnsafePickleError, read_npy_header, safe_load_npy
 from .unreadable_episode import UnreadableEpisode, raise_or_skip_unreadable
 
 logger = logging.getLogger(__name__)
@@ -292,17 +292,6 @@ def resolve_calvin_split(root: str | PathLike[str], split: str = "training") -> 
 # frame files
 
 
-def _read_header(fh: Any) -> tuple[tuple[int, ...], np.dtype]:
-    version = npy_format.read_magic(fh)
-    if version == (1, 0):
-        shape, _, dtype = npy_format.read_array_header_1_0(fh)
-    elif version == (2, 0):
-        shape, _, dtype = npy_format.read_array_header_2_0(fh)
-    else:
-        raise ValueError(f"unsupported .npy version {version}")
-    return tuple(shape), dtype
-
-
 class _FrameReader:
     """Reads CALVIN frame files; checks keys, dtypes and shapes; caches recent low-dim rows.
 
@@ -376,7 +365,7 @@ class _FrameReader:
                     arrays[key] = arr.astype(np.float64, copy=False)
                 for key in self.cameras:
                     with zf.open(key + ".npy") as fh:
-                        shape, dtype = _read_header(fh)
+                        shape, dtype = read_npy_header(fh)
                     if len(shape) != 3 or shape[2] != 3 or dtype != np.uint8:
                         raise EpisodeError(
                             str(path),

@@ -116,6 +116,19 @@ def safe_loads(data: bytes, *, source: str = "<pickle stream>") -> Any:
         ) from exc
 
 
+def read_npy_header(fh: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """Read the header of an open ``.npy`` file (format 1.0 or 2.0); returns (shape, dtype), leaves ``fh`` at
+    the data. Raises ValueError for anything else."""
+    version = npy_format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = npy_format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, _, dtype = npy_format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}, expected 1.0 or 2.0")
+    return tuple(shape), dtype
+
+
 def safe_load_npy(path: str | PathLike[str]) -> np.ndarray:
     """Load a ``.npy`` file; object arrays are unpickled with :class:`RestrictedUnpickler`.
 
@@ -136,13 +149,7 @@ def safe_load_npy(path: str | PathLike[str]) -> np.ndarray:
     path = Path(path)
     with path.open("rb") as fh:
         try:
-            version = npy_format.read_magic(fh)
-            if version == (1, 0):
-                shape, _, dtype = npy_format.read_array_header_1_0(fh)
-            elif version == (2, 0):
-                shape, _, dtype = npy_format.read_array_header_2_0(fh)
-            else:
-                raise ValueError(f"unsupported .npy format version {version}, expected 1.0 or 2.0")
+            shape, dtype = read_npy_header(fh)
         except ValueError as exc:
             raise ValueError(f"{path}: not a valid .npy file ({exc})") from exc
         if not dtype.hasobject:
