@@ -119,29 +119,21 @@ def test_trained_policy_rejects_a_folder_without_a_checkpoint(tmp_path):
         TrainedNiafPolicy(tmp_path)
 
 
-@pytest.mark.slow
-def test_example_trains_a_niaf_and_runs_it_end_to_end_in_smoke_mode(tmp_path):
-    pytest.importorskip("niaf_train.finetune")
+def _run_smoke(out_dir, policy: str) -> dict:
+    """Run ``run.py --smoke --policy POLICY`` in a subprocess; returns its results.json."""
     env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
     # one torch thread: with another job on the cores, oversubscribed threads slow training ~20× (README)
     env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLE / "run.py"),
-            "--smoke",
-            "--policy",
-            "trained",
-            "--output-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    cmd = [sys.executable, str(EXAMPLE / "run.py"), "--smoke", "--policy", policy, "--output-dir", str(out_dir)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
+    return json.loads((out_dir / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_example_trains_a_niaf_and_runs_it_end_to_end_in_smoke_mode(tmp_path):
+    pytest.importorskip("niaf_train.finetune")
+    results = _run_smoke(tmp_path, "trained")
     assert set(results) == {"niaf_trained_runtime", "waypoints_zoh_fd", "waypoints_linear_fd"}
     for name, r in results.items():
         for key in ("tracking_rmse", "velocity_jitter", "peak_jerk", "boundary_velocity_jump"):
@@ -173,26 +165,7 @@ def test_example_trains_a_niaf_and_runs_it_end_to_end_in_smoke_mode(tmp_path):
 
 @pytest.mark.slow
 def test_oracle_policy_runs_end_to_end_in_smoke_mode(tmp_path):
-    env = dict(os.environ, MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    # one torch thread: with another job on the cores, oversubscribed threads slow training ~20× (README)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(EXAMPLE / "run.py"),
-            "--smoke",
-            "--policy",
-            "oracle",
-            "--output-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = _run_smoke(tmp_path, "oracle")
     a = results["niaf_oracle_runtime"]
     assert "oracle" in a["policy"] and a["tracking_rmse"] < 0.05
     for baseline in ("waypoints_zoh_fd", "waypoints_linear_fd"):
