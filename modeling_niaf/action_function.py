@@ -295,9 +295,9 @@ class NumpyActionFunction:
         self.action_half_range = np.asarray(action_half_range, dtype=np.float64)
         self.batch_size = int(gamma.shape[0])
         per_second = 2.0 / self.chunk_duration
-        self._scales_normalised = [per_second**order for order in range(MAX_DERIVATIVE_ORDER + 1)]
-        self._scales_physical = [self.action_half_range * f for f in self._scales_normalised]
-        self._scales_physical_array = np.stack(self._scales_physical)  # [4, D]
+        # per unit τ → per second (and physical units): row `order` scales that derivative, [4, 1] and [4, D]
+        self._scales_normalised = (per_second ** np.arange(MAX_DERIVATIVE_ORDER + 1))[:, None]
+        self._scales_physical = self._scales_normalised * self.action_half_range
 
     def __call__(
         self,
@@ -345,7 +345,7 @@ class NumpyActionFunction:
         if not 0 <= derivatives <= MAX_DERIVATIVE_ORDER:
             raise ValueError(f"`derivatives` must be in 0..{MAX_DERIVATIVE_ORDER}, got {derivatives!r}.")
         out = self._evaluate_one(sample, np.array([tau], dtype=self.dtype), derivatives)[:, 0, :]
-        out = out * self._scales_physical_array[: derivatives + 1]
+        out = out * self._scales_physical[: derivatives + 1]
         out[0] += self.action_center
         return out
 
