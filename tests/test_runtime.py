@@ -331,6 +331,15 @@ def test_before_any_function_the_initial_position_is_held():
     assert cmd.mode == "hold"
 
 
+def test_last_command_is_the_latest_command_returned():
+    stream = ActionStream(np.array([0.1, -0.2]), 0.0)
+    assert stream.last_command is None
+    first = stream.command(0.25)
+    assert stream.last_command is first
+    second = stream.command(0.5)
+    assert stream.last_command is second and second.time == 0.5
+
+
 def test_niaf_action_function_is_streamed_with_its_analytic_derivatives():
     from modeling_niaf import ActionFunction, ModulatedSiren, NiafConfig
 

@@ -396,6 +396,15 @@ class ActionStream:
         return self._anchor
 
     @property
+    def last_command(self) -> JointCommand | None:
+        """The latest command returned by [`command`] (None before the first call).
+
+        A policy can be conditioned on it: the command in force when an observation is taken (position,
+        velocity and acceleration, exact for an action function) is what the next chunk has to continue.
+        """
+        return self._last_command
+
+    @property
     def last_time(self) -> float:
         """The latest time seen by [`command`] or [`submit`]."""
         return self._last_time
