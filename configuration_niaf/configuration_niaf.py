@@ -79,6 +79,14 @@ class NiafConfig(PretrainedConfig):
             LeRobot's stats.json layout; each vector has the feature's dimension.
         unnormalized_action_dims (`list[int]`, *optional*): action dimensions left as they are (e.g. a
             binary gripper already in [-1, 1]).
+        relative_action_state_indices (`list[int | None]`, *optional*): relative ("delta") actions, as openpi
+            does for joint actions. None (default): every action dimension is absolute. Otherwise a list of
+            length `action_dim`; entry i is the index into `observation.state` that action dim i is relative
+            to, or None to keep dim i absolute (e.g. a gripper). The model then learns the chunk
+            a_i(t_k) - state_s(t_obs) (physical units, the state at the observation time), so the action
+            normalisation statistics (`normalization_stats["action"]`) are those of these deltas; at inference
+            `predict_action_function` / `generate_actions` add the de-normalised state back to the position
+            (never to its derivatives). Needs `use_state=True` and state statistics for a non-IDENTITY mode.
         loss_weight_position (`float`, defaults to 1.0): λ_p.
         loss_weight_velocity (`float`, defaults to 1.0): λ_v, used only when velocities are given.
         loss_weight_jerk (`float`, defaults to 0.0): λ_j of the jerk regulariser.
@@ -104,6 +112,7 @@ class NiafConfig(PretrainedConfig):
         normalization_mode: str = "QUANTILES",
         normalization_stats: dict[str, dict[str, list[float]]] | None = None,
         unnormalized_action_dims: list[int] | None = None,
+        relative_action_state_indices: list[int | None] | None = None,
         loss_weight_position: float = 1.0,
         loss_weight_velocity: float = 1.0,
         loss_weight_jerk: float = 0.0,
@@ -140,6 +149,7 @@ class NiafConfig(PretrainedConfig):
         self.normalization_mode = normalization_mode
         self.unnormalized_action_dims = self._check_dims(unnormalized_action_dims)
         self.normalization_stats = self._check_stats(normalization_stats)
+        self.relative_action_state_indices = self._check_relative_indices(relative_action_state_indices)
         self.loss_weight_position = _check_float("loss_weight_position", loss_weight_position, non_negative=True)
         self.loss_weight_velocity = _check_float("loss_weight_velocity", loss_weight_velocity, non_negative=True)
         self.loss_weight_jerk = _check_float("loss_weight_jerk", loss_weight_jerk, non_negative=True)
@@ -223,6 +233,43 @@ class NiafConfig(PretrainedConfig):
         if len(set(out)) != len(out):
             raise ValueError(f"NiafConfig: `unnormalized_action_dims` has duplicates: {out}.")
         return sorted(out)
+
+    def _check_relative_indices(self, indices: list[int | None] | None) -> list[int | None] | None:
+        name = "relative_action_state_indices"
+        if indices is None:
+            return None
+        if not isinstance(indices, (list, tuple)):
+            raise ValueError(
+                f"NiafConfig: `{name}` must be None or a list of {self.action_dim} entries (action_dim), each an int "
+                f"state index or None; got {type(indices).__name__} ({indices!r})."
+            )
+        if len(indices) != self.action_dim:
+            raise ValueError(
+                f"NiafConfig: `{name}` must have one entry per action dimension ({self.action_dim}, action_dim), "
+                f"got {len(indices)}: {list(indices)!r}."
+            )
+        if not self.use_state:
+            raise ValueError(
+                f"NiafConfig: `{name}` needs `use_state=True` and `state_dim`: the offset added back at inference is "
+                "the robot state given to the model."
+            )
+        for i, s in enumerate(indices):
+            if s is None:
+                continue
+            if isinstance(s, bool) or not isinstance(s, int):
+                raise ValueError(
+                    f"NiafConfig: `{name}[{i}]` must be an int state index or None, got {type(s).__name__} ({s!r})."
+                )
+            if not 0 <= s < self.state_dim:
+                raise ValueError(
+                    f"NiafConfig: `{name}[{i}]` = {s} is not a state index in [0, {self.state_dim}) (state_dim)."
+                )
+        if all(s is None for s in indices):
+            raise ValueError(
+                f"NiafConfig: `{name}` has no int entry, so no action dimension would be relative; "
+                "use None for all-absolute actions."
+            )
+        return list(indices)
 
     def _check_stats(self, stats: dict | None) -> dict[str, dict[str, list[float]]] | None:
         if stats is None:

@@ -8,6 +8,11 @@ Units: ``time`` is seconds from the chunk start (τ = -1 ↔ t = 0, τ = +1 ↔ 
 the position is in the dataset's physical action units and velocity, acceleration and jerk are in those
 units per second, per second², per second³. Derivatives are de-normalised with the scale only: the offset of
 an affine map has no time derivative.
+
+An optional ``position_offset`` [B, D] (physical units) is added to the de-normalised position of each sample,
+never to a derivative: a model trained on relative ("delta") actions predicts a_i(t) - state_s(t_obs), and
+the offset is that state value, so the function returns absolute positions. With ``denormalize=False`` the
+function returns the normalised (delta) values and no offset is added.
 """
 
 from __future__ import annotations
@@ -56,6 +61,25 @@ class ActionTrajectory:
         return ActionTrajectory(**{f.name: conv(getattr(self, f.name)) for f in fields(self)})
 
 
+def _position_offset(offset: Any, batch: int, dim: int) -> np.ndarray:
+    """``position_offset`` as an owned float64 [B, D] array (None → zeros; [D] → the same for every sample)."""
+    if offset is None:
+        return np.zeros((batch, dim), dtype=np.float64)
+    if isinstance(offset, torch.Tensor):
+        offset = offset.detach().cpu().double().numpy()
+    arr = np.asarray(offset, dtype=np.float64)
+    if arr.shape == (dim,):
+        arr = np.broadcast_to(arr, (batch, dim))
+    if arr.shape != (batch, dim):
+        raise ValueError(
+            f"`position_offset` must have shape [B, D] = [{batch}, {dim}] or [D] = [{dim}] (physical action units, "
+            f"one offset per sample and action dimension), got {arr.shape}."
+        )
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("`position_offset` contains NaN or inf.")
+    return np.array(arr, dtype=np.float64)  # an owned, contiguous copy
+
+
 def _resolve_tau_numpy(tau, times, num_points, duration: float, default_points: int, extrapolate: bool) -> np.ndarray:
     given = [name for name, v in (("tau", tau), ("times", times), ("num_points", num_points)) if v is not None]
     if len(given) > 1:
@@ -100,6 +124,9 @@ class ActionFunction:
         chunk_size: K, the number of training points, used when no time points are given.
         keep_graph: keep γ, β attached to the autograd graph and build graphs when called (for losses
             through the function); by default calls run without autograd, as a controller wants.
+        position_offset: [B, D] (or [D], the same for every sample) physical units, float64, added to the
+            position when called with ``denormalize=True`` (relative actions: the robot state at the
+            observation time); derivatives never change. None: zeros.
     """
 
     def __init__(
@@ -112,6 +139,7 @@ class ActionFunction:
         action_half_range: np.ndarray | torch.Tensor | None = None,
         chunk_size: int = 10,
         keep_graph: bool = False,
+        position_offset: np.ndarray | torch.Tensor | None = None,
     ) -> None:
         if not (isinstance(chunk_duration, (int, float)) and np.isfinite(chunk_duration) and chunk_duration > 0):
             raise ValueError(f"`chunk_duration` must be a positive number of seconds, got {chunk_duration!r}.")
@@ -137,6 +165,7 @@ class ActionFunction:
                 )
         self.action_center = center
         self.action_half_range = half
+        self.position_offset = _position_offset(position_offset, int(gamma.shape[0]), dim)
 
     @property
     def batch_size(self) -> int:
@@ -156,6 +185,7 @@ class ActionFunction:
         return ActionFunction(
             self.siren, self.gamma[index], self.beta[index], self.chunk_duration,
             self.action_center, self.action_half_range, self.chunk_size, keep_graph=self.keep_graph,
+            position_offset=self.position_offset[index],
         )
 
     def __call__(
@@ -177,8 +207,9 @@ class ActionFunction:
 
         Args:
             derivatives: how many time derivatives (0..3) to return besides the position.
-            denormalize: return physical units (True) or normalised action units (False); derivatives are
-                always per second, never per unit τ.
+            denormalize: return physical units (True; the position includes ``position_offset``) or
+                normalised action units (False; no offset); derivatives are always per second, never per
+                unit τ.
             extrapolate: allow time points outside the chunk.
         """
         if isinstance(derivatives, bool) or not isinstance(derivatives, int) or not 0 <= derivatives <= MAX_DERIVATIVE_ORDER:
@@ -209,8 +240,9 @@ class ActionFunction:
             if denormalize:
                 half = torch.as_tensor(self.action_half_range, dtype=v.dtype, device=v.device)
                 v = v * half
-                if order == 0:
-                    v = v + torch.as_tensor(self.action_center, dtype=v.dtype, device=v.device)
+                if order == 0:  # center + offset summed in float64, then one add: [B, 1, D]
+                    base = self.action_center + self.position_offset[:, None, :]
+                    v = v + torch.as_tensor(base, dtype=v.dtype, device=v.device)
             out[_DERIVATIVE_NAMES[order]] = v
         time = (tau_t + 1.0) * (self.chunk_duration / 2.0)
         return ActionTrajectory(tau=tau_t, time=time, denormalized=denormalize, **out)
@@ -244,6 +276,7 @@ class ActionFunction:
             action_center=self.action_center,
             action_half_range=self.action_half_range,
             chunk_size=self.chunk_size,
+            position_offset=self.position_offset,
         )
 
 
@@ -252,7 +285,9 @@ class NumpyActionFunction:
 
     The modulations are folded into per-sample weights once at construction (B·L small matrices), so each
     query is a handful of small matrix-vector products. Same call signature and units as
-    [`ActionFunction`]; returns an [`ActionTrajectory`] of numpy arrays.
+    [`ActionFunction`]; returns an [`ActionTrajectory`] of numpy arrays. ``position_offset`` ([B, D] or [D],
+    physical units, None = zeros) is added to de-normalised positions only, as in [`ActionFunction`];
+    ``action_center + position_offset`` is kept precomputed per sample for ``at()``.
     """
 
     def __init__(
@@ -269,6 +304,7 @@ class NumpyActionFunction:
         action_half_range: np.ndarray,
         chunk_size: int = 10,
         dtype: type | np.dtype = np.float64,
+        position_offset: np.ndarray | None = None,
     ) -> None:
         self.omega_0 = float(omega_0)
         self.dtype = np.dtype(dtype)
@@ -291,13 +327,34 @@ class NumpyActionFunction:
         ]
         self._wot = np.ascontiguousarray(np.asarray(readout_weight).T, dtype=self.dtype)
         self._bo = np.asarray(readout_bias, dtype=self.dtype)
-        self.action_center = np.asarray(action_center, dtype=np.float64)
         self.action_half_range = np.asarray(action_half_range, dtype=np.float64)
         self.batch_size = int(gamma.shape[0])
+        self._position_offset = _position_offset(position_offset, self.batch_size, self._wot.shape[1])
+        self.action_center = np.asarray(action_center, dtype=np.float64)  # also sets _position_center
         per_second = 2.0 / self.chunk_duration
         # per unit τ → per second (and physical units): row `order` scales that derivative, [4, 1] and [4, D]
         self._scales_normalised = (per_second ** np.arange(MAX_DERIVATIVE_ORDER + 1))[:, None]
         self._scales_physical = self._scales_normalised * self.action_half_range
+
+    @property
+    def action_center(self) -> np.ndarray:
+        """[D] float64, the centre of the action normalisation (physical = norm·half + center)."""
+        return self._action_center
+
+    @action_center.setter
+    def action_center(self, value: np.ndarray) -> None:
+        self._action_center = np.asarray(value, dtype=np.float64)
+        self._position_center = self._action_center + self._position_offset  # [B, D], added to positions
+
+    @property
+    def position_offset(self) -> np.ndarray:
+        """[B, D] float64, physical units added to each sample's de-normalised position (zeros by default)."""
+        return self._position_offset
+
+    @position_offset.setter
+    def position_offset(self, value: np.ndarray | None) -> None:
+        self._position_offset = _position_offset(value, self.batch_size, self._wot.shape[1])
+        self._position_center = self._action_center + self._position_offset
 
     def __call__(
         self,
@@ -323,7 +380,7 @@ class NumpyActionFunction:
         for order in range(derivatives + 1):
             v = out[order] * scales[order]  # per unit τ → per second (and physical units)
             if denormalize and order == 0:
-                v += self.action_center
+                v += self._position_center[:, None, :]
             result[_DERIVATIVE_NAMES[order]] = v
         time = (tau_arr + 1.0) * (self.chunk_duration / 2.0)
         return ActionTrajectory(tau=tau_arr, time=time, denormalized=denormalize, **result)
@@ -337,7 +394,8 @@ class NumpyActionFunction:
             sample: which function of the batch.
 
         Returns:
-            [derivatives + 1, D]: position, then velocity (per s), acceleration (per s²), jerk (per s³).
+            [derivatives + 1, D]: position (including the sample's ``position_offset``), then velocity
+            (per s), acceleration (per s²), jerk (per s³).
         """
         tau = 2.0 * float(time) / self.chunk_duration - 1.0
         if not -1.0 - TAU_TOLERANCE <= tau <= 1.0 + TAU_TOLERANCE:  # also false for NaN
@@ -346,7 +404,7 @@ class NumpyActionFunction:
             raise ValueError(f"`derivatives` must be in 0..{MAX_DERIVATIVE_ORDER}, got {derivatives!r}.")
         out = self._evaluate_one(sample, np.array([tau], dtype=self.dtype), derivatives)[:, 0, :]
         out = out * self._scales_physical[: derivatives + 1]
-        out[0] += self.action_center
+        out[0] += self._position_center[sample]
         return out
 
     def _evaluate_one(self, s: int, tau: np.ndarray, k: int) -> np.ndarray:

@@ -112,6 +112,14 @@ def find_card_template() -> Path | None:
     return None
 
 
+def _action_kind(config: Any) -> str:
+    indices = getattr(config, "relative_action_state_indices", None)
+    if indices is None:
+        return "absolute"
+    pairs = ", ".join(f"{i}→{s}" for i, s in enumerate(indices) if s is not None)
+    return f"relative to the state at the observation time (action dim → state index: {pairs}; others absolute)"
+
+
 def _head_table(config: Any) -> str:
     rows = [
         ("backbone", config.backbone_config.model_type),
@@ -128,6 +136,7 @@ def _head_table(config: Any) -> str:
         ("cameras", config.num_cameras),
         ("robot-state token", f"yes (dim {config.state_dim})" if config.use_state else "no"),
         ("normalisation", config.normalization_mode),
+        ("actions", _action_kind(config)),
         ("loss weights λ_p / λ_v / λ_j",
          f"{config.loss_weight_position:g} / {config.loss_weight_velocity:g} / {config.loss_weight_jerk:g}"),
     ]

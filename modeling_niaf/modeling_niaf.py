@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
@@ -59,6 +60,7 @@ MULTI_IMAGE_5D_BACKBONES = ("smolvlm", "idefics3")
 _CHECKPOINT_BOUND_FIELDS = (
     "action_dim", "siren_layers", "siren_width", "modulation_groups", "use_state", "state_dim",
     "normalization_mode", "normalization_stats", "unnormalized_action_dims", "chunk_size", "control_hz",
+    "relative_action_state_indices",
 )
 
 
@@ -557,6 +559,9 @@ class NiafForActionFunction(NiafPreTrainedModel):
             input_ids, attention_mask, pixel_values, image_grid_thw, state: see the class docstring.
             actions (`torch.FloatTensor` [B, K, D], *optional*): target actions at τ_k, **normalised** (the
                 processor's `normalize_actions`). K must equal ``config.chunk_size``, D ``config.action_dim``.
+                With ``config.relative_action_state_indices`` these are the normalised deltas
+                a_i(t_k) - state_s(t_obs) (made from physical units before normalising, e.g. by
+                ``niaf_train.relative_actions.to_relative_actions``); nothing here adds or removes the state.
             velocities (`torch.FloatTensor` [B, K, D], *optional*): target velocities at τ_k, normalised
                 units **per second** (`normalize_velocities`); enables L_vel.
             action_mask (`torch.Tensor` [B, K], *optional*): 1/True for real steps, 0/False for steps padded
@@ -642,6 +647,37 @@ class NiafForActionFunction(NiafPreTrainedModel):
             stats, cfg.normalization_mode, cfg.action_dim, cfg.unnormalized_action_dims, feature="action"
         )
 
+    def state_affine(self) -> tuple[Any, Any]:
+        """(center, half_range) [state_dim] float64 of the state normalisation (physical = norm·half + center).
+
+        Same mode as the actions, from ``config.normalization_stats["state"]``.
+        """
+        cfg = self.config
+        if cfg.state_dim is None:
+            raise ValueError("state_affine: the model has no robot state (config.state_dim is None).")
+        stats = (cfg.normalization_stats or {}).get("state")
+        if cfg.normalization_mode != "IDENTITY" and stats is None:
+            raise ValueError(
+                f"de-normalising the state needs state statistics for normalization_mode={cfg.normalization_mode}, "
+                "but config.normalization_stats has none (relative_action_state_indices adds the physical state "
+                "back to the actions); set config.normalization_stats['state'] or pass denormalize=False."
+            )
+        return affine_from_stats(stats, cfg.normalization_mode, cfg.state_dim, feature="state")
+
+    def relative_action_offset(self, state: torch.Tensor) -> Any:
+        """[B, D] float64 physical units added back to relative actions: for each action dim i with a state
+        index s in ``config.relative_action_state_indices``, the de-normalised ``state[:, s]``; 0 for absolute
+        dims. ``state`` is the normalised [B, state_dim] model input."""
+        indices = self.config.relative_action_state_indices
+        if indices is None:
+            raise ValueError("relative_action_offset: config.relative_action_state_indices is None (absolute actions).")
+        center, half = self.state_affine()
+        raw = state.detach().to("cpu", torch.float64).numpy() * half + center  # [B, S] physical
+        offset = np.zeros((raw.shape[0], self.config.action_dim), dtype=np.float64)
+        dims = [i for i, s in enumerate(indices) if s is not None]
+        offset[:, dims] = raw[:, [indices[i] for i in dims]]
+        return offset
+
     @torch.no_grad()
     def predict_action_function(
         self,
@@ -657,7 +693,10 @@ class NiafForActionFunction(NiafPreTrainedModel):
 
         The returned [`ActionFunction`] holds γ, β [B, L, H] and shares this model's SIREN; calling it never
         re-runs the backbone. With ``denormalize=True`` it returns physical units (the checkpoint's action
-        statistics); otherwise normalised units.
+        statistics); otherwise normalised units. With ``config.relative_action_state_indices`` the model
+        predicts deltas from the state: ``denormalize=True`` adds the de-normalised ``state`` back to the
+        position of the relative dims (``position_offset``, [B, D]; derivatives are unchanged), so positions
+        are absolute; ``denormalize=False`` returns the normalised delta.
         """
         for key in ("actions", "velocities", "action_mask"):
             kwargs.pop(key, None)  # a training batch can be passed as is
@@ -668,8 +707,12 @@ class NiafForActionFunction(NiafPreTrainedModel):
             image_grid_thw=image_grid_thw, state=state,
         )
         center, half = self.action_affine() if denormalize else (None, None)
+        offset = None
+        if denormalize and self.config.relative_action_state_indices is not None:
+            offset = self.relative_action_offset(state)  # `state` was checked by `modulations`
         return ActionFunction(
-            self.siren, gamma, beta, self.config.chunk_duration, center, half, chunk_size=self.config.chunk_size
+            self.siren, gamma, beta, self.config.chunk_duration, center, half, chunk_size=self.config.chunk_size,
+            position_offset=offset,
         )
 
     @torch.no_grad()
@@ -694,7 +737,8 @@ class NiafForActionFunction(NiafPreTrainedModel):
         [0, T]) or ``num_points`` (N evenly spaced points, both ends included, e.g. 200 for a chunk trained
         on 50: no retraining needed); with none, the K training points. Returns an [`ActionTrajectory`]:
         position [B, N, D] and velocity / acceleration / jerk per second, per second², per second³
-        (physical units when ``denormalize``).
+        (physical units when ``denormalize``; with relative actions the position is then absolute, the state
+        added back, see `predict_action_function`).
         """
         function = self.predict_action_function(
             input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
