@@ -10,7 +10,8 @@ Keys and defaults: :mod:`niaf_train.training_config` (``niaf-train --help`` list
 1. configuration checked (unknown key, bad value, an output folder holding another run → error, nothing
    written);
 2. demonstrations loaded (Meta-World ones generated once and cached) as a chunk dataset, split by episode
-   into training and held-out evaluation episodes; normalisation statistics from the training episodes;
+   into training and held-out evaluation episodes; normalisation statistics from the training episodes
+   (of the delta targets with ``model.relative_action_state_indices``, :mod:`niaf_train.relative_actions`);
 3. the dataset's action dimension, state dimension and cameras checked against the model;
 4. training loop: AdamW (``method.md`` recipe), tri-stage LR, gradient accumulation and clipping, mixed
    precision (the SIREN head always in float32), gradient checkpointing, seeded sampling whose position is
@@ -39,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .relative_actions import check_relative_indices, to_relative_actions
 from .training_config import ConfigError, FinetuneConfig, help_text, load_config
 
 logger = logging.getLogger("niaf_train.finetune")
@@ -206,13 +208,17 @@ class Collator:
     """Rows of a chunk dataset (torch view) → model inputs via the :class:`NiafProcessor`.
 
     Physical actions/velocities/state are normalised by the processor; ``action_mask`` = not ``action_is_pad``.
+    With ``relative_action_state_indices`` the absolute chunks are first turned into deltas from the row's
+    ``observation.state`` (:func:`niaf_train.relative_actions.to_relative_actions`); velocities are unchanged.
     """
 
-    def __init__(self, processor: Any, cameras: list[str], use_state: bool, use_velocity: bool) -> None:
+    def __init__(self, processor: Any, cameras: list[str], use_state: bool, use_velocity: bool,
+                 relative_action_state_indices: list[int | None] | None = None) -> None:
         self.processor = processor
         self.cameras = cameras
         self.use_state = use_state
         self.use_velocity = use_velocity
+        self.relative_action_state_indices = relative_action_state_indices
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         images = [[_hwc(row[c]) for c in self.cameras] for row in rows]
@@ -224,6 +230,9 @@ class Collator:
         }
         if self.use_state:
             kwargs["state"] = torch.stack([row["observation.state"] for row in rows])
+        if self.relative_action_state_indices is not None:
+            state = torch.stack([row["observation.state"] for row in rows])
+            kwargs["actions"] = to_relative_actions(kwargs["actions"], state, self.relative_action_state_indices)
         if self.use_velocity:
             kwargs["velocities"] = torch.stack([row["velocity"] for row in rows])
         batch = dict(self.processor(**kwargs))
@@ -252,6 +261,7 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         "modulation_groups": m.modulation_groups, "use_state": m.use_state, "state_dim": state_dim,
         "num_cameras": len(layout["cameras"]), "normalization_mode": m.normalization_mode,
         "normalization_stats": stats, "unnormalized_action_dims": m.unnormalized_action_dims,
+        "relative_action_state_indices": m.relative_action_state_indices,
         "loss_weight_position": m.loss_weight_position, "loss_weight_velocity": m.loss_weight_velocity,
         "loss_weight_jerk": m.loss_weight_jerk,
     }
@@ -264,7 +274,7 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         from transformers import AutoProcessor
 
         existing = NiafConfig.from_pretrained(m.backbone)
-        for key in ("action_dim", "chunk_size", "use_state", "num_cameras"):
+        for key in ("action_dim", "chunk_size", "use_state", "num_cameras", "relative_action_state_indices"):
             if getattr(existing, key) != head[key]:
                 raise ConfigError(f"model.backbone {m.backbone}: the checkpoint has {key}={getattr(existing, key)}, "
                                   f"the dataset/config needs {head[key]}")
@@ -357,11 +367,16 @@ def evaluate_model(model: Any, processor: Any, loader: Any, baseline: np.ndarray
     """Metrics on held-out chunks, in physical units (positions, velocities per second, jerk per second³).
 
     ``baseline`` [D] is the training mean action: ``baseline_position_mse`` is the error of always predicting it.
+    With relative actions (``model.config.relative_action_state_indices``) positions are compared as deltas
+    from the observation state: the model's absolute positions minus the state, against the batch's delta
+    targets. The offset cancels, so ``position_mse`` equals the absolute error, and ``baseline`` (the mean
+    delta) is the error of predicting state + mean delta.
     """
     from .trajectory_metrics import trajectory_metrics
 
     was_training = model.training
     model.eval()
+    relative = model.config.relative_action_state_indices
     preds, refs, masks, pvel, rvel, dvel, djerk, norm_err = [], [], [], [], [], [], [], []
     dense_dt = None
     for batch in loader:
@@ -371,7 +386,10 @@ def evaluate_model(model: Any, processor: Any, loader: Any, baseline: np.ndarray
         dense = fn(num_points=num_points, derivatives=3)
         dense_dt = float(dense.time[1] - dense.time[0])
         actions = processor.denormalize_actions(batch["actions"].double()).cpu().numpy()
-        preds.append(at_k.position.double().cpu().numpy())
+        position = at_k.position.double().cpu().numpy()
+        if relative is not None:  # absolute prediction → delta, like the targets (physical state from the processor)
+            position = to_relative_actions(position, processor.denormalize_state(batch["state"].double()), relative)
+        preds.append(position)
         refs.append(actions)
         masks.append(batch["action_mask"].cpu().numpy())
         norm_pred = model.predict_action_function(**batch, denormalize=False)(derivatives=0).position
@@ -474,9 +492,17 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     use_velocity = layout["velocity"] and m.loss_weight_velocity > 0
     if d.velocity == "require" and not layout["velocity"]:
         raise ConfigError("data.velocity=require but the dataset has no velocity labels")
+    relative = m.relative_action_state_indices
+    if relative is not None:
+        try:
+            check_relative_indices(relative, layout["action_dim"], layout["state_dim"])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     train_rows, val_rows = split_episodes(dataset, d.val_fraction, t.seed)
     train_set = dataset.select(train_rows)
-    stats = to_normalization_stats(stats_from_chunk_dataset(train_set))
+    # with relative actions: statistics (and the mean-action baseline) of the deltas; the cache stays absolute
+    train_stats = stats_from_chunk_dataset(train_set, relative_action_state_indices=relative)
+    stats = to_normalization_stats(train_stats)
     stats = {k: v for k, v in stats.items() if k in ("action", "state")}
     if not m.use_state:
         stats.pop("state", None)
@@ -514,7 +540,7 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, tri_stage_lambda(t.max_steps, t.warmup_ratio, t.decay_ratio, t.final_lr_scale, t.lr_scheduler))
 
-    collate = Collator(processor, cameras, m.use_state, use_velocity)
+    collate = Collator(processor, cameras, m.use_state, use_velocity, relative)
     torch_view = with_torch_format(dataset)
     sampler = EpochSampler(train_rows, t.seed)
     train_loader = torch.utils.data.DataLoader(
@@ -524,10 +550,10 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     val_loader = None
     if len(val_rows):
         pick = val_rows[np.linspace(0, len(val_rows) - 1, min(d.max_val_samples, len(val_rows))).round().astype(int)]
-        val_collate = Collator(processor, cameras, m.use_state, layout["velocity"])
+        val_collate = Collator(processor, cameras, m.use_state, layout["velocity"], relative)
         val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(torch_view, np.unique(pick).tolist()),
                                                  batch_size=32, collate_fn=val_collate)
-    baseline = np.asarray(stats_from_chunk_dataset(train_set)["action"]["mean"], dtype=np.float64)
+    baseline = np.asarray(train_stats["action"]["mean"], dtype=np.float64)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     batches_per_epoch = len(train_loader)
     if batches_per_epoch == 0:

@@ -23,13 +23,14 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .episodes import Episode
+from .relative_actions import to_relative_actions
 
 logger = logging.getLogger(__name__)
 
@@ -209,23 +210,44 @@ def stats_from_episodes(episodes: Iterable[Episode], image_pixels: int = 0, **kw
     return acc.result()
 
 
-def stats_from_chunk_dataset(dataset: Any, batch_size: int = 4096, **kwargs: Any) -> dict[str, dict[str, list]]:
+def stats_from_chunk_dataset(
+    dataset: Any,
+    batch_size: int = 4096,
+    relative_action_state_indices: Sequence[int | None] | None = None,
+    **kwargs: Any,
+) -> dict[str, dict[str, list]]:
     """stats.json entries from a chunk dataset (:mod:`niaf_train.chunking`), without decoding images.
 
     Uses, per row, the first chunk point (never padded) of ``action`` and ``velocity`` and the row's
     ``observation.state``: the statistics of the frames the dataset samples (every frame at stride 1).
+
+    With ``relative_action_state_indices`` (see :mod:`niaf_train.relative_actions`) the ``action`` entry is the
+    statistics of the delta targets ``a_i(t_k) - state_s(t_obs)`` at **every real (non-padded) chunk point**:
+    a delta grows with the horizon k, and its first point alone (about 0) would understate the range the
+    model has to fit. ``observation.state`` and ``observation.velocity`` are unchanged.
     """
     columns = {"action": "action", "observation.state": "observation.state", "velocity": "observation.velocity"}
+    relative = relative_action_state_indices is not None
+    if relative and "observation.state" not in dataset.column_names:
+        raise ValueError(
+            "stats_from_chunk_dataset: relative_action_state_indices needs an 'observation.state' column; the dataset "
+            f"has {dataset.column_names}"
+        )
     present = [c for c in columns if c in dataset.column_names]
     if "action" not in present:
         raise ValueError(f"stats_from_chunk_dataset: no 'action' column in {dataset.column_names}")
+    read = present + (["action_is_pad"] if relative and "action_is_pad" in dataset.column_names else [])
     acc: dict[str, RunningStats] = {}
-    view = dataset.select_columns(present).with_format("numpy")
+    view = dataset.select_columns(read).with_format("numpy")
     for start in range(0, len(view), batch_size):
         batch = view[start : start + batch_size]
         for col in present:
             rows = np.asarray(batch[col], dtype=np.float64)
-            if col in ("action", "velocity"):
+            if col == "action" and relative:
+                deltas = to_relative_actions(rows, np.asarray(batch["observation.state"]), relative_action_state_indices)
+                real = ~np.asarray(batch["action_is_pad"], dtype=bool) if "action_is_pad" in batch else None
+                rows = deltas[real] if real is not None else deltas.reshape(-1, deltas.shape[-1])
+            elif col in ("action", "velocity"):
                 rows = rows[:, 0, :]
             name = columns[col]
             if name not in acc:

@@ -51,6 +51,11 @@ class ModelArguments:
     use_state: bool = False
     normalization_mode: str = "QUANTILES"
     unnormalized_action_dims: list[int] = field(default_factory=list)
+    relative_action_state_indices: list[int | None] | None = None
+    """Relative ("delta") actions: one entry per action dim, the index into ``observation.state`` that dim is
+    relative to (target a_i(t_k) - state_s(t_obs), normalised with statistics of these deltas), or null to keep
+    it absolute (e.g. a gripper); null: all absolute. Needs ``use_state: true``; the model adds the state back
+    at inference. Command line: ``--model.relative_action_state_indices 0,1,2,null``."""
     loss_weight_position: float = 1.0
     loss_weight_velocity: float = 0.0
     """λ_v; the velocity loss is used only when > 0 and the dataset has velocities."""
@@ -344,6 +349,15 @@ def validate_config(cfg: FinetuneConfig) -> None:
         raise ConfigError(f"`training.learning_rate` must be > 0, got {t.learning_rate}")
     if t.warmup_ratio + (t.decay_ratio if t.lr_scheduler == "tri_stage" else 0.0) > 1.0:
         raise ConfigError("`training.warmup_ratio` + `training.decay_ratio` must not exceed 1")
+    rel = m.relative_action_state_indices
+    if rel is not None:
+        key = "model.relative_action_state_indices"
+        if not m.use_state:
+            raise ConfigError(f"`{key}` needs `model.use_state: true` (the deltas are taken from observation.state)")
+        if any(s is not None and s < 0 for s in rel):
+            raise ConfigError(f"`{key}` entries must be state indices >= 0 or null, got {rel}")
+        if all(s is None for s in rel):
+            raise ConfigError(f"`{key}` has no int entry; leave it null for absolute actions")
     if t.push_to_hub and not t.hub_model_id:
         raise ConfigError("`training.push_to_hub` needs `training.hub_model_id` (e.g. user/niaf-metaworld)")
 

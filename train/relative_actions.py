@@ -1,0 +1,89 @@
+"""Relative ("delta") action targets: the one place where training turns absolute chunks into deltas.
+
+With ``model.relative_action_state_indices`` (``NiafConfig.relative_action_state_indices``), action dim i of
+a chunk becomes ``a_i(t_k) - state_s(t_obs)`` in physical units, s = ``indices[i]``, the state at the chunk's
+observation time; dims whose entry is None stay absolute. The chunk cache on disk always stays absolute: the
+statistics pass (:func:`niaf_train.stats.stats_from_chunk_dataset`), the batch collation
+(:class:`niaf_train.finetune.Collator`) and the evaluation all call :func:`to_relative_actions`, and the model
+adds the state back at inference.
+
+Velocities need no change: a constant offset has no time derivative. An error against deltas equals the
+error against absolute actions (the same offset is subtracted from prediction and reference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+CONFIG_KEY = "model.relative_action_state_indices"
+
+
+def check_relative_indices(
+    indices: Sequence[int | None], action_dim: int, state_dim: int | None, name: str = CONFIG_KEY
+) -> None:
+    """Raise a ValueError naming ``name`` unless ``indices`` fits actions of ``action_dim`` and states of ``state_dim``.
+
+    Args:
+        indices: one entry per action dim: an int index into the state, or None (absolute dim).
+        action_dim: D of the actions.
+        state_dim: S of ``observation.state``; None when the data has no state.
+    """
+    if state_dim is None:
+        raise ValueError(f"`{name}` is set but the dataset has no `observation.state` to take the deltas from.")
+    if len(indices) != action_dim:
+        raise ValueError(
+            f"`{name}` has {len(indices)} entries but the actions have {action_dim} dims (one entry per action dim, "
+            "an int state index or null)."
+        )
+    for i, s in enumerate(indices):
+        if s is None:
+            continue
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+            raise ValueError(f"`{name}[{i}]` must be an int state index or null, got {s!r}.")
+        if not 0 <= s < state_dim:
+            raise ValueError(
+                f"`{name}[{i}]` = {s} needs a state index in [0, {state_dim}), but `observation.state` has "
+                f"{state_dim} dims."
+            )
+    if all(s is None for s in indices):
+        raise ValueError(f"`{name}` has no int entry; leave it null for absolute actions.")
+
+
+def to_relative_actions(action: Any, state: Any, indices: Sequence[int | None]) -> np.ndarray:
+    """Absolute action chunks → chunks relative to the state at the observation time (physical units).
+
+    Args:
+        action: [K, D] or [B, K, D] absolute actions (numpy or torch).
+        state: [S] or [B, S] robot state at each chunk's observation time (physical units).
+        indices: length D; ``indices[i]`` = s makes dim i ``action[..., i] - state[..., s]``; None keeps dim i.
+
+    Returns:
+        float64 numpy array of ``action``'s shape.
+    """
+    a = _float64(action)
+    st = _float64(state)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"to_relative_actions: `action` must be [K, D] or [B, K, D], got shape {a.shape}.")
+    if st.ndim != a.ndim - 1 or (a.ndim == 3 and st.shape[0] != a.shape[0]):
+        raise ValueError(
+            f"to_relative_actions: `state` must be [S] for a [K, D] chunk or [B, S] for [B, K, D] chunks; got "
+            f"action {a.shape} and state {st.shape}."
+        )
+    check_relative_indices(indices, a.shape[-1], st.shape[-1])
+    dims = [i for i, s in enumerate(indices) if s is not None]
+    src = [int(indices[i]) for i in dims]
+    out = a.copy()
+    out[..., dims] -= st[..., None, src]  # the state at t_obs, the same for every chunk point k
+    return out
+
+
+def _float64(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor, without importing torch here
+        value = value.detach().cpu().double().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+__all__ = ["CONFIG_KEY", "check_relative_indices", "to_relative_actions"]
