@@ -88,6 +88,35 @@ def test_waypoint_baselines_hold_or_interpolate_with_finite_difference_velocity(
         assert q[0] == pytest.approx(0.9) and v[0] == 0.0
 
 
+def test_demonstrations_are_cut_into_one_episode_per_goal_without_losing_frames(tmp_path):
+    pytest.importorskip("pyarrow")
+    from run import goal_segments, write_dataset
+
+    goals = np.array([[0.0, 1.0]] * 3 + [[0.5, 1.0]] * 4 + [[0.5, -1.0]] * 2)  # changes at frames 3 and 7
+    assert goal_segments(goals) == [slice(0, 3), slice(3, 7), slice(7, 9)]
+    assert goal_segments(goals[:1]) == [slice(0, 1)]
+
+    arm = Arm(seed=0)
+    try:
+        from arm import record_demonstrations
+
+        demos = record_demonstrations(arm, 2, 1.5, 20.0, seed=3, image_size=None)
+    finally:
+        arm.close()
+    root = write_dataset(demos, tmp_path / "ds", 20.0)
+    info = json.loads((root / "meta" / "info.json").read_text())
+    expected = [seg for d in demos for seg in goal_segments(d.states[:, -DOF:])]
+    assert info["total_episodes"] == len(expected) > len(demos)  # every demonstration has a goal change
+    assert info["total_frames"] == sum(len(d.actions) for d in demos)  # nothing dropped
+    from niaf_train.lerobot_v3 import iter_lerobot_episodes
+
+    episodes = list(iter_lerobot_episodes(root))
+    flat = np.concatenate([d.actions for d in demos])
+    np.testing.assert_array_equal(np.concatenate([e.actions for e in episodes]), flat)
+    for ep in episodes:  # one goal per episode
+        assert np.all(ep.states[:, -DOF:] == ep.states[0, -DOF:])
+
+
 def test_high_frequency_power_matches_parseval_for_sines():
     dt = 1e-3
     t = np.arange(4000) * dt  # 4 s: whole periods of both sines
@@ -142,8 +171,8 @@ def test_example_trains_a_niaf_and_runs_it_end_to_end_in_smoke_mode(tmp_path):
     a, zoh, lin = (results[k] for k in ("niaf_trained_runtime", "waypoints_zoh_fd", "waypoints_linear_fd"))
     # same chunks, different execution: the runtime's blended switches have no velocity step, ZOH's and
     # linear's have one (measured at smoke size, seeds 0-2: NIAF's jump is ≤ 1 % of ZOH's and ≤ 3 % of linear's)
-    # Not asserted: tracking and velocity_jitter (the trained policy does not generalise to new goals, and the
-    # blend turns its chunk-to-chunk disagreement into >5 Hz velocity bumps; see the README "Status").
+    # Not asserted: tracking and velocity_jitter (4 demonstrations and 150 steps train a rough policy whose
+    # consecutive chunks disagree; the blend turns that into >5 Hz velocity bumps; see the README "Status").
     assert a["boundary_velocity_jump"] < 0.1 * zoh["boundary_velocity_jump"]
     assert a["boundary_velocity_jump"] < 0.3 * lin["boundary_velocity_jump"]
     assert a["peak_jerk"] < zoh["peak_jerk"] and a["peak_jerk"] < lin["peak_jerk"]
@@ -160,7 +189,7 @@ def test_example_trains_a_niaf_and_runs_it_end_to_end_in_smoke_mode(tmp_path):
     assert info["size"] == "smoke" and info["train_checkpoint"] == str(final)
     lerobot_info = json.loads((tmp_path / "dataset" / "meta" / "info.json").read_text())
     assert lerobot_info["codebase_version"] == "v3.0" and "observation.velocity" in lerobot_info["features"]
-    assert lerobot_info["features"]["observation.state"]["shape"] == [3 * DOF]  # [q_meas, q̇_meas, goal]
+    assert lerobot_info["features"]["observation.state"]["shape"] == [4 * DOF]  # [q_d, q̇_d, q̈_d, goal]
 
 
 @pytest.mark.slow

@@ -261,22 +261,30 @@ class Arm:
         return Rollout(time=time, **rec)
 
 
-def observation_state(q_meas: np.ndarray, qd_meas: np.ndarray, goal: np.ndarray) -> np.ndarray:
-    """``observation.state`` [..., 3D]: measured positions, measured velocities, then the goal.
+def observation_state(
+    command_position: np.ndarray,
+    command_velocity: np.ndarray,
+    command_acceleration: np.ndarray,
+    goal: np.ndarray,
+) -> np.ndarray:
+    """``observation.state`` [..., 4D]: the command in force (q_d, q̇_d, q̈_d) at the observation, then the goal.
 
-    The reference is Markov in (q, q̇, q̈, goal); with the goal alone the future of a chunk depends on a
-    velocity the policy cannot see, so consecutive predictions disagree. The measured velocity makes the
-    mapping state → chunk (nearly) a function; only q̈ is left unobserved.
+    The policy is conditioned on the setpoint the controller is tracking when the observation is taken, not
+    only on the arm: the next chunk has to continue that command, and a policy that sees it can make
+    consecutive chunks agree (with the measured arm alone, q̈ is hidden and every chunk starts from a fresh
+    guess of it). In the demonstrations the command is the reference, so the map state → chunk is a function
+    (the reference is Markov in (q, q̇, q̈, goal)); in closed loop it is the runtime's command, whose
+    acceleration is exact for an action function. Measured joint velocities go to ``observation.velocity``.
     """
-    return np.concatenate([q_meas, qd_meas, goal], axis=-1)
+    return np.concatenate([command_position, command_velocity, command_acceleration, goal], axis=-1)
 
 
 @dataclass
 class Demonstration:
     """One demonstration on the dataset clock (``fps``), ready for a LeRobot v3 writer.
 
-    actions: [T, D] commanded joint positions (rad); states: [T, 3D] :func:`observation_state` (measured
-    positions, rad; measured velocities, rad/s; goal, rad);
+    actions: [T, D] commanded joint positions (rad); states: [T, 4D] :func:`observation_state` (commanded
+    position, rad; velocity, rad/s; acceleration, rad/s²; goal, rad);
     velocities: [T, D] measured joint velocities (rad/s, noisy); images: [T, H, W, 3] or None.
     """
 
@@ -293,7 +301,8 @@ def record_demonstrations(
     """Track random references with the impedance controller and sample them at ``fps``.
 
     The controller follows the analytic reference (q_d, q̇_d); the recording holds what a real robot would
-    log: the commanded position as the action, noisy measured positions and velocities as observations.
+    log: the commanded position as the action, the command in force (position, velocity, acceleration) and the
+    goal as the state, noisy measured velocities as ``observation.velocity``.
     """
     stride = int(round(1.0 / (fps * arm.dt)))
     if abs(stride * arm.dt * fps - 1.0) > 1e-9:
@@ -317,9 +326,9 @@ def record_demonstrations(
         demos.append(
             Demonstration(
                 actions=roll.q_cmd[idx].astype(np.float32),
-                states=observation_state(roll.q_meas[idx], roll.qd_meas[idx], ref.goals[idx]).astype(
-                    np.float32
-                ),
+                states=observation_state(
+                    ref.position[idx], ref.velocity[idx], ref.acceleration[idx], ref.goals[idx]
+                ).astype(np.float32),
                 velocities=roll.qd_meas[idx].astype(np.float32),
                 images=np.stack(frames) if image_size else None,
                 reference=ref,

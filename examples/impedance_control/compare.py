@@ -131,9 +131,20 @@ def run_method(
         def command(t: float):
             c = executor.command(t)
             return c.position, c.velocity
+
+        def command_in_force(t: float):
+            c = executor.command(t)  # the stream's clock allows the same time twice
+            return c.position, c.velocity, c.acceleration
     else:
         executor = WaypointExecutor(q0, settings.chunk_size, settings.control_hz, method.split("_")[1])
         command = executor.command
+
+        def command_in_force(t: float):
+            # waypoint commands have no acceleration; with SharedChunks these observations only matter
+            # for a policy asked first by a waypoint run
+            p, v = executor.command(t)
+            return p, v, np.zeros_like(p)
+
     obs_ticks = {int(round(t / arm.dt)) for t in settings.observation_times(duration)}
     latency_ticks = int(round(settings.latency / arm.dt))
     pending: dict[int, tuple[float, object]] = {}
@@ -141,9 +152,9 @@ def run_method(
 
     def before_tick(i: int, t: float) -> None:
         if i in obs_ticks:
-            q, v = arm.measure()
+            _, v = arm.measure()
             obs = {
-                "observation.state": observation_state(q, v, reference.goals[i]),
+                "observation.state": observation_state(*command_in_force(t), reference.goals[i]),
                 "observation.velocity": v,
                 "task": "reach the goal joint configuration",
             }
@@ -163,14 +174,31 @@ def high_frequency_power(signal: np.ndarray, dt: float, cutoff_hz: float) -> flo
 
     By Parseval: the mean square of the signal with every Fourier component at or below the cutoff removed.
     The signal is mirrored before the FFT (even extension), so the jump between its last and first sample
-    that a plain periodic FFT would see does not count as high-frequency energy.
+    that a plain periodic FFT would see does not count as high-frequency energy (the mirrored half has the
+    same energy as the signal, so the mean over the signal alone is the mean over the extension).
     """
+    return float(np.mean(high_pass(signal, dt, cutoff_hz) ** 2))
+
+
+def high_pass(signal: np.ndarray, dt: float, cutoff_hz: float) -> np.ndarray:
+    """``signal`` [N, D] with every Fourier component at or below ``cutoff_hz`` removed (mirrored FFT)."""
     x = np.concatenate([signal, signal[::-1]], axis=0)
     spec = np.fft.rfft(x, axis=0)
-    freqs = np.fft.rfftfreq(len(x), dt)
-    spec[freqs <= cutoff_hz] = 0.0
-    high = np.fft.irfft(spec, n=len(x), axis=0)
-    return float(np.mean(high**2))
+    spec[np.fft.rfftfreq(len(x), dt) <= cutoff_hz] = 0.0
+    return np.fft.irfft(spec, n=len(x), axis=0)[: len(signal)]
+
+
+def jitter_share_after(
+    signal: np.ndarray, dt: float, cutoff_hz: float, event_times: list[float], window: float = 0.3
+) -> float:
+    """Fraction of the energy of ``signal`` above ``cutoff_hz`` that lies within ``window`` s after an event."""
+    high = high_pass(signal, dt, cutoff_hz) ** 2
+    t = np.arange(len(signal)) * dt
+    near = np.zeros(len(t), bool)
+    for s in event_times:
+        near |= (t >= s) & (t < s + window)
+    total = float(high.sum())
+    return float(high[near].sum()) / total if total > 0 else 0.0
 
 
 def metrics(roll, reference, switches: list[float], dt: float, cutoff_hz: float) -> dict[str, float]:
@@ -178,17 +206,24 @@ def metrics(roll, reference, switches: list[float], dt: float, cutoff_hz: float)
     n = len(roll.time)
     err = roll.q - reference.position[:n]
     jerk = np.diff(roll.qdd, axis=0) / dt
-    jumps = []
+    jumps, steps = [], []
     for s in switches:
         i = int(round(s / dt))
         if 1 <= i < n:
             jumps.append(float(np.abs(roll.qd_cmd[i] - roll.qd_cmd[i - 1]).max()))
+            # the part of the position change over the switch tick that the velocity command does not explain
+            moved = roll.q_cmd[i] - roll.q_cmd[i - 1] - roll.qd_cmd[i - 1] * dt
+            steps.append(float(np.abs(moved).max()))
     return {
         "tracking_rmse": float(np.sqrt(np.mean(err**2))),
         "velocity_jitter": high_frequency_power(roll.qd_cmd, dt, cutoff_hz),
+        "jitter_share_after_goal_change": jitter_share_after(
+            roll.qd_cmd, dt, cutoff_hz, reference.switch_times
+        ),
         "peak_jerk": float(np.abs(jerk).max()),
         "boundary_velocity_jump": float(np.mean(jumps)) if jumps else 0.0,
         "boundary_velocity_jump_max": float(np.max(jumps)) if jumps else 0.0,
+        "boundary_position_step": float(np.mean(steps)) if steps else 0.0,
         "measured_velocity_jitter": high_frequency_power(roll.qd, dt, cutoff_hz),
         "command_tracking_rmse": float(np.sqrt(np.mean((roll.q - roll.q_cmd) ** 2))),
         "rms_jerk": float(np.sqrt(np.mean(jerk**2))),

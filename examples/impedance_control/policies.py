@@ -1,7 +1,8 @@
 """Policies for the comparison: anything that maps (observation, time) to an action function of one chunk.
 
 ``Policy = Callable[[dict, float], ActionFunctionLike]``: the observation dict holds ``observation.state``
-([3D]: measured joint positions (rad), measured joint velocities (rad/s), the goal (rad)), ``observation.velocity`` ([D], rad/s) and ``task``; the
+([4D]: the command in force at the observation, q_d (rad), q̇_d (rad/s), q̈_d (rad/s²), then the goal (rad)),
+``observation.velocity`` ([D] measured joint velocities, rad/s) and ``task``; the
 returned function's time 0 is the observation time.
 
 * :class:`OracleNiafPolicy` — an **oracle NIAF**, not a trained model: for each observation time it fits the
@@ -11,7 +12,7 @@ returned function's time 0 is the observation time.
   action functions (same SIREN, same closed-form derivatives, same de-normalisation).
 * :class:`TrainedNiafPolicy` — a NIAF fine-tuned on the example's own demonstrations by ``niaf_train.finetune``
   (L_pos + L_vel + L_jerk), loaded through ``AutoModel`` / ``AutoProcessor`` with ``trust_remote_code=True``
-  exactly as a Hub user would; it sees only the observation (rendered image, [q_meas, q̇_meas, goal], instruction).
+  exactly as a Hub user would; it sees only the observation (rendered image, [q_d, q̇_d, q̈_d, goal], instruction).
 * :class:`SharedChunks` — asks a policy once per observation time and replays that chunk to every later
   caller, so that all execution methods of an episode get the same chunks.
 """
@@ -189,11 +190,11 @@ class TrainedNiafPolicy:
         device: torch device of the model.
 
     The observation must hold ``observation.images.front`` ([H, W, 3] uint8), ``observation.state``
-    ([q_meas, q̇_meas, goal]) and ``task``. The returned function is sample 0's, in physical units (rad, rad/s),
+    ([q_d, q̇_d, q̈_d, goal]) and ``task``. The returned function is sample 0's, in physical units (rad, rad/s),
     as a numpy evaluator; its time 0 is the observation time.
     """
 
-    def __init__(self, checkpoint: str | Path, device: str = "cpu", anchor: bool = False) -> None:
+    def __init__(self, checkpoint: str | Path, device: str = "cpu") -> None:
         import torch
         from transformers import AutoModel, AutoProcessor
 
@@ -208,8 +209,7 @@ class TrainedNiafPolicy:
         self.processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=True)
         self.use_state = bool(self.model.config.use_state)
         self.chunk_duration = float(self.model.config.chunk_duration)
-        self.anchor = bool(anchor)
-        self.label = TRAINED_LABEL + (", anchored at the measured position" if self.anchor else "")
+        self.label = TRAINED_LABEL
 
     def __call__(self, observation: dict, time: float) -> Any:
         if IMAGE_KEY not in observation:
@@ -225,26 +225,8 @@ class TrainedNiafPolicy:
             state = np.asarray(observation["observation.state"], dtype=np.float32)[None]
             kwargs["state"] = torch.from_numpy(state)
         inputs = {k: v.to(self.device) for k, v in self.processor(**kwargs).items()}
-        fn = self.model.predict_action_function(**inputs, denormalize=True)[0].to_numpy()
-        if self.anchor:
-            fn = anchored(
-                fn, np.asarray(observation["observation.state"], dtype=np.float64)[: len(fn.action_center)]
-            )
-        return fn
-
-
-def anchored(fn: Any, position: np.ndarray) -> Any:
-    """A copy of a numpy action function shifted by a constant so that A(0) = ``position`` (derivatives unchanged).
-
-    A constant offset replaces the model's state-dependent position bias at the observation time by the
-    (small, smooth) tracking lag between command and measurement, so consecutive chunks start consistently.
-    """
-    import copy
-
-    out = copy.copy(fn)
-    start = fn.at(0.0, derivatives=0)[0]
-    out.action_center = np.asarray(fn.action_center, dtype=np.float64) + (position - start)
-    return out
+        # with relative actions (train_config.yaml) the model adds the commanded position of the state back
+        return self.model.predict_action_function(**inputs, denormalize=True)[0].to_numpy()
 
 
 class SharedChunks:

@@ -41,10 +41,10 @@ SIZES = {
         demos=4, demo_s=2.0, episodes=1, episode_s=2.0, fit_steps=(100, 100), image=32, train_steps=150
     ),
     "quick": dict(
-        demos=32, demo_s=2.0, episodes=2, episode_s=3.0, fit_steps=(100, 200), image=64, train_steps=600
+        demos=48, demo_s=2.0, episodes=2, episode_s=3.0, fit_steps=(100, 200), image=64, train_steps=2000
     ),
     "full": dict(
-        demos=40, demo_s=4.0, episodes=5, episode_s=4.0, fit_steps=(150, 300), image=64, train_steps=1500
+        demos=64, demo_s=3.0, episodes=5, episode_s=4.0, fit_steps=(150, 300), image=64, train_steps=3000
     ),
 }
 METHODS = ("niaf", "waypoints_zoh", "waypoints_linear")
@@ -56,26 +56,44 @@ METHOD_TITLES = {
 REQUIRED_KEYS = ("tracking_rmse", "velocity_jitter", "peak_jerk", "boundary_velocity_jump")
 
 
+def goal_segments(goals: np.ndarray) -> list[slice]:
+    """Frame ranges [start, stop) of constant goal, in order (``goals``: [T, D] the goal at each frame)."""
+    change = np.flatnonzero(np.any(goals[1:] != goals[:-1], axis=1)) + 1
+    bounds = [0, *change.tolist(), len(goals)]
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
 def write_dataset(demos, root: Path, fps: float) -> Path | None:
-    """Write the demonstrations as a LeRobot v3 dataset (observation.state = [q, q̇, goal], observation.velocity)."""
+    """Write the demonstrations as a LeRobot v3 dataset, one episode per goal segment.
+
+    observation.state = [q_d, q̇_d, q̈_d, goal], observation.velocity = measured joint velocities. Each
+    demonstration is cut where its goal changes: a goal change is not visible before it happens, so a training
+    chunk that straddles one would teach the policy to hedge every prediction against a change that may come
+    (chunks are padded past an episode's end and the padded steps are left out of the loss, so no frame is
+    lost). The segment after a change starts from the motion toward the previous goal, so mid-motion goal
+    changes are in the data.
+    """
     try:
         from niaf_train.episodes import Episode
         from niaf_train.lerobot_v3 import write_lerobot_dataset
     except ImportError as err:  # the data extra is part of the project; say so loudly if it is missing
         logger.warning("LeRobot v3 writer unavailable (%s); the demonstrations are not written to disk.", err)
         return None
+    segments = [
+        (i, k, seg) for i, d in enumerate(demos) for k, seg in enumerate(goal_segments(d.states[:, -DOF:]))
+    ]
     episodes = (
         Episode(
-            episode_id=str(i),
-            source=f"impedance_control demo {i}",
+            episode_id=f"{i}.{k}",
+            source=f"impedance_control demo {i}, goal {k}",
             instruction="reach the goal joint configuration",
             fps=fps,
-            actions=d.actions,
-            states=d.states,
-            velocities=d.velocities,
-            images={} if d.images is None else {"front": d.images},
+            actions=demos[i].actions[seg],
+            states=demos[i].states[seg],
+            velocities=demos[i].velocities[seg],
+            images={} if demos[i].images is None else {"front": demos[i].images[seg]},
         )
-        for i, d in enumerate(demos)
+        for i, k, seg in segments
     )
     names = [f"{j}.pos" for j in JOINT_NAMES]
     return write_lerobot_dataset(
@@ -84,9 +102,11 @@ def write_dataset(demos, root: Path, fps: float) -> Path | None:
         fps=fps,
         robot_type="niaf_arm6",
         action_names=names,
-        state_names=names + [f"{j}.vel" for j in JOINT_NAMES] + [f"{j}.goal" for j in JOINT_NAMES],
+        state_names=[
+            f"{j}.{part}" for part in ("cmd_pos", "cmd_vel", "cmd_acc", "goal") for j in JOINT_NAMES
+        ],
         velocity_names=[f"{j}.vel" for j in JOINT_NAMES],
-        total_episodes=len(demos),
+        total_episodes=len(segments),
     )
 
 
@@ -173,13 +193,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--demo-seconds", type=float, default=None, help="length of each demonstration, s (default: per size)"
     )
-    parser.add_argument(
-        "--anchor",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="shift each trained chunk by a constant so that it starts at the measured position (all methods "
-        "execute the same shifted chunks)",
-    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--latency", type=float, default=0.03, help="simulated inference latency, s")
     parser.add_argument(
@@ -226,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
                 raise SystemExit(
                     "--checkpoint is a trained policy; it cannot be combined with --policy oracle."
                 )
-            trained = TrainedNiafPolicy(args.checkpoint, anchor=args.anchor)
+            trained = TrainedNiafPolicy(args.checkpoint)
         elif use_trained:
             if dataset is None or not training_available():
                 raise SystemExit(
@@ -235,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
                 )
             steps = args.train_steps or sz["train_steps"]
             t0 = time.perf_counter()
-            trained = TrainedNiafPolicy(train_niaf(dataset, out, steps, args.seed), anchor=args.anchor)
+            trained = TrainedNiafPolicy(train_niaf(dataset, out, steps, args.seed))
             train_seconds = time.perf_counter() - t0
         elif args.policy == "auto":
             logger.warning("niaf_train.finetune is not installed; using the oracle NIAF (an upper bound)")
