@@ -286,8 +286,7 @@ class NumpyActionFunction:
     The modulations are folded into per-sample weights once at construction (B·L small matrices), so each
     query is a handful of small matrix-vector products. Same call signature and units as
     [`ActionFunction`]; returns an [`ActionTrajectory`] of numpy arrays. ``position_offset`` ([B, D] or [D],
-    physical units, None = zeros) is added to de-normalised positions only, as in [`ActionFunction`];
-    ``action_center + position_offset`` is kept precomputed per sample for ``at()``.
+    physical units, None = zeros) is added to de-normalised positions only, as in [`ActionFunction`].
     """
 
     def __init__(
@@ -329,32 +328,12 @@ class NumpyActionFunction:
         self._bo = np.asarray(readout_bias, dtype=self.dtype)
         self.action_half_range = np.asarray(action_half_range, dtype=np.float64)
         self.batch_size = int(gamma.shape[0])
-        self._position_offset = _position_offset(position_offset, self.batch_size, self._wot.shape[1])
-        self.action_center = np.asarray(action_center, dtype=np.float64)  # also sets _position_center
+        self.position_offset = _position_offset(position_offset, self.batch_size, self._wot.shape[1])
+        self.action_center = np.asarray(action_center, dtype=np.float64)
         per_second = 2.0 / self.chunk_duration
         # per unit τ → per second (and physical units): row `order` scales that derivative, [4, 1] and [4, D]
         self._scales_normalised = (per_second ** np.arange(MAX_DERIVATIVE_ORDER + 1))[:, None]
         self._scales_physical = self._scales_normalised * self.action_half_range
-
-    @property
-    def action_center(self) -> np.ndarray:
-        """[D] float64, the centre of the action normalisation (physical = norm·half + center)."""
-        return self._action_center
-
-    @action_center.setter
-    def action_center(self, value: np.ndarray) -> None:
-        self._action_center = np.asarray(value, dtype=np.float64)
-        self._position_center = self._action_center + self._position_offset  # [B, D], added to positions
-
-    @property
-    def position_offset(self) -> np.ndarray:
-        """[B, D] float64, physical units added to each sample's de-normalised position (zeros by default)."""
-        return self._position_offset
-
-    @position_offset.setter
-    def position_offset(self, value: np.ndarray | None) -> None:
-        self._position_offset = _position_offset(value, self.batch_size, self._wot.shape[1])
-        self._position_center = self._action_center + self._position_offset
 
     def __call__(
         self,
@@ -380,7 +359,7 @@ class NumpyActionFunction:
         for order in range(derivatives + 1):
             v = out[order] * scales[order]  # per unit τ → per second (and physical units)
             if denormalize and order == 0:
-                v += self._position_center[:, None, :]
+                v += self.action_center + self.position_offset[:, None, :]
             result[_DERIVATIVE_NAMES[order]] = v
         time = (tau_arr + 1.0) * (self.chunk_duration / 2.0)
         return ActionTrajectory(tau=tau_arr, time=time, denormalized=denormalize, **result)
@@ -404,7 +383,7 @@ class NumpyActionFunction:
             raise ValueError(f"`derivatives` must be in 0..{MAX_DERIVATIVE_ORDER}, got {derivatives!r}.")
         out = self._evaluate_one(sample, np.array([tau], dtype=self.dtype), derivatives)[:, 0, :]
         out = out * self._scales_physical[: derivatives + 1]
-        out[0] += self._position_center[sample]
+        out[0] += self.action_center + self.position_offset[sample]
         return out
 
     def _evaluate_one(self, s: int, tau: np.ndarray, k: int) -> np.ndarray:

@@ -147,7 +147,7 @@ def test_numpy_twin_and_at_match_torch_with_offset(dtype):
 
 
 def test_numpy_twin_action_center_can_still_be_replaced():
-    """A shallow copy with a new action_center (as examples/impedance_control's anchoring does) moves positions."""
+    """A shallow copy with a new action_center moves positions (the offset is added on top, not cached)."""
     twin = _function(OFFSET).to_numpy()
     before = twin.at(0.1, 1, sample=1).copy()
     shifted = copy.copy(twin)

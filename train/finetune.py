@@ -218,6 +218,8 @@ class Collator:
         self.cameras = cameras
         self.use_state = use_state
         self.use_velocity = use_velocity
+        if relative_action_state_indices is not None and not use_state:
+            raise ValueError("Collator: `relative_action_state_indices` needs `use_state=True` (deltas from the state).")
         self.relative_action_state_indices = relative_action_state_indices
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
@@ -231,8 +233,9 @@ class Collator:
         if self.use_state:
             kwargs["state"] = torch.stack([row["observation.state"] for row in rows])
         if self.relative_action_state_indices is not None:
-            state = torch.stack([row["observation.state"] for row in rows])
-            kwargs["actions"] = to_relative_actions(kwargs["actions"], state, self.relative_action_state_indices)
+            kwargs["actions"] = to_relative_actions(
+                kwargs["actions"], kwargs["state"], self.relative_action_state_indices
+            )
         if self.use_velocity:
             kwargs["velocities"] = torch.stack([row["velocity"] for row in rows])
         batch = dict(self.processor(**kwargs))
