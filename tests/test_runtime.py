@@ -11,7 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from niaf_train.runtime import ActionStream, blend_weight, evaluate_function, stop_profile
+from niaf_train.runtime import (
+    ActionStream,
+    blend_weight,
+    evaluate_function,
+    offset_decay_basis,
+    stop_profile,
+)
 
 
 @dataclass
@@ -135,8 +141,8 @@ def perturbed(fn: SineFunction, seed: int, size: float = 0.05) -> SineFunction:
     )
 
 
-def _jumps_across_switch(old, new, blend_duration, t_switch, h):
-    stream = ActionStream(np.zeros(3), 0.0, blend_duration=blend_duration, max_latency=0.2)
+def _jumps_across_switch(old, new, blend_duration, t_switch, h, switch="crossfade"):
+    stream = ActionStream(np.zeros(3), 0.0, blend_duration=blend_duration, max_latency=0.2, switch=switch)
     assert stream.submit(old, observation_time=0.0, now=0.0)
     before = stream.command(t_switch - h)
     assert stream.submit(new, observation_time=t_switch - 0.03, now=t_switch)
@@ -149,18 +155,21 @@ def _jumps_across_switch(old, new, blend_duration, t_switch, h):
     return stream, at, jumps
 
 
-@pytest.mark.parametrize("blend_duration", [0.01, 0.05])
-def test_switch_keeps_position_velocity_acceleration_continuous(blend_duration):
+@pytest.mark.parametrize(
+    ("switch", "blend_duration"),
+    [("crossfade", 0.01), ("crossfade", 0.05), ("offset_decay", 0.01), ("offset_decay", 0.05), ("offset_decay", 0.2)],
+)
+def test_switch_keeps_position_velocity_acceleration_continuous(switch, blend_duration):
     old = sine(1)
     new = perturbed(old, 2)
     t_switch = 0.2
     # at the switch the command is exactly the old function's state
-    stream, at, _ = _jumps_across_switch(old, new, blend_duration, t_switch, 1e-6)
+    stream, at, _ = _jumps_across_switch(old, new, blend_duration, t_switch, 1e-6, switch)
     for got, want in zip((at.position, at.velocity, at.acceleration), old.exact(t_switch)[:3], strict=True):
         np.testing.assert_allclose(got, want[0], atol=1e-12)
     # no step: the change across the switch shrinks linearly with the gap 2h (a step would not shrink)
-    coarse = _jumps_across_switch(old, new, blend_duration, t_switch, 1e-6)[2]
-    fine = _jumps_across_switch(old, new, blend_duration, t_switch, 1e-8)[2]
+    coarse = _jumps_across_switch(old, new, blend_duration, t_switch, 1e-6, switch)[2]
+    fine = _jumps_across_switch(old, new, blend_duration, t_switch, 1e-8, switch)[2]
     for name in ("position", "velocity", "acceleration"):
         assert fine[name] < 0.02 * coarse[name] + 1e-12, name
     # inside and around the window each derivative is the time derivative of the order below (no hidden steps)
@@ -170,7 +179,7 @@ def test_switch_keeps_position_velocity_acceleration_continuous(blend_duration):
     for lower, upper in (("position", "velocity"), ("velocity", "acceleration"), ("acceleration", "jerk")):
         fd = (c[lower][2:] - c[lower][:-2]) / (2 * dt)
         scale = np.abs(c[upper]).max()
-        # the quintic weight's 3rd derivative jumps at the window's end, so central differences straddling
+        # the quintic's 3rd derivative jumps at the window's end, so central differences straddling
         # it carry an O(dt·Δjerk) error; the end is covered by the jump test above
         inside = np.abs(times[1:-1] - (t_switch + blend_duration)) > 3 * dt
         np.testing.assert_allclose(fd[inside], c[upper][1:-1][inside], atol=2e-3 * scale)
@@ -180,10 +189,11 @@ def test_switch_keeps_position_velocity_acceleration_continuous(blend_duration):
     np.testing.assert_allclose(cmd.velocity, new.exact(t_end - (t_switch - 0.03))[1][0], atol=1e-12)
 
 
-def test_nested_switches_stay_continuous():
+@pytest.mark.parametrize("switch", ["crossfade", "offset_decay"])
+def test_nested_switches_stay_continuous(switch):
     fns = [sine(0)]
     fns += [perturbed(fns[0], i) for i in range(1, 4)]
-    stream = ActionStream(np.zeros(3), 0.0, blend_duration=0.05, max_latency=0.3)
+    stream = ActionStream(np.zeros(3), 0.0, blend_duration=0.05, max_latency=0.3, switch=switch)
     assert stream.submit(fns[0], 0.0, 0.0)
     dt = 1e-4
     t, samples, switch_at = (
@@ -202,6 +212,67 @@ def test_nested_switches_stay_continuous():
     acc = np.stack([s.acceleration for s in samples])
     assert np.abs(np.diff(vel, axis=0)).max() < dt * np.abs(acc).max() * 1.5
     assert np.abs(np.diff(acc, axis=0)).max() < dt * np.abs(np.stack([s.jerk for s in samples])).max() * 1.5
+
+
+def test_offset_decay_basis_is_the_quintic_hermite_basis():
+    # by hand: H0 = 1 - w (the crossfade weight), H1 = s - 6s³ + 8s⁴ - 3s⁵, H2 = (s² - 3s³ + 3s⁴ - s⁵) / 2
+    poly = np.polynomial.Polynomial
+    h1, h2 = poly([0, 1, 0, -6, 8, -3]), poly([0, 0, 1, -3, 3, -1]) / 2
+    for s in np.linspace(0.0, 0.99, 23):
+        basis = offset_decay_basis(s)
+        w = blend_weight(s) if s > 0 else (0.0, 0.0, 0.0, 60.0)  # blend_weight clamps s = 0 to zeros
+        np.testing.assert_allclose(basis[:, 0], [1 - w[0], -w[1], -w[2], -w[3]], atol=1e-9)
+        for k in range(4):
+            np.testing.assert_allclose(basis[k, 1:], [h1.deriv(k)(s), h2.deriv(k)(s)], atol=1e-9)
+    # (value, slope, curvature) start as the identity and end at zero
+    np.testing.assert_array_equal(offset_decay_basis(0.0)[:3], np.eye(3))
+    np.testing.assert_allclose(offset_decay_basis(1.0 - 1e-9)[:3], 0.0, atol=1e-6)  # O(1 - s)
+    np.testing.assert_array_equal(offset_decay_basis(1.0), 0.0)
+    np.testing.assert_array_equal(offset_decay_basis(3.0), 0.0)
+
+
+def test_offset_decay_follows_the_new_motion_at_once():
+    """During the window the command is new(t) + a decay fixed at the switch (hand formula), so a different
+    later motion of the new function shows in the command immediately; a crossfade shows it only with weight w."""
+    old, t_switch, obs, window = sine(1), 0.2, 0.17, 0.15
+    new_a = perturbed(old, 2)
+    # new_b agrees with new_a up to the acceleration at the switch, then moves differently (added t³ term)
+    extra = np.array([3.0, -2.0, 1.0])
+
+    class Diverging:
+        chunk_duration = new_a.chunk_duration
+
+        def __call__(self, times=None, derivatives=3, **kwargs):
+            tr = new_a(times=times)
+            u = np.asarray(times, dtype=np.float64)[:, None] - (t_switch - obs)
+            return _Traj(tr.position + (extra * u**3)[None], tr.velocity + (3 * extra * u**2)[None],
+                         tr.acceleration + (6 * extra * u)[None], tr.jerk + (6 * extra + 0 * u)[None])
+
+    new_b = Diverging()
+    # 40 points: none falls on the window's end, where the quintic's jerk steps (rounding picks a side)
+    times = np.linspace(t_switch, t_switch + window + 0.05, 40)
+    runs = {}
+    for switch in ("offset_decay", "crossfade"):
+        for name, fn in (("a", new_a), ("b", new_b)):
+            stream = ActionStream(np.zeros(3), 0.0, blend_duration=window, max_latency=0.3, switch=switch)
+            assert stream.submit(old, 0.0, 0.0)
+            stream.command(t_switch)
+            assert stream.submit(fn, observation_time=obs, now=t_switch)
+            runs[switch, name] = stacked(stream, times)
+    u = times - t_switch
+    # offset decay, by hand: new_a(t) + Δp·H0 + Δv·T·H1 + Δa·T²·H2 with Δ = old - new_a at the switch
+    delta = [o[0] - n[0] for o, n in zip(old.exact(t_switch)[:3], new_a.exact(t_switch - obs)[:3], strict=True)]
+    basis = np.stack([offset_decay_basis(x / window) for x in u])  # [N, 4, 3]
+    for order, name in enumerate(("position", "velocity", "acceleration", "jerk")):
+        decay = sum(delta[i] * window**i * basis[:, order, i : i + 1] for i in range(3)) / window**order
+        np.testing.assert_allclose(runs["offset_decay", "a"][name], new_a.exact(times - obs)[order] + decay,
+                                   atol=1e-10)
+    # the command's change between the two new functions is their own full difference right after the switch
+    diff_od = runs["offset_decay", "b"]["position"] - runs["offset_decay", "a"]["position"]
+    np.testing.assert_allclose(diff_od, extra * u[:, None] ** 3, atol=1e-12)
+    w = np.array([blend_weight(x / window)[0] for x in u])[:, None]
+    diff_cf = runs["crossfade", "b"]["position"] - runs["crossfade", "a"]["position"]
+    np.testing.assert_allclose(diff_cf, w * extra * u[:, None] ** 3, atol=1e-12)
 
 
 def test_past_chunk_end_the_command_stops_smoothly_and_holds():
@@ -321,6 +392,8 @@ def test_caller_errors_raise_value_error():
         ActionStream(np.zeros(2), position_limits=(np.ones(2), np.zeros(2)))
     with pytest.raises(ValueError, match="validation_points"):
         ActionStream(np.zeros(2), validation_points=1)
+    with pytest.raises(ValueError, match=r"`switch` must be one of \('crossfade', 'offset_decay'\), got 'fade'"):
+        ActionStream(np.zeros(2), switch="fade")
 
 
 def test_before_any_function_the_initial_position_is_held():

@@ -7,10 +7,20 @@ needs, at every tick, a desired position, velocity and acceleration. [`ActionStr
 * **Delay compensation.** Each function is anchored at the time of its observation, not at the time it
   arrives: at controller time t it is queried at ``t - observation_time`` seconds into its chunk. Inference
   latency therefore shifts *where* in the chunk the controller reads, never the plan itself.
-* **Blending.** When a new function arrives at time t_s, the command moves from the old source to the new
-  one over ``blend_duration`` seconds with the quintic weight w(s) = 10s³ - 15s⁴ + 6s⁵, s = (t - t_s)/T_b.
-  Since w, w' and w'' vanish at s = 0 and w' = w'' = 0, w = 1 at s = 1, the commanded position, velocity
-  and acceleration are continuous at both ends of the window (see [`blend_weight`]).
+* **Switching.** When a new function arrives at time t_s, the command moves from the old source to the new
+  one over ``blend_duration`` = T_b seconds, with position, velocity and acceleration continuous at both
+  ends of the window. Two ways (``switch``):
+
+  - ``"crossfade"`` (default): (1 - w)·old(t) + w·new(t) with the quintic weight
+    w(s) = 10s³ - 15s⁴ + 6s⁵, s = (t - t_s)/T_b (see [`blend_weight`]). During the window the command still
+    partly follows the old plan, so keep T_b shorter than the policy period.
+  - ``"offset_decay"``: new(t) + e(t). The new plan's motion takes over at once; e starts with the
+    difference old - new in position, velocity and acceleration at t_s and is removed by a quintic Hermite
+    polynomial over T_b (see [`offset_decay_basis`]). Since nothing of the old plan's *motion* is kept, T_b
+    can be longer than the policy period without delaying the reaction to a new plan, and a longer window
+    moves the correction of a disagreement between consecutive predictions (a bump of about 1.9·Δp/T_b in
+    velocity) to lower frequencies. Prefer it when consecutive predictions disagree by more than the
+    controller should feel as high-frequency velocity (e.g. T_b = 0.2-0.3 s at a 10 Hz policy).
 * **Hold and stop.** Past the end of its chunk a function is not extrapolated: the command follows a
   polynomial stop profile that starts with the chunk's final position, velocity and acceleration and
   brings velocity and acceleration to zero after ``stop_duration`` seconds, then holds that position.
@@ -39,6 +49,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+SWITCH_MODES = ("crossfade", "offset_decay")
+"""How [`ActionStream`] moves from one function to the next (see the module docstring)."""
 
 TIME_TOLERANCE = 1e-9
 """Slack in seconds when comparing clock values (a controller clock built by repeated addition drifts)."""
@@ -279,6 +292,64 @@ class _BlendSource(_Source):
         return self
 
 
+def offset_decay_basis(s: float) -> np.ndarray:
+    """The quintic Hermite basis of the ``"offset_decay"`` switch on s ∈ [0, 1]: [4, 3] array, row k = the k-th
+    s-derivative of (H0, H1, H2).
+
+    H0 = 1 - 10s³ + 15s⁴ - 6s⁵ starts at (1, 0, 0) in (value, slope, curvature), H1 = s - 6s³ + 8s⁴ - 3s⁵ at
+    (0, 1, 0) and H2 = (s² - 3s³ + 3s⁴ - s⁵)/2 at (0, 0, 1); all three end at (0, 0, 0) at s = 1. So
+    e(t) = Δp·H0(s) + Δv·T·H1(s) + Δa·T²·H2(s), s = t/T, starts with the offsets Δp, Δv, Δa in position,
+    velocity and acceleration and is zero, with its first two derivatives, from t = T on. Outside [0, 1]:
+    s < 0 is treated as 0 and s >= 1 gives zeros.
+    """
+    if s >= 1.0:
+        return np.zeros((4, 3))
+    s = max(s, 0.0)
+    s2, s3, s4 = s * s, s * s * s, s**4
+    return np.array(
+        [
+            [1 - 10 * s3 + 15 * s4 - 6 * s4 * s, s - 6 * s3 + 8 * s4 - 3 * s4 * s, (s2 - 3 * s3 + 3 * s4 - s4 * s) / 2],
+            [-30 * s2 + 60 * s3 - 30 * s4, 1 - 18 * s2 + 32 * s3 - 15 * s4, (2 * s - 9 * s2 + 12 * s3 - 5 * s4) / 2],
+            [-60 * s + 180 * s2 - 120 * s3, -36 * s + 96 * s2 - 60 * s3, (2 - 18 * s + 36 * s2 - 20 * s3) / 2],
+            [-60 + 360 * s - 360 * s2, -36 + 192 * s - 180 * s2, (-18 + 72 * s - 60 * s2) / 2],
+        ]
+    )
+
+
+class _OffsetDecaySource(_Source):
+    """``new`` from the switch on, plus the offset (old - new) at the switch, removed over ``duration``.
+
+    ``old_state`` is the command (position, velocity, acceleration, jerk) at ``start``; only the offset is kept
+    of the old source, so nothing of it needs to be evaluated later.
+    """
+
+    mode = "blend"
+
+    def __init__(self, old_state: _State, new: _Source, start: float, duration: float) -> None:
+        self.new, self.start, self.duration = new, start, duration
+        now = new.evaluate(start)
+        self.delta = [o - n for o, n in zip(old_state[:3], now[:3], strict=True)]  # Δp, Δv, Δa
+
+    def evaluate(self, t: float) -> _State:
+        new = self.new.evaluate(t)
+        h = offset_decay_basis((t - self.start) / self.duration)
+        if not h.any():
+            return new
+        dp, dv, da = self.delta
+        T = self.duration
+        out = []
+        for order in range(4):
+            e = (dp * h[order, 0] + dv * T * h[order, 1] + da * T * T * h[order, 2]) / T**order
+            out.append(new[order] + e)
+        return out[0], out[1], out[2], out[3]
+
+    def simplify(self, t: float) -> _Source:
+        if t >= self.start + self.duration:
+            return self.new.simplify(t)
+        self.new = self.new.simplify(t)
+        return self
+
+
 # --------------------------------------------------------------------------------------------------------
 # The stream
 # --------------------------------------------------------------------------------------------------------
@@ -324,7 +395,7 @@ class ActionStream:
             joint positions at start-up), physical units.
         start_time: controller time of ``initial_position``, seconds.
         blend_duration: T_b, length of the switch from one function to the next, seconds (0 switches at
-            once and gives up continuity). Keep it shorter than the policy period.
+            once and gives up continuity). With ``switch="crossfade"`` keep it shorter than the policy period.
         stop_duration: T_s, how long the stop profile past a chunk's end takes to bring velocity to zero.
         max_latency: a function whose observation is more than this many seconds old when submitted is
             refused.
@@ -334,6 +405,10 @@ class ActionStream:
         max_position_jump: optional bound on |new position - current command| at the switch time; guards
             against a function that disagrees wildly with where the arm is commanded to be.
         validation_points: number of probe times over the remaining chunk checked on submission.
+        switch: ``"crossfade"`` (default) mixes the old and the new function with a quintic weight over T_b;
+            ``"offset_decay"`` follows the new function at once and removes the offset between the two (in
+            position, velocity and acceleration at the switch) over T_b, which allows a window longer than
+            the policy period. See the module docstring.
 
     Call [`submit`] when the policy returns, and [`command`] at every controller tick with non-decreasing
     times.
@@ -351,7 +426,11 @@ class ActionStream:
         position_limits: tuple[np.ndarray, np.ndarray] | None = None,
         max_position_jump: float | np.ndarray | None = None,
         validation_points: int = 16,
+        switch: str = "crossfade",
     ) -> None:
+        if switch not in SWITCH_MODES:
+            raise ValueError(f"`switch` must be one of {SWITCH_MODES}, got {switch!r}.")
+        self.switch = switch
         position = np.asarray(initial_position, dtype=np.float64)
         if position.ndim != 1 or position.size == 0 or not np.all(np.isfinite(position)):
             raise ValueError(f"`initial_position` must be a finite [D] array, got {initial_position!r}.")
@@ -488,7 +567,9 @@ class ActionStream:
         if not all(np.all(np.isfinite(x)) for x in new.end_state):
             return self._refuse("non-finite state at the chunk's end")
         self._source = self._source.simplify(now)
-        if self.blend_duration > 0.0:
+        if self.blend_duration > 0.0 and self.switch == "offset_decay":
+            self._source = _OffsetDecaySource(self._source.evaluate(now), new, now, self.blend_duration)
+        elif self.blend_duration > 0.0:
             self._source = _BlendSource(self._source, new, now, self.blend_duration)
         else:
             self._source = new
@@ -532,8 +613,10 @@ __all__ = [
     "ActionFunctionLike",
     "ActionStream",
     "JointCommand",
+    "SWITCH_MODES",
     "TIME_TOLERANCE",
     "blend_weight",
     "evaluate_function",
+    "offset_decay_basis",
     "stop_profile",
 ]
