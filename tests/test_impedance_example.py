@@ -169,13 +169,16 @@ def test_example_trains_a_niaf_and_runs_it_end_to_end_in_smoke_mode(tmp_path):
             assert np.isfinite(r[key]) and r[key] >= 0, (name, key)
         assert "trained" in r["policy"]
     a, zoh, lin = (results[k] for k in ("niaf_trained_runtime", "waypoints_zoh_fd", "waypoints_linear_fd"))
-    # same chunks, different execution: the runtime's blended switches have no velocity step, ZOH's and
-    # linear's have one (measured at smoke size, seeds 0-2: NIAF's jump is ≤ 1 % of ZOH's and ≤ 3 % of linear's)
-    # Not asserted: tracking and velocity_jitter (4 demonstrations and 150 steps train a rough policy whose
-    # consecutive chunks disagree; the blend turns that into >5 Hz velocity bumps; see the README "Status").
+    # same chunks, different execution: the runtime's switches have no velocity step, ZOH's and linear's have
+    # one, and the offset decay over 0.3 s keeps the chunks' disagreement out of the >5 Hz band. Measured at
+    # smoke size, seeds 0-2: NIAF's jump is 0.4 % of ZOH's and 1.1-1.4 % of linear's, its jitter 0.3-0.4 % of
+    # ZOH's and 4.3-5.1 % of linear's, its peak jerk 2-6 % of either. Not asserted: tracking (4 demonstrations
+    # and 150 steps train a rough policy, 0.3-0.5 rad for every method).
     assert a["boundary_velocity_jump"] < 0.1 * zoh["boundary_velocity_jump"]
     assert a["boundary_velocity_jump"] < 0.3 * lin["boundary_velocity_jump"]
-    assert a["peak_jerk"] < zoh["peak_jerk"] and a["peak_jerk"] < lin["peak_jerk"]
+    assert a["velocity_jitter"] < 0.05 * zoh["velocity_jitter"]
+    assert a["velocity_jitter"] < 0.3 * lin["velocity_jitter"]
+    assert a["peak_jerk"] < 0.3 * zoh["peak_jerk"] and a["peak_jerk"] < 0.3 * lin["peak_jerk"]
     # the fine-tune really ran through the entry point and left a Hub-layout checkpoint with its processor
     final = tmp_path / "train" / "final"
     assert (final / "config.json").is_file() and (final / "processor_config.json").is_file()

@@ -4,7 +4,7 @@ Every method sees the same arm, gains, reference, sensor-noise sequence, policy 
 (policy at ``policy_hz``) and inference latency. They differ only in how a chunk becomes the 1 kHz command:
 
 * ``niaf``: the action function itself through :class:`niaf_train.runtime.ActionStream` — position and
-  analytic velocity at the present time, blended switches, stop-and-hold past the chunk;
+  analytic velocity at the present time, C² switches (``LoopSettings.switch``), stop-and-hold past the chunk;
 * ``waypoints_zoh``: the chunk's K waypoints at the training rate (the function sampled at τ_k), each held
   (zero-order hold) until the next, velocity = finite difference of consecutive setpoints (the held one minus
   the one before, times f), as a controller fed only setpoints would estimate it;
@@ -86,8 +86,11 @@ class LoopSettings:
     latency: float = 0.03
     chunk_size: int = 10
     control_hz: float = 20.0
-    blend_duration: float = 0.06
+    # the runtime's switch: the new function's motion at once, the disagreement with the old command removed
+    # over 0.3 s, which puts that correction below the jitter cutoff (5 Hz) without delaying a new plan
+    blend_duration: float = 0.3
     stop_duration: float = 0.3
+    switch: str = "offset_decay"
 
     def observation_times(self, duration: float) -> np.ndarray:
         period = 1.0 / self.policy_hz
@@ -126,6 +129,7 @@ def run_method(
             stop_duration=settings.stop_duration,
             max_latency=0.5,
             max_velocity=20.0,
+            switch=settings.switch,
         )
 
         def command(t: float):

@@ -49,7 +49,7 @@ SIZES = {
 }
 METHODS = ("niaf", "waypoints_zoh", "waypoints_linear")
 METHOD_TITLES = {
-    "niaf": "NIAF function: position + analytic velocity through the streaming runtime (blended switches)",
+    "niaf": "NIAF function: position + analytic velocity through the streaming runtime (smooth switches)",
     "waypoints_zoh": "waypoints at the training rate: zero-order hold, finite-difference velocity",
     "waypoints_linear": "waypoints at the training rate: linear interpolation, finite-difference velocity",
 }
@@ -199,7 +199,14 @@ def main(argv: list[str] | None = None) -> dict:
         "--blend",
         type=float,
         default=None,
-        help="NIAF runtime blend duration at chunk switches, s (default 0.06)",
+        help="NIAF runtime switch window at chunk switches, s (default 0.3)",
+    )
+    parser.add_argument(
+        "--switch",
+        choices=("crossfade", "offset_decay"),
+        default=None,
+        help="how the NIAF runtime switches to a new function (default offset_decay: the new motion at once, the "
+        "offset to the old command removed over --blend; crossfade: mix old and new over --blend)",
     )
     parser.add_argument("--cutoff-hz", type=float, default=5.0, help="jitter = command power above this, Hz")
     args = parser.parse_args(argv)
@@ -214,6 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     settings = LoopSettings(latency=args.latency)
     if args.blend is not None:
         settings.blend_duration = args.blend
+    if args.switch is not None:
+        settings.switch = args.switch
     started = time.perf_counter()
 
     arm = Arm(seed=args.seed)
