@@ -79,6 +79,60 @@ def test_stats_writes_and_refuses_to_overwrite(tmp_path, capsys):
     assert code == 0
 
 
+def _hand_deltas(src, chunk_size, indices):
+    """Every real chunk point's delta a_i(t+k) - state_s(t), built from the source episodes by hand."""
+    rows = []
+    for e in src:
+        a, st = e["action"].astype(np.float64), e["state"].astype(np.float64)
+        for t in range(len(a)):
+            for k in range(chunk_size):
+                if t + k >= len(a):
+                    break  # padded past the episode end: not a training target
+                rows.append([a[t + k, i] - (st[t, j] if j is not None else 0.0) for i, j in enumerate(indices)])
+    return np.array(rows)
+
+
+def test_relative_statistics_are_those_of_the_deltas(tmp_path, capsys):
+    src = random_lerobot_episodes(n=2, lengths=[6, 8], d=3, s=4, seed=15)
+    root = write_lerobot_v3_fixture(tmp_path / "ds", src)
+    indices = [2, 0, None]
+    hand = _hand_deltas(src, 4, indices)
+    cache = ["--cache-dir", str(tmp_path / "c"), "--chunk-size", "4"]
+    code, out, err = _run(capsys, ["inspect", "--format", "lerobot", str(root), *cache,
+                                   "--relative-action-state-indices", "2, 0,null"])
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["relative_action_state_indices"] == indices
+    action = report["statistics"]["action"]
+    assert action["count"] == [len(hand)]  # 6·4 - 6 + 8·4 - 6 real chunk points
+    np.testing.assert_allclose(action["mean"], hand.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(action["q01"], np.quantile(hand, 0.01, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(action["q99"], np.quantile(hand, 0.99, axis=0), rtol=1e-6)
+    states = np.concatenate([e["state"] for e in src]).astype(np.float64)
+    np.testing.assert_allclose(report["statistics"]["observation.state"]["mean"], states.mean(0), rtol=1e-6)
+
+    # stats: written only to an explicit --out, never over the dataset's own stats.json
+    code, _, err = _run(capsys, ["stats", "--format", "lerobot", str(root), *cache,
+                                 "--relative-action-state-indices", "2,0,null"])
+    assert code == 2 and "--relative-action-state-indices writes statistics of delta actions" in err
+    assert not (root / "meta" / "stats.json").exists()
+    out_file = tmp_path / "delta_stats.json"
+    code, out, err = _run(capsys, ["stats", "--format", "lerobot", str(root), *cache, "--out", str(out_file),
+                                   "--relative-action-state-indices", "2,0,null"])
+    assert code == 0, err
+    assert json.loads(out)["frames"] == 14
+    np.testing.assert_allclose(json.loads(out_file.read_text())["action"]["max"], hand.max(0), rtol=1e-6)
+
+    # bad lists name the flag and what was expected
+    for text, message in (("2,x,null", "expected comma-separated state indices or null"),
+                          ("2,0", "has 2 entries but the actions have 3 dims"),
+                          ("2,4,null", "`--relative-action-state-indices[1]` = 4 needs a state index in [0, 4)"),
+                          ("null,null,null", "has no int entry")):
+        code, out, err = _run(capsys, ["inspect", "--format", "lerobot", str(root), *cache,
+                                       "--relative-action-state-indices", text])
+        assert code == 2 and out == "" and message in err, (text, err)
+
+
 def test_metaworld_command_state_only(tmp_path, capsys):
     pytest.importorskip("metaworld")
     out_dir = tmp_path / "mw"

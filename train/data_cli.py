@@ -3,13 +3,18 @@
 Subcommands::
 
     niaf-data inspect  --format {calvin,libero,libero-lerobot,lerobot} PATH [--chunk-size K] [--stride S] ...
-    niaf-data stats    --format ... PATH [--out FILE] [--overwrite]
+    niaf-data stats    --format ... PATH [--out FILE] [--overwrite] [--relative-action-state-indices 0,1,null]
     niaf-data metaworld --tasks reach-v3 push-v3 --episodes 50 --out DIR [--image-size 96] [--stride 1] ...
 
 ``inspect`` builds (or reuses from the cache) the chunk dataset exactly as training will, validating every
 episode, and prints one JSON object on stdout: episode/frame/sample counts, skipped episodes with their
 reasons, the features with shapes, the control rate and per-dimension statistics. Any problem with the data
 ends the command with exit status 2 and a one-line message on stderr naming the file, episode and key.
+
+With ``--relative-action-state-indices`` (the same list as ``model.relative_action_state_indices`` in
+niaf-train) the ``action`` statistics are those of the delta targets a_i(t_k) - state_s(t_obs) over every real
+chunk point, as training computes them. ``stats`` then needs ``--out``: delta statistics are not the dataset's
+own ``meta/stats.json``.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 FORMATS = ("calvin", "libero", "libero-lerobot", "lerobot")
+RELATIVE_FLAG = "--relative-action-state-indices"
 
 logger = logging.getLogger("niaf_train.data_cli")
 
@@ -79,6 +87,44 @@ def _load(args: argparse.Namespace, *, for_stats: bool = False):
     raise CliError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 
+def _parse_relative(text: str | None) -> list[int | None] | None:
+    """``"0,1,null"`` → [0, 1, None]; None stays None."""
+    if text is None:
+        return None
+    out: list[int | None] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item.lower() in ("null", "none"):
+            out.append(None)
+            continue
+        try:
+            out.append(int(item))
+        except ValueError:
+            raise CliError(
+                f"{RELATIVE_FLAG}: expected comma-separated state indices or null (e.g. 0,1,2,null), got {text!r}"
+            ) from None
+    return out
+
+
+def _relative_stats(dataset: Any, indices: list[int | None] | None) -> dict[str, dict[str, list]]:
+    """Per-dimension statistics, of the deltas when ``indices`` is given (checked against the data first)."""
+    from .relative_actions import check_relative_indices
+    from .stats import stats_from_chunk_dataset
+
+    if indices is not None:
+        if len(dataset) == 0:
+            raise CliError("the dataset has no samples")
+        row = dataset.select_columns([c for c in ("action", "observation.state") if c in dataset.column_names])
+        first = row.with_format("numpy")[0]
+        state = first.get("observation.state")
+        try:
+            check_relative_indices(indices, int(np.asarray(first["action"]).shape[-1]),
+                                   None if state is None else int(np.asarray(state).shape[-1]), name=RELATIVE_FLAG)
+        except ValueError as err:
+            raise CliError(str(err)) from err
+    return stats_from_chunk_dataset(dataset, relative_action_state_indices=indices)
+
+
 def _feature_table(dataset: Any) -> dict[str, dict[str, Any]]:
     import datasets
 
@@ -102,8 +148,8 @@ def _feature_table(dataset: Any) -> dict[str, dict[str, Any]]:
 
 def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
     from .chunking import chunk_dataset_meta, load_summary
-    from .stats import stats_from_chunk_dataset
 
+    indices = _parse_relative(args.relative_action_state_indices)
     ds = _load(args)
     meta = chunk_dataset_meta(ds)
     summary = load_summary(ds)
@@ -122,14 +168,19 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
         "has_velocity": meta["has_velocity"],
         "features": _feature_table(ds),
         "cache": ds.cache_files[0]["filename"] if ds.cache_files else None,
-        "statistics": stats_from_chunk_dataset(ds),
+        "relative_action_state_indices": indices,
+        "statistics": _relative_stats(ds, indices),
     }
     return report
 
 
 def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
-    from .stats import stats_from_chunk_dataset, write_stats_json
+    from .stats import write_stats_json
 
+    indices = _parse_relative(args.relative_action_state_indices)
+    if indices is not None and args.out is None:
+        raise CliError(f"{RELATIVE_FLAG} writes statistics of delta actions, not the dataset's own stats.json; pass "
+                       "--out FILE")
     if args.out is None:
         if args.format not in ("lerobot", "libero-lerobot"):
             raise CliError(f"--out is required for format {args.format}")
@@ -138,9 +189,12 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
     if out.exists() and not args.overwrite:
         raise CliError(f"{out} exists; pass --overwrite to replace it")
     ds = _load(args, for_stats=True)
-    stats = stats_from_chunk_dataset(ds)
+    stats = _relative_stats(ds, indices)
     write_stats_json(out, stats, overwrite=args.overwrite)
-    return {"written": str(out), "features": sorted(stats), "frames": stats["action"]["count"][0]}
+    # with deltas, "action" counts every real chunk point; the state has one entry per sampled frame
+    frames = stats["observation.state"]["count"][0] if indices is not None else stats["action"]["count"][0]
+    return {"written": str(out), "features": sorted(stats), "frames": frames,
+            "relative_action_state_indices": indices}
 
 
 def cmd_metaworld(args: argparse.Namespace) -> dict[str, Any]:
@@ -174,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="lerobot formats: true control rate when info.json's fps is wrong (libero-lerobot: 20)")
         p.add_argument("--max-episodes", type=int, default=None,
                        help="read only the first N episodes (LIBERO: demos per file)")
+        p.add_argument(RELATIVE_FLAG, default=None, metavar="I,J,...",
+                       help="action statistics of deltas from these state indices, one per action dim, null = "
+                            "absolute (as model.relative_action_state_indices in niaf-train), e.g. 0,1,2,null")
 
     p_inspect = sub.add_parser("inspect", help="validate a dataset and print a JSON summary")
     data_args(p_inspect)
