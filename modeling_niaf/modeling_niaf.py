@@ -560,8 +560,9 @@ class NiafForActionFunction(NiafPreTrainedModel):
             actions (`torch.FloatTensor` [B, K, D], *optional*): target actions at τ_k, **normalised** (the
                 processor's `normalize_actions`). K must equal ``config.chunk_size``, D ``config.action_dim``.
                 With ``config.relative_action_state_indices`` these are the normalised deltas
-                a_i(t_k) - state_s(t_obs) (made from physical units before normalising, e.g. by
-                ``niaf_train.relative_actions.to_relative_actions``); nothing here adds or removes the state.
+                a_i(t_k) - state_s(t_obs) (made from physical units before normalising, e.g. by a
+                [`NiafProcessor`] with the same ``relative_action_state_indices`` called with absolute ``actions``
+                and ``state``); nothing here adds or removes the state.
             velocities (`torch.FloatTensor` [B, K, D], *optional*): target velocities at τ_k, normalised
                 units **per second** (`normalize_velocities`); enables L_vel.
             action_mask (`torch.Tensor` [B, K], *optional*): 1/True for real steps, 0/False for steps padded

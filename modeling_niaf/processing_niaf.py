@@ -13,7 +13,8 @@ key                  shape                                                  unit
 ``pixel_values``     [B, C, 3, H, W] (Qwen-VL: [Σ t·h·w, 3·t·p·p] patches)   the image processor's output
 ``image_grid_thw``   [B·C, 3] (Qwen-VL only)
 ``state``            [B, state_dim]                                         normalised
-``actions``          [B, K, D]                                              normalised
+``actions``          [B, K, D]                                              normalised (deltas from the
+                                                                             state with relative actions)
 ``velocities``       [B, K, D]                                              normalised units per second
 ``action_mask``      [B, K] bool                                            True = real step
 ===================  =====================================================  =============================
@@ -68,6 +69,20 @@ def compute_stats(values: np.ndarray | torch.Tensor | Sequence[Any], feature: st
     return stats
 
 
+def relative_to_state(actions: np.ndarray, state: np.ndarray, indices: Sequence[int | None]) -> np.ndarray:
+    """Absolute chunks → deltas from the state at the observation time: ``a[..., k, i] - state[..., indices[i]]``.
+
+    ``actions`` [K, D] or [B, K, D] and ``state`` [S] or [B, S] are float arrays in physical units; dims whose
+    index is None are copied unchanged. Shapes and indices must already be valid (see
+    [`NiafProcessor.relative_actions`] for a checked call).
+    """
+    dims = [i for i, s in enumerate(indices) if s is not None]
+    src = [int(indices[i]) for i in dims]
+    out = np.array(actions, dtype=np.float64, copy=True)
+    out[..., dims] -= np.asarray(state, dtype=np.float64)[..., None, src]  # the same state for every chunk point
+    return out
+
+
 class NiafProcessor(ProcessorMixin):
     r"""Image processor + tokenizer of the backbone, prompt formatting and action/state normalisation.
 
@@ -88,6 +103,10 @@ class NiafProcessor(ProcessorMixin):
         normalization_stats: ``{"action": {...}, "state": {...}}`` in LeRobot's stats.json layout.
         unnormalized_action_dims: action dims left as they are (e.g. a binary gripper).
         max_length: optional prompt length limit; longer prompts raise instead of being cut silently.
+        relative_action_state_indices: as ``NiafConfig.relative_action_state_indices`` (one entry per action
+            dim: a state index or None). Then ``__call__`` turns absolute target ``actions`` into deltas from
+            ``state`` before normalising them, and the action statistics must be those of the deltas
+            (`fit_stats` computes them from chunks).
     """
 
     def __init__(
@@ -106,6 +125,7 @@ class NiafProcessor(ProcessorMixin):
         normalization_stats: dict[str, dict[str, list[float]]] | None = None,
         unnormalized_action_dims: list[int] | None = None,
         max_length: int | None = None,
+        relative_action_state_indices: list[int | None] | None = None,
         **kwargs: Any,
     ) -> None:
         if "{instruction}" not in prompt_template:
@@ -128,6 +148,7 @@ class NiafProcessor(ProcessorMixin):
         self.normalization_mode = normalization_mode
         self.unnormalized_action_dims = sorted(unnormalized_action_dims or [])
         self.max_length = max_length
+        self.relative_action_state_indices = self._check_relative(relative_action_state_indices)
         self.normalization_stats = None
         super().__init__(image_processor, tokenizer, **kwargs)
         if image_token not in self.tokenizer.get_vocab():
@@ -157,8 +178,22 @@ class NiafProcessor(ProcessorMixin):
             self._state_norm = AffineNormalizer.from_stats(stats.get("state"), mode, self.state_dim, feature="state")
 
     def fit_stats(self, actions: Any, state: Any = None) -> dict[str, dict[str, list[float]]]:
-        """Compute statistics from a dataset's frames (actions [N, D], state [N, S]), install and return them."""
-        stats = {"action": compute_stats(actions, "action")}
+        """Compute statistics from a dataset's frames (actions [N, D], state [N, S]), install and return them.
+
+        With ``relative_action_state_indices`` the action statistics are those of the deltas at every chunk
+        point: pass chunks ``actions`` [N, K, D] with the state at each chunk's observation, [N, S].
+        """
+        if self.relative_action_state_indices is not None:
+            if state is None or np.ndim(actions) != 3:
+                raise ValueError(
+                    "NiafProcessor.fit_stats: with `relative_action_state_indices` pass action chunks [N, K, D] and "
+                    f"the state at each chunk's observation [N, S]; got actions of shape {np.shape(actions)} and "
+                    f"{'no state' if state is None else f'state of shape {np.shape(state)}'}."
+                )
+            deltas = self.relative_actions(actions, state)
+            stats = {"action": compute_stats(deltas.reshape(-1, deltas.shape[-1]), "action")}
+        else:
+            stats = {"action": compute_stats(actions, "action")}
         if state is not None:
             stats["state"] = compute_stats(state, "state")
         self._check_dims(stats)
@@ -172,6 +207,39 @@ class NiafProcessor(ProcessorMixin):
                     f"NiafProcessor: {feature} statistics have {len(stats[feature]['mean'])} dims, expected {dim}."
                 )
 
+    def _check_relative(self, indices: Any) -> list[int | None] | None:
+        name = "NiafProcessor: `relative_action_state_indices`"
+        if indices is None:
+            return None
+        if not isinstance(indices, (list, tuple)) or len(indices) != self.action_dim:
+            raise ValueError(f"{name} must be None or a list of {self.action_dim} entries (action_dim), got {indices!r}.")
+        if self.state_dim is None:
+            raise ValueError(f"{name} needs `state_dim`: the deltas are taken from the state.")
+        for i, s in enumerate(indices):
+            if s is not None and (isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < self.state_dim):
+                raise ValueError(f"{name}[{i}] must be a state index in [0, {self.state_dim}) or None, got {s!r}.")
+        if all(s is None for s in indices):
+            raise ValueError(f"{name} has no int entry; use None for absolute actions.")
+        return list(indices)
+
+    def relative_actions(self, actions: Any, state: Any) -> np.ndarray:
+        """Physical absolute chunks [B, K, D] (or [K, D]) → physical deltas from ``state`` [B, S] (or [S]).
+
+        Uses ``relative_action_state_indices``; float64 numpy. Raises a ValueError if the processor has none or
+        the shapes do not match.
+        """
+        indices = self.relative_action_state_indices
+        if indices is None:
+            raise ValueError("NiafProcessor.relative_actions: the processor has no `relative_action_state_indices`.")
+        a = _as_array(_checked(actions, "actions", self.action_dim))
+        st = _as_array(_checked(state, "state", self.state_dim))
+        if a.ndim not in (2, 3) or st.ndim != a.ndim - 1 or (a.ndim == 3 and st.shape[0] != a.shape[0]):
+            raise ValueError(
+                "NiafProcessor: relative actions need `actions` [B, K, D] with `state` [B, S] (or [K, D] with [S]); "
+                f"got {a.shape} and {st.shape}."
+            )
+        return relative_to_state(a, st, indices)
+
     def check_model_config(self, config: Any) -> None:
         """Raise a ValueError if this processor would feed ``config``'s model other units or shapes."""
         for name in ("action_dim", "num_cameras", "normalization_mode"):
@@ -184,6 +252,12 @@ class NiafProcessor(ProcessorMixin):
             raise ValueError(f"NiafProcessor: `state_dim` is {self.state_dim} here but {config.state_dim} in the model config.")
         if list(config.unnormalized_action_dims) != list(self.unnormalized_action_dims):
             raise ValueError("NiafProcessor: `unnormalized_action_dims` differ from the model config.")
+        theirs_rel = getattr(config, "relative_action_state_indices", None)
+        if theirs_rel != self.relative_action_state_indices:
+            raise ValueError(
+                f"NiafProcessor: `relative_action_state_indices` is {self.relative_action_state_indices!r} here but "
+                f"{theirs_rel!r} in the model config; the targets would be built in other units."
+            )
         mine, theirs = self.normalization_stats or {}, config.normalization_stats or {}
         for feature in ("action", "state"):
             a, b = mine.get(feature), theirs.get(feature)
@@ -277,7 +351,8 @@ class NiafProcessor(ProcessorMixin):
                 camera a flat list of images is accepted.
             text: the instruction(s), formatted into ``prompt_template``.
             state: [B, state_dim] physical robot state (normalised here).
-            actions: [B, K, D] physical target actions (normalised here).
+            actions: [B, K, D] physical target actions, absolute (normalised here; with
+                ``relative_action_state_indices`` first made deltas from ``state``, which is then required).
             velocities: [B, K, D] physical target velocities per second (scaled here).
             action_mask: [B, K], True for real steps.
         """
@@ -319,6 +394,13 @@ class NiafProcessor(ProcessorMixin):
         if state is not None:
             data["state"] = torch.as_tensor(np.asarray(self.normalize_state(_as_array(state))), dtype=torch.float32)
         if actions is not None:
+            if self.relative_action_state_indices is not None:
+                if state is None:
+                    raise ValueError(
+                        "NiafProcessor: `actions` are made relative to the state (relative_action_state_indices); "
+                        "pass `state` too."
+                    )
+                actions = self.relative_actions(actions, state)
             data["actions"] = torch.as_tensor(np.asarray(self.normalize_actions(_as_array(actions))), dtype=torch.float32)
         if velocities is not None:
             data["velocities"] = torch.as_tensor(
@@ -356,4 +438,4 @@ def _same_stats(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float
     return True
 
 
-__all__ = ["NiafProcessor", "compute_stats"]
+__all__ = ["NiafProcessor", "compute_stats", "relative_to_state"]

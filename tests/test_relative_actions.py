@@ -220,6 +220,66 @@ def test_checkpoint_refuses_another_relative_setting(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------
+# NiafProcessor: absolute targets in, normalised deltas out
+# --------------------------------------------------------------------------------------------------------
+def _relative_processor(indices=(2, None, 0)):
+    from niaf_tiny_backbones import image_tokens_per_image, make_image_processor, make_tokenizer
+
+    from modeling_niaf import NiafProcessor
+
+    return NiafProcessor(
+        image_processor=make_image_processor("paligemma"), tokenizer=make_tokenizer(), image_token="<image>",
+        image_seq_length=image_tokens_per_image("paligemma"), action_dim=3, state_dim=4,
+        relative_action_state_indices=None if indices is None else list(indices),
+    )
+
+
+def test_processor_builds_normalised_deltas_from_absolute_targets(tmp_path):
+    rng = np.random.default_rng(7)
+    chunks = rng.normal(size=(40, 5, 3)) * [1.0, 3.0, 0.5] + [2.0, -1.0, 0.0]  # [N, K, D] absolute
+    states = rng.normal(size=(40, 4)) * 2.0
+    proc = _relative_processor()
+    stats = proc.fit_stats(chunks, state=states)
+    # by hand: dim 0 minus state 2, dim 1 absolute, dim 2 minus state 0, at every chunk point
+    hand = chunks.copy()
+    hand[..., 0] -= states[:, None, 2]
+    hand[..., 2] -= states[:, None, 0]
+    flat = hand.reshape(-1, 3)
+    np.testing.assert_allclose(stats["action"]["q01"], np.quantile(flat, 0.01, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats["action"]["mean"], flat.mean(0), rtol=1e-12)
+    assert stats["action"]["count"] == [200]
+    np.testing.assert_allclose(stats["state"]["mean"], states.mean(0), rtol=1e-12)
+    center = (np.array(stats["action"]["q01"]) + np.array(stats["action"]["q99"])) / 2
+    half = (np.array(stats["action"]["q99"]) - np.array(stats["action"]["q01"])) / 2
+    obs = [[rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)] for _ in range(2)]
+    batch = proc(images=obs, text=["pick", "place"], state=states[:2], actions=chunks[:2])
+    np.testing.assert_allclose(batch["actions"].double().numpy(), (hand[:2] - center) / half, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="pass `state` too"):
+        proc(images=obs, text=["pick", "place"], actions=chunks[:2])
+    with pytest.raises(ValueError, match=r"pass action chunks \[N, K, D\] and the state"):
+        proc.fit_stats(chunks[:, 0], state=states)
+    # saved and reloaded with the setting
+    proc.save_pretrained(tmp_path / "proc")
+    loaded = type(proc).from_pretrained(tmp_path / "proc")
+    assert loaded.relative_action_state_indices == [2, None, 0]
+    again = loaded(images=obs, text=["pick", "place"], state=states[:2], actions=chunks[:2])
+    torch.testing.assert_close(again["actions"], batch["actions"], rtol=0, atol=0)
+
+
+def test_processor_refuses_bad_indices_and_a_model_with_another_setting():
+    for indices, message in (((2, None), r"must be None or a list of 3 entries"),
+                             ((4, None, 0), r"`relative_action_state_indices`\[0\] must be a state index in \[0, 4\)"),
+                             ((None, None, None), "has no int entry")):
+        with pytest.raises(ValueError, match=message):
+            _relative_processor(indices)
+    proc = _relative_processor((0, 2, None))
+    proc.set_stats({"action": ACTION_STATS, "state": STATE_STATS})
+    proc.check_model_config(relative_config())  # the model's INDICES = [0, 2, None]
+    with pytest.raises(ValueError, match=r"`relative_action_state_indices` is \[0, 2, None\] here but None"):
+        proc.check_model_config(relative_config(relative_action_state_indices=None))
+
+
+# --------------------------------------------------------------------------------------------------------
 # Training pipeline: the delta transform and the statistics of the deltas
 # --------------------------------------------------------------------------------------------------------
 def test_delta_transform_on_a_hand_written_chunk():
@@ -337,6 +397,7 @@ def test_finetune_with_relative_actions_end_to_end(tmp_path):
     result = train(cfg)
     metrics, final = result["metrics"], tmp_path / "run" / "final"
     assert json.loads((final / "config.json").read_text())["relative_action_state_indices"] == [0, 2, None]
+    assert json.loads((final / "processor_config.json").read_text())["relative_action_state_indices"] == [0, 2, None]
     assert "relative to the state at the observation time (action dim → state index: 0→0, 1→2" in (
         final / "README.md").read_text()
 

@@ -208,19 +208,18 @@ class Collator:
     """Rows of a chunk dataset (torch view) → model inputs via the :class:`NiafProcessor`.
 
     Physical actions/velocities/state are normalised by the processor; ``action_mask`` = not ``action_is_pad``.
-    With ``relative_action_state_indices`` the absolute chunks are first turned into deltas from the row's
-    ``observation.state`` (:func:`niaf_train.relative_actions.to_relative_actions`); velocities are unchanged.
+    With relative actions the processor (its ``relative_action_state_indices``) turns the absolute chunks into
+    deltas from the row's ``observation.state``; velocities are unchanged.
     """
 
-    def __init__(self, processor: Any, cameras: list[str], use_state: bool, use_velocity: bool,
-                 relative_action_state_indices: list[int | None] | None = None) -> None:
+    def __init__(self, processor: Any, cameras: list[str], use_state: bool, use_velocity: bool) -> None:
         self.processor = processor
         self.cameras = cameras
         self.use_state = use_state
         self.use_velocity = use_velocity
-        if relative_action_state_indices is not None and not use_state:
-            raise ValueError("Collator: `relative_action_state_indices` needs `use_state=True` (deltas from the state).")
-        self.relative_action_state_indices = relative_action_state_indices
+        if getattr(processor, "relative_action_state_indices", None) is not None and not use_state:
+            raise ValueError("Collator: the processor makes relative actions, which need `use_state=True` (deltas "
+                             "from the state).")
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         images = [[_hwc(row[c]) for c in self.cameras] for row in rows]
@@ -232,10 +231,6 @@ class Collator:
         }
         if self.use_state:
             kwargs["state"] = torch.stack([row["observation.state"] for row in rows])
-        if self.relative_action_state_indices is not None:
-            kwargs["actions"] = to_relative_actions(
-                kwargs["actions"], kwargs["state"], self.relative_action_state_indices
-            )
         if self.use_velocity:
             kwargs["velocities"] = torch.stack([row["velocity"] for row in rows])
         batch = dict(self.processor(**kwargs))
@@ -272,6 +267,7 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         "num_cameras": len(layout["cameras"]), "action_dim": layout["action_dim"], "state_dim": state_dim,
         "normalization_mode": m.normalization_mode, "normalization_stats": stats,
         "unnormalized_action_dims": m.unnormalized_action_dims, "prompt_template": m.prompt_template,
+        "relative_action_state_indices": m.relative_action_state_indices,
     }
     if m.init_from_niaf:
         from transformers import AutoProcessor
@@ -285,6 +281,15 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
             processor = AutoProcessor.from_pretrained(m.backbone, trust_remote_code=True)
         except OSError as err:
             raise ConfigError(f"model.backbone {m.backbone}: no NiafProcessor saved with the checkpoint ({err})") from err
+        if existing.relative_action_state_indices is not None and (
+            not hasattr(processor, "relative_actions")
+            or processor.relative_action_state_indices != existing.relative_action_state_indices
+        ):
+            raise ConfigError(
+                f"model.backbone {m.backbone}: the checkpoint's model uses relative actions but its processor does not "
+                "build them (saved by an older niaf); load it and save it again with this version (model.save_pretrained"
+                "(dir, processor=processor) after setting processor.relative_action_state_indices)"
+            )
         # keep the checkpoint's statistics: the model was trained in those units
         return processor, NiafForActionFunction.from_pretrained(m.backbone)
     if m.backbone == "tiny":
@@ -543,7 +548,7 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, tri_stage_lambda(t.max_steps, t.warmup_ratio, t.decay_ratio, t.final_lr_scale, t.lr_scheduler))
 
-    collate = Collator(processor, cameras, m.use_state, use_velocity, relative)
+    collate = Collator(processor, cameras, m.use_state, use_velocity)
     torch_view = with_torch_format(dataset)
     sampler = EpochSampler(train_rows, t.seed)
     train_loader = torch.utils.data.DataLoader(
@@ -553,7 +558,7 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     val_loader = None
     if len(val_rows):
         pick = val_rows[np.linspace(0, len(val_rows) - 1, min(d.max_val_samples, len(val_rows))).round().astype(int)]
-        val_collate = Collator(processor, cameras, m.use_state, layout["velocity"], relative)
+        val_collate = Collator(processor, cameras, m.use_state, layout["velocity"])
         val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(torch_view, np.unique(pick).tolist()),
                                                  batch_size=32, collate_fn=val_collate)
     baseline = np.asarray(train_stats["action"]["mean"], dtype=np.float64)

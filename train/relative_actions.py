@@ -4,8 +4,9 @@ With ``model.relative_action_state_indices`` (``NiafConfig.relative_action_state
 a chunk becomes ``a_i(t_k) - state_s(t_obs)`` in physical units, s = ``indices[i]``, the state at the chunk's
 observation time; dims whose entry is None stay absolute. The chunk cache on disk always stays absolute: the
 statistics pass (:func:`niaf_train.stats.stats_from_chunk_dataset`), the batch collation
-(:class:`niaf_train.finetune.Collator`) and the evaluation all call :func:`to_relative_actions`, and the model
-adds the state back at inference.
+(``NiafProcessor`` with ``relative_action_state_indices``, called by :class:`niaf_train.finetune.Collator`) and
+the evaluation all use the same transform (``modeling_niaf.processing_niaf.relative_to_state``, which
+:func:`to_relative_actions` wraps with checks), and the model adds the state back at inference.
 
 Velocities need no change: a constant offset has no time derivative. An error against deltas equals the
 error against absolute actions (the same offset is subtracted from prediction and reference).
@@ -73,11 +74,11 @@ def to_relative_actions(action: Any, state: Any, indices: Sequence[int | None]) 
             f"action {a.shape} and state {st.shape}."
         )
     check_relative_indices(indices, a.shape[-1], st.shape[-1])
-    dims = [i for i, s in enumerate(indices) if s is not None]
-    src = [int(indices[i]) for i in dims]
-    out = a.copy()
-    out[..., dims] -= st[..., None, src]  # the state at t_obs, the same for every chunk point k
-    return out
+    # the processor's own transform, so that there is one definition of the targets (imported here: this module
+    # stays importable without torch/transformers for the statistics pass)
+    from modeling_niaf.processing_niaf import relative_to_state
+
+    return relative_to_state(a, st, indices)
 
 
 def _float64(value: Any) -> np.ndarray:
