@@ -7,6 +7,7 @@ has no relative imports, so the installed package and the Hub copy use the very 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
@@ -23,6 +24,45 @@ STATS_KEYS = ("min", "max", "mean", "std", "q01", "q99", "q10", "q50", "q90", "c
 _REQUIRED_STATS = {"QUANTILES": ("q01", "q99"), "MIN_MAX": ("min", "max"), "MEAN_STD": ("mean", "std"), "IDENTITY": ()}
 
 _DEFAULT_BACKBONE_TYPE = "florence2"
+
+
+def check_relative_action_state_indices(
+    indices: Any, action_dim: int, state_dim: int, name: str = "relative_action_state_indices"
+) -> list[int | None] | None:
+    """Validate a ``relative_action_state_indices`` list for actions of ``action_dim`` and a state of ``state_dim``.
+
+    One entry per action dim: an int index into the state (the dim is predicted relative to that state entry)
+    or None (absolute). Used by `NiafConfig`, `NiafProcessor` and niaf-train, each naming its own ``name``
+    (config key or command-line flag) in the ValueError. Checking that there is a state at all is the
+    caller's (its remedy differs). Returns the list with plain ints, or None for None.
+    """
+    if indices is None:
+        return None
+    if not isinstance(indices, (list, tuple)):
+        raise ValueError(
+            f"`{name}` must be None or a list of {action_dim} entries (one per action dim: an int state index or "
+            f"None), got {type(indices).__name__} ({indices!r})."
+        )
+    if len(indices) != action_dim:
+        raise ValueError(
+            f"`{name}` has {len(indices)} entries but there are {action_dim} action dims (one entry per action dim: "
+            f"an int state index or None): {list(indices)!r}."
+        )
+    out: list[int | None] = []
+    for i, s in enumerate(indices):
+        if s is None:
+            out.append(None)
+            continue
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
+            raise ValueError(f"`{name}[{i}]` must be an int state index or None, got {type(s).__name__} ({s!r}).")
+        if not 0 <= s < state_dim:
+            raise ValueError(f"`{name}[{i}]` = {s} is not a state index in [0, {state_dim}) (the state has {state_dim} dims).")
+        out.append(int(s))
+    if all(s is None for s in out):
+        raise ValueError(
+            f"`{name}` has no int entry, so no action dim would be relative; use None for all-absolute actions."
+        )
+    return out
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -235,41 +275,15 @@ class NiafConfig(PretrainedConfig):
         return sorted(out)
 
     def _check_relative_indices(self, indices: list[int | None] | None) -> list[int | None] | None:
-        name = "relative_action_state_indices"
-        if indices is None:
-            return None
-        if not isinstance(indices, (list, tuple)):
+        if indices is not None and not self.use_state:
             raise ValueError(
-                f"NiafConfig: `{name}` must be None or a list of {self.action_dim} entries (action_dim), each an int "
-                f"state index or None; got {type(indices).__name__} ({indices!r})."
+                "NiafConfig: `relative_action_state_indices` needs `use_state=True` and `state_dim`: the offset added "
+                "back at inference is the robot state given to the model."
             )
-        if len(indices) != self.action_dim:
-            raise ValueError(
-                f"NiafConfig: `{name}` must have one entry per action dimension ({self.action_dim}, action_dim), "
-                f"got {len(indices)}: {list(indices)!r}."
-            )
-        if not self.use_state:
-            raise ValueError(
-                f"NiafConfig: `{name}` needs `use_state=True` and `state_dim`: the offset added back at inference is "
-                "the robot state given to the model."
-            )
-        for i, s in enumerate(indices):
-            if s is None:
-                continue
-            if isinstance(s, bool) or not isinstance(s, int):
-                raise ValueError(
-                    f"NiafConfig: `{name}[{i}]` must be an int state index or None, got {type(s).__name__} ({s!r})."
-                )
-            if not 0 <= s < self.state_dim:
-                raise ValueError(
-                    f"NiafConfig: `{name}[{i}]` = {s} is not a state index in [0, {self.state_dim}) (state_dim)."
-                )
-        if all(s is None for s in indices):
-            raise ValueError(
-                f"NiafConfig: `{name}` has no int entry, so no action dimension would be relative; "
-                "use None for all-absolute actions."
-            )
-        return list(indices)
+        try:
+            return check_relative_action_state_indices(indices, self.action_dim, self.state_dim or 0)
+        except ValueError as err:
+            raise ValueError(f"NiafConfig: {err}") from None
 
     def _check_stats(self, stats: dict | None) -> dict[str, dict[str, list[float]]] | None:
         if stats is None:

@@ -33,6 +33,11 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 from transformers.utils import logging
 
+try:  # Hub copy: the configuration file sits next to this one
+    from .configuration_niaf import check_relative_action_state_indices
+except ImportError:  # installed package: the configuration is its own top-level package
+    from configuration_niaf.configuration_niaf import check_relative_action_state_indices
+
 from .normalization import AffineNormalizer
 
 logger = logging.get_logger(__name__)
@@ -208,19 +213,13 @@ class NiafProcessor(ProcessorMixin):
                 )
 
     def _check_relative(self, indices: Any) -> list[int | None] | None:
-        name = "NiafProcessor: `relative_action_state_indices`"
-        if indices is None:
-            return None
-        if not isinstance(indices, (list, tuple)) or len(indices) != self.action_dim:
-            raise ValueError(f"{name} must be None or a list of {self.action_dim} entries (action_dim), got {indices!r}.")
-        if self.state_dim is None:
-            raise ValueError(f"{name} needs `state_dim`: the deltas are taken from the state.")
-        for i, s in enumerate(indices):
-            if s is not None and (isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < self.state_dim):
-                raise ValueError(f"{name}[{i}] must be a state index in [0, {self.state_dim}) or None, got {s!r}.")
-        if all(s is None for s in indices):
-            raise ValueError(f"{name} has no int entry; use None for absolute actions.")
-        return list(indices)
+        if indices is not None and self.state_dim is None:
+            raise ValueError("NiafProcessor: `relative_action_state_indices` needs `state_dim`: the deltas are taken "
+                             "from the state.")
+        try:
+            return check_relative_action_state_indices(indices, self.action_dim, self.state_dim or 0)
+        except ValueError as err:
+            raise ValueError(f"NiafProcessor: {err}") from None
 
     def relative_actions(self, actions: Any, state: Any) -> np.ndarray:
         """Physical absolute chunks [B, K, D] (or [K, D]) → physical deltas from ``state`` [B, S] (or [S]).

@@ -125,8 +125,8 @@ def test_relative_statistics_are_those_of_the_deltas(tmp_path, capsys):
 
     # bad lists name the flag and what was expected
     for text, message in (("2,x,null", "expected comma-separated state indices or null"),
-                          ("2,0", "has 2 entries but the actions have 3 dims"),
-                          ("2,4,null", "`--relative-action-state-indices[1]` = 4 needs a state index in [0, 4)"),
+                          ("2,0", "has 2 entries but there are 3 action dims"),
+                          ("2,4,null", "`--relative-action-state-indices[1]` = 4 is not a state index in [0, 4)"),
                           ("null,null,null", "has no int entry")):
         code, out, err = _run(capsys, ["inspect", "--format", "lerobot", str(root), *cache,
                                        "--relative-action-state-indices", text])

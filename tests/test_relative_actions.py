@@ -37,7 +37,7 @@ def relative_config(**overrides) -> NiafConfig:
 @pytest.mark.parametrize(
     ("indices", "overrides", "message"),
     [
-        ([0, 2], {}, r"one entry per action dimension \(3, action_dim\), got 2"),
+        ([0, 2], {}, r"NiafConfig: `relative_action_state_indices` has 2 entries but there are 3 action dims"),
         ([0, 4, None], {}, r"`relative_action_state_indices\[1\]` = 4 is not a state index in \[0, 4\)"),
         ([0, -1, None], {}, r"`relative_action_state_indices\[1\]` = -1 is not a state index"),
         ([0, 1.0, None], {}, r"`relative_action_state_indices\[1\]` must be an int state index or None, got float"),
@@ -267,8 +267,8 @@ def test_processor_builds_normalised_deltas_from_absolute_targets(tmp_path):
 
 
 def test_processor_refuses_bad_indices_and_a_model_with_another_setting():
-    for indices, message in (((2, None), r"must be None or a list of 3 entries"),
-                             ((4, None, 0), r"`relative_action_state_indices`\[0\] must be a state index in \[0, 4\)"),
+    for indices, message in (((2, None), r"has 2 entries but there are 3 action dims"),
+                             ((4, None, 0), r"NiafProcessor: `relative_action_state_indices\[0\]` = 4 is not a state index in \[0, 4\)"),
                              ((None, None, None), "has no int entry")):
         with pytest.raises(ValueError, match=message):
             _relative_processor(indices)
@@ -295,9 +295,9 @@ def test_delta_transform_on_a_hand_written_chunk():
     batched = to_relative_actions(torch.tensor(np.stack([action, action])), torch.tensor(np.stack([state, other])), INDICES)
     np.testing.assert_array_equal(batched[0], expect)
     np.testing.assert_array_equal(batched[1], [[-1.0, 0.0, 0.0], [-0.5, 1.0, 1.0], [0.0, 2.5, 1.0]])
-    with pytest.raises(ValueError, match=r"relative_action_state_indices` has 2 entries but the actions have 3"):
+    with pytest.raises(ValueError, match=r"relative_action_state_indices` has 2 entries but there are 3 action dims"):
         to_relative_actions(action, state, [0, 1])
-    with pytest.raises(ValueError, match=r"relative_action_state_indices\[1\]` = 4 needs a state index in \[0, 4\)"):
+    with pytest.raises(ValueError, match=r"relative_action_state_indices\[1\]` = 4 is not a state index in \[0, 4\)"):
         to_relative_actions(action, state, [0, 4, None])
     with pytest.raises(ValueError, match=r"`state` must be \[S\] for a \[K, D\] chunk"):
         to_relative_actions(action, np.stack([state, state]), INDICES)
@@ -388,7 +388,7 @@ def test_finetune_with_relative_actions_end_to_end(tmp_path):
 
     root = _write_dataset(tmp_path / "ds")
     # an index past the dataset's 4 state dims is refused before anything is written
-    with pytest.raises(ConfigError, match=r"model.relative_action_state_indices\[1\]` = 4 needs a state index in "
+    with pytest.raises(ConfigError, match=r"model.relative_action_state_indices\[1\]` = 4 is not a state index in "
                                           r"\[0, 4\)"):
         train(load_config(None, _args(root, tmp_path, "bad", "0,4,null")))
     assert not (tmp_path / "bad" / "run_config.json").exists()

@@ -32,25 +32,11 @@ def check_relative_indices(
         action_dim: D of the actions.
         state_dim: S of ``observation.state``; None when the data has no state.
     """
+    from configuration_niaf import check_relative_action_state_indices
+
     if state_dim is None:
         raise ValueError(f"`{name}` is set but the dataset has no `observation.state` to take the deltas from.")
-    if len(indices) != action_dim:
-        raise ValueError(
-            f"`{name}` has {len(indices)} entries but the actions have {action_dim} dims (one entry per action dim, "
-            "an int state index or null)."
-        )
-    for i, s in enumerate(indices):
-        if s is None:
-            continue
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
-            raise ValueError(f"`{name}[{i}]` must be an int state index or null, got {s!r}.")
-        if not 0 <= s < state_dim:
-            raise ValueError(
-                f"`{name}[{i}]` = {s} needs a state index in [0, {state_dim}), but `observation.state` has "
-                f"{state_dim} dims."
-            )
-    if all(s is None for s in indices):
-        raise ValueError(f"`{name}` has no int entry; leave it null for absolute actions.")
+    check_relative_action_state_indices(indices, action_dim, state_dim, name=name)
 
 
 def to_relative_actions(action: Any, state: Any, indices: Sequence[int | None]) -> np.ndarray:
