@@ -74,17 +74,35 @@ def compute_stats(values: np.ndarray | torch.Tensor | Sequence[Any], feature: st
     return stats
 
 
-def relative_to_state(actions: np.ndarray, state: np.ndarray, indices: Sequence[int | None]) -> np.ndarray:
+def relative_to_state(
+    actions: Any, state: Any, indices: Sequence[int | None], name: str = "relative_action_state_indices"
+) -> np.ndarray:
     """Absolute chunks → deltas from the state at the observation time: ``a[..., k, i] - state[..., indices[i]]``.
 
-    ``actions`` [K, D] or [B, K, D] and ``state`` [S] or [B, S] are float arrays in physical units; dims whose
-    index is None are copied unchanged. Shapes and indices must already be valid (see
-    [`NiafProcessor.relative_actions`] for a checked call).
+    Args:
+        actions: [K, D] or [B, K, D] absolute actions, physical units (numpy or torch).
+        state: [S] or [B, S], the state at each chunk's observation time, physical units.
+        indices: one entry per action dim: a state index, or None to copy the dim unchanged.
+        name: how the ValueError for bad ``indices`` names them (a config key or a flag).
+
+    Returns:
+        float64 numpy array of ``actions``' shape. Raises a ValueError for mismatched shapes or bad indices.
     """
-    dims = [i for i, s in enumerate(indices) if s is not None]
-    src = [int(indices[i]) for i in dims]
-    out = np.array(actions, dtype=np.float64, copy=True)
-    out[..., dims] -= np.asarray(state, dtype=np.float64)[..., None, src]  # the same state for every chunk point
+    a, st = _as_array(actions), _as_array(state)
+    if a.ndim not in (2, 3):
+        raise ValueError(f"relative actions: `action` must be [K, D] or [B, K, D], got shape {a.shape}.")
+    if st.ndim != a.ndim - 1 or (a.ndim == 3 and st.shape[0] != a.shape[0]):
+        raise ValueError(
+            f"relative actions: `state` must be [S] for a [K, D] chunk or [B, S] for [B, K, D] chunks; got action "
+            f"{a.shape} and state {st.shape}."
+        )
+    checked = check_relative_action_state_indices(indices, a.shape[-1], st.shape[-1], name=name)
+    if checked is None:
+        raise ValueError(f"`{name}` is None: no action dim is relative to the state.")
+    dims = [i for i, s in enumerate(checked) if s is not None]
+    src = [checked[i] for i in dims]
+    out = a.copy()
+    out[..., dims] -= st[..., None, src]  # the same state for every chunk point
     return out
 
 
@@ -230,14 +248,8 @@ class NiafProcessor(ProcessorMixin):
         indices = self.relative_action_state_indices
         if indices is None:
             raise ValueError("NiafProcessor.relative_actions: the processor has no `relative_action_state_indices`.")
-        a = _as_array(_checked(actions, "actions", self.action_dim))
-        st = _as_array(_checked(state, "state", self.state_dim))
-        if a.ndim not in (2, 3) or st.ndim != a.ndim - 1 or (a.ndim == 3 and st.shape[0] != a.shape[0]):
-            raise ValueError(
-                "NiafProcessor: relative actions need `actions` [B, K, D] with `state` [B, S] (or [K, D] with [S]); "
-                f"got {a.shape} and {st.shape}."
-            )
-        return relative_to_state(a, st, indices)
+        return relative_to_state(_checked(actions, "actions", self.action_dim), _checked(state, "state", self.state_dim),
+                                 indices)
 
     def check_model_config(self, config: Any) -> None:
         """Raise a ValueError if this processor would feed ``config``'s model other units or shapes."""

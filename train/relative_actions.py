@@ -50,27 +50,8 @@ def to_relative_actions(action: Any, state: Any, indices: Sequence[int | None]) 
     Returns:
         float64 numpy array of ``action``'s shape.
     """
-    a = _float64(action)
-    st = _float64(state)
-    if a.ndim not in (2, 3):
-        raise ValueError(f"to_relative_actions: `action` must be [K, D] or [B, K, D], got shape {a.shape}.")
-    if st.ndim != a.ndim - 1 or (a.ndim == 3 and st.shape[0] != a.shape[0]):
-        raise ValueError(
-            f"to_relative_actions: `state` must be [S] for a [K, D] chunk or [B, S] for [B, K, D] chunks; got "
-            f"action {a.shape} and state {st.shape}."
-        )
-    check_relative_indices(indices, a.shape[-1], st.shape[-1])
     # the processor's own transform, so that there is one definition of the targets (imported here: this module
     # stays importable without torch/transformers for the statistics pass)
     from modeling_niaf.processing_niaf import relative_to_state
 
-    return relative_to_state(a, st, indices)
-
-
-def _float64(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, without importing torch here
-        value = value.detach().cpu().double().numpy()
-    return np.asarray(value, dtype=np.float64)
-
-
-__all__ = ["CONFIG_KEY", "check_relative_indices", "to_relative_actions"]
+    return relative_to_state(action, state, indices, name=CONFIG_KEY)
