@@ -17,8 +17,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-EPS = 1e-8
-"""Smallest half-range; a constant dimension (max == min) is centred but not scaled up to infinity."""
+EPS = 1e-6
+"""Half-ranges below this are treated as a constant dimension: centred, and left unscaled (half-range 1).
+
+Scaling a constant dimension up instead (e.g. the all-zero second object of a one-object Meta-World task, or a
+quaternion that never turned in the data) would turn a deviation of 1e-4 at deployment into a normalised
+value of 100."""
 
 _BOUNDS = {"QUANTILES": ("q01", "q99"), "MIN_MAX": ("min", "max")}
 
@@ -72,7 +76,7 @@ def affine_from_stats(
             raise ValueError(f"normalization: {feature!r} stats 'std' is negative in dims {np.nonzero(half < 0)[0].tolist()}.")
     else:
         raise ValueError(f"normalization: unknown mode {mode!r}; expected QUANTILES, MIN_MAX, MEAN_STD or IDENTITY.")
-    half = np.maximum(half, EPS)
+    half = np.where(half < EPS, 1.0, half)
     for d in skip_dims:
         center[d] = 0.0
         half[d] = 1.0
