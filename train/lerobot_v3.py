@@ -40,7 +40,7 @@ import re
 import shutil
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -691,6 +691,7 @@ def write_lerobot_dataset(
     chunks_size: int = 1000,
     image_stats_pixels: int = 1024,
     total_episodes: int | None = None,
+    extra_info: Callable[[], Mapping[str, Any]] | Mapping[str, Any] | None = None,
 ) -> Path:
     """Write episodes as a LeRobot v3.0 folder with PNG images inside the data parquet.
 
@@ -706,6 +707,8 @@ def write_lerobot_dataset(
         chunks_size: files per ``chunk-XXX`` folder.
         image_stats_pixels: pixels per frame sampled for image statistics in stats.json.
         total_episodes: only for the progress bar.
+        extra_info: more top-level ``info.json`` entries (e.g. the provenance of generated data), or a
+            function returning them, called once all episodes are written.
 
     Returns:
         ``root``. Files: ``meta/info.json``, ``meta/stats.json``, ``meta/tasks.parquet``,
@@ -852,6 +855,11 @@ def write_lerobot_dataset(
             "fps": int(fps) if float(fps).is_integer() else fps, "splits": {"train": f"0:{len(ep_rows)}"},
             "data_path": DEFAULT_DATA_PATH, "video_path": None, "features": info_features,
         }
+        extra = extra_info() if callable(extra_info) else extra_info
+        for key, value in (extra or {}).items():
+            if key in info:
+                raise ValueError(f"write_lerobot_dataset: extra_info key {key!r} would replace a standard info.json entry")
+            info[key] = value
         (root / "meta" / "info.json").write_text(json.dumps(info, indent=4))
     except BaseException:
         if writer is not None:

@@ -11,14 +11,23 @@ Per recorded step t the episode holds:
   rolled by about 180° (their image-up axis points down in the world), so their images are rotated by 180°
   (height and width reversed). This is a rotation, not a mirror: a vertical flip alone would mirror the
   scene left-right. The rule is decided per camera from its orientation in the model, not from a name list;
-* ``observation.state`` float32 [4]: end-effector position (m, world frame) and gripper opening (0..1);
+* ``observation.state`` float32 [39]: Meta-World's own observation vector (:data:`STATE_NAMES`): end-effector
+  position (m, world frame), gripper opening (0..1), the positions and quaternions of up to two objects, the
+  same 18 values one step earlier, and the goal position. Goal and object positions are what a policy needs
+  to solve a variation; in a 32 px image they are a few pixels;
 * ``action`` float32 [4]: the expert's action clipped to [-1, 1], as the environment applies it.
 
 An episode ends at the first step with ``info["success"]``; an expert that does not succeed within
 ``max_steps`` gives a failed episode, which is left out and counted (or kept with ``keep_failures=True``).
 With ``stride`` s only every s-th step is rendered and recorded, and the dataset's fps is 80/s. Results are
 deterministic for a given seed: the variation of episode i of a task is ``train_tasks[i % 50]`` of
-``MT1(task, seed)`` and the experts are deterministic.
+``MT1(task, seed)`` and the experts are deterministic. ``meta/info.json`` records the benchmark seed and the
+variations of every task under ``"metaworld"``, so a closed-loop evaluation can pick variations disjoint from
+them (:mod:`niaf_train.evaluation`).
+
+:class:`MetaWorldScene` is the one place that turns the simulator into an observation (camera, resolution,
+rotation, state vector, instruction); the demonstration recorder and the closed-loop evaluation both use it,
+so the two cannot drift apart.
 
 Rendering runs through ``mujoco.Renderer`` with multisample anti-aliasing, shadows, reflections, skybox and
 haze off (several times faster on a CPU renderer). ``MUJOCO_GL`` must be set before mujoco is imported;
@@ -46,7 +55,14 @@ METAWORLD_FPS = 80.0
 """Control rate of Meta-World: MuJoCo timestep 0.0025 s × frame_skip 5."""
 
 MAX_PATH_LENGTH = 500
-STATE_NAMES = ["ee.x", "ee.y", "ee.z", "gripper.pos"]
+_FRAME_NAMES = ["hand.x", "hand.y", "hand.z", "gripper.open",
+                "obj1.x", "obj1.y", "obj1.z", "obj1.qx", "obj1.qy", "obj1.qz", "obj1.qw",
+                "obj2.x", "obj2.y", "obj2.z", "obj2.qx", "obj2.qy", "obj2.qz", "obj2.qw"]
+STATE_NAMES = _FRAME_NAMES + [f"prev.{n}" for n in _FRAME_NAMES] + ["goal.x", "goal.y", "goal.z"]
+"""Names of the 39 dimensions of Meta-World's observation vector, recorded as ``observation.state``: positions
+in metres (world frame), gripper opening in [0, 1], quaternions (x, y, z, w); zeros where a task has no second
+object; ``prev.*`` is the same frame one environment step (12.5 ms) earlier."""
+STATE_DIM = len(STATE_NAMES)
 ACTION_NAMES = ["ee.dx", "ee.dy", "ee.dz", "gripper.effort"]
 DEFAULT_CAMERAS = ("corner2",)
 DEFAULT_TASKS = ("reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3")
@@ -86,17 +102,19 @@ def instruction_for(task: str) -> str:
 
 @dataclass
 class GenerationSummary:
-    """Per task: episodes attempted, successes, steps of the kept episodes; failed episodes left out."""
+    """Per task: episodes attempted, successes, steps and variations of the kept episodes; failed ones left out."""
 
     attempted: dict[str, int] = field(default_factory=dict)
     succeeded: dict[str, int] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
     failed: list[tuple[str, int]] = field(default_factory=list)
+    variations: dict[str, list[int]] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"attempted": self.attempted, "succeeded": self.succeeded, "steps": self.steps,
-                "failed": [list(f) for f in self.failed], "seconds": round(self.seconds, 2)}
+                "failed": [list(f) for f in self.failed], "variations": self.variations,
+                "seconds": round(self.seconds, 2)}
 
 
 def _import_metaworld():
@@ -146,44 +164,121 @@ class _FastRenderer:
         self.renderer.close()
 
 
+class MetaWorldScene:
+    """One MT1 task of one benchmark seed, with the cameras a policy sees: the simulator side of a NIAF episode.
+
+    The demonstration recorder and the closed-loop evaluation both build their observations here
+    (:meth:`observe`), so camera, resolution, rotation, state vector and instruction are the same in training
+    and evaluation by construction.
+
+    Args:
+        task: MT1 task name, e.g. ``"push-v3"``.
+        benchmark_seed: seed of ``metaworld.MT1`` (it draws the 50 variations).
+        cameras: Meta-World camera names; empty for state-only observations.
+        image_size: H = W of the rendered images in pixels.
+    """
+
+    def __init__(self, task: str, benchmark_seed: int, cameras: Sequence[str] = DEFAULT_CAMERAS,
+                 image_size: int = 96) -> None:
+        metaworld, _mujoco, policy_map = _import_metaworld()
+        known = set(metaworld.MT1.ENV_NAMES)
+        if task not in known or task not in policy_map:
+            raise ValueError(f"unknown Meta-World MT1 task {task!r}; choose from {sorted(known)}")
+        if image_size < 1:
+            raise ValueError(f"image_size must be >= 1, got {image_size}")
+        self.task = task
+        self.benchmark_seed = int(benchmark_seed)
+        self.cameras = tuple(cameras)
+        self.image_size = int(image_size)
+        self.instruction = instruction_for(task)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.benchmark = metaworld.MT1(task, seed=self.benchmark_seed)
+            self.env = self.benchmark.train_classes[task]()
+            self.env.set_task(self.benchmark.train_tasks[0])
+            self.env.reset()
+        self._policy_class = policy_map[task]
+        self.renderer = _FastRenderer(self.env.model, self.image_size, self.image_size) if self.cameras else None
+        self.rotate = {c: camera_needs_rotation(self.env.model, self.env.data, c) for c in self.cameras}
+        self.steps = 0
+
+    @property
+    def num_variations(self) -> int:
+        return len(self.benchmark.train_tasks)
+
+    def expert(self) -> Any:
+        """A fresh scripted expert for this task (stateless: ``get_action(obs_vector)``)."""
+        return self._policy_class()
+
+    def reset(self, variation: int) -> np.ndarray:
+        """Start variation ``variation`` (0..49); returns Meta-World's observation vector [39]."""
+        if not 0 <= variation < self.num_variations:
+            raise ValueError(f"variation must be in [0, {self.num_variations}), got {variation}")
+        self.env.set_task(self.benchmark.train_tasks[variation])
+        obs, _ = self.env.reset()
+        self.steps = 0
+        return np.asarray(obs, dtype=np.float64)
+
+    def observe(self, obs: np.ndarray) -> dict[str, Any]:
+        """The policy's view of the current state: ``{"observation.state": float32 [39], "task": str,
+        "observation.images.<cam>": uint8 [H, W, 3] upright}``."""
+        out: dict[str, Any] = {"observation.state": np.asarray(obs, dtype=np.float32).copy(), "task": self.instruction}
+        for cam in self.cameras:
+            out[f"observation.images.{cam}"] = self.renderer.render(self.env.data, cam, self.rotate[cam])
+        return out
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, bool, bool]:
+        """Apply ``action`` (clipped to [-1, 1]); returns (observation vector, success, truncated)."""
+        action = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        obs, _reward, _terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return np.asarray(obs, dtype=np.float64), float(info.get("success", 0.0)) >= 1.0, bool(truncated)
+
+    def close(self) -> None:
+        if self.renderer is not None:
+            self.renderer.close()
+            self.renderer = None
+        self.env.close()
+
+    def __enter__(self) -> MetaWorldScene:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 def rollout(
-    env: Any,
-    policy: Any,
-    renderer: _FastRenderer | None,
-    cameras: Sequence[str],
-    rotate: dict[str, bool],
+    scene: MetaWorldScene,
+    variation: int,
     stride: int = 1,
     max_steps: int = MAX_PATH_LENGTH,
 ) -> tuple[dict[str, np.ndarray], bool]:
-    """Run the expert from the current reset state until success or ``max_steps``.
+    """Run the scripted expert on ``variation`` until success or ``max_steps``.
 
-    Returns ``({"state": [T, 4], "action": [T, 4], "obs": [T, 39], "images.<cam>": [T, H, W, 3]}, success)``
-    with one row per recorded step (every ``stride``-th environment step, starting at 0).
+    Returns ``({"state": [T, 39], "action": [T, 4], "images.<cam>": [T, H, W, 3]}, success)`` with one row per
+    recorded step (every ``stride``-th environment step, starting at 0), observed by :meth:`MetaWorldScene.observe`.
     """
-    obs, _ = env.reset()
-    states, actions, observations = [], [], []
-    frames: dict[str, list[np.ndarray]] = {c: [] for c in cameras}
+    policy = scene.expert()
+    obs = scene.reset(variation)
+    states, actions = [], []
+    frames: dict[str, list[np.ndarray]] = {c: [] for c in scene.cameras}
     success = False
-    for step in range(max_steps):
-        action = np.clip(np.asarray(policy.get_action(obs), dtype=np.float64), -1.0, 1.0)
-        if step % stride == 0:
-            states.append(obs[:4].copy())
-            observations.append(obs.copy())
-            actions.append(action.copy())
-            if renderer is not None:
-                for cam in cameras:
-                    frames[cam].append(renderer.render(env.data, cam, rotate[cam]))
-        obs, _reward, _terminated, truncated, info = env.step(action)
-        if float(info.get("success", 0.0)) >= 1.0:
-            success = True
-            break
-        if truncated:
-            break
-    out = {"state": np.asarray(states, np.float32), "action": np.asarray(actions, np.float32),
-           "obs": np.asarray(observations, np.float32)}
-    for cam in cameras:
-        if renderer is not None:
-            out[f"images.{cam}"] = np.stack(frames[cam])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the experts warn about gains being "too high" on every call
+        for step in range(max_steps):
+            action = np.clip(np.asarray(policy.get_action(obs), dtype=np.float64), -1.0, 1.0)
+            if step % stride == 0:
+                seen = scene.observe(obs)
+                states.append(seen["observation.state"])
+                actions.append(action.copy())
+                for cam in scene.cameras:
+                    frames[cam].append(seen[f"observation.images.{cam}"])
+            obs, success, truncated = scene.step(action)
+            if success or truncated:
+                break
+    out = {"state": np.asarray(states, np.float32), "action": np.asarray(actions, np.float32)}
+    for cam in scene.cameras:
+        out[f"images.{cam}"] = np.stack(frames[cam])
     return out, success
 
 
@@ -235,55 +330,44 @@ def generate_episodes(
     bar = tqdm(total=len(tasks) * episodes_per_task, desc="metaworld demos", unit="ep", disable=not progress)
     index = 0
     for task in tasks:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the experts warn about gains being "too high" on every call
-            benchmark = metaworld.MT1(task, seed=seed)
-            env = benchmark.train_classes[task]()
-            policy = policy_map[task]()
-            env.set_task(benchmark.train_tasks[0])
-            env.reset()
-            renderer = _FastRenderer(env.model, image_size, image_size) if cameras else None
-            rotate = {c: camera_needs_rotation(env.model, env.data, c) for c in cameras}
-            summary.attempted.setdefault(task, 0)
-            summary.succeeded.setdefault(task, 0)
-            summary.steps.setdefault(task, 0)
-            try:
-                for i in range(episodes_per_task):
-                    variation = i % len(benchmark.train_tasks)
-                    env.set_task(benchmark.train_tasks[variation])
-                    rec, success = rollout(env, policy, renderer, cameras, rotate, stride, max_steps)
-                    summary.attempted[task] += 1
-                    bar.update(1)
-                    if success:
-                        summary.succeeded[task] += 1
-                    else:
-                        summary.failed.append((task, i))
-                        logger.warning("metaworld %s episode %d (variation %d): expert did not succeed in %d steps%s",
-                                       task, i, variation, max_steps, "" if keep_failures else "; left out")
-                        if not keep_failures:
-                            continue
-                    if len(rec["action"]) < 2:
-                        logger.warning("metaworld %s episode %d: only %d recorded step(s) at stride %d; left out",
-                                       task, i, len(rec["action"]), stride)
-                        summary.failed.append((task, i))
+        summary.attempted.setdefault(task, 0)
+        summary.succeeded.setdefault(task, 0)
+        summary.steps.setdefault(task, 0)
+        summary.variations.setdefault(task, [])
+        with MetaWorldScene(task, seed, cameras, image_size) as scene:
+            for i in range(episodes_per_task):
+                variation = i % scene.num_variations
+                rec, success = rollout(scene, variation, stride, max_steps)
+                summary.attempted[task] += 1
+                bar.update(1)
+                if success:
+                    summary.succeeded[task] += 1
+                else:
+                    summary.failed.append((task, i))
+                    logger.warning("metaworld %s episode %d (variation %d): expert did not succeed in %d steps%s",
+                                   task, i, variation, max_steps, "" if keep_failures else "; left out")
+                    if not keep_failures:
                         continue
-                    summary.steps[task] += len(rec["action"])
-                    yield Episode(
-                        episode_id=f"{task}/{i}",
-                        source=f"metaworld://{task}?seed={seed}&variation={variation}",
-                        instruction=instruction_for(task),
-                        fps=fps,
-                        actions=rec["action"],
-                        states=rec["state"],
-                        images={c: rec[f"images.{c}"] for c in cameras},
-                        index=index,
-                        metadata={"task": task, "variation": variation, "success": success},
-                    )
-                    index += 1
-            finally:
-                if renderer is not None:
-                    renderer.close()
-                env.close()
+                if len(rec["action"]) < 2:
+                    logger.warning("metaworld %s episode %d: only %d recorded step(s) at stride %d; left out",
+                                   task, i, len(rec["action"]), stride)
+                    summary.failed.append((task, i))
+                    continue
+                summary.steps[task] += len(rec["action"])
+                if variation not in summary.variations[task]:
+                    summary.variations[task].append(variation)
+                yield Episode(
+                    episode_id=f"{task}/{i}",
+                    source=f"metaworld://{task}?seed={seed}&variation={variation}",
+                    instruction=instruction_for(task),
+                    fps=fps,
+                    actions=rec["action"],
+                    states=rec["state"],
+                    images={c: rec[f"images.{c}"] for c in cameras},
+                    index=index,
+                    metadata={"task": task, "variation": variation, "success": success},
+                )
+                index += 1
     bar.close()
     summary.seconds = time.perf_counter() - start
 
@@ -305,7 +389,9 @@ def generate_metaworld_dataset(
 
     The dataset has ``fps`` = 80 / stride, ``robot_type`` "sawyer", ``observation.state`` (names
     :data:`STATE_NAMES`), ``action`` (names :data:`ACTION_NAMES`), one PNG image feature
-    ``observation.images.<camera>`` per camera, one task per Meta-World task. Returns (out, summary).
+    ``observation.images.<camera>`` per camera, one task per Meta-World task, and ``info["metaworld"]``: the
+    benchmark seed, tasks, cameras, image size, stride and the variations recorded per task (what a closed-loop
+    evaluation must not reuse). Returns (out, summary).
     """
     from .lerobot_v3 import write_lerobot_dataset
 
@@ -313,8 +399,13 @@ def generate_metaworld_dataset(
     episodes = generate_episodes(tasks, episodes_per_task, cameras=cameras, image_size=image_size, stride=stride,
                                  seed=seed, max_steps=max_steps, keep_failures=keep_failures, summary=summary,
                                  progress=progress)
+    def provenance() -> dict[str, Any]:  # called after the last episode, when the variations are known
+        return {"metaworld": {"benchmark_seed": int(seed), "tasks": list(tasks), "cameras": list(cameras),
+                              "image_size": int(image_size), "stride": int(stride),
+                              "variations": {t: sorted(v) for t, v in summary.variations.items()}}}
+
     root = write_lerobot_dataset(out, episodes, fps=METAWORLD_FPS / stride, robot_type="sawyer",
-                                 action_names=ACTION_NAMES, state_names=STATE_NAMES)
+                                 action_names=ACTION_NAMES, state_names=STATE_NAMES, extra_info=provenance)
     kept = sum(summary.attempted.values()) - len(summary.failed)
     logger.info("metaworld: %d episodes kept of %d in %.1f s -> %s", kept, sum(summary.attempted.values()),
                 summary.seconds, root)
@@ -327,6 +418,8 @@ __all__ = [
     "DEFAULT_TASKS",
     "GenerationSummary",
     "METAWORLD_FPS",
+    "MetaWorldScene",
+    "STATE_DIM",
     "STATE_NAMES",
     "TASK_INSTRUCTIONS",
     "camera_needs_rotation",
