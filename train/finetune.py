@@ -100,7 +100,7 @@ def metaworld_dataset_dir(cfg: FinetuneConfig) -> Path:
     if d.path:
         return Path(d.path).expanduser()
     settings = {"tasks": d.metaworld_tasks, "episodes": d.metaworld_episodes_per_task, "size": d.metaworld_image_size,
-                "camera": d.metaworld_camera, "stride": d.metaworld_stride, "seed": d.metaworld_seed, "v": 1}
+                "camera": d.metaworld_camera, "stride": d.metaworld_stride, "seed": d.metaworld_seed, "v": 2}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return _cache_root(cfg) / "metaworld" / f"metaworld-{key}"
 
@@ -124,6 +124,23 @@ def ensure_metaworld(cfg: FinetuneConfig) -> Path:
                                stride=d.metaworld_stride, seed=d.metaworld_seed)
     os.rename(tmp, target)
     return target
+
+
+def data_provenance(cfg: FinetuneConfig) -> dict[str, Any] | None:
+    """The ``"metaworld"`` record of a LeRobot dataset's ``info.json`` (benchmark seed, tasks, cameras, image
+    size, stride and the variations it holds), or None for other data. Saved in the final checkpoint as
+    ``training_data.json`` so that ``niaf-eval`` can keep its variations held out."""
+    d = cfg.data
+    if d.source == "metaworld":
+        root = metaworld_dataset_dir(cfg)
+    elif d.source == "lerobot" and d.path:
+        root = Path(d.path).expanduser()
+    else:
+        return None
+    info = root / "meta" / "info.json"
+    if not info.is_file():
+        return None
+    return json.loads(info.read_text(encoding="utf-8")).get("metaworld")
 
 
 def load_chunks(cfg: FinetuneConfig) -> Any:
@@ -676,6 +693,11 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
         if p.method == "lora" and not p.save_merged:
             unwrapped.save_pretrained(tmp / "adapter")
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        provenance = data_provenance(cfg)
+        if provenance is not None:
+            from .evaluation.closed_loop import TRAINING_RECORD
+
+            (tmp / TRAINING_RECORD).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
         with open(tmp / "README.md", "a", encoding="utf-8") as card:
             card.write(training_card_section(cfg, layout, len(train_rows), len(val_rows), metrics, step, datasets_meta))
         ckpt.atomic_replace_dir(tmp, out / FINAL_DIR)

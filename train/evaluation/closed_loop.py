@@ -1,0 +1,459 @@
+"""Run a policy in closed loop on Meta-World v3 tasks and measure task success.
+
+One episode (:func:`run_episode`):
+
+1. ``MetaWorldScene.reset(variation)``; the observation is built by ``MetaWorldScene.observe``, the same code
+   that records the demonstrations (camera, resolution, rotation, state vector, instruction).
+2. Every ``replan_every`` environment steps the policy is run on the current observation. Its action function
+   (time 0 = the observation) reaches the streaming runtime (:class:`niaf_train.runtime.ActionStream`)
+   ``latency_ms`` later in simulated time; until then the previous function goes on commanding.
+3. The controller queries the stream at the environment's own step times: every ``80 / execute_hz``-th step
+   it reads ``command(t)``, and holds that value in between. ``execute_hz = 80`` gives every native
+   Meta-World step a new value of the function; at the training rate (80 / stride) the function is read only
+   at the points it was trained on.
+4. The episode ends at the first step with ``info["success"]`` or after ``max_steps``.
+
+Executions (``execution``): ``function`` queries the policy's continuous action function; ``zoh`` and
+``linear`` turn the same chunk into its K waypoints (the function at the training points) and hold or
+linearly interpolate them (:class:`WaypointFunction`), the way a waypoint policy is executed.
+
+Policies: ``niaf`` (a checkpoint loaded with ``AutoModel`` / ``AutoProcessor`` and ``trust_remote_code=True``,
+exactly as a downstream user loads it), ``expert`` (Meta-World's scripted policy, applied at every step: the
+upper bound) and ``random`` (uniform random waypoints in [-1, 1], executed like a chunk).
+
+Held-out variations: the demonstrations of a task are variations of ``MT1(task, seed=s)`` for the benchmark
+seed ``s`` recorded in the dataset's ``info.json`` (and copied into the checkpoint as ``training_data.json``);
+the evaluation draws its variations from another benchmark seed and refuses one that was used in training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..metaworld_demos import MAX_PATH_LENGTH, METAWORLD_FPS, STATE_DIM, MetaWorldScene
+from ..runtime import SWITCH_MODES, ActionStream
+
+logger = logging.getLogger(__name__)
+
+EXECUTIONS = ("function", "zoh", "linear")
+"""How a chunk is turned into commands: the continuous function, or its waypoints held / interpolated."""
+POLICIES = ("niaf", "expert", "random")
+TRAINING_RECORD = "training_data.json"
+"""File in a checkpoint folder: where its Meta-World demonstrations came from (benchmark seed, variations)."""
+DEFAULT_EVAL_SEED = 1000
+"""First benchmark seed tried for held-out variations (the next free one if training used it)."""
+ACTION_DIM = 4
+
+
+class EvalError(ValueError):
+    """A bad evaluation argument; the message names it (``niaf-eval`` prints it and exits 2)."""
+
+
+@dataclass
+class EvalSettings:
+    """What to evaluate and how. Times in environment steps (80 Hz) unless named otherwise."""
+
+    tasks: list[str]
+    episodes: int = 50
+    """Episodes per task; episode i runs held-out variation i % 50."""
+    seed: int | None = None
+    """Benchmark seed of the held-out variations; None = the first seed >= 1000 not used in training."""
+    execution: str = "function"
+    execute_hz: float = METAWORLD_FPS
+    """Rate at which the controller reads a new command (must divide 80 Hz)."""
+    replan_every: int = 8
+    """Environment steps between policy calls."""
+    latency_ms: float = 0.0
+    """Simulated inference delay: a function computed from the observation at t is used from t + latency."""
+    switch: str = "offset_decay"
+    blend_ms: float = 0.0
+    """ActionStream blend window at a switch between functions (0 = switch at once)."""
+    max_steps: int = MAX_PATH_LENGTH
+    cameras: list[str] = field(default_factory=lambda: ["corner2"])
+    image_size: int = 32
+    video: bool = True
+    """Record the first episode of each task as an MP4."""
+
+    def check(self) -> None:
+        if not self.tasks:
+            raise EvalError("--tasks: give at least one Meta-World task")
+        if self.episodes < 1:
+            raise EvalError(f"--episodes must be >= 1, got {self.episodes}")
+        if self.execution not in EXECUTIONS:
+            raise EvalError(f"--execution must be one of {EXECUTIONS}, got {self.execution!r}")
+        period = METAWORLD_FPS / self.execute_hz if self.execute_hz > 0 else math.inf
+        if not (math.isfinite(period) and abs(period - round(period)) < 1e-9 and round(period) >= 1):
+            raise EvalError(f"--execute-hz must divide Meta-World's {METAWORLD_FPS:g} Hz (80, 40, 20, 16, 10, ...), "
+                            f"got {self.execute_hz}")
+        if self.replan_every < 1:
+            raise EvalError(f"--replan-every must be >= 1 environment step, got {self.replan_every}")
+        if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
+            raise EvalError(f"--latency-ms must be >= 0, got {self.latency_ms}")
+        if not 1 <= self.max_steps <= MAX_PATH_LENGTH:
+            raise EvalError(f"--max-steps must be in [1, {MAX_PATH_LENGTH}], got {self.max_steps}")
+        if self.switch not in SWITCH_MODES:
+            raise EvalError(f"--switch must be one of {SWITCH_MODES}, got {self.switch!r}")
+        if not (math.isfinite(self.blend_ms) and self.blend_ms >= 0):
+            raise EvalError(f"--blend-ms must be >= 0, got {self.blend_ms}")
+
+    @property
+    def query_period(self) -> int:
+        """Environment steps between two reads of the command."""
+        return int(round(METAWORLD_FPS / self.execute_hz))
+
+    @property
+    def latency_steps(self) -> int:
+        return int(math.ceil(self.latency_ms * 1e-3 * METAWORLD_FPS - 1e-9))
+
+
+@dataclass
+class EpisodeResult:
+    """One episode: ``steps`` is the step of the first success (1-based) or the number of steps run."""
+
+    task: str
+    variation: int
+    success: bool
+    steps: int
+    mean_squared_jerk: float
+    sparc: float
+    switch_velocity_jump: float | None = None
+    actions: np.ndarray | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("actions")
+        return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Action functions the stream can run
+# ------------------------------------------------------------------------------------------------------------
+@dataclass
+class _Trajectory:
+    position: np.ndarray
+    velocity: np.ndarray
+    acceleration: np.ndarray
+    jerk: np.ndarray
+
+
+class WaypointFunction:
+    """K waypoints at a fixed period executed as a waypoint policy is: held (``"zoh"``) or linearly
+    interpolated (``"linear"``), with the matching (piecewise-constant or zero) derivatives.
+
+    Follows the action-function call signature (``times`` in seconds from the chunk start, ``derivatives``),
+    so :class:`~niaf_train.runtime.ActionStream` runs it unchanged.
+
+    Args:
+        waypoints: [K, D] physical actions at t_k = k · dt.
+        dt: waypoint period in seconds (1 / control_hz).
+        mode: ``"zoh"`` or ``"linear"``.
+    """
+
+    def __init__(self, waypoints: np.ndarray, dt: float, mode: str) -> None:
+        self.waypoints = np.asarray(waypoints, dtype=np.float64)
+        if self.waypoints.ndim != 2 or self.waypoints.shape[0] < 2:
+            raise ValueError(f"WaypointFunction: waypoints must be [K >= 2, D], got {self.waypoints.shape}")
+        if mode not in ("zoh", "linear"):
+            raise ValueError(f"WaypointFunction: mode must be 'zoh' or 'linear', got {mode!r}")
+        self.dt = float(dt)
+        self.mode = mode
+        self.chunk_duration = self.dt * (len(self.waypoints) - 1)
+
+    def __call__(self, *, times: Any = None, derivatives: int = 3, **_: Any) -> _Trajectory:
+        t = np.clip(np.asarray(times, dtype=np.float64).reshape(-1), 0.0, self.chunk_duration)
+        k = len(self.waypoints)
+        x = t / self.dt
+        zeros = np.zeros((len(t), self.waypoints.shape[1]))
+        if self.mode == "zoh":
+            idx = np.minimum(np.floor(x + 1e-9).astype(int), k - 1)
+            return _Trajectory(self.waypoints[idx], zeros, zeros, zeros)
+        i0 = np.minimum(np.floor(x + 1e-9).astype(int), k - 2)
+        w = (x - i0)[:, None]
+        p0, p1 = self.waypoints[i0], self.waypoints[i0 + 1]
+        return _Trajectory(p0 + w * (p1 - p0), (p1 - p0) / self.dt, zeros, zeros)
+
+
+class _OneSample:
+    """Sample ``index`` of a batched numpy action function, as a single-chunk function for the stream."""
+
+    def __init__(self, fn: Any, index: int) -> None:
+        self.fn, self.index = fn, index
+        self.chunk_duration = float(fn.chunk_duration)
+
+    def __call__(self, *, times: Any = None, derivatives: int = 3, **_: Any) -> _Trajectory:
+        t = np.asarray(times, dtype=np.float64).reshape(-1)
+        rows = np.stack([self.fn.at(float(x), 3, self.index) for x in t], axis=1)  # [4, N, D]
+        return _Trajectory(rows[0], rows[1], rows[2], rows[3])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Policies
+# ------------------------------------------------------------------------------------------------------------
+class NiafPolicy:
+    """A NIAF checkpoint as a closed-loop policy: observation → action function (or its waypoints)."""
+
+    def __init__(self, model: Any, processor: Any, cameras: Sequence[str], execution: str) -> None:
+        self.model, self.processor = model, processor
+        self.cameras = [f"observation.images.{c}" for c in cameras]
+        self.execution = execution
+        self.use_state = bool(model.config.use_state)
+        self.dt = 1.0 / float(model.config.control_hz)
+
+    def plan(self, observations: Sequence[dict[str, Any]]) -> list[Any]:
+        import torch
+
+        kwargs: dict[str, Any] = {
+            "images": [[obs[c] for c in self.cameras] for obs in observations],
+            "text": [obs["task"] for obs in observations],
+        }
+        if self.use_state:
+            kwargs["state"] = torch.as_tensor(np.stack([obs["observation.state"] for obs in observations]))
+        with torch.inference_mode():
+            batch = self.processor(**kwargs)
+            fn = self.model.predict_action_function(**batch)
+            if self.execution == "function":
+                fast = fn.to_numpy()
+                return [_OneSample(fast, i) for i in range(len(observations))]
+            waypoints = fn(derivatives=0).position.double().cpu().numpy()  # [B, K, D] at the training points
+        return [WaypointFunction(w, self.dt, self.execution) for w in waypoints]
+
+
+class RandomPolicy:
+    """Uniform random waypoints in [-1, 1] (the action box), executed like a policy's chunk."""
+
+    def __init__(self, chunk_size: int, control_hz: float, execution: str, seed: int) -> None:
+        self.k, self.dt = chunk_size, 1.0 / control_hz
+        self.mode = "zoh" if execution == "function" else execution
+        self.rng = np.random.default_rng(seed)
+
+    def plan(self, observations: Sequence[dict[str, Any]]) -> list[Any]:
+        return [WaypointFunction(self.rng.uniform(-1, 1, (self.k, ACTION_DIM)), self.dt, self.mode)
+                for _ in observations]
+
+
+class ExpertPolicy:
+    """Meta-World's scripted expert, applied at every environment step (no chunking): the upper bound."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Checkpoint loading and the training record
+# ------------------------------------------------------------------------------------------------------------
+def training_record(checkpoint: str | os.PathLike[str] | None = None,
+                    train_data: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
+    """Where the training demonstrations came from (``info.json["metaworld"]`` of the dataset), or None.
+
+    Read from ``train_data`` (a dataset folder) when given, else from the checkpoint's ``training_data.json``
+    (a local folder, or a Hub repository through the local cache).
+    """
+    if train_data is not None:
+        info = Path(train_data) / "meta" / "info.json"
+        if not info.is_file():
+            raise EvalError(f"--train-data {train_data}: not a LeRobot dataset (no meta/info.json)")
+        record = json.loads(info.read_text(encoding="utf-8")).get("metaworld")
+        if record is None:
+            raise EvalError(f"--train-data {train_data}: meta/info.json has no 'metaworld' record of its variations")
+        return record
+    if checkpoint is None:
+        return None
+    local = Path(checkpoint)
+    if local.is_dir():
+        path = local / TRAINING_RECORD
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(str(checkpoint), TRAINING_RECORD)).read_text(encoding="utf-8"))
+    except Exception:  # noqa: BLE001 - no record on the Hub (or offline without it): evaluation goes on
+        return None
+
+
+def resolve_seed(requested: int | None, record: dict[str, Any] | None) -> int:
+    """The benchmark seed of the held-out variations: ``requested`` unless training used it (error), or the
+    first seed >= :data:`DEFAULT_EVAL_SEED` that training did not use."""
+    used = set()
+    if record is not None:
+        used.add(int(record["benchmark_seed"]))
+    if requested is not None:
+        if requested in used:
+            raise EvalError(
+                f"--seed {requested}: the training demonstrations are variations of benchmark seed {requested}; "
+                "choose another seed so that evaluation variations are held out"
+            )
+        return int(requested)
+    seed = DEFAULT_EVAL_SEED
+    while seed in used:
+        seed += 1
+    return seed
+
+
+def load_policy(checkpoint: str | os.PathLike[str], settings: EvalSettings) -> NiafPolicy:
+    """Load a checkpoint through ``AutoModel`` / ``AutoProcessor`` (``trust_remote_code=True``) and check that its
+    action/state/camera layout fits Meta-World."""
+    from transformers import AutoModel, AutoProcessor
+
+    try:
+        model = AutoModel.from_pretrained(str(checkpoint), trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained(str(checkpoint), trust_remote_code=True)
+    except (OSError, ValueError) as err:
+        raise EvalError(f"--checkpoint {checkpoint}: cannot load a NIAF model and processor ({err})") from err
+    cfg = model.config
+    if getattr(cfg, "model_type", None) != "niaf":
+        raise EvalError(f"--checkpoint {checkpoint}: a {getattr(cfg, 'model_type', '?')} model, not a NIAF policy")
+    if cfg.action_dim != ACTION_DIM:
+        raise EvalError(f"--checkpoint {checkpoint}: action_dim {cfg.action_dim}, Meta-World needs {ACTION_DIM} "
+                        "(dx, dy, dz, gripper)")
+    if cfg.use_state and cfg.state_dim != STATE_DIM:
+        raise EvalError(f"--checkpoint {checkpoint}: state_dim {cfg.state_dim}, Meta-World's observation vector "
+                        f"has {STATE_DIM} (a checkpoint trained on other data?)")
+    if cfg.num_cameras != len(settings.cameras):
+        raise EvalError(f"--checkpoint {checkpoint}: the model reads {cfg.num_cameras} camera(s), --cameras "
+                        f"gives {settings.cameras}")
+    if cfg.relative_action_state_indices is not None:
+        raise EvalError(f"--checkpoint {checkpoint}: relative actions are not meaningful for Meta-World's "
+                        "displacement actions")
+    return NiafPolicy(model, processor, settings.cameras, settings.execution)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Episodes
+# ------------------------------------------------------------------------------------------------------------
+def first_observation(task: str, seed: int, variation: int, cameras: Sequence[str], image_size: int) -> dict[str, Any]:
+    """The observation an evaluation episode starts from (what the policy sees at step 0)."""
+    with MetaWorldScene(task, seed, cameras, image_size) as scene:
+        return scene.observe(scene.reset(variation))
+
+
+def _executed_metrics(actions: np.ndarray) -> tuple[float, float]:
+    """Mean squared jerk ((units/s³)², of the dx, dy, dz commands as a function of time) and SPARC of their
+    magnitude, over one episode's executed actions at 80 Hz."""
+    from ..trajectory_metrics import jerk_from_positions, spectral_arc_length
+
+    dt = 1.0 / METAWORLD_FPS
+    xyz = actions[:, :3]
+    msj = float(np.mean(jerk_from_positions(xyz[None], dt) ** 2)) if len(xyz) >= 5 else float("nan")
+    sparc = spectral_arc_length(np.linalg.norm(xyz, axis=1), dt) if len(xyz) >= 2 else float("nan")
+    return msj, sparc
+
+
+def run_episode(scene: MetaWorldScene, variation: int, policy: Any, settings: EvalSettings,
+                frame_hook: Callable[[dict[str, Any] | None, Any], None] | None = None,
+                query_log: list[tuple[float, Any]] | None = None) -> EpisodeResult:
+    """One closed-loop episode (see the module docstring). ``frame_hook(observation_or_None, scene)`` is called
+    before every step (for videos); ``query_log`` receives ``(t, function in force)`` at every command read."""
+    obs = scene.reset(variation)
+    dt = 1.0 / METAWORLD_FPS
+    executed: list[np.ndarray] = []
+    success, steps = False, settings.max_steps
+    expert = scene.expert() if isinstance(policy, ExpertPolicy) else None
+    stream = ActionStream(np.zeros(ACTION_DIM), 0.0, blend_duration=settings.blend_ms * 1e-3,
+                          max_latency=max(1.0, 2 * settings.latency_ms * 1e-3), switch=settings.switch)
+    pending: list[tuple[int, float, Any]] = []
+    current_fn: Any = None
+    held = np.zeros(ACTION_DIM)
+    switch_jumps: list[float] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Meta-World's experts warn on every call
+        for step in range(settings.max_steps):
+            t = step * dt
+            seen = None
+            if expert is not None:
+                held = np.clip(np.asarray(expert.get_action(obs), dtype=np.float64), -1.0, 1.0)
+            else:
+                if step % settings.replan_every == 0:
+                    seen = scene.observe(obs)
+                    pending.append((step + settings.latency_steps, t, policy.plan([seen])[0]))
+                ready = [p for p in pending if p[0] <= step]
+                pending = [p for p in pending if p[0] > step]
+                for _, t_obs, fn in ready:
+                    before = stream.command(t).velocity if stream.num_accepted else None
+                    if stream.submit(fn, observation_time=t_obs, now=t):
+                        current_fn = (fn, t_obs)
+                        if before is not None:
+                            after = fn(times=np.array([t - t_obs]), derivatives=3).position[0]
+                            switch_jumps.append(float(np.linalg.norm((after - held)[:3])))
+                if step % settings.query_period == 0:
+                    held = np.clip(stream.command(t).position, -1.0, 1.0)
+                    if query_log is not None:
+                        query_log.append((t, current_fn))
+            if frame_hook is not None:
+                frame_hook(seen, scene)
+            executed.append(held.copy())
+            obs, success, truncated = scene.step(held)
+            if success:
+                steps = step + 1
+                break
+            if truncated:
+                steps = step + 1
+                break
+    actions = np.asarray(executed)
+    msj, sparc = _executed_metrics(actions)
+    return EpisodeResult(scene.task, variation, bool(success), int(steps), msj, sparc,
+                         float(np.mean(switch_jumps)) if switch_jumps else None, actions)
+
+
+def evaluate(policy: Any, settings: EvalSettings, seed: int, *, progress: bool = True,
+             video_dir: Path | None = None) -> dict[str, list[EpisodeResult]]:
+    """Run ``settings.episodes`` held-out episodes per task (variations ``i % 50`` of ``MT1(task, seed)``)."""
+    from tqdm.auto import tqdm
+
+    from .report import VideoWriter
+
+    settings.check()
+    results: dict[str, list[EpisodeResult]] = {}
+    bar = tqdm(total=len(settings.tasks) * settings.episodes, desc="closed-loop episodes", unit="ep",
+               disable=not progress)
+    for task in settings.tasks:
+        try:
+            scene = MetaWorldScene(task, seed, settings.cameras, settings.image_size)
+        except ValueError as err:
+            raise EvalError(f"--tasks: {err}") from err
+        try:
+            results[task] = []
+            for i in range(settings.episodes):
+                writer = None
+                if settings.video and video_dir is not None and i == 0:
+                    writer = VideoWriter(video_dir / f"{task}.mp4", scene, settings.cameras[0] if settings.cameras else None)
+                try:
+                    res = run_episode(scene, i % scene.num_variations, policy, settings,
+                                      frame_hook=writer.add if writer else None)
+                finally:
+                    if writer is not None:
+                        writer.close()
+                results[task].append(res)
+                bar.update(1)
+                bar.set_postfix_str(f"{task} {sum(r.success for r in results[task])}/{len(results[task])}")
+        finally:
+            scene.close()
+    bar.close()
+    return results
+
+
+__all__ = [
+    "DEFAULT_EVAL_SEED",
+    "EXECUTIONS",
+    "EpisodeResult",
+    "EvalError",
+    "EvalSettings",
+    "ExpertPolicy",
+    "NiafPolicy",
+    "POLICIES",
+    "RandomPolicy",
+    "TRAINING_RECORD",
+    "WaypointFunction",
+    "evaluate",
+    "first_observation",
+    "load_policy",
+    "resolve_seed",
+    "run_episode",
+    "training_record",
+]
