@@ -87,13 +87,15 @@ def test_action_dim_mismatch_is_refused(tmp_path, cache_dir):
                  "--model.backbone", str(ckpt), "--model.init_from_niaf", "true"] + SMALL) == 2
 
 
+@pytest.mark.slow
 def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
-    """The README's first command, shortened: demos → fine-tune → Hub checkpoint → AutoModel → 4× queries."""
+    """The README's first command, shortened: demos → fine-tune → Hub checkpoint → AutoModel → 4× queries →
+    closed loop at the training rate and 4× it, next to the expert."""
     from niaf_train.demo import main
 
     out = tmp_path / "demo"
     rc = main(["--output_dir", str(out), "--cache_dir", str(cache_dir), "--max_steps", "150",
-               "--learning_rate", "2e-3", "--save_steps", "0", "--eval_steps", "0"] + SMALL)
+               "--learning_rate", "2e-3", "--save_steps", "0", "--eval_steps", "0", "--eval_episodes", "2"] + SMALL)
     assert rc == 0
     summary = json.loads((out / "demo_summary.json").read_text())
     m = summary["metrics"]
@@ -110,7 +112,18 @@ def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
     assert json.loads((final / "metrics.json").read_text())["position_mse"] == pytest.approx(m["position_mse"])
     assert (out / "demo_trajectories.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
-    assert "mean-action baseline" in printed
+    assert "mean-action baseline" in printed and "closed loop on held-out variations" in printed
+    loop = summary["closed_loop"]
+    assert len(loop) == 3
+    rates = sorted(r["settings"]["execute_hz"] for r in loop.values())
+    assert rates == [20.0, 80.0, 80.0]  # training rate, 4x, and the expert (every step)
+    expert = loop["scripted expert"]
+    assert expert["tasks"]["reach-v3"]["success_rate"] == 1.0 and expert["benchmark_seed"] == 1000
+    for folder in ("niaf_train_rate", "niaf_4x_rate"):
+        results = json.loads((out / "closed_loop" / folder / "results.json").read_text())
+        assert results["tasks"]["reach-v3"]["episodes"] == 2 and results["training_benchmark_seed"] == 0
+        assert (out / "closed_loop" / folder / "videos" / "reach-v3.mp4").stat().st_size > 1000
+    assert (out / "closed_loop_success.png").stat().st_size > 10_000
     # the Meta-World demonstrations were cached: a second run would not regenerate them
     assert any((cache_dir / "metaworld").iterdir())
     assert os.environ.get("HF_HUB_OFFLINE") == "1"

@@ -1,16 +1,22 @@
-"""The end-to-end default job: Meta-World demos → tiny NIAF fine-tune → Hub checkpoint → reload → 4× queries.
+"""The end-to-end default job: Meta-World demos → tiny NIAF fine-tune → Hub checkpoint → closed-loop success.
 
-    python -m niaf_train.demo --output_dir outputs/metaworld-tiny            # ~30 s on 2 idle CPU cores
-    python -m niaf_train.demo --output_dir DIR --max_steps 40 --data.metaworld_episodes_per_task 4   # a smoke run
+    python -m niaf_train.demo --output_dir outputs/metaworld-tiny
+    python -m niaf_train.demo --output_dir DIR --max_steps 40 --data.metaworld_episodes_per_task 4 \
+        --eval_episodes 2                                                  # a smoke run
 
-Any ``niaf-train`` key can be overridden (``--section.key value``). Steps:
+Any ``niaf-train`` key can be overridden (``--section.key value``); ``--eval_episodes N`` sets the closed-loop
+episodes per task (default 50). Steps:
 
 1. scripted-expert Meta-World demonstrations are generated once and cached (``~/.cache/niaf``);
 2. a tiny NIAF is fine-tuned with ``niaf_train.finetune`` (config ``default.yaml``);
 3. the final Hub-layout checkpoint is reloaded with ``AutoModel.from_pretrained(..., trust_remote_code=True)``
    and ``AutoProcessor`` — the same path a Hub user takes;
-4. held-out chunks are queried at 4× the training rate (``4·(K-1)+1`` points) with analytic derivatives;
-5. validation metrics are printed next to the mean-action baseline, and ``demo_trajectories.png`` is saved.
+4. held-out chunks are queried at 4× the training rate (``4·(K-1)+1`` points) with analytic derivatives and
+   plotted (``demo_trajectories.png``);
+5. the checkpoint runs in closed loop (:mod:`niaf_train.evaluation`) on held-out Meta-World variations, with its
+   action function executed at the training rate and at 4× that rate, next to the scripted expert in the same
+   harness; ``closed_loop/`` holds each run's ``results.json``, figure and rollout videos, and
+   ``closed_loop_success.png`` compares them.
 """
 
 from __future__ import annotations
@@ -59,6 +65,10 @@ def reload_and_query(final_dir: Path, cfg: Any, out_png: Path, num_examples: int
             "example_position_mse": float(np.mean((at_k.position - truth) ** 2))}
 
 
+ACTION_LABELS = ["dx (cm / step)", "dy (cm / step)", "dz (cm / step)", "gripper effort (+ closes)"]
+"""Meta-World's action dimensions and units (displacement of the hand target per 12.5 ms step, × 1 cm)."""
+
+
 def _plot(traj: Any, at_k: Any, truth: np.ndarray, config: Any, path: Path, tasks: list[str]) -> None:
     import matplotlib
 
@@ -66,9 +76,10 @@ def _plot(traj: Any, at_k: Any, truth: np.ndarray, config: Any, path: Path, task
     import matplotlib.pyplot as plt
 
     n, dims = truth.shape[0], truth.shape[-1]
+    labels = ACTION_LABELS if dims == len(ACTION_LABELS) else [f"action dim {d}" for d in range(dims)]
     t_dense = np.asarray(traj.time).reshape(-1)
     t_k = np.arange(config.chunk_size) / config.control_hz
-    fig, axes = plt.subplots(n, dims, figsize=(2.6 * dims, 2.0 * n), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(n, dims, figsize=(2.8 * dims, 2.1 * n + 0.6), squeeze=False, sharex=True, sharey="col")
     for i in range(n):
         for d in range(dims):
             ax = axes[i, d]
@@ -76,10 +87,11 @@ def _plot(traj: Any, at_k: Any, truth: np.ndarray, config: Any, path: Path, task
             ax.plot(t_k, truth[i, :, d], "o", ms=3, color="k", label="expert (held out)")
             ax.tick_params(labelsize=6)
             if i == 0:
-                ax.set_title(f"action dim {d}", fontsize=8)
-            if d == 0:
-                ax.set_ylabel(tasks[i][:22], fontsize=7)
-    axes[0, 0].legend(fontsize=6)
+                ax.set_title(labels[d], fontsize=8)
+            if i == n - 1:
+                ax.set_xlabel("time in chunk (s)", fontsize=7)
+        axes[i, 0].annotate(tasks[i], (0.0, 1.02), xycoords="axes fraction", fontsize=7, ha="left", va="bottom")
+    axes[0, -1].legend(fontsize=6, loc="best")
     fig.suptitle(f"held-out Meta-World chunks: {config.chunk_size} points at {config.control_hz:g} Hz, "
                  f"queried at 4x", fontsize=9)
     fig.tight_layout()
@@ -87,7 +99,65 @@ def _plot(traj: Any, at_k: Any, truth: np.ndarray, config: Any, path: Path, task
     plt.close(fig)
 
 
+def closed_loop(final_dir: Path, cfg: Any, out: Path, episodes: int, replan_every: int = 8,
+                progress: bool = True) -> dict[str, Any]:
+    """The checkpoint in closed loop on held-out variations, at the training rate and at 4× it, and the scripted
+    expert in the same harness. Returns ``{run name: results}``; files under ``out / "closed_loop"``."""
+    from .evaluation import EvalSettings
+    from .evaluation.closed_loop import load_policy
+    from .evaluation.report import plot_success
+    from .evaluation.run import evaluate_checkpoint
+    from .metaworld_demos import METAWORLD_FPS
+
+    d = cfg.data
+    train_hz = METAWORLD_FPS / d.metaworld_stride
+    fast_hz = min(METAWORLD_FPS, 4 * train_hz)
+    base = {"tasks": list(d.metaworld_tasks), "episodes": episodes, "cameras": [d.metaworld_camera],
+            "image_size": d.metaworld_image_size, "replan_every": replan_every}
+    runs = {
+        f"NIAF @ {train_hz:g} Hz (training rate)": ("niaf", EvalSettings(execute_hz=train_hz, **base)),
+        f"NIAF @ {fast_hz:g} Hz ({fast_hz / train_hz:g}x)": ("niaf", EvalSettings(execute_hz=fast_hz, **base)),
+        "scripted expert": ("expert", EvalSettings(video=False, **base)),
+    }
+    folders = {"niaf": iter(["niaf_train_rate", "niaf_4x_rate"]), "expert": iter(["expert"])}
+    policy = None
+    results = {}
+    for name, (kind, settings) in runs.items():
+        if kind == "niaf" and policy is None:
+            policy = load_policy(final_dir, settings)
+        if policy is not None:
+            policy.execution = settings.execution
+        results[name] = evaluate_checkpoint(str(final_dir), settings, out / "closed_loop" / next(folders[kind]),
+                                            policy=kind, policy_object=policy if kind == "niaf" else None,
+                                            progress=progress)
+    plot_success(out / "closed_loop_success.png", results,
+                 f"closed loop, {episodes} held-out episodes per task (benchmark seed "
+                 f"{next(iter(results.values()))['benchmark_seed']})")
+    return results
+
+
+def _split_eval_args(argv: list[str]) -> tuple[list[str], int, int]:
+    episodes, replan = 50, 8
+    for flag in ("--eval_episodes", "--eval_replan_every"):
+        if flag in argv:
+            i = argv.index(flag)
+            try:
+                value = int(argv[i + 1])
+            except (IndexError, ValueError):
+                raise ConfigError(f"{flag} needs a whole number") from None
+            if value < 1:
+                raise ConfigError(f"{flag} must be >= 1, got {value}")
+            argv = argv[:i] + argv[i + 2:]
+            if flag == "--eval_episodes":
+                episodes = value
+            else:
+                replan = value
+    return argv, episodes, replan
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .evaluation.closed_loop import EvalError
+    from .evaluation.report import format_table
     from .finetune import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -103,28 +173,41 @@ def main(argv: list[str] | None = None) -> int:
         config = "default.yaml"
     start = time.perf_counter()
     try:
+        argv, episodes, replan = _split_eval_args(argv)
         cfg = load_config(config, argv)
+        if cfg.data.source != "metaworld":
+            raise ConfigError("the demo job evaluates in Meta-World; data.source must be metaworld "
+                              "(use niaf-train for other data)")
         result = train(cfg)
     except ConfigError as err:
         print(f"niaf_train.demo: error: {err}", file=sys.stderr)
         return 2
     out = Path(cfg.training.output_dir)
-    query = reload_and_query(Path(result["final_dir"]), cfg, out / "demo_trajectories.png")
+    final_dir = Path(result["final_dir"])
+    query = reload_and_query(final_dir, cfg, out / "demo_trajectories.png")
+    try:
+        loop = closed_loop(final_dir, cfg, out, episodes, replan)
+    except EvalError as err:
+        print(f"niaf_train.demo: error: {err}", file=sys.stderr)
+        return 2
     m = result["metrics"]
     summary = {"metrics": m, "query": query, "train_seconds": result["train_seconds"],
+               "closed_loop": {name: {"mean_success": r["mean_success"],
+                                      "tasks": {t: {k: v for k, v in row.items() if k != "success_per_episode"}
+                                                for t, row in r["tasks"].items()},
+                                      "settings": r["settings"], "benchmark_seed": r["benchmark_seed"]}
+                               for name, r in loop.items()},
                "wall_seconds": time.perf_counter() - start}
     (out / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     ratio = m["position_mse"] / m["baseline_position_mse"]
-    print("\n=== NIAF on Meta-World (held-out episodes, physical action units) ===")
-    print(f"validation position MSE      {m['position_mse']:.5f}")
-    print(f"mean-action baseline MSE     {m['baseline_position_mse']:.5f}   (model / baseline = {ratio:.2f})")
-    if "velocity_mse" in m:
-        print(f"validation velocity MSE      {m['velocity_mse']:.5f} (per s)^2")
-    print(f"mean squared jerk (4x dense) {m['mean_squared_jerk']:.4g} (per s^3)^2")
-    print(f"SPARC of speed profiles      {m['sparc']:.3f}   (closer to 0 = smoother)")
-    print(f"queried {query['num_points']} points per chunk = {query['query_hz']:g} Hz "
-          f"(trained on {query['chunk_size']} points at {query['control_hz']:g} Hz)")
-    print(f"checkpoint (Hub layout): {result['final_dir']}\nplot: {out / 'demo_trajectories.png'}")
+    print("\n=== NIAF on Meta-World: closed loop on held-out variations ===")
+    print(format_table({name.split(" (")[0]: r for name, r in loop.items()},
+                       f"success over {episodes} episodes per task [95% Wilson interval]"))
+    print("\nopen loop (held-out chunks, physical action units):")
+    print(f"  position MSE {m['position_mse']:.5f} vs mean-action baseline {m['baseline_position_mse']:.5f} "
+          f"(ratio {ratio:.2f}); mean squared jerk at 4x {m['mean_squared_jerk']:.4g} (per s^3)^2")
+    print(f"checkpoint (Hub layout): {final_dir}")
+    print(f"closed-loop results, videos: {out / 'closed_loop'}; figure: {out / 'closed_loop_success.png'}")
     print(f"wall time: {summary['wall_seconds']:.0f} s (training {result['train_seconds']:.0f} s)")
     return 0
 

@@ -1,0 +1,229 @@
+"""Closed-loop evaluation (niaf-eval): observation parity with the demonstrations, held-out seeds, query times,
+results file, video, figure, bad arguments."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+pytest.importorskip("metaworld")
+
+from niaf_train.evaluation import (  # noqa: E402
+    EvalSettings,
+    WaypointFunction,
+    first_observation,
+    wilson_interval,
+)
+from niaf_train.evaluation.closed_loop import EvalError, resolve_seed  # noqa: E402
+from niaf_train.metaworld_demos import STATE_DIM, STATE_NAMES, generate_episodes  # noqa: E402
+
+TASK = "reach-v3"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pure pieces
+# ---------------------------------------------------------------------------------------------------------------
+def test_wilson_interval_against_closed_forms():
+    z = 1.959963984540054
+    # k = 0: [0, z²/(n + z²)]; k = n: [n/(n + z²), 1] (the interval's known closed forms at the edges)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, z * z / (10 + z * z)))
+    assert wilson_interval(50, 50) == pytest.approx((50 / (50 + z * z), 1.0))
+    # general case, by the textbook formula written out independently
+    k, n = 37, 50
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    assert wilson_interval(k, n) == pytest.approx((centre - half, centre + half))
+    lo, hi = wilson_interval(13, 50)
+    lo2, hi2 = wilson_interval(37, 50)
+    assert lo == pytest.approx(1 - hi2) and hi == pytest.approx(1 - lo2)  # symmetric in k ↔ n - k
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(51, 50)
+
+
+def test_waypoint_function_holds_and_interpolates():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(5, 4))
+    dt = 0.05
+    times = np.linspace(0, 0.2, 37)
+    zoh = WaypointFunction(w, dt, "zoh")(times=times, derivatives=3)
+    lin = WaypointFunction(w, dt, "linear")(times=times, derivatives=3)
+    k = np.minimum(np.floor(times / dt + 1e-9).astype(int), 4)
+    np.testing.assert_allclose(zoh.position, w[k])
+    assert np.all(zoh.velocity == 0)
+    for d in range(4):
+        np.testing.assert_allclose(lin.position[:, d], np.interp(times, np.arange(5) * dt, w[:, d]), atol=1e-12)
+    inside = np.minimum(k, 3)
+    np.testing.assert_allclose(lin.velocity, (w[inside + 1] - w[inside]) / dt)
+    assert WaypointFunction(w, dt, "zoh").chunk_duration == pytest.approx(0.2)
+
+
+def test_state_names_describe_metaworld_observation():
+    assert STATE_DIM == 39 and len(set(STATE_NAMES)) == 39
+    assert STATE_NAMES[:4] == ["hand.x", "hand.y", "hand.z", "gripper.open"]
+    assert STATE_NAMES[-3:] == ["goal.x", "goal.y", "goal.z"]
+
+
+def test_held_out_seed_resolution():
+    record = {"benchmark_seed": 1000}
+    assert resolve_seed(None, None) == 1000
+    assert resolve_seed(None, record) == 1001  # the default skips a seed used in training
+    assert resolve_seed(7, record) == 7
+    with pytest.raises(EvalError, match="--seed 1000: the training demonstrations"):
+        resolve_seed(1000, record)
+
+
+def test_settings_refuse_rates_that_do_not_divide_80hz():
+    with pytest.raises(EvalError, match="--execute-hz must divide"):
+        EvalSettings(tasks=[TASK], execute_hz=30).check()
+    with pytest.raises(EvalError, match="--execution"):
+        EvalSettings(tasks=[TASK], execution="spline").check()
+    assert EvalSettings(tasks=[TASK], execute_hz=20).query_period == 4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Observation parity: evaluation starts from exactly what the demonstration recorder records
+# ---------------------------------------------------------------------------------------------------------------
+def test_first_eval_observation_equals_first_recorded_frame():
+    seed, variation = 17, 3
+    eps = list(generate_episodes([TASK], variation + 1, cameras=("corner2",), image_size=32, seed=seed,
+                                 progress=False))
+    recorded = eps[variation]
+    assert recorded.metadata["variation"] == variation
+    obs = first_observation(TASK, seed, variation, ["corner2"], 32)
+    np.testing.assert_array_equal(obs["observation.images.corner2"], recorded.images["corner2"][0])
+    np.testing.assert_array_equal(obs["observation.state"], recorded.states[0])
+    assert obs["task"] == recorded.instruction
+    assert obs["observation.state"].shape == (STATE_DIM,)
+    # the goal is in the state (what the policy needs and a 32 px image barely shows)
+    assert np.linalg.norm(obs["observation.state"][36:39]) > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A tiny trained checkpoint, end to end
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    from niaf_train.finetune import train
+    from niaf_train.training_config import load_config
+
+    root = tmp_path_factory.mktemp("closed_loop")
+    cfg = load_config("default.yaml", [
+        "--output_dir", str(root / "run"), "--max_steps", "4", "--data.metaworld_tasks", TASK,
+        "--data.metaworld_episodes_per_task", "3", "--model.tiny_hidden_size", "32", "--model.siren_width", "32",
+        "--model.modulation_groups", "8", "--training.per_device_batch_size", "8", "--training.report_to", "none",
+        "--training.num_threads", "1", "--training.save_steps", "0", "--training.eval_steps", "0",
+        "--data.cache_dir", str(root / "cache"),
+    ])
+    return Path(train(cfg)["final_dir"])
+
+
+def test_checkpoint_records_its_training_variations(checkpoint):
+    record = json.loads((checkpoint / "training_data.json").read_text())
+    assert record["benchmark_seed"] == 0 and record["tasks"] == [TASK]
+    assert record["variations"][TASK] == [0, 1, 2] and record["stride"] == 4 and record["cameras"] == ["corner2"]
+
+
+def test_execute_hz_queries_the_function_at_the_requested_times(checkpoint):
+    """Executed actions equal the policy's function evaluated (by the torch model, independently of the stream)
+    at the last command time, held for 80/execute_hz steps."""
+    import torch
+    from niaf_train.evaluation.closed_loop import load_policy, run_episode
+    from niaf_train.metaworld_demos import MetaWorldScene
+
+    settings = EvalSettings(tasks=[TASK], execute_hz=40, replan_every=6, max_steps=20, video=False)
+    policy = load_policy(checkpoint, settings)
+    seen: list[tuple[int, dict]] = []
+    original = policy.plan
+
+    def spy(observations):
+        seen.append((len(executed_steps), observations[0]))
+        return original(observations)
+
+    executed_steps: list[int] = []
+    policy.plan = spy
+    with MetaWorldScene(TASK, 1000, ["corner2"], 32) as scene:
+        result = run_episode(scene, 0, policy, settings, frame_hook=lambda _o, _s: executed_steps.append(1))
+    assert len(result.actions) == result.steps == 20
+    model, processor = policy.model, policy.processor
+    for n in range(20):
+        q = n - n % 2  # the last command read (every 2nd step at 40 Hz)
+        plan_step, obs = [(s, o) for s, o in seen if s <= q][-1]
+        t = (q - plan_step) / 80.0
+        batch = processor(images=[[obs["observation.images.corner2"]]], text=[obs["task"]],
+                          state=torch.as_tensor(obs["observation.state"][None]))
+        want = model.generate_actions(**batch, times=[t], derivatives=0).position[0, 0].double().numpy()
+        np.testing.assert_allclose(result.actions[n], np.clip(want, -1, 1), atol=2e-5)
+    assert [s for s, _ in seen] == [0, 6, 12, 18]
+
+
+def test_niaf_eval_writes_results_video_and_figure(checkpoint, tmp_path, capsys):
+    import av
+    from niaf_train.evaluation.cli import main
+
+    out = tmp_path / "eval"
+    rc = main(["--checkpoint", str(checkpoint), "--episodes", "2", "--max-steps", "12", "--execute-hz", "80",
+               "--output-dir", str(out)])
+    assert rc == 0
+    results = json.loads((out / "results.json").read_text())
+    task = results["tasks"][TASK]
+    assert results["benchmark_seed"] == 1000 and results["training_benchmark_seed"] == 0
+    assert task["episodes"] == 2 and task["variations"] == [0, 1] and 0 <= task["success_rate"] <= 1
+    lo, hi = task["wilson95"]
+    assert (lo, hi) == pytest.approx(wilson_interval(task["successes"], 2))
+    assert results["settings"]["execute_hz"] == 80 and results["checkpoint"] == str(checkpoint)
+    assert np.isfinite(task["mean_squared_jerk"]) and np.isfinite(task["sparc"])
+    with av.open(str(out / "videos" / f"{TASK}.mp4")) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    first_len = 12 if not task["success_per_episode"][0] else None
+    if first_len is not None:
+        assert len(frames) == first_len
+    assert frames[0].shape[0] > 0 and frames[0].shape[1] == 2 * frames[0].shape[0]
+    assert (out / "success.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert TASK in printed and "mean" in printed
+    # the same folder again is refused (nothing is overwritten)
+    assert main(["--checkpoint", str(checkpoint), "--episodes", "1", "--output-dir", str(out)]) == 2
+    assert "already holds a results.json" in capsys.readouterr().err
+
+
+def test_niaf_eval_refuses_training_seed_unknown_task_and_wrong_layout(checkpoint, tmp_path, capsys):
+    from niaf_train.evaluation.cli import main
+
+    assert main(["--checkpoint", str(checkpoint), "--seed", "0", "--output-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("niaf-eval: error: --seed 0") and "\n" not in err
+    assert main(["--checkpoint", str(checkpoint), "--tasks", "fly-v3", "--episodes", "1",
+                 "--output-dir", str(tmp_path / "b")]) == 2
+    assert "unknown Meta-World MT1 task 'fly-v3'" in capsys.readouterr().err
+    # a checkpoint whose action layout is not Meta-World's
+    from transformers import AutoConfig
+
+    other = tmp_path / "ckpt7"
+    import shutil
+
+    shutil.copytree(checkpoint, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["action_dim"] = 7
+    (other / "config.json").write_text(json.dumps(cfg))
+    assert AutoConfig.from_pretrained(str(other), trust_remote_code=True).action_dim == 7
+    assert main(["--checkpoint", str(other), "--episodes", "1", "--output-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "--checkpoint" in err
+
+
+def test_expert_and_random_baselines_run_in_the_same_harness(tmp_path):
+    from niaf_train.evaluation.run import evaluate_checkpoint
+
+    settings = EvalSettings(tasks=[TASK], episodes=2, video=False)
+    expert = evaluate_checkpoint(None, settings, tmp_path / "expert", policy="expert", progress=False)
+    assert expert["tasks"][TASK]["success_rate"] == 1.0  # the scripted expert solves reach
+    settings = EvalSettings(tasks=[TASK], episodes=2, max_steps=40, video=False)
+    rand = evaluate_checkpoint(None, settings, tmp_path / "random", policy="random", progress=False)
+    assert rand["tasks"][TASK]["episodes"] == 2 and rand["benchmark_seed"] == expert["benchmark_seed"]
