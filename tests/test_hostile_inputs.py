@@ -190,3 +190,196 @@ def test_runtime_refuses_fast_acceleration_and_unreachable_start():
         ActionStream(np.array([2.0]), position_limits=(np.array([-1.0]), np.array([1.0])))
     with pytest.raises(ValueError, match="max_acceleration"):
         ActionStream(np.zeros(1), max_acceleration=float("nan"))
+
+
+# ============================================================================================================
+# 4. Model and processor: refuse at load time what would give silent wrong actions
+# ============================================================================================================
+def _tiny_model(**overrides):
+    import torch
+    from niaf_tiny_backbones import BACKBONES
+
+    from configuration_niaf import NiafConfig
+    from modeling_niaf import NiafForActionFunction
+
+    kwargs = dict(
+        backbone_config=BACKBONES["paligemma"](),
+        action_dim=3,
+        chunk_size=6,
+        control_hz=10.0,
+        siren_layers=2,
+        siren_width=16,
+        modulation_groups=4,
+    )
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    return NiafForActionFunction(NiafConfig(**kwargs)).eval()
+
+
+@pytest.mark.parametrize("where", ["siren.layers.0.weight", "modulation_heads.beta_weight"])
+def test_checkpoint_with_non_finite_weights_is_refused_naming_the_key(tmp_path, where):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from modeling_niaf import NiafForActionFunction
+
+    model = _tiny_model()
+    model.save_pretrained(tmp_path)
+    NiafForActionFunction.from_pretrained(tmp_path)  # the clean checkpoint loads
+    weights = load_file(tmp_path / "model.safetensors")
+    weights[where] = weights[where].clone()
+    weights[where].view(-1)[3] = float("nan") if "siren" in where else float("inf")
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=rf"weight `{where}` holds NaN or inf") as err:
+        NiafForActionFunction.from_pretrained(tmp_path)
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
+    assert torch.isfinite(model.siren.layers[0].weight).all()  # the original was not touched
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("siren_omega0", 1e300),
+        ("siren_layers", 200_000),
+        ("siren_width", 10**7),
+        ("chunk_size", 10**9),
+        ("num_cameras", 1000),
+        ("control_hz", float("inf")),
+    ],
+)
+def test_head_settings_outside_sane_bounds_are_refused_at_load(tmp_path, key, value):
+    import json
+
+    from modeling_niaf import NiafForActionFunction
+
+    _tiny_model().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"`{key}` must be"):
+        NiafForActionFunction.from_pretrained(tmp_path)
+
+
+def test_zero_range_or_nan_statistics():
+    from modeling_niaf.normalization import MIN_STATE_HALF_RANGE, AffineNormalizer
+
+    stats = {"q01": [0.0, 2.0], "q99": [1.0, 2.0]}  # dim 1 never moved in the data
+    state = AffineNormalizer.from_stats(stats, "QUANTILES", 2, feature="state")
+    # a deviation of 1e-3 in the constant dimension stays 1e-3, not 1e-3 / 1e-8 = 1e5
+    np.testing.assert_allclose(state.normalize(np.array([0.5, 2.001])), [0.0, 0.001], atol=1e-12)
+    assert MIN_STATE_HALF_RANGE <= 1e-6
+    action = AffineNormalizer.from_stats(stats, "QUANTILES", 2, feature="action")
+    assert action.denormalize(np.array([0.3, 0.7]))[1] == pytest.approx(
+        2.0, abs=1e-7
+    )  # outputs stay the constant
+    bad = {"q01": [0.0, float("nan")], "q99": [1.0, 2.0]}
+    with pytest.raises(ValueError, match=r"'state' stats 'q01' is NaN or inf in dims \[1\]"):
+        AffineNormalizer.from_stats(bad, "QUANTILES", 2, feature="state")
+    with pytest.raises(ValueError, match=r"normalization_stats\['action'\]\['q01'\]` is not finite"):
+        _tiny_model(normalization_stats={"action": {"q01": [0.0, float("nan"), 0.0], "q99": [1.0, 1.0, 1.0]}})
+
+
+def test_token_ids_outside_the_vocabulary_are_refused():
+    import torch
+    from niaf_tiny_backbones import VOCAB, make_inputs
+
+    model = _tiny_model()
+    inputs = make_inputs("paligemma")
+    with torch.no_grad():
+        model(**inputs)
+    for bad in (VOCAB, 10**12, -1):
+        hostile = dict(inputs, input_ids=inputs["input_ids"].clone())
+        hostile["input_ids"][0, -1] = bad
+        with pytest.raises(
+            ValueError,
+            match=rf"`input_ids` holds token ids .* outside the backbone's vocabulary \[0, {VOCAB}\)",
+        ):
+            model(**hostile)
+    with pytest.raises(ValueError, match="`input_ids` must be a LongTensor"):
+        model(**dict(inputs, input_ids=inputs["input_ids"].float()))
+
+
+def _processor(**kw):
+    from niaf_tiny_backbones import image_tokens_per_image, make_image_processor, make_tokenizer
+
+    from modeling_niaf import NiafProcessor
+
+    kwargs = dict(
+        image_processor=make_image_processor("paligemma"),
+        tokenizer=make_tokenizer(),
+        image_token="<image>",
+        image_seq_length=image_tokens_per_image("paligemma"),
+        num_cameras=1,
+        action_dim=3,
+        normalization_mode="IDENTITY",
+    )
+    kwargs.update(kw)
+    return NiafProcessor(**kwargs)
+
+
+def test_images_in_common_layouts_are_read_alike_and_the_rest_refused_by_name():
+    import torch
+    from PIL import Image
+
+    proc = _processor()
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    reference = proc(images=[hwc], text="open the drawer")["pixel_values"]
+    assert reference.abs().max() > 0.5  # not a black frame
+    as_float = hwc.astype(np.float32) / 255.0
+    layouts = {
+        "uint8 CHW": np.moveaxis(hwc, -1, 0),
+        "float HWC": as_float,
+        "float CHW tensor (LeRobot)": torch.from_numpy(np.moveaxis(as_float, -1, 0).copy()),
+        "float64 CHW": np.moveaxis(as_float, -1, 0).astype(np.float64),
+        "PIL RGB": Image.fromarray(hwc),
+    }
+    for name, image in layouts.items():
+        got = proc(images=[image], text="open the drawer")["pixel_values"]
+        torch.testing.assert_close(got, reference, rtol=0, atol=0, msg=name)
+    hostile = {
+        "empty": (np.zeros((0, 0, 3), np.uint8), r"is empty \(0×0 pixels\)"),
+        "grayscale": (np.zeros((32, 32), np.uint8), r"has shape \(32, 32\); expected an RGB frame"),
+        "grayscale 1-channel": (
+            np.zeros((32, 32, 1), np.uint8),
+            r"has shape \(32, 32, 1\); expected an RGB frame",
+        ),
+        "RGBA": (np.zeros((32, 32, 4), np.uint8), r"has shape \(32, 32, 4\); expected an RGB frame"),
+        "PIL L": (Image.fromarray(hwc[..., 0]), "is a PIL image in mode 'L'"),
+        "float 0-255": (
+            hwc.astype(np.float32),
+            r"is a float32 frame with values in \[0, 255\]; float frames must lie in \[0, 1\]",
+        ),
+        "float NaN": (
+            np.full((32, 32, 3), np.nan, np.float32),
+            r"is a float32 frame with values in \[nan, nan\]",
+        ),
+        "int64": (hwc.astype(np.int64), "has dtype int64"),
+        "string": ("frame.png", "must be a PIL image, a numpy array or a torch tensor"),
+    }
+    for _name, (image, message) in hostile.items():
+        with pytest.raises(ValueError, match=r"`images\[0\]\[0\]` " + message):
+            proc(images=[image], text="open the drawer")
+
+
+def test_prompt_templates_and_sequence_lengths_that_would_allocate_gigabytes_are_refused():
+    from modeling_niaf.processing_niaf import MAX_IMAGE_SEQ_LENGTH
+
+    for template in (
+        "{instruction:>999999999}",
+        "{instruction!r}",
+        "{instruction.__class__}",
+        "{0} {instruction}",
+        "{instruction} {other}",
+        "no slot",
+        "{instruction",
+    ):
+        with pytest.raises(ValueError, match="`prompt_template`"):
+            _processor(prompt_template=template)
+    _processor(prompt_template="What should the robot do to {instruction}? {{literal braces}}")
+    for length in (10**9, 0, True, 2.5):
+        with pytest.raises(ValueError, match="`image_seq_length` must be an int in"):
+            _processor(image_seq_length=length)
+    _processor(image_seq_length=MAX_IMAGE_SEQ_LENGTH)
+    with pytest.raises(ValueError, match="`num_cameras` must be <= 16"):
+        _processor(num_cameras=10**6)
