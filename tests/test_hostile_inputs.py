@@ -383,3 +383,246 @@ def test_prompt_templates_and_sequence_lengths_that_would_allocate_gigabytes_are
     _processor(image_seq_length=MAX_IMAGE_SEQ_LENGTH)
     with pytest.raises(ValueError, match="`num_cameras` must be <= 16"):
         _processor(num_cameras=10**6)
+
+
+# ============================================================================================================
+# 1. Pickled and binary data files: the restricted unpickler, .npy headers, FIFOs, links out of the dataset
+# ============================================================================================================
+class _Reduce:
+    """Pickles as ``func(*args)`` (and a BUILD with ``state`` when given): hand-made hostile streams."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+def _reconstruct():
+    return np.ndarray((0,)).__reduce__()[0]
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        # object array over raw bytes: its "pointers" are 0x4141...; touching them would kill the process
+        ("ndarray_object_from_bytes", r"numpy\.ndarray\(\.\.\.\) called from a pickle"),
+        ("ndarray_zero_stride", r"numpy\.ndarray\(\.\.\.\) called from a pickle"),
+        ("reconstruct_object_from_bytes", "must be built from a list of 4 elements"),
+        ("reconstruct_wrong_size", r"needs 8000000000000 bytes, the stream holds 8"),
+        ("reconstruct_other_args", r"only numpy's own _reconstruct"),
+        ("structured_dtype", "only plain numeric, string and object dtypes"),
+        ("build_on_a_dict", "refused to set the state of a dict"),
+        ("shared_nested_lists", "expands to more than"),
+        ("deep_nesting", "nests deeper than 100 levels"),
+        ("cycle", "reference cycle"),
+    ],
+)
+def test_restricted_unpickler_refuses_hostile_streams(case, message):
+    import pickle
+
+    from niaf_train.safe_pickle import UnsafePickleError, safe_loads
+
+    o8 = np.dtype("O")
+    if case == "ndarray_object_from_bytes":
+        stream = pickle.dumps(_Reduce(np.ndarray, ((4,), o8, b"A" * 32)))
+    elif case == "ndarray_zero_stride":
+        stream = pickle.dumps(_Reduce(np.ndarray, ((10**12,), np.dtype("f8"), b"\0" * 8, 0, (0,))))
+    elif case == "reconstruct_object_from_bytes":
+        stream = pickle.dumps(
+            _Reduce(_reconstruct(), (np.ndarray, (0,), b"b"), (1, (4,), o8, False, b"A" * 32))
+        )
+    elif case == "reconstruct_wrong_size":
+        state = (1, (10**12,), np.dtype("f8"), False, b"\0" * 8)
+        stream = pickle.dumps(_Reduce(_reconstruct(), (np.ndarray, (0,), b"b"), state))
+    elif case == "reconstruct_other_args":
+        stream = pickle.dumps(_Reduce(_reconstruct(), (np.ndarray, (10**12,), b"b")))
+    elif case == "structured_dtype":
+        stream = pickle.dumps(np.zeros(2, dtype=[("a", "f4"), ("b", "O")]))
+    elif case == "build_on_a_dict":
+        stream = b"\x80\x02}}b."  # EMPTY_DICT EMPTY_DICT BUILD STOP
+    elif case == "shared_nested_lists":
+        x: list = []
+        for _ in range(64):
+            x = [x, x]  # 64 levels, 2**64 leaves once expanded; the stream is a few hundred bytes
+        stream = pickle.dumps(x)
+        assert len(stream) < 1000
+    elif case == "deep_nesting":
+        depth = 200_000
+        stream = b"\x80\x02" + b"]" * depth + b"a" * (depth - 1) + b"."  # EMPTY_LIST ×N, APPEND ×(N-1)
+    else:
+        x = []
+        x.append(x)
+        stream = pickle.dumps(x)
+    with pytest.raises(UnsafePickleError, match=message) as err:
+        safe_loads(stream, source="auto_lang_ann.npy")
+    assert str(err.value).startswith("auto_lang_ann.npy: ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_restricted_unpickler_still_reads_what_numpy_writes(protocol):
+    import pickle
+
+    from niaf_train.safe_pickle import safe_loads
+
+    shared = "the same string object twice"
+    data = {
+        "f64": np.linspace(0.0, 1.0, 7),
+        "fortran": np.asfortranarray(np.arange(12, dtype=np.int16).reshape(3, 4)),
+        "big_endian": np.arange(5, dtype=">i4"),
+        "unicode": np.array(["open", "drawer"]),
+        "bytes": np.array([b"ab", b"c"]),
+        "bool": np.array([True, False]),
+        "complex": np.array([1 + 2j]),
+        "objects": np.array([{"a": 1}, [1, 2], "s"], dtype=object),
+        "scalars": [np.float32(1.5), np.int64(-3), np.str_("x"), np.bool_(True)],
+        "empty": np.zeros((0, 3)),
+        "shared": [shared, shared],
+    }
+    loaded = safe_loads(pickle.dumps(data, protocol=protocol))
+    for key, value in data.items():
+        if isinstance(value, np.ndarray):
+            assert loaded[key].dtype == value.dtype and loaded[key].shape == value.shape, key
+            assert loaded[key].tolist() == value.tolist(), key
+            assert loaded[key].flags.writeable
+        else:
+            assert loaded[key] == value, key
+    assert loaded["fortran"].flags.f_contiguous
+
+
+def _write_npy_header(path, shape, descr="<f8", payload=b"\0" * 8):
+    from numpy.lib import format as npy_format
+
+    with open(path, "wb") as fh:
+        npy_format.write_array_header_1_0(fh, {"descr": descr, "fortran_order": False, "shape": shape})
+        fh.write(payload)
+
+
+def test_npy_header_claiming_terabytes_is_a_named_error(tmp_path):
+    from niaf_train.calvin import read_calvin_segments
+    from niaf_train.safe_pickle import safe_load_npy
+
+    path = tmp_path / "ep_start_end_ids.npy"
+    _write_npy_header(path, (10**11, 2), "<i8")
+    with pytest.raises(
+        ValueError, match=r"ep_start_end_ids\.npy: the \.npy header claims shape \(100000000000, 2\)"
+    ):
+        read_calvin_segments(tmp_path)
+    np.save(path, np.array([[0, 3]]))
+    assert safe_load_npy(path).tolist() == [[0, 3]]
+
+
+def _calvin_split(tmp_path, fixtures_dir, mutate=None):
+    from data_factories import calvin_real_frame, write_calvin_split
+
+    split = tmp_path / "training"
+    write_calvin_split(
+        split,
+        calvin_real_frame(fixtures_dir),
+        segments=[(0, 5), (8, 11)],
+        annotations=[(0, 5, "good window", "a"), (8, 11, "bad window", "b")],
+        mutate=mutate,
+    )
+    return split
+
+
+def _replace_member(npz_path, key, raw):
+    """Rewrite one member of an .npz (a zip) with ``raw`` bytes, keeping the others."""
+    import zipfile
+
+    with zipfile.ZipFile(npz_path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members[key + ".npy"] = raw
+    with zipfile.ZipFile(npz_path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+@pytest.mark.parametrize("member", ["rel_actions", "rgb_static"])
+def test_calvin_frame_header_claiming_terabytes_is_skippable(tmp_path, fixtures_dir, member):
+    import io
+
+    from niaf_train.calvin import iter_calvin_episodes
+    from niaf_train.episodes import EpisodeError, LoadSummary
+    from numpy.lib import format as npy_format
+
+    split = _calvin_split(tmp_path, fixtures_dir)
+    raw = io.BytesIO()
+    descr = "<f8" if member == "rel_actions" else "|u1"
+    shape = (10**12,) if member == "rel_actions" else (10**6, 10**6, 3)
+    npy_format.write_array_header_1_0(raw, {"descr": descr, "fortran_order": False, "shape": shape})
+    raw.write(b"\0" * 64)
+    _replace_member(split / "episode_0000009.npz", member, raw.getvalue())
+    with pytest.raises(
+        EpisodeError, match=rf"episode_0000009\.npz: episode ann_1: key '{member}': .*header claims"
+    ):
+        list(iter_calvin_episodes(split))
+    summary = LoadSummary()
+    kept = list(iter_calvin_episodes(split, skip_invalid=True, summary=summary))
+    assert [e.episode_id for e in kept] == ["ann_0"] and summary.skipped[0].key == member
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink_out", "symlink_in"])
+def test_calvin_frames_that_are_fifos_or_symlinks_out_of_the_root_are_refused(tmp_path, fixtures_dir, kind):
+    import os
+    import shutil
+
+    from niaf_train.calvin import iter_calvin_episodes
+    from niaf_train.episodes import EpisodeError
+
+    split = _calvin_split(tmp_path / "data", fixtures_dir)
+    frame = split / "episode_0000009.npz"
+    outside = tmp_path / "elsewhere" / "episode_0000009.npz"
+    outside.parent.mkdir()
+    shutil.move(frame, outside)
+    if kind == "fifo":
+        os.mkfifo(frame)  # opening it for reading would block forever
+        expect = "a FIFO; expected a regular .npz frame file"
+    elif kind == "symlink_out":
+        frame.symlink_to(outside)
+        expect = "outside the dataset folder"
+    else:  # a symlink that stays inside the dataset folder is fine
+        inside = split / "store" / "frame9.npz"
+        inside.parent.mkdir()
+        shutil.move(outside, inside)
+        frame.symlink_to(inside)
+        assert len(list(iter_calvin_episodes(split))) == 2
+        return
+    with pytest.raises(EpisodeError, match=rf"episode_0000009\.npz: episode ann_1: key '<file>': .*{expect}"):
+        list(iter_calvin_episodes(split))
+
+
+def test_libero_external_links_and_virtual_datasets_are_refused(tmp_path):
+
+    import h5py
+    from data_factories import libero_demo_arrays, write_libero_hdf5
+    from niaf_train.episodes import EpisodeError, LoadSummary
+    from niaf_train.libero import iter_libero_episodes
+
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    path = suite / "pick_up_the_bowl_demo.hdf5"
+    demos = {f"demo_{i}": libero_demo_arrays(6, seed=i, hw=(8, 8)) for i in range(2)}
+    write_libero_hdf5(path, demos, "pick up the bowl")
+    secret = tmp_path / "secret.hdf5"
+    with h5py.File(secret, "w") as fh:
+        fh["actions"] = np.ones((6, 7))
+    assert len(list(iter_libero_episodes(suite))) == 2
+    with h5py.File(path, "a") as fh:
+        del fh["data/demo_1/actions"]
+        fh["data/demo_1/actions"] = h5py.ExternalLink(str(secret), "/actions")
+    with pytest.raises(
+        EpisodeError, match=r"demo_1: key 'data/demo_1/actions': an HDF5 external link to .*secret"
+    ):
+        list(iter_libero_episodes(suite))
+    summary = LoadSummary()
+    assert [e.episode_id for e in iter_libero_episodes(suite, skip_invalid=True, summary=summary)] == [
+        "demo_0"
+    ]
+    with h5py.File(path, "a") as fh:
+        del fh["data/demo_1/actions"]
+        layout = h5py.VirtualLayout(shape=(6, 7), dtype="f8")
+        layout[:] = h5py.VirtualSource(str(secret), "actions", shape=(6, 7))
+        fh["data/demo_1"].create_virtual_dataset("actions", layout)
+    with pytest.raises(EpisodeError, match="virtual dataset or one with external storage"):
+        list(iter_libero_episodes(suite))

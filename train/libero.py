@@ -146,6 +146,46 @@ def sorted_demo_names(data_group: Any, path: str | PathLike[str]) -> list[str]:
     return [name for _, name in sorted(names)]
 
 
+_MAX_COMPRESSION_RATIO = 1100
+"""gzip/deflate expands at most ~1032:1; a dataset claiming more bytes than that from its storage is forged."""
+
+
+def _local_object(group: Any, key: str, path: Path, demo: str, full_key: str) -> Any:
+    """``group[key]`` after checking every link on the way stays inside this file and the dataset's data too.
+
+    HDF5 can point out of a file: external links (to another file), virtual datasets (mapping other files) and
+    external raw storage (bytes read from arbitrary paths). LIBERO demo files are self-contained, so all three
+    are refused; so is a dataset whose declared size is implausible for its stored bytes (a header claiming
+    terabytes of fill value), before anything is allocated.
+    """
+    import h5py
+
+    node = group
+    for part in key.split("/"):
+        link = node.get(part, getlink=True)
+        if link is None:
+            raise EpisodeError(str(path), demo, full_key, f"missing from the {'demo' if demo != '*' else 'file'} group")
+        if isinstance(link, h5py.ExternalLink):
+            raise EpisodeError(
+                str(path), demo, full_key,
+                f"an HDF5 external link to {link.filename}:{link.path}; demo files must be self-contained, refused",
+            )
+        node = node[part]
+    if isinstance(node, h5py.Dataset):
+        if node.is_virtual or node.external:
+            raise EpisodeError(
+                str(path), demo, full_key,
+                "a virtual dataset or one with external storage (data in other files); refused",
+            )
+        nbytes = int(node.size) * node.dtype.itemsize
+        if nbytes > max(node.id.get_storage_size(), 1 << 20) * _MAX_COMPRESSION_RATIO:
+            raise EpisodeError(
+                str(path), demo, full_key,
+                f"declares shape {node.shape} ({nbytes} bytes) but stores {node.id.get_storage_size()} bytes; refused",
+            )
+    return node
+
+
 def _read_array(
     group: Any,
     key: str,
@@ -159,10 +199,9 @@ def _read_array(
 ) -> np.ndarray:
     """``group[key]`` as a numpy array, checked; errors name file, demo and HDF5 key."""
     full_key = f"data/{demo}/{key}"
-    if key not in group:
-        raise EpisodeError(str(path), demo, full_key, "missing from the demo group")
+    dataset = _local_object(group, key, path, demo, full_key)  # checks links before `in` would follow them
     try:
-        arr = group[key][()]
+        arr = dataset[()]
     except Exception as exc:  # h5py raises OSError / KeyError / TypeError on damaged datasets
         raise EpisodeError(str(path), demo, full_key, f"unreadable ({type(exc).__name__}: {exc})") from exc
     arr = np.asarray(arr)
@@ -270,11 +309,11 @@ def _libero_episodes(
             continue
         with fh:
             try:
-                if "data" not in fh:
+                if fh.get("data", getlink=True) is None:
                     raise EpisodeError(
                         str(path), "*", "data", "group missing; expected LIBERO's /data/demo_<i> layout"
                     )
-                data = fh["data"]
+                data = _local_object(fh, "data", path, "*", "data")
                 instruction = (
                     read_libero_instruction(data, path)
                     if instruction_from == "problem_info"
@@ -292,7 +331,7 @@ def _libero_episodes(
             for demo in demos:
                 try:
                     yield _read_demo(
-                        data[demo],
+                        _local_object(data, demo, path, demo, f"data/{demo}"),
                         path,
                         demo,
                         instruction,
