@@ -626,3 +626,196 @@ def test_libero_external_links_and_virtual_datasets_are_refused(tmp_path):
         fh["data/demo_1"].create_virtual_dataset("actions", layout)
     with pytest.raises(EpisodeError, match="virtual dataset or one with external storage"):
         list(iter_libero_episodes(suite))
+
+
+# ============================================================================================================
+# 2 and 3. niaf-train's output folder: destructive options check first; a resume continues the same run
+# ============================================================================================================
+def _lerobot_dataset(root, seed=3):
+    from data_factories import random_lerobot_episodes, write_lerobot_v3_fixture
+
+    src = random_lerobot_episodes(n=4, lengths=[9, 10, 11, 12], d=4, s=3, hw=(16, 16), seed=seed)
+    return write_lerobot_v3_fixture(root, src, fps=20)
+
+
+def _train_args(data, out, cache, *extra):
+    return [
+        "--config", "default.yaml", "--data.source", "lerobot", "--data.path", str(data), "--cache_dir", str(cache),
+        "--model.tiny_hidden_size", "32", "--model.siren_width", "32", "--model.modulation_groups", "8",
+        "--model.chunk_size", "4", "--training.per_device_batch_size", "4", "--training.report_to", "none",
+        "--training.num_threads", "1", "--max_steps", "2", "--save_steps", "1", "--eval_steps", "0",
+        "--logging_steps", "1", "--data.val_fraction", "0.25", "--output_dir", str(out), *extra,
+    ]  # fmt: skip
+
+
+def _niaf_train(capsys, *args):
+    from niaf_train.finetune import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    err = capsys.readouterr().err
+    return code, err
+
+
+def _error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("niaf-train: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    return lines[0]
+
+
+def test_overwrite_output_dir_checks_everything_first_and_deletes_only_a_run(tmp_path, capsys):
+    data, cache, out = _lerobot_dataset(tmp_path / "ds"), tmp_path / "cache", tmp_path / "run"
+    assert _niaf_train(capsys, *_train_args(data, out, cache))[0] == 0
+    finished = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert (
+        finished == ["checkpoint-000001", "checkpoint-000002"]
+        and (out / "final" / "model.safetensors").is_file()
+    )
+
+    # a typo in the data path: refused before anything of the finished run is touched
+    code, err = _niaf_train(
+        capsys, *_train_args(tmp_path / "dss", out, cache, "--overwrite_output_dir", "true")
+    )
+    assert code == 2 and "dss" in _error_line(err)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == finished and (out / "final").is_dir()
+
+    # a folder holding something a run does not write is not deleted
+    (out / "notes.txt").write_text("mine")
+    code, err = _niaf_train(capsys, *_train_args(data, out, cache, "--overwrite_output_dir", "true"))
+    assert code == 2 and "notes.txt" in _error_line(err) and (out / "notes.txt").read_text() == "mine"
+    (out / "notes.txt").unlink()
+
+    # nor one that contains the dataset (or the chunk cache)
+    inner = _lerobot_dataset(out / "data")
+    code, err = _niaf_train(capsys, *_train_args(inner, out, cache, "--overwrite_output_dir", "true"))
+    assert code == 2 and "contains" in _error_line(err) and (inner / "meta" / "info.json").is_file()
+    code, err = _niaf_train(capsys, *_train_args(data, out, out / "cache", "--overwrite_output_dir", "true"))
+    assert code == 2 and "contains" in _error_line(err)
+    shutil_rmtree(out / "data")
+
+    # a real run is replaced once everything is checked: its old checkpoints are gone
+    code, err = _niaf_train(
+        capsys, *_train_args(data, out, cache, "--overwrite_output_dir", "true", "--max_steps", "1")
+    )
+    assert code == 0, err[-2000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-000001"]
+
+
+def shutil_rmtree(path):
+    import shutil
+
+    shutil.rmtree(path)
+
+
+def test_data_cli_stats_overwrite_merges_and_keeps_a_backup(tmp_path, capsys):
+    import json
+
+    from niaf_train.data_cli import main
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    stats_path = root / "meta" / "stats.json"
+    original = {
+        "observation.images.top": {"mean": [[[0.5]], [[0.5]], [[0.5]]], "std": [[[0.2]], [[0.2]], [[0.2]]]},
+        "action": {"mean": [9.0, 9.0, 9.0, 9.0]},
+    }
+    stats_path.write_text(json.dumps(original))
+    assert main(["stats", "--format", "lerobot", str(root), "--chunk-size", "4"]) == 2  # no --overwrite
+    assert json.loads(stats_path.read_text()) == original
+    assert main(["stats", "--format", "lerobot", str(root), "--chunk-size", "4", "--overwrite"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    merged = json.loads(stats_path.read_text())
+    assert merged["observation.images.top"] == original["observation.images.top"]  # kept, not dropped
+    assert merged["action"]["mean"] != [9.0] * 4 and "q01" in merged["action"]  # recomputed
+    assert json.loads((root / "meta" / "stats.json.bak").read_text()) == original
+    assert result["backup"].endswith("stats.json.bak") and result["kept"] == ["observation.images.top"]
+
+
+def test_resume_refuses_another_data_or_sample_stream(tmp_path, capsys):
+    import shutil
+
+    data, cache, out = _lerobot_dataset(tmp_path / "ds"), tmp_path / "cache", tmp_path / "run"
+    assert _niaf_train(capsys, *_train_args(data, out, cache, "--max_steps", "1"))[0] == 0
+    for flag, value in (("--seed", "1"), ("--training.per_device_batch_size", "2")):
+        code, err = _niaf_train(capsys, *_train_args(data, out, cache, "--resume", "true", flag, value))
+        assert code == 2 and flag.split(".")[-1].lstrip("-") in _error_line(err) and "sample stream" in err
+    # the dataset at the same path changed (one more episode): refused, naming the fingerprint file
+    shutil.rmtree(data)
+    _lerobot_dataset(data, seed=4)
+    code, err = _niaf_train(capsys, *_train_args(data, out, cache, "--resume", "true"))
+    assert code == 2 and "the training data changed" in _error_line(err) and "run_fingerprint.json" in err
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-000001"]  # untouched
+
+
+def test_resume_checks_the_checkpoint_up_front(tmp_path, capsys):
+    data, cache, out = _lerobot_dataset(tmp_path / "ds"), tmp_path / "cache", tmp_path / "run"
+    assert _niaf_train(capsys, *_train_args(data, out, cache))[0] == 0
+    state = out / "checkpoints" / "checkpoint-000002" / "training_state"
+    optimizer = state / "optimizer.bin"
+    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
+    code, err = _niaf_train(capsys, *_train_args(data, out, cache, "--resume", "true", "--max_steps", "3"))
+    assert code == 2 and "optimizer.bin is truncated" in _error_line(err)
+    (state / "random_states_0.pkl").unlink()
+    code, err = _niaf_train(capsys, *_train_args(data, out, cache, "--resume", "true", "--max_steps", "3"))
+    assert code == 2 and "random_states_0.pkl is missing" in _error_line(err)
+
+
+def test_run_killed_in_its_first_checkpoint_can_resume(tmp_path, capsys):
+    import json
+
+    from niaf_train.training_config import load_config
+
+    data, cache, out = _lerobot_dataset(tmp_path / "ds"), tmp_path / "cache", tmp_path / "run"
+    # what a SIGKILL during the first checkpoint write leaves: the run's config and a temporary folder
+    cfg = load_config("default.yaml", _train_args(data, out, cache)[2:])
+    (out / "checkpoints" / ".tmp-checkpoint-000001" / "training_state").mkdir(parents=True)
+    (out / "run_config.json").write_text(json.dumps(cfg.to_dict()))
+    code, err = _niaf_train(capsys, *_train_args(data, out, cache))
+    assert code == 2 and "--resume starts it again from step 0" in _error_line(err)
+    code, err = _niaf_train(capsys, *_train_args(data, out, cache, "--resume", "true"))
+    assert code == 0, err[-2000:]
+    assert (out / "final" / "model.safetensors").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "checkpoint-000001",
+        "checkpoint-000002",
+    ]
+
+
+def test_two_runs_on_one_folder_and_unwritable_disks_are_refused(tmp_path, capsys, monkeypatch):
+    import errno
+    from collections import namedtuple
+
+    from niaf_train import run_folder
+
+    data, cache, out = _lerobot_dataset(tmp_path / "ds"), tmp_path / "cache", tmp_path / "run"
+    holder = run_folder.RunLock(out).acquire()  # another run holds the folder
+    try:
+        code, err = _niaf_train(capsys, *_train_args(data, out, cache))
+        assert code == 2 and "in use by another niaf-train run" in _error_line(err)
+        assert not (out / "checkpoints").exists()
+    finally:
+        holder.release()
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(run_folder.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    code, err = _niaf_train(capsys, *_train_args(data, out, cache))
+    assert code == 2 and "GiB free, a run needs about" in _error_line(err)
+    monkeypatch.undo()
+
+    def read_only(path, mode="r", *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(run_folder, "open", read_only, raising=False)
+    code, err = _niaf_train(capsys, *_train_args(data, out, cache))
+    assert code == 2 and "cannot write .tmp-write-probe (Read-only file system)" in _error_line(err)
+
+
+@pytest.mark.parametrize("key", ["--learning_rate", "--training.warmup_ratio", "--training.final_lr_scale"])
+def test_non_finite_learning_rates_and_schedules_are_config_errors(tmp_path, capsys, key):
+    data = _lerobot_dataset(tmp_path / "ds")
+    for value in ("nan", "inf", "-inf"):
+        code, err = _niaf_train(capsys, *_train_args(data, tmp_path / "run", tmp_path / "cache", key, value))
+        assert (
+            code == 2
+            and "must be a finite number" in _error_line(err)
+            and key.split(".")[-1].lstrip("-") in err
+        )
+    assert not (tmp_path / "run").exists()

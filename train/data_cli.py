@@ -175,7 +175,7 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
-    from .stats import write_stats_json
+    from .stats import merge_stats_json, write_stats_json
 
     indices = _parse_relative(args.relative_action_state_indices)
     if indices is not None and args.out is None:
@@ -190,11 +190,16 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(f"{out} exists; pass --overwrite to replace it")
     ds = _load(args, for_stats=True)
     stats = _relative_stats(ds, indices)
-    write_stats_json(out, stats, overwrite=args.overwrite)
+    merged: dict[str, Any] = {}
+    if out.exists():  # --overwrite: merge into it (features not computed here are kept) after a backup
+        merged = merge_stats_json(out, stats)
+    else:
+        write_stats_json(out, stats)
     # with deltas, "action" counts every real chunk point; the state has one entry per sampled frame
     frames = stats["observation.state"]["count"][0] if indices is not None else stats["action"]["count"][0]
     return {"written": str(out), "features": sorted(stats), "frames": frames,
-            "relative_action_state_indices": indices}
+            "relative_action_state_indices": indices,
+            **{k: merged[k] for k in ("backup", "kept") if k in merged}}
 
 
 def cmd_metaworld(args: argparse.Namespace) -> dict[str, Any]:
@@ -237,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_stats = sub.add_parser("stats", help="compute per-dimension statistics and write stats.json")
     data_args(p_stats)
     p_stats.add_argument("--out", default=None, help="stats.json path (default PATH/meta/stats.json for lerobot)")
-    p_stats.add_argument("--overwrite", action="store_true", help="replace an existing stats.json")
+    p_stats.add_argument("--overwrite", action="store_true", help="update an existing stats.json: computed features are replaced, the others kept; the old file is "
+                         "backed up as stats.json.bak")
     p_mw = sub.add_parser("metaworld", help="generate Meta-World expert demonstrations as a LeRobot v3 dataset")
     p_mw.add_argument("--tasks", nargs="+", default=None, help="MT1 task names (default: 5 tasks)")
     p_mw.add_argument("--episodes", type=int, default=50, help="episodes per task (default 50)")
