@@ -6,6 +6,7 @@ itself (the limits it was given, the size it claims), never from the code under 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -819,3 +820,134 @@ def test_non_finite_learning_rates_and_schedules_are_config_errors(tmp_path, cap
             and key.split(".")[-1].lstrip("-") in err
         )
     assert not (tmp_path / "run").exists()
+
+
+# ============================================================================================================
+# 6. Data that is accepted but wrong: refuse or rebuild, naming the file
+# ============================================================================================================
+def _rewrite_parquet(path, change):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    pq.write_table(change(table), path)
+
+
+def test_episode_listed_twice_in_meta_episodes_is_refused(tmp_path):
+    import pyarrow as pa
+    from niaf_train.lerobot_v3 import load_lerobot
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    meta = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    _rewrite_parquet(meta, lambda t: pa.concat_tables([t, t.slice(1, 1)]))
+    with pytest.raises(
+        ValueError, match=r"file-000\.parquet: episode_index 1 is listed twice in meta/episodes"
+    ):
+        load_lerobot(root, 4, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("column, kind", [("action", "string"), ("observation.state", "bool")])
+def test_actions_as_strings_or_state_as_booleans_are_refused(tmp_path, column, kind):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from niaf_train.episodes import EpisodeError
+    from niaf_train.lerobot_v3 import load_lerobot
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    data = root / "data" / "chunk-000" / "file-001.parquet"
+
+    def change(table):
+        values = table[column].combine_chunks()
+        flat = values.flatten()
+        flat = pc.cast(flat, pa.string()) if kind == "string" else pc.greater(flat, 0.0)
+        new = pa.FixedSizeListArray.from_arrays(flat, values.type.list_size)
+        return table.set_column(table.schema.get_field_index(column), column, new)
+
+    _rewrite_parquet(data, change)
+    with pytest.raises(
+        EpisodeError, match=rf"file-001\.parquet: episode 2: key '{column}'.*stored as {kind}"
+    ):
+        load_lerobot(root, 4, cache_dir=tmp_path / "cache")
+    kept = load_lerobot(root, 4, cache_dir=tmp_path / "cache", skip_invalid=True)
+    assert sorted(set(kept["episode_index"])) == [0, 1]
+
+
+def test_negative_max_episodes_is_refused(tmp_path, fixtures_dir, capsys):
+    from data_factories import libero_demo_arrays, write_libero_hdf5
+    from niaf_train.calvin import iter_calvin_episodes
+    from niaf_train.data_cli import main
+    from niaf_train.libero import iter_libero_episodes
+
+    split = _calvin_split(tmp_path, fixtures_dir)
+    assert len(list(iter_calvin_episodes(split, max_episodes=1))) == 1
+    with pytest.raises(ValueError, match=r"max_episodes=-1: expected a positive int"):
+        list(iter_calvin_episodes(split, max_episodes=-1))
+    demos = {f"demo_{i}": libero_demo_arrays(6, seed=i, hw=(8, 8)) for i in range(2)}
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    write_libero_hdf5(suite / "open_the_drawer_demo.hdf5", demos, "open the drawer")
+    assert len(list(iter_libero_episodes(suite, max_demos_per_file=1))) == 1
+    with pytest.raises(ValueError, match=r"max_demos_per_file=-1: expected a positive int"):
+        list(iter_libero_episodes(suite, max_demos_per_file=-1))
+    with pytest.raises(SystemExit) as exit_:
+        main(["inspect", "--format", "calvin", str(split), "--max-episodes", "-1"])
+    assert exit_.value.code == 2 and "expected a positive integer, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "template, field",
+    [
+        ("data/chunk-{chunk_index:03d}/file-{file_index:0999999999d}.parquet", "file_index:0999999999d"),
+        ("data/{episode_index.__class__}.parquet", "episode_index.__class__"),
+        ("data/{episode_index!r}.parquet", "episode_index!r"),
+        ("data/{secret}.parquet", "secret"),
+    ],
+)
+def test_path_templates_that_allocate_or_reach_into_objects_are_refused(tmp_path, template, field):
+    import json
+
+    from niaf_train.lerobot_v3 import load_lerobot
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    info = json.loads((root / "meta" / "info.json").read_text())
+    info["data_path"] = template
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(
+        ValueError, match=r"info\.json: data_path template field \{" + re.escape(field) + r"\}"
+    ):
+        load_lerobot(root, 4, cache_dir=tmp_path / "cache")
+
+
+def test_changed_data_file_with_same_size_and_mtime_rebuilds_the_cache(tmp_path):
+    import os
+
+    from niaf_train.chunking import file_fingerprint
+
+    path = tmp_path / "frame.bin"
+    path.write_bytes(b"0123456789")
+    st = path.stat()
+    before = file_fingerprint([path])
+    path.write_bytes(b"9876543210")  # same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the old modification time
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    assert file_fingerprint([path]) != before
+
+
+def test_truncated_cache_is_rebuilt_and_a_truncated_second_file_is_named(tmp_path, caplog):
+    from niaf_train.episodes import EpisodeError
+    from niaf_train.lerobot_v3 import load_lerobot
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    first = load_lerobot(root, 4, cache_dir=tmp_path / "cache")
+    reference = np.asarray(first.with_format("numpy")["action"])
+    (arrow,) = (tmp_path / "cache").rglob("data.arrow")
+    del first
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING, logger="niaf_train.chunking"):
+        again = load_lerobot(root, 4, cache_dir=tmp_path / "cache")
+    assert "rebuilding it" in caplog.text
+    np.testing.assert_array_equal(np.asarray(again.with_format("numpy")["action"]), reference)
+
+    second = root / "data" / "chunk-000" / "file-001.parquet"  # episodes 2 and 3
+    second.write_bytes(second.read_bytes()[:100])
+    with pytest.raises(EpisodeError, match=r"file-001\.parquet: episode 2: key 'data': unreadable"):
+        load_lerobot(root, 4, cache_dir=tmp_path / "cache2")

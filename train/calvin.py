@@ -606,6 +606,9 @@ def _calvin_episodes(
     segments = read_calvin_segments(split_dir) if (mode == "all" or seg_path.is_file()) else None
     windows, lang_path = _windows(split_dir, mode, lang_folder, segments)
     if max_episodes is not None:
+        if isinstance(max_episodes, bool) or not isinstance(max_episodes, int) or max_episodes < 1:
+            # a negative count would slice off the last windows silently (windows[:-1])
+            raise ValueError(f"max_episodes={max_episodes!r}: expected a positive int or None (all)")
         windows = windows[:max_episodes]
     lowdim_keys = [action_key] + (["robot_obs"] if state is not None else [])
     # Language windows overlap: keep recently read frames so each file is opened about once.

@@ -87,6 +87,17 @@ def _load(args: argparse.Namespace, *, for_stats: bool = False):
     raise CliError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 
+def _positive_int(text: str) -> int:
+    """argparse type of counts: a negative count would silently drop the last episodes (``[:-1]``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def _parse_relative(text: str | None) -> list[int | None] | None:
     """``"0,1,null"`` → [0, 1, None]; None stays None."""
     if text is None:
@@ -231,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--state-only", action="store_true", help="lerobot formats: read no images/videos")
         p.add_argument("--fps", type=float, default=None,
                        help="lerobot formats: true control rate when info.json's fps is wrong (libero-lerobot: 20)")
-        p.add_argument("--max-episodes", type=int, default=None,
+        p.add_argument("--max-episodes", type=_positive_int, default=None,
                        help="read only the first N episodes (LIBERO: demos per file)")
         p.add_argument(RELATIVE_FLAG, default=None, metavar="I,J,...",
                        help="action statistics of deltas from these state indices, one per action dim, null = "

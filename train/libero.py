@@ -286,6 +286,10 @@ def _libero_episodes(
 
     if state is not None and state not in LIBERO_STATE_LAYOUTS:
         raise ValueError(f"state={state!r}: expected one of {sorted(LIBERO_STATE_LAYOUTS)} or None")
+    if max_demos_per_file is not None and (
+        isinstance(max_demos_per_file, bool) or not isinstance(max_demos_per_file, int) or max_demos_per_file < 1
+    ):
+        raise ValueError(f"max_demos_per_file={max_demos_per_file!r}: expected a positive int or None (all)")
     if wrist_camera_name not in ("wrist_image", "image2"):
         raise ValueError(f"wrist_camera_name={wrist_camera_name!r}: expected 'wrist_image' or 'image2'")
     if instruction_from not in ("problem_info", "filename"):
@@ -326,7 +330,7 @@ def _libero_episodes(
                 yield UnreadableEpisode(err, LIBERO_FPS)
                 continue
             if max_demos_per_file is not None:
-                demos = demos[:max_demos_per_file]
+                demos = demos[:max_demos_per_file]  # checked positive above: a negative count drops the last demos
             logger.info("LIBERO %s: %d demos, instruction %r", path, len(demos), instruction)
             for demo in demos:
                 try:
