@@ -951,3 +951,39 @@ def test_truncated_cache_is_rebuilt_and_a_truncated_second_file_is_named(tmp_pat
     second.write_bytes(second.read_bytes()[:100])
     with pytest.raises(EpisodeError, match=r"file-001\.parquet: episode 2: key 'data': unreadable"):
         load_lerobot(root, 4, cache_dir=tmp_path / "cache2")
+
+
+# ============================================================================================================
+# The command lines answer every class above with one line and exit status 2
+# ============================================================================================================
+def test_cli_refusals_are_one_line_with_exit_status_2(tmp_path, fixtures_dir, capsys):
+    import pickle
+
+    from niaf_train.data_cli import main as niaf_data
+    from numpy.lib import format as npy_format
+
+    split = _calvin_split(tmp_path, fixtures_dir)
+    x: list = []
+    for _ in range(64):
+        x = [x, x]
+    with open(split / "lang_annotations" / "auto_lang_ann.npy", "wb") as fh:
+        npy_format.write_array_header_1_0(fh, {"descr": "|O", "fortran_order": False, "shape": ()})
+        fh.write(pickle.dumps(np.array({"language": {"ann": x}}, dtype=object)))
+    capsys.readouterr()
+    assert niaf_data(["inspect", "--format", "calvin", str(split)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1
+        and "auto_lang_ann.npy: the pickled data expands" in err
+        and "Traceback" not in err
+    )
+
+    data = _lerobot_dataset(tmp_path / "ds")
+    code, err = _niaf_train(
+        capsys, *_train_args(data, tmp_path / "run", tmp_path / "cache", "--siren_omega0", "1e300")
+    )
+    assert code == 2 and "model: NiafConfig: `siren_omega0` must be <= 1000" in _error_line(err)
+    code, err = _niaf_train(
+        capsys, *_train_args(tmp_path, tmp_path / "run2", tmp_path / "cache", "--data.source", "calvin")
+    )
+    assert code == 2 and "auto_lang_ann.npy: the pickled data expands" in _error_line(err)

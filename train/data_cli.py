@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -289,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as err:
         print(f"niaf-data: error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, OSError, KeyError, ImportError) as err:
+    except (ValueError, OSError, KeyError, ImportError, pickle.UnpicklingError) as err:
         # EpisodeError is a ValueError whose message names file, episode and key
         print(f"niaf-data {args.command}: error: {err}", file=sys.stderr)
         return 2

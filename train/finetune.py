@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import sys
 import time
@@ -504,7 +505,12 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
 
     # ---- data -------------------------------------------------------------------------------------------
     with accelerator.main_process_first():
-        dataset = load_chunks(cfg)
+        try:
+            dataset = load_chunks(cfg)
+        except (ValueError, OSError, pickle.UnpicklingError) as err:  # named data errors: one line, exit 2
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"data: {err}") from None
     layout = dataset_layout(dataset)
     cameras = d.cameras if d.cameras else layout["cameras"]
     if d.cameras:
@@ -541,7 +547,12 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     if not m.use_state:
         stats.pop("state", None)
     tasks = sorted(set(dataset.select_columns(["task"])["task"]))
-    processor, model = build_processor_and_model(cfg, layout, stats, tasks)
+    try:
+        processor, model = build_processor_and_model(cfg, layout, stats, tasks)
+    except ValueError as err:  # NiafConfig / NiafProcessor refusals (a head setting out of bounds, ...)
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"model: {err}") from None
     if model.config.action_dim != layout["action_dim"]:
         raise ConfigError(f"the dataset's action dim {layout['action_dim']} differs from the model's "
                           f"{model.config.action_dim}")
