@@ -807,6 +807,17 @@ def test_two_runs_on_one_folder_and_unwritable_disks_are_refused(tmp_path, capsy
     monkeypatch.setattr(run_folder, "open", read_only, raising=False)
     code, err = _niaf_train(capsys, *_train_args(data, out, cache))
     assert code == 2 and "cannot write .tmp-write-probe (Read-only file system)" in _error_line(err)
+    monkeypatch.undo()
+
+    # the disk fills up during a checkpoint write: the file and the cause, no traceback
+    from niaf_train import checkpointing
+
+    def full_disk(output_dir, step, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(checkpointing.temporary_dir(output_dir, step)))
+
+    monkeypatch.setattr(checkpointing, "commit", full_disk)
+    code, err = _niaf_train(capsys, *_train_args(data, out, cache, "--overwrite_output_dir", "true"))
+    assert code == 1 and ".tmp-checkpoint-000001: No space left on device" in _error_line(err)
 
 
 @pytest.mark.parametrize("key", ["--learning_rate", "--training.warmup_ratio", "--training.final_lr_scale"])
