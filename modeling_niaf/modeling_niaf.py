@@ -244,6 +244,8 @@ def _query_attention_mask(attention_mask: torch.Tensor, num_open: int, dtype: to
 def _check_finite_weights(model: nn.Module, source: Any) -> None:
     """Refuse a loaded checkpoint whose parameters or buffers hold NaN or inf, naming the first such key."""
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.device.type == "meta":  # offloaded with device_map: checked where it is materialised
+            continue
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ValueError(
                 f"NiafForActionFunction.from_pretrained({str(source)!r}): weight `{name}` holds NaN or inf; the "
