@@ -74,15 +74,16 @@ _MAX_DEFLATE_RATIO = 1100
 """Deflate expands at most ~1032:1; a zip member claiming more uncompressed bytes than that is forged."""
 
 
-def _open_frame_file(path: Path, root: Path, episode_id: str) -> zipfile.ZipFile:
-    """Open a frame file as a zip archive, refusing what is not a regular file inside ``root``.
+def _open_frame_file(path: Path, roots: tuple[Path, ...], episode_id: str) -> zipfile.ZipFile:
+    """Open a frame file as a zip archive, refusing what is not a regular file inside the dataset.
 
-    A symlink may point anywhere inside the dataset root (resolved), not out of it. The file is opened
-    non-blocking and checked with fstat, so a FIFO (which would block the loader forever) or a device is
-    refused instead of read.
+    A symlinked frame may point anywhere inside the dataset root or its split folder (``roots``, resolved),
+    not out of them. The file is opened non-blocking and checked with fstat, so a FIFO (which would block
+    the loader forever) or a device is refused instead of read.
     """
     resolved = path.resolve()
-    if path.is_symlink() and not resolved.is_relative_to(root):
+    root = roots[0]
+    if path.is_symlink() and not any(resolved.is_relative_to(r) for r in roots):
         raise EpisodeError(
             str(path), episode_id, "<file>", f"a symlink to {resolved}, outside the dataset folder {root}; refused"
         )
@@ -366,7 +367,7 @@ class _FrameReader:
         root: Path | None = None,
     ) -> None:
         self.split_dir = split_dir
-        self.root = (root if root is not None else split_dir).resolve()
+        self.roots = ((root if root is not None else split_dir).resolve(), split_dir.resolve())
         self.naming = naming
         self.lowdim_keys = tuple(lowdim_keys)
         self.cameras = tuple(cameras)
@@ -397,7 +398,7 @@ class _FrameReader:
         image_shapes: dict[str, tuple[int, ...]] = {}
         key = "<file>"
         try:
-            with _open_frame_file(path, self.root, episode_id) as zf:
+            with _open_frame_file(path, self.roots, episode_id) as zf:
                 members = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
                 for key in (*self.lowdim_keys, *self.cameras):
                     if key not in members:
@@ -459,7 +460,7 @@ class _FrameReader:
         if self._image_frame is None or self._image_frame[0] != frame_id:
             path = self.path(frame_id)
             try:
-                with _open_frame_file(path, self.root, episode_id) as zf:
+                with _open_frame_file(path, self.roots, episode_id) as zf:
                     images = {}
                     for cam in self.cameras:
                         shape, dtype, _ = _member_header(zf, cam, path, episode_id)
