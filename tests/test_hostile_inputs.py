@@ -593,7 +593,8 @@ def test_calvin_frames_that_are_fifos_or_symlinks_out_of_the_root_are_refused(tm
         list(iter_calvin_episodes(split))
 
 
-def test_libero_external_links_and_virtual_datasets_are_refused(tmp_path):
+def test_libero_external_links_virtual_datasets_and_fifos_are_refused(tmp_path):
+    import os
 
     import h5py
     from data_factories import libero_demo_arrays, write_libero_hdf5
@@ -626,6 +627,12 @@ def test_libero_external_links_and_virtual_datasets_are_refused(tmp_path):
         layout[:] = h5py.VirtualSource(str(secret), "actions", shape=(6, 7))
         fh["data/demo_1"].create_virtual_dataset("actions", layout)
     with pytest.raises(EpisodeError, match="virtual dataset or one with external storage"):
+        list(iter_libero_episodes(suite))
+    path.unlink()
+    os.mkfifo(path)  # opening it would block the loader forever
+    with pytest.raises(
+        EpisodeError, match=r"pick_up_the_bowl_demo\.hdf5: episode \*: key '<file>': not a regular file"
+    ):
         list(iter_libero_episodes(suite))
 
 
@@ -813,7 +820,9 @@ def test_two_runs_on_one_folder_and_unwritable_disks_are_refused(tmp_path, capsy
     from niaf_train import checkpointing
 
     def full_disk(output_dir, step, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(checkpointing.temporary_dir(output_dir, step)))
+        raise OSError(
+            errno.ENOSPC, "No space left on device", str(checkpointing.temporary_dir(output_dir, step))
+        )
 
     monkeypatch.setattr(checkpointing, "commit", full_disk)
     code, err = _niaf_train(capsys, *_train_args(data, out, cache, "--overwrite_output_dir", "true"))

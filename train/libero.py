@@ -93,7 +93,7 @@ def find_libero_files(paths: str | PathLike[str] | Iterable[str | PathLike[str]]
                     f"{p}: no *.hdf5 demo files in this folder; expected a LIBERO suite folder"
                 )
             files.extend(found)
-        elif p.is_file():
+        elif p.is_file() or (p.exists() and not p.is_dir()):  # a FIFO is refused by name when read
             files.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such LIBERO demo file or folder")
@@ -304,6 +304,11 @@ def _libero_episodes(
         names = {k: v for k, v in names.items() if v in cameras}
     index = 0
     for path in files:
+        if not path.is_file():  # a FIFO or device named *.hdf5 would block h5py forever
+            yield UnreadableEpisode(
+                EpisodeError(str(path), "*", "<file>", "not a regular file (a FIFO or device?); refused"), LIBERO_FPS
+            )
+            continue
         try:
             fh = h5py.File(path, "r")
         except OSError as exc:
