@@ -951,6 +951,28 @@ def test_changed_data_file_with_same_size_and_mtime_rebuilds_the_cache(tmp_path)
     assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
     assert file_fingerprint([path]) != before
 
+    # end to end: one action's sign flipped in a LeRobot data file, same size, old modification time
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from niaf_train.lerobot_v3 import load_lerobot
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    reference = np.asarray(load_lerobot(root, 4, cache_dir=tmp_path / "cache").with_format("numpy")["action"])
+    data = root / "data" / "chunk-000" / "file-000.parquet"
+    st = data.stat()
+    table = pq.read_table(data)
+    column = table["action"].combine_chunks()
+    flat = column.flatten().to_numpy().copy()
+    flat[5] = -flat[5]
+    flipped = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), column.type.list_size)
+    pq.write_table(table.set_column(table.schema.get_field_index("action"), "action", flipped), data)
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+    if data.stat().st_size != st.st_size:
+        pytest.skip("this pyarrow version changes the file size; the unit check above still holds")
+    again = np.asarray(load_lerobot(root, 4, cache_dir=tmp_path / "cache").with_format("numpy")["action"])
+    changed = np.argwhere(again != reference)
+    assert len(changed) and np.all(again[tuple(changed.T)] == -reference[tuple(changed.T)])
+
 
 def test_truncated_cache_is_rebuilt_and_a_truncated_second_file_is_named(tmp_path, caplog):
     from niaf_train.episodes import EpisodeError
