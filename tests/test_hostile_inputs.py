@@ -563,6 +563,43 @@ def test_calvin_frame_header_claiming_terabytes_is_skippable(tmp_path, fixtures_
     assert [e.episode_id for e in kept] == ["ann_0"] and summary.skipped[0].key == member
 
 
+def test_calvin_zip_member_claiming_more_than_deflate_can_produce_is_refused(tmp_path, fixtures_dir):
+    import io
+    import struct
+    import zipfile
+
+    from niaf_train.calvin import iter_calvin_episodes
+    from niaf_train.episodes import EpisodeError
+    from numpy.lib import format as npy_format
+
+    split = _calvin_split(tmp_path, fixtures_dir)
+    frame = split / "episode_0000009.npz"
+    claimed = 0xF0000000  # 4 GiB in the zip directory, where the member stores a few hundred bytes
+    raw = io.BytesIO()  # a header consistent with the claim: 1 × 1,342,177,000 RGB pixels
+    npy_format.write_array_header_1_0(
+        raw, {"descr": "|u1", "fortran_order": False, "shape": (1, 1342177000, 3)}
+    )
+    raw.write(b"\0" * 64)
+    with zipfile.ZipFile(frame) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members["rgb_static.npy"] = raw.getvalue()
+    with zipfile.ZipFile(frame, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    blob = bytearray(frame.read_bytes())
+    central = blob.index(b"PK\x01\x02")  # central directory entries, one per member
+    while blob[central + 46 : central + 46 + len(b"rgb_static.npy")] != b"rgb_static.npy":
+        central = blob.index(b"PK\x01\x02", central + 4)
+    struct.pack_into("<I", blob, central + 24, claimed)  # uncompressed size in the central directory
+    frame.write_bytes(bytes(blob))
+    with zipfile.ZipFile(frame) as zf:
+        assert zf.getinfo("rgb_static.npy").file_size == claimed
+    with pytest.raises(
+        EpisodeError, match=r"episode_0000009\.npz: episode ann_1: key 'rgb_static': zip member claims"
+    ):
+        list(iter_calvin_episodes(split))
+
+
 @pytest.mark.parametrize("kind", ["fifo", "symlink_out", "symlink_in"])
 def test_calvin_frames_that_are_fifos_or_symlinks_out_of_the_root_are_refused(tmp_path, fixtures_dir, kind):
     import os
