@@ -25,6 +25,21 @@ _REQUIRED_STATS = {"QUANTILES": ("q01", "q99"), "MIN_MAX": ("min", "max"), "MEAN
 
 _DEFAULT_BACKBONE_TYPE = "florence2"
 
+HEAD_LIMITS: dict[str, float] = {
+    "action_dim": 1024,
+    "state_dim": 4096,
+    "chunk_size": 10_000,
+    "control_hz": 100_000.0,
+    "siren_layers": 32,
+    "siren_width": 8192,
+    "siren_omega0": 1000.0,
+    "num_cameras": 16,
+    "query_init_std": 10.0,
+}
+"""Upper bounds of the head settings. Far above any sensible value (defaults: ω₀ = 30, L = 3, H = 256), they keep
+a hostile or mistyped config from building a head that never returns (200,000 SIREN layers), allocates
+gigabytes, or whose every output is NaN (sin(ω₀·x) with ω₀ = 1e300)."""
+
 
 def check_relative_action_state_indices(
     indices: Any, action_dim: int, state_dim: int, name: str = "relative_action_state_indices"
@@ -70,6 +85,8 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
         raise ValueError(f"NiafConfig: `{name}` must be an int, got {type(value).__name__} ({value!r}).")
     if value < minimum:
         raise ValueError(f"NiafConfig: `{name}` must be >= {minimum}, got {value}.")
+    if name in HEAD_LIMITS and value > HEAD_LIMITS[name]:
+        raise ValueError(f"NiafConfig: `{name}` must be <= {int(HEAD_LIMITS[name])}, got {value}.")
     return value
 
 
@@ -83,6 +100,8 @@ def _check_float(name: str, value: Any, *, positive: bool = False, non_negative:
         raise ValueError(f"NiafConfig: `{name}` must be > 0, got {value}.")
     if non_negative and value < 0:
         raise ValueError(f"NiafConfig: `{name}` must be >= 0, got {value}.")
+    if name in HEAD_LIMITS and value > HEAD_LIMITS[name]:
+        raise ValueError(f"NiafConfig: `{name}` must be <= {HEAD_LIMITS[name]:g}, got {value:g}.")
     return value
 
 
@@ -336,4 +355,4 @@ class NiafConfig(PretrainedConfig):
         return output
 
 
-__all__ = ["NiafConfig", "NORMALIZATION_MODES", "STATS_KEYS"]
+__all__ = ["HEAD_LIMITS", "NiafConfig", "NORMALIZATION_MODES", "STATS_KEYS"]

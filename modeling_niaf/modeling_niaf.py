@@ -241,6 +241,18 @@ def _query_attention_mask(attention_mask: torch.Tensor, num_open: int, dtype: to
     return mask.unsqueeze(1)
 
 
+def _check_finite_weights(model: nn.Module, source: Any) -> None:
+    """Refuse a loaded checkpoint whose parameters or buffers hold NaN or inf, naming the first such key."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.device.type == "meta":  # offloaded with device_map: checked where it is materialised
+            continue
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"NiafForActionFunction.from_pretrained({str(source)!r}): weight `{name}` holds NaN or inf; the "
+                "checkpoint is corrupt and every action it predicted would be wrong."
+            )
+
+
 def _check_finite(name: str, tensor: torch.Tensor) -> None:
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"`{name}` contains NaN or inf; clean the data (padded steps should repeat the last action).")
@@ -322,7 +334,10 @@ class NiafForActionFunction(NiafPreTrainedModel):
         """
         if pretrained_model_name_or_path is not None and not kwargs.get("ignore_mismatched_sizes", False):
             cls._check_checkpoint_overrides(pretrained_model_name_or_path, kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True returns a tuple
+        _check_finite_weights(model, pretrained_model_name_or_path)
+        return loaded
 
     @classmethod
     def _check_checkpoint_overrides(cls, path: Any, kwargs: dict[str, Any]) -> None:
@@ -364,8 +379,21 @@ class NiafForActionFunction(NiafPreTrainedModel):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         cfg = self.config
         cams = cfg.num_cameras
-        if input_ids is None or not isinstance(input_ids, torch.Tensor) or input_ids.ndim != 2:
+        if (
+            input_ids is None
+            or not isinstance(input_ids, torch.Tensor)
+            or input_ids.ndim != 2
+            or input_ids.dtype.is_floating_point
+            or input_ids.dtype.is_complex
+            or input_ids.dtype == torch.bool
+        ):
             raise ValueError(f"`input_ids` must be a LongTensor [B, L] (the tokenised prompt), got {_describe(input_ids)}.")
+        vocab = self.get_input_embeddings().num_embeddings
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
+            raise ValueError(
+                f"`input_ids` holds token ids in [{int(input_ids.min())}, {int(input_ids.max())}], outside the "
+                f"backbone's vocabulary [0, {vocab}); tokenise with the processor saved with the checkpoint."
+            )
         batch = input_ids.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -784,7 +812,7 @@ def _short(value: Any) -> str:
 
 def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
-        return f"a tensor of shape {tuple(value.shape)}"
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
     return f"{type(value).__name__}"
 
 

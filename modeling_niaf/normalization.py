@@ -13,16 +13,21 @@ Modes use LeRobot's names:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-EPS = 1e-6
-"""Half-ranges below this are treated as a constant dimension: centred, and left unscaled (half-range 1).
+logger = logging.getLogger(__name__)
 
-Scaling a constant dimension up instead (e.g. the all-zero second object of a one-object Meta-World task, or a
-quaternion that never turned in the data) would turn a deviation of 1e-4 at deployment into a normalised
-value of 100."""
+EPS = 1e-8
+"""Smallest half-range of an action dimension; a constant one (max == min) is centred, not divided by zero."""
+
+MIN_STATE_HALF_RANGE = 1e-6
+"""Smallest half-range by which a *state* dimension is divided. The state is a network input: a near-zero range
+(a joint that never moved in the data) would amplify any deviation at deployment (1 mm off → 10⁵ with EPS), so
+such a dimension is centred but kept at unit scale. Actions are outputs, multiplied by the range, so a tiny range
+only keeps the prediction at the constant it always had."""
 
 _BOUNDS = {"QUANTILES": ("q01", "q99"), "MIN_MAX": ("min", "max")}
 
@@ -57,9 +62,15 @@ def affine_from_stats(
     def vec(key: str) -> np.ndarray:
         if key not in stats:
             raise ValueError(f"normalization: mode {mode} needs {feature!r} stats key {key!r}; found {sorted(stats)}.")
-        v = np.asarray(stats[key], dtype=np.float64).reshape(-1)
+        try:
+            v = np.asarray(stats[key], dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError(f"normalization: {feature!r} stats {key!r} must be a list of numbers.") from None
         if v.shape != (dim,):
             raise ValueError(f"normalization: {feature!r} stats {key!r} has shape {v.shape}, expected ({dim},).")
+        if not np.all(np.isfinite(v)):
+            bad = np.nonzero(~np.isfinite(v))[0].tolist()
+            raise ValueError(f"normalization: {feature!r} stats {key!r} is NaN or inf in dims {bad}.")
         return v
 
     if mode in _BOUNDS:
@@ -76,7 +87,16 @@ def affine_from_stats(
             raise ValueError(f"normalization: {feature!r} stats 'std' is negative in dims {np.nonzero(half < 0)[0].tolist()}.")
     else:
         raise ValueError(f"normalization: unknown mode {mode!r}; expected QUANTILES, MIN_MAX, MEAN_STD or IDENTITY.")
-    half = np.where(half < EPS, 1.0, half)
+    if feature == "state":
+        degenerate = half < MIN_STATE_HALF_RANGE
+        if degenerate.any():
+            logger.info(
+                "normalization: 'state' stats have a half-range below %g in dims %s; they are centred, not scaled.",
+                MIN_STATE_HALF_RANGE,
+                np.nonzero(degenerate)[0].tolist(),
+            )
+            half = np.where(degenerate, 1.0, half)
+    half = np.maximum(half, EPS)
     for d in skip_dims:
         center[d] = 0.0
         half[d] = 1.0
@@ -139,4 +159,4 @@ class AffineNormalizer:
         return dx * h
 
 
-__all__ = ["AffineNormalizer", "affine_from_stats", "EPS"]
+__all__ = ["AffineNormalizer", "affine_from_stats", "EPS", "MIN_STATE_HALF_RANGE"]

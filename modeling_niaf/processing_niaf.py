@@ -25,6 +25,7 @@ mode is affine per dimension, so `denormalize_actions` is the exact inverse and 
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -43,6 +44,36 @@ from .normalization import AffineNormalizer
 logger = logging.get_logger(__name__)
 
 _MODES = ("QUANTILES", "MIN_MAX", "MEAN_STD", "IDENTITY")
+
+MAX_IMAGE_SEQ_LENGTH = 16_384
+"""Most placeholder tokens per image (Florence-2 at 768 px: 577; PaliGemma-896: 4096)."""
+MAX_CAMERAS = 16
+MAX_PROMPT_TEMPLATE_CHARS = 100_000
+
+
+def check_prompt_template(template: Any) -> str:
+    """Return ``template`` if it is a format string whose only field is a plain ``{instruction}``.
+
+    A conversion or format spec (``{instruction:>999999999}``), attribute access, positional or other named
+    fields are refused: formatting such a template can allocate gigabytes or reach into the instruction object.
+    """
+    if not isinstance(template, str) or len(template) > MAX_PROMPT_TEMPLATE_CHARS:
+        raise ValueError(
+            f"NiafProcessor: `prompt_template` must be a string of at most {MAX_PROMPT_TEMPLATE_CHARS} characters, got "
+            f"{type(template).__name__} of length {len(template) if hasattr(template, '__len__') else '?'}."
+        )
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise ValueError(f"NiafProcessor: `prompt_template` is not a valid format string ({err}): {template[:80]!r}.") from None
+    bad = [f"{{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}" for name, spec, conv in fields
+           if name != "instruction" or spec or conv]
+    if bad or not fields:
+        raise ValueError(
+            f"NiafProcessor: `prompt_template` must contain '{{instruction}}' and no other field, conversion or format "
+            f"spec; got {template[:80]!r}" + (f" with {bad[:3]}." if bad else ".")
+        )
+    return template
 _STAT_QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 
 
@@ -151,15 +182,25 @@ class NiafProcessor(ProcessorMixin):
         relative_action_state_indices: list[int | None] | None = None,
         **kwargs: Any,
     ) -> None:
-        if "{instruction}" not in prompt_template:
-            raise ValueError(f"NiafProcessor: `prompt_template` must contain '{{instruction}}', got {prompt_template!r}.")
+        check_prompt_template(prompt_template)
         if normalization_mode not in _MODES:
             raise ValueError(f"NiafProcessor: `normalization_mode` must be one of {_MODES}, got {normalization_mode!r}.")
         for name, value in (("num_cameras", num_cameras), ("action_dim", action_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"NiafProcessor: `{name}` must be a positive int, got {value!r}.")
-        if image_seq_length is not None and (not isinstance(image_seq_length, int) or image_seq_length < 1):
-            raise ValueError(f"NiafProcessor: `image_seq_length` must be a positive int or None, got {image_seq_length!r}.")
+        if num_cameras > MAX_CAMERAS:
+            raise ValueError(f"NiafProcessor: `num_cameras` must be <= {MAX_CAMERAS}, got {num_cameras}.")
+        if image_seq_length is not None and (
+            isinstance(image_seq_length, bool)
+            or not isinstance(image_seq_length, int)
+            or not 1 <= image_seq_length <= MAX_IMAGE_SEQ_LENGTH
+        ):
+            raise ValueError(
+                f"NiafProcessor: `image_seq_length` must be an int in [1, {MAX_IMAGE_SEQ_LENGTH}] or None, got "
+                f"{image_seq_length!r}."
+            )
+        if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+            raise ValueError(f"NiafProcessor: `max_length` must be a positive int or None, got {max_length!r}.")
         self.prompt_template = prompt_template
         self.image_token = image_token
         self.image_seq_length = image_seq_length
@@ -342,7 +383,7 @@ class NiafProcessor(ProcessorMixin):
                     f"NiafProcessor: wrong number of images for sample {b}: expected {self.num_cameras} "
                     f"(num_cameras), got {len(obs) if isinstance(obs, (list, tuple)) else 1}."
                 )
-        return [im for obs in images for im in obs]
+        return [_rgb_uint8_hwc(im, f"images[{b}][{c}]") for b, obs in enumerate(images) for c, im in enumerate(obs)]
 
     def __call__(
         self,
@@ -358,8 +399,11 @@ class NiafProcessor(ProcessorMixin):
         """Build the model inputs for a batch of observations (and targets).
 
         Args:
-            images: per sample a list of ``num_cameras`` images (PIL, [H, W, 3] uint8 arrays, ...); with one
-                camera a flat list of images is accepted.
+            images: per sample a list of ``num_cameras`` RGB images: PIL images in mode RGB, uint8 arrays or
+                tensors [H, W, 3] (or [3, H, W]) with values 0-255, or float arrays / tensors [3, H, W] (LeRobot's
+                layout) or [H, W, 3] with values in [0, 1]. Anything else (grayscale, RGBA, empty frames, floats
+                outside [0, 1], other dtypes) raises a ValueError naming the image. With one camera a flat list
+                of images is accepted.
             text: the instruction(s), formatted into ``prompt_template``.
             state: [B, state_dim] physical robot state (normalised here).
             actions: [B, K, D] physical target actions, absolute (normalised here; with
@@ -422,6 +466,52 @@ class NiafProcessor(ProcessorMixin):
         return BatchFeature(data=data)
 
 
+def _rgb_uint8_hwc(image: Any, name: str) -> np.ndarray:
+    """One camera frame in a common layout → a [H, W, 3] uint8 array, so that the image processor rescales once.
+
+    Accepted: PIL images in mode RGB; uint8 [H, W, 3] or [3, H, W]; float [H, W, 3] or [3, H, W] in [0, 1]
+    (LeRobot's tensors). A float frame handed to an image processor unchanged would be divided by 255 a second
+    time (a black image); the rest is refused, naming ``name``.
+    """
+    if hasattr(image, "mode") and hasattr(image, "size") and hasattr(image, "convert"):  # a PIL image
+        if image.mode != "RGB":
+            raise ValueError(
+                f"NiafProcessor: `{name}` is a PIL image in mode {image.mode!r}; pass RGB (e.g. image.convert('RGB'))."
+            )
+        array = np.asarray(image)
+    elif isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        array = (image.float() if image.dtype == torch.bfloat16 else image).numpy()
+    elif isinstance(image, np.ndarray):
+        array = image
+    else:
+        raise ValueError(
+            f"NiafProcessor: `{name}` must be a PIL image, a numpy array or a torch tensor, got {type(image).__name__}."
+        )
+    if array.ndim != 3 or 3 not in (array.shape[0], array.shape[-1]):
+        raise ValueError(
+            f"NiafProcessor: `{name}` has shape {array.shape}; expected an RGB frame [H, W, 3] or [3, H, W] "
+            "(grayscale or RGBA frames are not accepted)."
+        )
+    if array.shape[-1] != 3:  # [3, H, W]
+        array = np.moveaxis(array, 0, -1)
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"NiafProcessor: `{name}` is empty ({array.shape[0]}×{array.shape[1]} pixels).")
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind == "f":
+        lo, hi = float(np.min(array)), float(np.max(array))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"NiafProcessor: `{name}` is a {array.dtype} frame with values in [{lo:g}, {hi:g}]; float frames must "
+                "lie in [0, 1] (pass 0-255 pixels as uint8)."
+            )
+        return np.ascontiguousarray(np.rint(array.astype(np.float64) * 255.0).astype(np.uint8))
+    raise ValueError(
+        f"NiafProcessor: `{name}` has dtype {array.dtype}; expected uint8 (0-255) or float (0-1) pixels."
+    )
+
+
 def _as_array(value: Any) -> np.ndarray:
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().double().numpy()
@@ -449,4 +539,4 @@ def _same_stats(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float
     return True
 
 
-__all__ = ["NiafProcessor", "compute_stats", "relative_to_state"]
+__all__ = ["NiafProcessor", "check_prompt_template", "compute_stats", "relative_to_state"]

@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import zipfile
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -46,7 +47,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .episodes import Episode, EpisodeError, LazyFrames, LoadSummary
-from .safe_pickle import UnsafePickleError, read_npy_header, safe_load_npy
+from .safe_pickle import UnsafePickleError, check_npy_size, read_npy_header, safe_load_npy
 from .unreadable_episode import UnreadableEpisode, raise_or_skip_unreadable
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,64 @@ _ACTION_KEYS = ("rel_actions", "actions")
 _EXPECTED_SHAPES: dict[str, tuple[int, ...]] = {"actions": (7,), "rel_actions": (7,), "robot_obs": (15,)}
 _LANG_FILE = "auto_lang_ann.npy"
 _FRAME_NAME = re.compile(r"^(?P<prefix>.*?)(?P<digits>\d+)\.npz$")
+_MAX_DEFLATE_RATIO = 1100
+"""Deflate expands at most ~1032:1; a zip member claiming more uncompressed bytes than that is forged."""
+
+
+def _open_frame_file(path: Path, roots: tuple[Path, ...], episode_id: str) -> zipfile.ZipFile:
+    """Open a frame file as a zip archive, refusing what is not a regular file inside the dataset.
+
+    A symlinked frame may point anywhere inside the dataset root or its split folder (``roots``, resolved),
+    not out of them. The file is opened non-blocking and checked with fstat, so a FIFO (which would block
+    the loader forever) or a device is refused instead of read.
+    """
+    resolved = path.resolve()
+    root = roots[0]
+    if path.is_symlink() and not any(resolved.is_relative_to(r) for r in roots):
+        raise EpisodeError(
+            str(path), episode_id, "<file>", f"a symlink to {resolved}, outside the dataset folder {root}; refused"
+        )
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+            raise EpisodeError(str(path), episode_id, "<file>", f"{kind}; expected a regular .npz frame file")
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    try:
+        return zipfile.ZipFile(fh)
+    except BaseException:
+        fh.close()
+        raise
+
+
+def _member_header(
+    zf: zipfile.ZipFile, key: str, path: Path, episode_id: str
+) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, data bytes available) of member ``key`` of an open frame archive; checks the claim."""
+    info = zf.getinfo(key + ".npy")
+    if info.file_size > max(info.compress_size, 1) * _MAX_DEFLATE_RATIO:
+        raise EpisodeError(
+            str(path), episode_id, key, f"zip member claims {info.file_size} bytes from {info.compress_size}; forged"
+        )
+    with zf.open(info) as fh:
+        shape, dtype = read_npy_header(fh)
+        header_len = fh.tell()
+    try:
+        check_npy_size(shape, dtype, info.file_size - header_len, f"{key}.npy")
+    except ValueError as exc:
+        raise EpisodeError(str(path), episode_id, key, str(exc)) from None
+    return shape, dtype, info.file_size - header_len
+
+
+def _read_member(zf: zipfile.ZipFile, key: str) -> np.ndarray:
+    with zf.open(key + ".npy") as fh:
+        return npy_format.read_array(fh, allow_pickle=False)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -305,8 +364,10 @@ class _FrameReader:
         lowdim_keys: Sequence[str],
         cameras: Sequence[str],
         cache_frames: int = 4096,
+        root: Path | None = None,
     ) -> None:
         self.split_dir = split_dir
+        self.roots = ((root if root is not None else split_dir).resolve(), split_dir.resolve())
         self.naming = naming
         self.lowdim_keys = tuple(lowdim_keys)
         self.cameras = tuple(cameras)
@@ -337,7 +398,7 @@ class _FrameReader:
         image_shapes: dict[str, tuple[int, ...]] = {}
         key = "<file>"
         try:
-            with zipfile.ZipFile(path) as zf:
+            with _open_frame_file(path, self.roots, episode_id) as zf:
                 members = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
                 for key in (*self.lowdim_keys, *self.cameras):
                     if key not in members:
@@ -348,24 +409,24 @@ class _FrameReader:
                             f"missing from the frame file; it has keys {sorted(members)}",
                         )
                 for key in self.lowdim_keys:
-                    with zf.open(key + ".npy") as fh:
-                        arr = npy_format.read_array(fh, allow_pickle=False)
+                    shape, dtype, _ = _member_header(zf, key, path, episode_id)
                     expected = _EXPECTED_SHAPES[key]
-                    if arr.shape != expected or not np.issubdtype(arr.dtype, np.number):
+                    # checked on the header, before anything is allocated; strings or booleans are not numbers
+                    if shape != expected or dtype.kind not in "fiu":
                         raise EpisodeError(
                             str(path),
                             episode_id,
                             key,
-                            f"got {arr.dtype} {arr.shape}, expected a float array {expected}",
+                            f"got {dtype} {shape}, expected a float array {expected}",
                         )
+                    arr = _read_member(zf, key)
                     if not np.all(np.isfinite(arr)):
                         raise EpisodeError(
                             str(path), episode_id, key, f"non-finite values {arr.tolist()}; expected finite"
                         )
                     arrays[key] = arr.astype(np.float64, copy=False)
                 for key in self.cameras:
-                    with zf.open(key + ".npy") as fh:
-                        shape, dtype = read_npy_header(fh)
+                    shape, dtype, _ = _member_header(zf, key, path, episode_id)
                     if len(shape) != 3 or shape[2] != 3 or dtype != np.uint8:
                         raise EpisodeError(
                             str(path),
@@ -399,8 +460,17 @@ class _FrameReader:
         if self._image_frame is None or self._image_frame[0] != frame_id:
             path = self.path(frame_id)
             try:
-                with np.load(path, allow_pickle=False) as npz:
-                    images = {cam: npz[cam] for cam in self.cameras}
+                with _open_frame_file(path, self.roots, episode_id) as zf:
+                    images = {}
+                    for cam in self.cameras:
+                        shape, dtype, _ = _member_header(zf, cam, path, episode_id)
+                        if len(shape) != 3 or shape[2] != 3 or dtype != np.uint8:
+                            raise EpisodeError(
+                                str(path), episode_id, cam, f"got {dtype} {shape}, expected a uint8 RGB image (H, W, 3)"
+                            )
+                        images[cam] = _read_member(zf, cam)
+            except EpisodeError:
+                raise
             except (OSError, zipfile.BadZipFile, ValueError, KeyError, EOFError) as exc:
                 raise EpisodeError(str(path), episode_id, camera, f"unreadable ({exc})") from exc
             self._image_frame = (frame_id, images)
@@ -537,10 +607,15 @@ def _calvin_episodes(
     segments = read_calvin_segments(split_dir) if (mode == "all" or seg_path.is_file()) else None
     windows, lang_path = _windows(split_dir, mode, lang_folder, segments)
     if max_episodes is not None:
+        if isinstance(max_episodes, bool) or not isinstance(max_episodes, int) or max_episodes < 1:
+            # a negative count would slice off the last windows silently (windows[:-1])
+            raise ValueError(f"max_episodes={max_episodes!r}: expected a positive int or None (all)")
         windows = windows[:max_episodes]
     lowdim_keys = [action_key] + (["robot_obs"] if state is not None else [])
     # Language windows overlap: keep recently read frames so each file is opened about once.
-    reader = _FrameReader(split_dir, naming, lowdim_keys, cameras, cache_frames=4096 if mode == "lang" else 0)
+    reader = _FrameReader(
+        split_dir, naming, lowdim_keys, cameras, cache_frames=4096 if mode == "lang" else 0, root=Path(root)
+    )
     state_idx = list(CALVIN_STATE_LAYOUTS[state]) if state is not None else None
     logger.info("CALVIN %s: %d %s episodes (frames named %s)", split_dir, len(windows), mode, naming)
     for win in windows:

@@ -236,10 +236,12 @@ def _sample_to_row(sample: dict[str, Any], episode_index: int, row_index: int, i
 
 
 def file_fingerprint(paths: Iterable[str | os.PathLike[str]]) -> list[list[Any]]:
-    """``[[path, size, mtime_ns], ...]`` for the given files; folders are walked recursively (sorted).
+    """``[[path, size, mtime_ns, ctime_ns, inode], ...]`` for the given files; folders are walked recursively.
 
     Pass the result as (part of) ``fingerprint_parts`` so that editing, adding or removing a source file
-    invalidates the cache.
+    invalidates the cache. Size and modification time alone miss an edit that keeps both (``touch -r``, a
+    copy with preserved times); the status-change time cannot be set back by a user and changes with every
+    write, and the inode changes when a file is replaced, so a changed file never reuses a stale cache.
     """
     out: list[list[Any]] = []
     for p in paths:
@@ -252,7 +254,7 @@ def file_fingerprint(paths: Iterable[str | os.PathLike[str]]) -> list[list[Any]]
             raise FileNotFoundError(f"file_fingerprint: {p} does not exist")
         for f in files:
             st = f.stat()
-            out.append([str(f), int(st.st_size), int(st.st_mtime_ns)])
+            out.append([str(f), int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)])
     return out
 
 
@@ -413,7 +415,11 @@ def build_chunk_dataset(
     with FileLock(str(cache_root / f"{name}-{fp}.lock")):
         if (target / "niaf_meta.json").is_file():
             logger.info("loading cached chunk dataset %s", target)
-            return _load_cached(target)
+            try:
+                return _load_cached(target)
+            except Exception as err:  # a truncated or damaged cache is rebuilt, not an error on every run
+                logger.warning("chunk cache %s is unreadable (%s: %s); rebuilding it", target, type(err).__name__, err)
+                shutil.rmtree(target)
         return _build_into(target, episode_factory, options, total_episodes, writer_batch_size, extra_meta, fp)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,6 +86,17 @@ def _load(args: argparse.Namespace, *, for_stats: bool = False):
             kw["cameras"] = ()
         return load_libero(path, **kw)
     raise CliError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+
+
+def _positive_int(text: str) -> int:
+    """argparse type of counts: a negative count would silently drop the last episodes (``[:-1]``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _parse_relative(text: str | None) -> list[int | None] | None:
@@ -175,7 +187,7 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
-    from .stats import write_stats_json
+    from .stats import merge_stats_json, write_stats_json
 
     indices = _parse_relative(args.relative_action_state_indices)
     if indices is not None and args.out is None:
@@ -190,11 +202,16 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(f"{out} exists; pass --overwrite to replace it")
     ds = _load(args, for_stats=True)
     stats = _relative_stats(ds, indices)
-    write_stats_json(out, stats, overwrite=args.overwrite)
+    merged: dict[str, Any] = {}
+    if out.exists():  # --overwrite: merge into it (features not computed here are kept) after a backup
+        merged = merge_stats_json(out, stats)
+    else:
+        write_stats_json(out, stats)
     # with deltas, "action" counts every real chunk point; the state has one entry per sampled frame
     frames = stats["observation.state"]["count"][0] if indices is not None else stats["action"]["count"][0]
     return {"written": str(out), "features": sorted(stats), "frames": frames,
-            "relative_action_state_indices": indices}
+            "relative_action_state_indices": indices,
+            **{k: merged[k] for k in ("backup", "kept") if k in merged}}
 
 
 def cmd_metaworld(args: argparse.Namespace) -> dict[str, Any]:
@@ -226,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--state-only", action="store_true", help="lerobot formats: read no images/videos")
         p.add_argument("--fps", type=float, default=None,
                        help="lerobot formats: true control rate when info.json's fps is wrong (libero-lerobot: 20)")
-        p.add_argument("--max-episodes", type=int, default=None,
+        p.add_argument("--max-episodes", type=_positive_int, default=None,
                        help="read only the first N episodes (LIBERO: demos per file)")
         p.add_argument(RELATIVE_FLAG, default=None, metavar="I,J,...",
                        help="action statistics of deltas from these state indices, one per action dim, null = "
@@ -237,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_stats = sub.add_parser("stats", help="compute per-dimension statistics and write stats.json")
     data_args(p_stats)
     p_stats.add_argument("--out", default=None, help="stats.json path (default PATH/meta/stats.json for lerobot)")
-    p_stats.add_argument("--overwrite", action="store_true", help="replace an existing stats.json")
+    p_stats.add_argument("--overwrite", action="store_true", help="update an existing stats.json: computed features are replaced, the others kept; the old file is "
+                         "backed up as stats.json.bak")
     p_mw = sub.add_parser("metaworld", help="generate Meta-World expert demonstrations as a LeRobot v3 dataset")
     p_mw.add_argument("--tasks", nargs="+", default=None, help="MT1 task names (default: 5 tasks)")
     p_mw.add_argument("--episodes", type=int, default=50, help="episodes per task (default 50)")
@@ -272,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as err:
         print(f"niaf-data: error: {err}", file=sys.stderr)
         return 2
-    except (ValueError, OSError, KeyError, ImportError) as err:
+    except (ValueError, OSError, KeyError, ImportError, pickle.UnpicklingError) as err:
         # EpisodeError is a ValueError whose message names file, episode and key
         print(f"niaf-data {args.command}: error: {err}", file=sys.stderr)
         return 2

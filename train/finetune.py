@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import shutil
 import sys
 import time
@@ -40,15 +41,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import run_folder
 from .relative_actions import check_relative_indices, to_relative_actions
+from .run_folder import FINAL_DIR, HISTORY_FILE, LOCK_FILE, METRICS_FILE, RUN_CONFIG, SAMPLE_STREAM_KEYS
 from .training_config import ConfigError, FinetuneConfig, help_text, load_config
 
 logger = logging.getLogger("niaf_train.finetune")
-
-RUN_CONFIG = "run_config.json"
-FINAL_DIR = "final"
-METRICS_FILE = "metrics.json"
-HISTORY_FILE = "history.jsonl"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -64,25 +62,34 @@ def check_output_dir(cfg: FinetuneConfig) -> None:
     out = Path(t.output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"training.output_dir {out} is a file")
-    contents = [p.name for p in out.iterdir()] if out.is_dir() else []
+    contents = [p.name for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
     if t.resume:
-        from .checkpointing import last_checkpoint
-
-        if not (out / RUN_CONFIG).is_file() or last_checkpoint(out) is None:
-            raise ConfigError(f"--resume: {out} holds no checkpoint of a niaf-train run to resume from")
+        if not (out / RUN_CONFIG).is_file():
+            raise ConfigError(f"--resume: {out} holds no niaf-train run to resume from (no {RUN_CONFIG})")
         previous = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
         for section in ("model", "data"):
             if previous.get(section) != cfg.to_dict()[section]:
                 changed = sorted(k for k in cfg.to_dict()[section]
                                  if previous.get(section, {}).get(k) != cfg.to_dict()[section][k])
                 raise ConfigError(f"--resume: `{section}` settings differ from the run in {out}: {changed}")
+        changed = [f"training.{k}" for k in SAMPLE_STREAM_KEYS if previous.get("training", {}).get(k) != getattr(t, k)]
+        if changed:
+            raise ConfigError(f"--resume: {changed} differ from the run in {out}; they change the sample stream")
         return
     if contents and not t.overwrite_output_dir:
+        from .checkpointing import last_checkpoint
+
         what = "another niaf-train run" if RUN_CONFIG in contents else f"other files ({sorted(contents)[:5]})"
+        if RUN_CONFIG in contents and last_checkpoint(out) is None and not (out / FINAL_DIR).is_dir():
+            what += " that never completed a checkpoint (--resume starts it again from step 0)"
         raise ConfigError(
             f"training.output_dir {out} already holds {what}; choose a new folder, pass --resume to continue it, "
             "or --overwrite_output_dir to replace it"
         )
+    if t.overwrite_output_dir:
+        d = cfg.data
+        inputs = [_cache_root(cfg)] + ([Path(d.path).expanduser()] if d.path else [])
+        run_folder.check_overwrite(cfg, inputs)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -468,7 +475,23 @@ def _flat(cfg: FinetuneConfig) -> dict[str, Any]:
 
 
 def train(cfg: FinetuneConfig) -> dict[str, Any]:
-    """Run a fine-tuning job; returns ``{"metrics": ..., "final_dir": ..., "history": [...]}`` on every process."""
+    """Run a fine-tuning job; returns ``{"metrics": ..., "final_dir": ..., "history": [...]}`` on every process.
+
+    The output folder is checked, then locked for the run (by the launch's rank 0) and checked again, so that
+    two runs started on one folder cannot both write it.
+    """
+    check_output_dir(cfg)
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:
+        lock = run_folder.RunLock(Path(cfg.training.output_dir)).acquire()
+    try:
+        return _train(cfg)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
@@ -495,15 +518,16 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
         log_with=report, project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
     main = accelerator.is_main_process
-    if main and t.overwrite_output_dir and out.is_dir() and not t.resume:
-        for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    accelerator.wait_for_everyone()
     set_seed(t.seed)
 
     # ---- data -------------------------------------------------------------------------------------------
     with accelerator.main_process_first():
-        dataset = load_chunks(cfg)
+        try:
+            dataset = load_chunks(cfg)
+        except (ValueError, OSError, pickle.UnpicklingError) as err:  # named data errors: one line, exit 2
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"data: {err}") from None
     layout = dataset_layout(dataset)
     cameras = d.cameras if d.cameras else layout["cameras"]
     if d.cameras:
@@ -524,6 +548,14 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
         except ValueError as err:
             raise ConfigError(str(err)) from None
     train_rows, val_rows = split_episodes(dataset, d.val_fraction, t.seed)
+    fingerprint = run_folder.run_fingerprint(cfg, run_folder.data_digest(dataset, train_rows, val_rows),
+                                             accelerator.num_processes)
+    last = ckpt.last_checkpoint(out) if t.resume else None
+    if last is not None:
+        run_folder.check_resume_fingerprint(out, fingerprint)
+        run_folder.check_training_state(last, accelerator.num_processes)
+    elif t.resume:
+        logger.warning("--resume: %s holds no complete checkpoint; starting the run again from step 0", out)
     train_set = dataset.select(train_rows)
     # with relative actions: statistics (and the mean-action baseline) of the deltas; the cache stays absolute
     train_stats = stats_from_chunk_dataset(train_set, relative_action_state_indices=relative)
@@ -532,16 +564,27 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     if not m.use_state:
         stats.pop("state", None)
     tasks = sorted(set(dataset.select_columns(["task"])["task"]))
-    processor, model = build_processor_and_model(cfg, layout, stats, tasks)
+    try:
+        processor, model = build_processor_and_model(cfg, layout, stats, tasks)
+    except ValueError as err:  # NiafConfig / NiafProcessor refusals (a head setting out of bounds, ...)
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"model: {err}") from None
     if model.config.action_dim != layout["action_dim"]:
         raise ConfigError(f"the dataset's action dim {layout['action_dim']} differs from the model's "
                           f"{model.config.action_dim}")
     logger.info("data: %d training chunks, %d held-out chunks, %d episodes, D=%d, %s, %.3g Hz, velocity labels: %s",
                 len(train_rows), len(val_rows), layout["episodes"], layout["action_dim"], cameras, layout["fps"],
                 layout["velocity"])
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    run_folder.check_writable(out, 2 * run_folder.checkpoint_bytes(model))
+    accelerator.wait_for_everyone()
+    if main:  # everything is checked: only now may a previous run be replaced
+        if t.overwrite_output_dir and not t.resume:
+            run_folder.clear_run(out)
         (out / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if last is None:
+            run_folder.write_fingerprint(out, fingerprint)
         ckpt.remove_stale_temporaries(out)
 
     # ---- model ------------------------------------------------------------------------------------------
@@ -586,9 +629,12 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
 
     # ---- resume -----------------------------------------------------------------------------------------
     step, consumed, history = 0, 0, []
-    if t.resume:
-        last = ckpt.last_checkpoint(out)
-        accelerator.load_state(str(last / "training_state"))
+    if last is not None:
+        try:
+            accelerator.load_state(str(last / "training_state"))
+        except Exception as err:  # torch / safetensors raise many types for a damaged state
+            raise ConfigError(f"--resume: {last / 'training_state'} could not be loaded ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
         state = ckpt.read_trainer_state(last)
         step, consumed, history = int(state["step"]), int(state["micro_batches"]), list(state["history"])
         logger.info("resumed from %s at step %d", last, step)
@@ -783,6 +829,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"niaf-train: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only or full disk mid-run: the file and the cause, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"niaf-train: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
     metrics = result["metrics"]
     if metrics and result["process_index"] == 0:
         print(f"final checkpoint: {result['final_dir']}")

@@ -38,6 +38,7 @@ import math
 import os
 import re
 import shutil
+import string
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -99,7 +100,25 @@ def safe_join(root: Path, relative: str, what: str) -> Path:
     return full
 
 
+_TEMPLATE_SPEC = re.compile(r"^0?\d{0,2}d?$")
+
+
 def _format_template(root: Path, template: str, what: str, **fields: Any) -> Path:
+    """Fill a path template of info.json; only the given fields with an int spec of width < 100 are allowed
+    (``{file_index:0999999999d}`` would allocate gigabytes; ``{x.attr}`` reaches into objects)."""
+    info = root / "meta" / "info.json"
+    if not isinstance(template, str) or len(template) > 4096:
+        raise ValueError(f"{info}: {what} must be a path template string of at most 4096 characters")
+    try:
+        parsed = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as err:
+        raise ValueError(f"{info}: {what} template {template[:80]!r} is not a valid format string: {err}") from None
+    for name, spec, conv in parsed:
+        if name not in fields or conv or not _TEMPLATE_SPEC.match(spec or ""):
+            raise ValueError(
+                f"{info}: {what} template field {{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}} "
+                f"is not allowed; expected fields {sorted(fields)} with an int format such as :03d"
+            )
     try:
         relative = template.format(**fields)
     except (KeyError, IndexError, ValueError) as err:
@@ -214,14 +233,22 @@ def read_episodes_meta(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not files:
         raise FileNotFoundError(f"{root / 'meta' / 'episodes'}: no chunk-*/file-*.parquet episode files")
     rows: list[dict[str, Any]] = []
+    listed: dict[int, Path] = {}
     for f in files:
         table = pq.read_table(f, columns=None)
         keep = [c for c in table.column_names if not c.startswith("stats/")]
-        rows.extend(table.select(keep).to_pylist())
-    for r in rows:
-        for key in ("episode_index", "length"):
-            if key not in r:
-                raise ValueError(f"{root / 'meta' / 'episodes'}: column {key!r} missing; found {sorted(r)}")
+        for r in table.select(keep).to_pylist():
+            for key in ("episode_index", "length"):
+                if key not in r:
+                    raise ValueError(f"{f}: column {key!r} missing; found {sorted(r)}")
+            e = int(r["episode_index"])
+            if e in listed:  # it would be read, chunked and trained on twice
+                raise ValueError(
+                    f"{f}: episode_index {e} is listed twice in meta/episodes (also in {listed[e].name}); "
+                    "expected each episode once"
+                )
+            listed[e] = f
+            rows.append(r)
     rows.sort(key=lambda r: int(r["episode_index"]))
     return rows
 
@@ -380,6 +407,11 @@ def _fixed_rows(column: Any, n: int, width: int, where: str) -> np.ndarray:
     arr = column.combine_chunks() if hasattr(column, "combine_chunks") else column
     if arr.null_count:
         raise ValueError(f"{where}: {arr.null_count} null row(s)")
+    nested = pa.types.is_list(arr.type) or pa.types.is_fixed_size_list(arr.type) or pa.types.is_large_list(arr.type)
+    value_type = arr.type.value_type if nested else arr.type
+    if not (pa.types.is_floating(value_type) or pa.types.is_integer(value_type)):
+        # strings would be parsed and booleans become 0/1 without a word: refuse them
+        raise ValueError(f"{where}: stored as {value_type}; expected floating-point (or integer) numbers")
     if pa.types.is_list(arr.type) or pa.types.is_fixed_size_list(arr.type) or pa.types.is_large_list(arr.type):
         flat = np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
     else:  # scalar column stored as a plain number
@@ -506,13 +538,20 @@ def _read_episode(meta, row, columns, cache, pool, keys, names, vplan, action_di
     length = int(row["length"])
     path = _data_path(meta, row)
     if cache["path"] != path:
+        cache["path"] = cache["table"] = None  # a failure below is this file's, not the previous one's
         if not path.is_file():
             raise EpisodeError(str(path), str(e), "data", "data file not found (referenced by meta/episodes)")
-        schema_names = pq.read_schema(path).names
-        absent = [c for c in columns if c not in schema_names]
-        if absent:
-            raise EpisodeError(str(path), str(e), absent[0], f"column missing; file has {schema_names}")
-        cache["table"] = pq.read_table(path, columns=columns)
+        try:
+            schema_names = pq.read_schema(path).names
+            absent = [c for c in columns if c not in schema_names]
+            if absent:
+                raise EpisodeError(str(path), str(e), absent[0], f"column missing; file has {schema_names}")
+            table = pq.read_table(path, columns=columns)
+        except EpisodeError:
+            raise
+        except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a truncated file
+            raise EpisodeError(str(path), str(e), "data", f"unreadable ({type(exc).__name__}: {exc})") from None
+        cache["table"] = table
         cache["path"] = path
         cache["episode_column"] = np.asarray(cache["table"]["episode_index"].to_numpy())
     table = cache["table"]

@@ -93,7 +93,7 @@ def find_libero_files(paths: str | PathLike[str] | Iterable[str | PathLike[str]]
                     f"{p}: no *.hdf5 demo files in this folder; expected a LIBERO suite folder"
                 )
             files.extend(found)
-        elif p.is_file():
+        elif p.is_file() or (p.exists() and not p.is_dir()):  # a FIFO is refused by name when read
             files.append(p)
         else:
             raise FileNotFoundError(f"{p}: no such LIBERO demo file or folder")
@@ -146,6 +146,46 @@ def sorted_demo_names(data_group: Any, path: str | PathLike[str]) -> list[str]:
     return [name for _, name in sorted(names)]
 
 
+_MAX_COMPRESSION_RATIO = 1100
+"""gzip/deflate expands at most ~1032:1; a dataset claiming more bytes than that from its storage is forged."""
+
+
+def _local_object(group: Any, key: str, path: Path, demo: str, full_key: str) -> Any:
+    """``group[key]`` after checking every link on the way stays inside this file and the dataset's data too.
+
+    HDF5 can point out of a file: external links (to another file), virtual datasets (mapping other files) and
+    external raw storage (bytes read from arbitrary paths). LIBERO demo files are self-contained, so all three
+    are refused; so is a dataset whose declared size is implausible for its stored bytes (a header claiming
+    terabytes of fill value), before anything is allocated.
+    """
+    import h5py
+
+    node = group
+    for part in key.split("/"):
+        link = node.get(part, getlink=True)
+        if link is None:
+            raise EpisodeError(str(path), demo, full_key, f"missing from the {'demo' if demo != '*' else 'file'} group")
+        if isinstance(link, h5py.ExternalLink):
+            raise EpisodeError(
+                str(path), demo, full_key,
+                f"an HDF5 external link to {link.filename}:{link.path}; demo files must be self-contained, refused",
+            )
+        node = node[part]
+    if isinstance(node, h5py.Dataset):
+        if node.is_virtual or node.external:
+            raise EpisodeError(
+                str(path), demo, full_key,
+                "a virtual dataset or one with external storage (data in other files); refused",
+            )
+        nbytes = int(node.size) * node.dtype.itemsize
+        if nbytes > max(node.id.get_storage_size(), 1 << 20) * _MAX_COMPRESSION_RATIO:
+            raise EpisodeError(
+                str(path), demo, full_key,
+                f"declares shape {node.shape} ({nbytes} bytes) but stores {node.id.get_storage_size()} bytes; refused",
+            )
+    return node
+
+
 def _read_array(
     group: Any,
     key: str,
@@ -159,10 +199,9 @@ def _read_array(
 ) -> np.ndarray:
     """``group[key]`` as a numpy array, checked; errors name file, demo and HDF5 key."""
     full_key = f"data/{demo}/{key}"
-    if key not in group:
-        raise EpisodeError(str(path), demo, full_key, "missing from the demo group")
+    dataset = _local_object(group, key, path, demo, full_key)  # checks links before `in` would follow them
     try:
-        arr = group[key][()]
+        arr = dataset[()]
     except Exception as exc:  # h5py raises OSError / KeyError / TypeError on damaged datasets
         raise EpisodeError(str(path), demo, full_key, f"unreadable ({type(exc).__name__}: {exc})") from exc
     arr = np.asarray(arr)
@@ -247,6 +286,10 @@ def _libero_episodes(
 
     if state is not None and state not in LIBERO_STATE_LAYOUTS:
         raise ValueError(f"state={state!r}: expected one of {sorted(LIBERO_STATE_LAYOUTS)} or None")
+    if max_demos_per_file is not None and (
+        isinstance(max_demos_per_file, bool) or not isinstance(max_demos_per_file, int) or max_demos_per_file < 1
+    ):
+        raise ValueError(f"max_demos_per_file={max_demos_per_file!r}: expected a positive int or None (all)")
     if wrist_camera_name not in ("wrist_image", "image2"):
         raise ValueError(f"wrist_camera_name={wrist_camera_name!r}: expected 'wrist_image' or 'image2'")
     if instruction_from not in ("problem_info", "filename"):
@@ -261,6 +304,11 @@ def _libero_episodes(
         names = {k: v for k, v in names.items() if v in cameras}
     index = 0
     for path in files:
+        if not path.is_file():  # a FIFO or device named *.hdf5 would block h5py forever
+            yield UnreadableEpisode(
+                EpisodeError(str(path), "*", "<file>", "not a regular file (a FIFO or device?); refused"), LIBERO_FPS
+            )
+            continue
         try:
             fh = h5py.File(path, "r")
         except OSError as exc:
@@ -270,11 +318,11 @@ def _libero_episodes(
             continue
         with fh:
             try:
-                if "data" not in fh:
+                if fh.get("data", getlink=True) is None:
                     raise EpisodeError(
                         str(path), "*", "data", "group missing; expected LIBERO's /data/demo_<i> layout"
                     )
-                data = fh["data"]
+                data = _local_object(fh, "data", path, "*", "data")
                 instruction = (
                     read_libero_instruction(data, path)
                     if instruction_from == "problem_info"
@@ -287,12 +335,12 @@ def _libero_episodes(
                 yield UnreadableEpisode(err, LIBERO_FPS)
                 continue
             if max_demos_per_file is not None:
-                demos = demos[:max_demos_per_file]
+                demos = demos[:max_demos_per_file]  # checked positive above: a negative count drops the last demos
             logger.info("LIBERO %s: %d demos, instruction %r", path, len(demos), instruction)
             for demo in demos:
                 try:
                     yield _read_demo(
-                        data[demo],
+                        _local_object(data, demo, path, demo, f"data/{demo}"),
                         path,
                         demo,
                         instruction,

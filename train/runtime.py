@@ -28,7 +28,18 @@ needs, at every tick, a desired position, velocity and acceleration. [`ActionStr
   or its chunk already over), older than the function in use, non-finite anywhere on a probe grid, above a
   velocity limit, outside position limits, or too far from the current command. A refused function changes
   nothing: the stream keeps following what it followed before (ultimately a stop-and-hold), and the reason
-  is logged and kept in [`ActionStream.last_refusal`].
+  is logged and kept in [`ActionStream.last_refusal`]. The probe grid is only a first filter.
+* **Enforcement.** The limits (``position_limits``, ``max_velocity``, ``max_acceleration``) are enforced on
+  every command that leaves [`ActionStream.command`], whatever produced it: a function that leaves the
+  limits between probe points, a switch between two plans, a stop profile. A dimension whose source command
+  is within the limits, and reachable from the previous command within them, is passed through exactly;
+  otherwise the command follows a rate limiter (position clamped to the limits, velocity to
+  ``max_velocity``, velocity change per tick to ``max_acceleration``·dt, position change per tick to the
+  commanded velocity·dt) that converges back to the source. Such a command has ``limited=True``, is counted
+  in [`ActionStream.num_limited`] and described in [`ActionStream.last_violation`].
+* **Faults.** A function that raises or returns a non-finite value when [`ActionStream.command`] queries it
+  is dropped: the command stops from the last good command (then holds), an error is logged and kept in
+  [`ActionStream.last_fault`]. No exception from an action function reaches the control loop.
 
 The module needs only numpy. It consumes anything that follows [`ActionFunctionLike`]: NIAF's
 ``NumpyActionFunction`` (recommended in a real-time loop), a torch ``ActionFunction`` (converted once with
@@ -83,6 +94,8 @@ class JointCommand:
         jerk: [D] jerk of the reference, per second³ (for monitoring; not needed by the control law).
         mode: "hold" (no function yet, or stopped), "track" (one function), "blend" (switching between two
             sources) or "stop" (past a chunk's end, decelerating).
+        limited: True when at least one dimension was clamped or rate-limited to keep the command within the
+            stream's position, velocity or acceleration limits (see [`ActionStream.last_violation`]).
     """
 
     time: float
@@ -91,6 +104,7 @@ class JointCommand:
     acceleration: np.ndarray
     jerk: np.ndarray
     mode: str
+    limited: bool = False
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -399,9 +413,13 @@ class ActionStream:
         stop_duration: T_s, how long the stop profile past a chunk's end takes to bring velocity to zero.
         max_latency: a function whose observation is more than this many seconds old when submitted is
             refused.
-        max_velocity: optional per-dimension (or scalar) bound on |velocity| over the remaining chunk, per
-            second; a function exceeding it is refused.
-        position_limits: optional ([D] lower, [D] upper) bounds on the position over the remaining chunk.
+        max_velocity: optional per-dimension (or scalar) bound on |velocity|, per second. A function exceeding
+            it on the probe grid is refused, and every command is held to it (see Enforcement above).
+        position_limits: optional ([D] lower, [D] upper) bounds on the position; a function outside them on
+            the probe grid is refused, and every command is clamped to them. ``initial_position`` must lie
+            within them.
+        max_acceleration: optional per-dimension (or scalar) bound on |acceleration|, per second²; checked on
+            the probe grid like ``max_velocity`` and enforced on every command (velocity change per tick).
         max_position_jump: optional bound on |new position - current command| at the switch time; guards
             against a function that disagrees wildly with where the arm is commanded to be.
         validation_points: number of probe times over the remaining chunk checked on submission.
@@ -427,6 +445,7 @@ class ActionStream:
         max_position_jump: float | np.ndarray | None = None,
         validation_points: int = 16,
         switch: str = "crossfade",
+        max_acceleration: float | np.ndarray | None = None,
     ) -> None:
         if switch not in SWITCH_MODES:
             raise ValueError(f"`switch` must be one of {SWITCH_MODES}, got {switch!r}.")
@@ -440,6 +459,7 @@ class ActionStream:
         self.max_latency = _positive("max_latency", max_latency)
         self.max_velocity = _per_dim("max_velocity", max_velocity, self.dof)
         self.max_position_jump = _per_dim("max_position_jump", max_position_jump, self.dof)
+        self.max_acceleration = _per_dim("max_acceleration", max_acceleration, self.dof)
         if position_limits is not None:
             try:
                 lower, upper = (np.asarray(x, dtype=np.float64) for x in position_limits)
@@ -450,6 +470,11 @@ class ActionStream:
             if lower.shape != (self.dof,) or upper.shape != (self.dof,) or not np.all(lower < upper):
                 raise ValueError(
                     f"`position_limits` must be two ({self.dof},) arrays with lower < upper, got {position_limits!r}."
+                )
+            if np.any(position < lower) or np.any(position > upper):
+                raise ValueError(
+                    f"`initial_position` {position.tolist()} lies outside `position_limits` "
+                    f"({lower.tolist()}, {upper.tolist()})."
                 )
             position_limits = (lower, upper)
         self.position_limits = position_limits
@@ -464,9 +489,19 @@ class ActionStream:
         self._last_time = _time("start_time", start_time)
         self._last_command: JointCommand | None = None
         self._anchor: float | None = None
+        # The state the limiter steps from: the latest command returned (initially a hold at start_time).
+        self._out = (self._last_time, position.copy(), np.zeros(self.dof), np.zeros(self.dof))
+        self._limiting = False
         self.num_accepted = 0
         self.num_refused = 0
         self.last_refusal: str | None = None
+        self.num_limited = 0
+        """Commands returned with at least one dimension clamped or rate-limited."""
+        self.last_violation: str | None = None
+        """What the latest limited command corrected (dimensions and limit)."""
+        self.num_faults = 0
+        """Times an active function raised or returned a non-finite value in [`command`]."""
+        self.last_fault: str | None = None
 
     # ----------------------------------------------------------------------------------------------------
     @property
@@ -544,32 +579,35 @@ class ActionStream:
         probe = np.linspace(max(latency, 0.0), duration, self.validation_points)
         try:
             p, v, a, j = evaluate_function(fn, probe, self.dof)
-        except (ValueError, FloatingPointError, ArithmeticError) as err:
-            return self._refuse(f"evaluation failed: {err}")
+        except Exception as err:  # a user function may raise anything; none of it reaches the caller
+            return self._refuse(f"evaluation failed: {type(err).__name__}: {err}")
         if not all(np.all(np.isfinite(x)) for x in (p, v, a, j)):
             return self._refuse("non-finite position or derivative on the probe grid")
         if self.max_velocity is not None and np.any(np.abs(v) > self.max_velocity):
             worst = float(np.max(np.abs(v) / self.max_velocity))
             return self._refuse(f"velocity limit exceeded ({worst:.2f}× max_velocity)")
+        if self.max_acceleration is not None and np.any(np.abs(a) > self.max_acceleration):
+            worst = float(np.max(np.abs(a) / self.max_acceleration))
+            return self._refuse(f"acceleration limit exceeded ({worst:.2f}× max_acceleration)")
         if self.position_limits is not None:
             lower, upper = self.position_limits
             if np.any(p < lower) or np.any(p > upper):
                 return self._refuse("position limits exceeded")
         if self.max_position_jump is not None:
-            current = self._source.evaluate(now)[0]
+            current = self._current_state(now)[0]
             if np.any(np.abs(p[0] - current) > self.max_position_jump):
                 jump = float(np.max(np.abs(p[0] - current)))
                 return self._refuse(f"position jump {jump:.4f} at the switch exceeds max_position_jump")
         try:
             new = _FunctionSource(fn, observation_time, self.dof, self.stop_duration)
-        except (ValueError, FloatingPointError, ArithmeticError) as err:
-            return self._refuse(f"evaluation failed at the chunk's end: {err}")
+        except Exception as err:
+            return self._refuse(f"evaluation failed at the chunk's end: {type(err).__name__}: {err}")
         if not all(np.all(np.isfinite(x)) for x in new.end_state):
             return self._refuse("non-finite state at the chunk's end")
-        self._source = self._source.simplify(now)
         if self.blend_duration > 0.0 and self.switch == "offset_decay":
-            self._source = _OffsetDecaySource(self._source.evaluate(now), new, now, self.blend_duration)
+            self._source = _OffsetDecaySource(self._current_state(now), new, now, self.blend_duration)
         elif self.blend_duration > 0.0:
+            self._current_state(now)  # drops finished blends, and a source that has failed since
             self._source = _BlendSource(self._source, new, now, self.blend_duration)
         else:
             self._source = new
@@ -581,31 +619,118 @@ class ActionStream:
         )
         return True
 
+    def _fault(self, t: float, reason: str) -> _State:
+        """Drop the active source after a fault and stop from the latest command returned."""
+        self.num_faults += 1
+        self.last_fault = f"t={t:.4f} s: the active action function {reason}"
+        logger.error(
+            "ActionStream: non-finite command or error at t=%.4f s (%s); stopping from the last good command.",
+            t,
+            reason,
+        )
+        _, p, v, a = self._out
+        self._source = _StopSource((p, v, a, np.zeros_like(p)), t, self.stop_duration)
+        state = self._source.evaluate(t)
+        if not all(np.all(np.isfinite(x)) for x in state):  # a stop from an absurd velocity overflows: hold
+            self._source = _HoldSource(p)
+            state = self._source.evaluate(t)
+        return state
+
+    def _current_state(self, t: float) -> _State:
+        """The active source at time t; a source that raises or yields a non-finite value is replaced by a stop."""
+        try:
+            self._source = self._source.simplify(t)
+            p, v, a, j = self._source.evaluate(t)
+        except Exception as err:  # never let a user function's exception into the control loop
+            return self._fault(t, f"raised {type(err).__name__}: {err}")
+        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(v)) and np.all(np.isfinite(a))):
+            return self._fault(t, "returned a non-finite position, velocity or acceleration")
+        if not np.all(np.isfinite(j)):
+            j = np.zeros_like(j)
+        return p, v, a, j
+
+    def _limit(
+        self, t: float, p: np.ndarray, v: np.ndarray, a: np.ndarray, j: np.ndarray
+    ) -> tuple[_State, str | None]:
+        """Hold (p, v, a, j) at time t to the stream's limits, stepping from the latest command returned.
+
+        Per dimension: passed through unchanged when the position is within ``position_limits``, |v| and |a|
+        within ``max_velocity`` / ``max_acceleration``, and the step from the previous command is feasible
+        (|Δp| <= max_velocity·dt, |Δv| <= max_acceleration·dt). Otherwise the dimension is rate-limited toward
+        the (clamped) source: velocity v_prev + clip(Δp/dt - v_src, ±sqrt(2·a_max·|Δp|)) (so it brakes in
+        time), then clipped to v_prev ± a_max·dt and ±v_max; position p_prev + v·dt clamped to the limits.
+        Returns the limited state and a description of what was corrected (None when nothing was).
+        """
+        if self.position_limits is None and self.max_velocity is None and self.max_acceleration is None:
+            return (p, v, a, j), None
+        t0, p0, v0, a0 = self._out
+        dt = max(t - t0, 0.0)
+        inf = np.full(self.dof, np.inf)
+        lower, upper = self.position_limits if self.position_limits is not None else (-inf, inf)
+        vmax = self.max_velocity if self.max_velocity is not None else inf
+        amax = self.max_acceleration if self.max_acceleration is not None else inf
+        rel = 1.0 + 1e-9  # rounding slack: a source exactly at a limit is not a violation
+        checks = {
+            "position": (p >= lower) & (p <= upper),
+            "velocity": np.abs(v) <= vmax * rel,
+            "acceleration": np.abs(a) <= amax * rel,
+        }
+        with np.errstate(invalid="ignore"):  # inf·0 when a limit is unset and dt is 0
+            checks["position step"] = np.isinf(vmax) | (np.abs(p - p0) <= vmax * dt * rel + 1e-12)
+            checks["velocity step"] = np.isinf(amax) | (np.abs(v - v0) <= amax * dt * rel + 1e-12)
+        ok = np.logical_and.reduce(list(checks.values()))
+        if ok.all():
+            return (p, v, a, j), None
+        target = np.clip(p, lower, upper)
+        if dt > 0.0:
+            v_src = np.clip(v, -vmax, vmax)
+            error = target - p0
+            with np.errstate(invalid="ignore"):
+                # the fastest approach that can still stop at the target
+                brake = np.where(np.isinf(amax), np.inf, np.sqrt(2.0 * amax * np.abs(error)))
+                v_new = v_src + np.clip(error / dt - v_src, -brake, brake)
+                v_new = np.clip(v_new, v0 - amax * dt, v0 + amax * dt)
+            v_new = np.clip(v_new, -vmax, vmax)
+            p_new = np.clip(p0 + v_new * dt, lower, upper)
+            v_new = (p_new - p0) / dt
+            a_new = np.clip((v_new - v0) / dt, -amax, amax)
+        else:  # no time has passed: the command cannot move
+            p_new, v_new, a_new = p0.copy(), v0.copy(), a0.copy()
+        bad = ~ok
+        out = (
+            np.where(bad, p_new, p),
+            np.where(bad, v_new, v),
+            np.where(bad, a_new, a),
+            np.where(bad, 0.0, j),
+        )
+        what = ", ".join(
+            f"{name} (dims {np.flatnonzero(~flag).tolist()})"
+            for name, flag in checks.items()
+            if not flag.all()
+        )
+        return out, f"t={t:.4f} s: limited {what}"
+
     def command(self, t: float) -> JointCommand:
         """The reference at controller time ``t`` (seconds, non-decreasing between calls).
 
-        If the active function yields a non-finite value (it passed the probe grid, so this is rare), the
-        stream logs an error and falls back to a stop from the last good command.
+        Every command returned is finite and within the stream's limits (position, velocity, acceleration; see
+        the module docstring). If the active function raises or yields a non-finite value (it passed the probe
+        grid, so this is rare), the stream logs an error and falls back to a stop from the last good command;
+        the exception is not propagated.
         """
         t = _time("t", t)
         self._check_clock("t", t)
-        self._source = self._source.simplify(t)
-        p, v, a, j = self._source.evaluate(t)
-        if not (np.all(np.isfinite(p)) and np.all(np.isfinite(v)) and np.all(np.isfinite(a))):
-            logger.error(
-                "ActionStream: non-finite command at t=%.4f s; stopping from the last good command.", t
-            )
-            last = self._last_command
-            if last is None:
-                raise FloatingPointError("ActionStream: the first command is non-finite.")
-            self._source = _StopSource(
-                (last.position, last.velocity, last.acceleration, last.jerk), t, self.stop_duration
-            )
-            p, v, a, j = self._source.evaluate(t)
-        if not np.all(np.isfinite(j)):
-            j = np.zeros_like(j)
+        p, v, a, j = self._current_state(t)
+        (p, v, a, j), violation = self._limit(t, p, v, a, j)
+        if violation is not None:
+            self.num_limited += 1
+            self.last_violation = violation
+            if not self._limiting:  # once per episode of limiting, not at every 1 kHz tick
+                logger.warning("ActionStream: command held to the limits: %s", violation)
+        self._limiting = violation is not None
         self._last_time = t
-        self._last_command = JointCommand(t, p, v, a, j, self._source.mode)
+        self._out = (t, p, v, a)
+        self._last_command = JointCommand(t, p, v, a, j, self._source.mode, violation is not None)
         return self._last_command
 
 

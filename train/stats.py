@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -266,6 +267,39 @@ def write_stats_json(path: str | os.PathLike[str], stats: Mapping[str, Mapping[s
     return path
 
 
+def merge_stats_json(path: str | os.PathLike[str], stats: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Update an existing ``stats.json`` with ``stats``: computed features replace their entries, the others
+    (image statistics, features this pass did not compute) are kept. The previous file is first copied to
+    ``stats.json.bak`` (``.bak.1``, ``.bak.2``... when that exists) and the new one is written atomically.
+
+    Returns ``{"written", "backup", "replaced", "kept"}``. Raises ValueError naming the file when the existing
+    one is not a JSON object (nothing is written then).
+    """
+    path = Path(path)
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the existing stats JSON to merge into ({err}); move it away first") from None
+    if not isinstance(previous, dict):
+        raise ValueError(f"{path}: expected a JSON object feature -> stats, got {type(previous).__name__}; move it away first")
+    backup = path.with_name(path.name + ".bak")
+    n = 0
+    while backup.exists():
+        n += 1
+        backup = path.with_name(f"{path.name}.bak.{n}")
+    shutil.copy2(path, backup)
+    merged = {**previous, **stats}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(merged, indent=2))
+    os.replace(tmp, path)
+    return {
+        "written": str(path),
+        "backup": str(backup),
+        "replaced": sorted(set(stats) & set(previous)),
+        "kept": sorted(set(previous) - set(stats)),
+    }
+
+
 def read_stats_json(path: str | os.PathLike[str]) -> dict[str, dict[str, np.ndarray]]:
     """Read a LeRobot ``stats.json``; values become float64 arrays. Checks that each entry is a dict of lists."""
     path = Path(path)
@@ -304,6 +338,7 @@ __all__ = [
     "RunningStats",
     "STATS_KEYS",
     "compute_stats",
+    "merge_stats_json",
     "read_stats_json",
     "stats_from_chunk_dataset",
     "stats_from_episodes",

@@ -14,6 +14,7 @@ the SIREN head in float32.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -216,7 +217,10 @@ def _coerce(value: Any, annotation: Any, key: str, origin: str) -> Any:
         if base is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):  # a NaN learning rate passes every `<= 0` check and trains garbage
+                raise ConfigError(f"{origin}: `{key}` must be a finite number, got {value!r}")
+            return number
         if base is str:
             if not isinstance(value, (str, int, float)) or isinstance(value, bool):
                 raise ValueError
@@ -228,6 +232,8 @@ def _coerce(value: Any, annotation: Any, key: str, origin: str) -> Any:
             if not isinstance(value, (list, tuple)):
                 raise ValueError
             return [_coerce(v, item, key, origin) for v in value]
+    except ConfigError:
+        raise
     except (TypeError, ValueError):
         raise ConfigError(f"{origin}: `{key}` must be {_type_name(annotation)}, got {value!r}") from None
     raise ConfigError(f"{origin}: `{key}` has an unsupported type {annotation}")
@@ -347,6 +353,17 @@ def validate_config(cfg: FinetuneConfig) -> None:
         raise ConfigError(f"`data.val_fraction` must be in [0, 1), got {d.val_fraction}")
     if t.learning_rate <= 0:
         raise ConfigError(f"`training.learning_rate` must be > 0, got {t.learning_rate}")
+    if t.head_learning_rate is not None and t.head_learning_rate <= 0:
+        raise ConfigError(f"`training.head_learning_rate` must be > 0 or null, got {t.head_learning_rate}")
+    for key, value, low, high in (
+        ("training.warmup_ratio", t.warmup_ratio, 0.0, 1.0), ("training.decay_ratio", t.decay_ratio, 0.0, 1.0),
+        ("training.final_lr_scale", t.final_lr_scale, 0.0, 1.0), ("training.adam_beta1", t.adam_beta1, 0.0, 1.0),
+        ("training.adam_beta2", t.adam_beta2, 0.0, 1.0), ("training.adam_epsilon", t.adam_epsilon, 0.0, 1.0),
+        ("training.weight_decay", t.weight_decay, 0.0, float("inf")),
+        ("training.max_grad_norm", t.max_grad_norm, 0.0, float("inf")),
+    ):
+        if not low <= value <= high:
+            raise ConfigError(f"`{key}` must be in [{low}, {high}], got {value}")
     if t.warmup_ratio + (t.decay_ratio if t.lr_scheduler == "tri_stage" else 0.0) > 1.0:
         raise ConfigError("`training.warmup_ratio` + `training.decay_ratio` must not exceed 1")
     rel = m.relative_action_state_indices

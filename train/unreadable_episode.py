@@ -40,13 +40,19 @@ def raise_or_skip_unreadable(
     """Pass episodes through; an :class:`UnreadableEpisode` raises its read error, or, with ``skip_invalid``,
     is recorded in ``summary`` (and logged) and left out. For format iterators used on their own, outside the
     chunk builder."""
-    for episode in episodes:
-        if isinstance(episode, UnreadableEpisode):
-            if not skip_invalid:
-                raise episode.read_error
-            summary.skip(episode.read_error)
-            continue
-        yield episode
+    iterator = iter(episodes)
+    try:
+        for episode in iterator:
+            if isinstance(episode, UnreadableEpisode):
+                if not skip_invalid:
+                    raise episode.read_error
+                summary.skip(episode.read_error)
+                continue
+            yield episode
+    finally:  # a format iterator holds open files: release them now, not when the traceback is collected
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 __all__ = ["UnreadableEpisode", "raise_or_skip_unreadable"]
