@@ -202,20 +202,22 @@ def test_niaf_eval_refuses_training_seed_unknown_task_and_wrong_layout(checkpoin
     assert main(["--checkpoint", str(checkpoint), "--tasks", "fly-v3", "--episodes", "1",
                  "--output-dir", str(tmp_path / "b")]) == 2
     assert "unknown Meta-World MT1 task 'fly-v3'" in capsys.readouterr().err
-    # a checkpoint whose action layout is not Meta-World's
-    from transformers import AutoConfig
-
-    other = tmp_path / "ckpt7"
+    # a checkpoint whose action layout is not Meta-World's (7-d actions), with the same processor files
     import shutil
 
-    shutil.copytree(checkpoint, other)
-    cfg = json.loads((other / "config.json").read_text())
-    cfg["action_dim"] = 7
-    (other / "config.json").write_text(json.dumps(cfg))
-    assert AutoConfig.from_pretrained(str(other), trust_remote_code=True).action_dim == 7
+    from modeling_niaf import NiafConfig, NiafForActionFunction
+
+    cfg = NiafConfig.from_pretrained(str(checkpoint))
+    stats = {k: list(v) + [0.0] * 3 for k, v in cfg.normalization_stats["action"].items()}
+    cfg.action_dim, cfg.normalization_stats = 7, {**cfg.normalization_stats, "action": stats}
+    other = tmp_path / "ckpt7"
+    NiafForActionFunction(cfg).save_pretrained(other)
+    for f in checkpoint.iterdir():
+        if f.name.startswith(("processor", "tokenizer", "special_tokens")) or f.name == "training_data.json":
+            shutil.copy(f, other / f.name)
     assert main(["--checkpoint", str(other), "--episodes", "1", "--output-dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
-    assert "--checkpoint" in err
+    assert "--checkpoint" in err and "action_dim 7, Meta-World needs 4" in err
 
 
 def test_expert_and_random_baselines_run_in_the_same_harness(tmp_path):
