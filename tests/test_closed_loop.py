@@ -71,12 +71,13 @@ def test_state_names_describe_metaworld_observation():
 
 
 def test_held_out_seed_resolution():
-    record = {"benchmark_seed": 1000}
+    record = {"benchmark_seeds": [1000]}
     assert resolve_seed(None, None) == 1000
     assert resolve_seed(None, record) == 1001  # the default skips a seed used in training
     assert resolve_seed(7, record) == 7
     with pytest.raises(EvalError, match="--seed 1000: the training demonstrations"):
         resolve_seed(1000, record)
+    assert resolve_seed(None, {"benchmark_seeds": [1000, 1001, 1003]}) == 1002
 
 
 def test_settings_refuse_rates_that_do_not_divide_80hz():
@@ -126,8 +127,8 @@ def checkpoint(tmp_path_factory) -> Path:
 
 def test_checkpoint_records_its_training_variations(checkpoint):
     record = json.loads((checkpoint / "training_data.json").read_text())
-    assert record["benchmark_seed"] == 0 and record["tasks"] == [TASK]
-    assert record["variations"][TASK] == [0, 1, 2] and record["stride"] == 4 and record["cameras"] == ["corner2"]
+    assert record["benchmark_seeds"] == [0] and record["tasks"] == [TASK]
+    assert record["variations"][TASK] == {"0": [0, 1, 2]} and record["stride"] == 4 and record["cameras"] == ["corner2"]
 
 
 def test_execute_hz_queries_the_function_at_the_requested_times(checkpoint):
@@ -173,7 +174,7 @@ def test_niaf_eval_writes_results_video_and_figure(checkpoint, tmp_path, capsys)
     assert rc == 0
     results = json.loads((out / "results.json").read_text())
     task = results["tasks"][TASK]
-    assert results["benchmark_seed"] == 1000 and results["training_benchmark_seed"] == 0
+    assert results["benchmark_seed"] == 1000 and results["training_benchmark_seeds"] == [0]
     assert task["episodes"] == 2 and task["variations"] == [0, 1] and 0 <= task["success_rate"] <= 1
     lo, hi = task["wilson95"]
     assert (lo, hi) == pytest.approx(wilson_interval(task["successes"], 2))

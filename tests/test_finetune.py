@@ -121,7 +121,7 @@ def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
     assert expert["tasks"]["reach-v3"]["success_rate"] == 1.0 and expert["benchmark_seed"] == 1000
     for folder in ("niaf_train_rate", "niaf_4x_rate"):
         results = json.loads((out / "closed_loop" / folder / "results.json").read_text())
-        assert results["tasks"]["reach-v3"]["episodes"] == 2 and results["training_benchmark_seed"] == 0
+        assert results["tasks"]["reach-v3"]["episodes"] == 2 and results["training_benchmark_seeds"] == [0]
         assert (out / "closed_loop" / folder / "videos" / "reach-v3.mp4").stat().st_size > 1000
     assert (out / "closed_loop_success.png").stat().st_size > 10_000
     # the Meta-World demonstrations were cached: a second run would not regenerate them

@@ -107,7 +107,7 @@ def metaworld_dataset_dir(cfg: FinetuneConfig) -> Path:
     if d.path:
         return Path(d.path).expanduser()
     settings = {"tasks": d.metaworld_tasks, "episodes": d.metaworld_episodes_per_task, "size": d.metaworld_image_size,
-                "camera": d.metaworld_camera, "stride": d.metaworld_stride, "seed": d.metaworld_seed, "v": 2}
+                "camera": d.metaworld_camera, "stride": d.metaworld_stride, "seed": d.metaworld_seed, "v": 3}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return _cache_root(cfg) / "metaworld" / f"metaworld-{key}"
 

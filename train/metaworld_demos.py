@@ -21,9 +21,10 @@ An episode ends at the first step with ``info["success"]``; an expert that does 
 ``max_steps`` gives a failed episode, which is left out and counted (or kept with ``keep_failures=True``).
 With ``stride`` s only every s-th step is rendered and recorded, and the dataset's fps is 80/s. Results are
 deterministic for a given seed: the variation of episode i of a task is ``train_tasks[i % 50]`` of
-``MT1(task, seed)`` and the experts are deterministic. ``meta/info.json`` records the benchmark seed and the
-variations of every task under ``"metaworld"``, so a closed-loop evaluation can pick variations disjoint from
-them (:mod:`niaf_train.evaluation`).
+``MT1(task, seed + i // 50)`` (an MT1 benchmark holds 50 variations; more episodes draw them from the next
+benchmark seeds instead of repeating them) and the experts are deterministic. ``meta/info.json`` records the
+benchmark seeds and the variations of every task under ``"metaworld"``, so a closed-loop evaluation can pick
+variations disjoint from them (:mod:`niaf_train.evaluation`).
 
 :class:`MetaWorldScene` is the one place that turns the simulator into an observation (camera, resolution,
 rotation, state vector, instruction); the demonstration recorder and the closed-loop evaluation both use it,
@@ -55,6 +56,8 @@ METAWORLD_FPS = 80.0
 """Control rate of Meta-World: MuJoCo timestep 0.0025 s × frame_skip 5."""
 
 MAX_PATH_LENGTH = 500
+VARIATIONS_PER_BENCHMARK = 50
+"""Variations (object and goal positions) of one ``metaworld.MT1`` benchmark."""
 _FRAME_NAMES = ["hand.x", "hand.y", "hand.z", "gripper.open",
                 "obj1.x", "obj1.y", "obj1.z", "obj1.qx", "obj1.qy", "obj1.qz", "obj1.qw",
                 "obj2.x", "obj2.y", "obj2.z", "obj2.qx", "obj2.qy", "obj2.qz", "obj2.qw"]
@@ -108,7 +111,8 @@ class GenerationSummary:
     succeeded: dict[str, int] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
     failed: list[tuple[str, int]] = field(default_factory=list)
-    variations: dict[str, list[int]] = field(default_factory=dict)
+    variations: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    """Per task: benchmark seed (as a string) → the variations recorded from it."""
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,12 +303,13 @@ def generate_episodes(
 
     Args:
         tasks: MT1 task names (``metaworld.MT1.ENV_NAMES``), e.g. ``"reach-v3"``.
-        episodes_per_task: episodes per task; episode i uses variation ``i % 50``.
+        episodes_per_task: episodes per task; episode i uses variation ``i % 50`` of benchmark seed
+            ``seed + i // 50``.
         cameras: Meta-World camera names (``corner``, ``corner2``, ``corner3``, ``corner4``, ``topview``,
             ``behindGripper``, ``gripperPOV``); empty for state-only demonstrations.
         image_size: H = W of the rendered images in pixels.
         stride: record every ``stride``-th environment step only (rendering only those).
-        seed: seed of the MT1 benchmarks (task variations).
+        seed: seed of the first MT1 benchmark (task variations); more than 50 episodes use the next seeds.
         max_steps: step limit per episode (<= 500).
         keep_failures: also yield episodes whose expert did not succeed (default: leave them out, counted
             in ``summary.failed`` and logged).
@@ -333,9 +338,15 @@ def generate_episodes(
         summary.attempted.setdefault(task, 0)
         summary.succeeded.setdefault(task, 0)
         summary.steps.setdefault(task, 0)
-        summary.variations.setdefault(task, [])
-        with MetaWorldScene(task, seed, cameras, image_size) as scene:
+        summary.variations.setdefault(task, {})
+        scene: MetaWorldScene | None = None
+        try:
             for i in range(episodes_per_task):
+                bench_seed = seed + i // VARIATIONS_PER_BENCHMARK
+                if scene is None or scene.benchmark_seed != bench_seed:
+                    if scene is not None:
+                        scene.close()
+                    scene = MetaWorldScene(task, bench_seed, cameras, image_size)
                 variation = i % scene.num_variations
                 rec, success = rollout(scene, variation, stride, max_steps)
                 summary.attempted[task] += 1
@@ -344,8 +355,8 @@ def generate_episodes(
                     summary.succeeded[task] += 1
                 else:
                     summary.failed.append((task, i))
-                    logger.warning("metaworld %s episode %d (variation %d): expert did not succeed in %d steps%s",
-                                   task, i, variation, max_steps, "" if keep_failures else "; left out")
+                    logger.warning("metaworld %s episode %d (seed %d, variation %d): expert did not succeed in %d steps%s",
+                                   task, i, bench_seed, variation, max_steps, "" if keep_failures else "; left out")
                     if not keep_failures:
                         continue
                 if len(rec["action"]) < 2:
@@ -354,20 +365,22 @@ def generate_episodes(
                     summary.failed.append((task, i))
                     continue
                 summary.steps[task] += len(rec["action"])
-                if variation not in summary.variations[task]:
-                    summary.variations[task].append(variation)
+                summary.variations[task].setdefault(str(bench_seed), []).append(variation)
                 yield Episode(
                     episode_id=f"{task}/{i}",
-                    source=f"metaworld://{task}?seed={seed}&variation={variation}",
+                    source=f"metaworld://{task}?seed={bench_seed}&variation={variation}",
                     instruction=instruction_for(task),
                     fps=fps,
                     actions=rec["action"],
                     states=rec["state"],
                     images={c: rec[f"images.{c}"] for c in cameras},
                     index=index,
-                    metadata={"task": task, "variation": variation, "success": success},
+                    metadata={"task": task, "benchmark_seed": bench_seed, "variation": variation, "success": success},
                 )
                 index += 1
+        finally:
+            if scene is not None:
+                scene.close()
     bar.close()
     summary.seconds = time.perf_counter() - start
 
@@ -390,7 +403,7 @@ def generate_metaworld_dataset(
     The dataset has ``fps`` = 80 / stride, ``robot_type`` "sawyer", ``observation.state`` (names
     :data:`STATE_NAMES`), ``action`` (names :data:`ACTION_NAMES`), one PNG image feature
     ``observation.images.<camera>`` per camera, one task per Meta-World task, and ``info["metaworld"]``: the
-    benchmark seed, tasks, cameras, image size, stride and the variations recorded per task (what a closed-loop
+    benchmark seeds, tasks, cameras, image size, stride and the variations recorded per task and seed (what a closed-loop
     evaluation must not reuse). Returns (out, summary).
     """
     from .lerobot_v3 import write_lerobot_dataset
@@ -400,9 +413,11 @@ def generate_metaworld_dataset(
                                  seed=seed, max_steps=max_steps, keep_failures=keep_failures, summary=summary,
                                  progress=progress)
     def provenance() -> dict[str, Any]:  # called after the last episode, when the variations are known
-        return {"metaworld": {"benchmark_seed": int(seed), "tasks": list(tasks), "cameras": list(cameras),
+        seeds = sorted({int(s) for per_task in summary.variations.values() for s in per_task})
+        return {"metaworld": {"benchmark_seeds": seeds, "tasks": list(tasks), "cameras": list(cameras),
                               "image_size": int(image_size), "stride": int(stride),
-                              "variations": {t: sorted(v) for t, v in summary.variations.items()}}}
+                              "variations": {t: {k: sorted(v) for k, v in per.items()}
+                                             for t, per in summary.variations.items()}}}
 
     root = write_lerobot_dataset(out, episodes, fps=METAWORLD_FPS / stride, robot_type="sawyer",
                                  action_names=ACTION_NAMES, state_names=STATE_NAMES, extra_info=provenance)

@@ -22,7 +22,7 @@ exactly as a downstream user loads it), ``expert`` (Meta-World's scripted policy
 upper bound) and ``random`` (uniform random waypoints in [-1, 1], executed like a chunk).
 
 Held-out variations: the demonstrations of a task are variations of ``MT1(task, seed=s)`` for the benchmark
-seed ``s`` recorded in the dataset's ``info.json`` (and copied into the checkpoint as ``training_data.json``);
+seeds ``s`` recorded in the dataset's ``info.json`` (and copied into the checkpoint as ``training_data.json``);
 the evaluation draws its variations from another benchmark seed and refuses one that was used in training.
 """
 
@@ -277,16 +277,23 @@ def training_record(checkpoint: str | os.PathLike[str] | None = None,
         return None
 
 
+def training_seeds(record: dict[str, Any] | None) -> list[int]:
+    """The benchmark seeds a training record says its demonstrations came from."""
+    if record is None:
+        return []
+    if "benchmark_seeds" in record:
+        return [int(s) for s in record["benchmark_seeds"]]
+    return [int(record["benchmark_seed"])]
+
+
 def resolve_seed(requested: int | None, record: dict[str, Any] | None) -> int:
     """The benchmark seed of the held-out variations: ``requested`` unless training used it (error), or the
     first seed >= :data:`DEFAULT_EVAL_SEED` that training did not use."""
-    used = set()
-    if record is not None:
-        used.add(int(record["benchmark_seed"]))
+    used = set(training_seeds(record))
     if requested is not None:
         if requested in used:
             raise EvalError(
-                f"--seed {requested}: the training demonstrations are variations of benchmark seed {requested}; "
+                f"--seed {requested}: the training demonstrations include variations of benchmark seed {requested}; "
                 "choose another seed so that evaluation variations are held out"
             )
         return int(requested)

@@ -16,6 +16,7 @@ from .closed_loop import (
     load_policy,
     resolve_seed,
     training_record,
+    training_seeds,
 )
 from .report import plot_success, summarize, write_results
 
@@ -83,7 +84,7 @@ def evaluate_checkpoint(
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "settings": {k: v for k, v in vars(settings).items()},
         "benchmark_seed": seed,
-        "training_benchmark_seed": None if record is None else record.get("benchmark_seed"),
+        "training_benchmark_seeds": training_seeds(record),
         "seconds": round(time.perf_counter() - start, 2),
     }
     write_results(out / RESULTS_FILE, summary, meta)
