@@ -317,12 +317,22 @@ class NiafForActionFunction(NiafPreTrainedModel):
 
         Overriding ``action_dim``, the SIREN shape, ``chunk_size``/``control_hz`` or the normalisation
         (mode or statistics) of a NIAF checkpoint raises a ValueError, since the loaded head would predict
-        something else than it was trained for. Pass ``ignore_mismatched_sizes=True`` to re-initialise a
-        head deliberately (e.g. fine-tuning for another robot).
+        something else than it was trained for. A checkpoint whose weights do not match the model's parameter
+        names (a missing, unexpected or differently shaped backbone or head weight, typically a checkpoint
+        saved with another transformers major version) raises a ValueError naming the keys, instead of
+        leaving those weights randomly initialised. Pass ``ignore_mismatched_sizes=True`` to re-initialise
+        deliberately (e.g. fine-tuning a head for another robot); missing weights are then initialised with
+        a warning.
         """
-        if pretrained_model_name_or_path is not None and not kwargs.get("ignore_mismatched_sizes", False):
+        reinitialize = bool(kwargs.get("ignore_mismatched_sizes", False))
+        if pretrained_model_name_or_path is not None and not reinitialize:
             cls._check_checkpoint_overrides(pretrained_model_name_or_path, kwargs)
-        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        want_info = bool(kwargs.pop("output_loading_info", False))
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs)
+        model, info = loaded
+        if not reinitialize:
+            _refuse_partial_load(pretrained_model_name_or_path, model.config, info)
+        return (model, info) if want_info else model
 
     @classmethod
     def _check_checkpoint_overrides(cls, path: Any, kwargs: dict[str, Any]) -> None:
@@ -761,6 +771,28 @@ class NiafForActionFunction(NiafPreTrainedModel):
         described in ``hub.py``.
         """
         save_for_hub(self, save_directory, processor=processor, base_save=super().save_pretrained, **kwargs)
+
+
+def _refuse_partial_load(path: Any, config: Any, info: dict[str, Any]) -> None:
+    """ValueError naming the weights that `from_pretrained` could not match (see `from_pretrained`)."""
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(kind) or ())
+        if keys:
+            shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            problems.append(f"{len(keys)} {kind.replace('_keys', '')} ({shown})")
+    if not problems:
+        return
+    import transformers
+
+    saved_with = getattr(config, "transformers_version", None) or "an unknown version"
+    raise ValueError(
+        f"NiafForActionFunction.from_pretrained({str(path)!r}): the checkpoint's weights do not match the model: "
+        f"{'; '.join(problems)}. The checkpoint was saved with transformers {saved_with}, this is "
+        f"{transformers.__version__}; backbone parameter names change between transformers versions, so install "
+        "the version it was saved with (or a compatible one), or pass ignore_mismatched_sizes=True to "
+        "re-initialise these weights on purpose."
+    )
 
 
 def _stats_equal(a: dict, b: dict) -> bool:

@@ -153,6 +153,30 @@ def test_isolated_interpreter_loads_from_prefilled_hub_cache(saved):
     _compare(load_file(out), saved)
 
 
+def test_isolated_interpreter_with_old_transformers_gets_one_line_error(saved):
+    """The shipped remote code checks the transformers version before building anything."""
+    root = saved["root"]
+    script = f"""
+import transformers
+transformers.__version__ = "4.57.6"  # what pip picks next to some other packages
+from transformers import AutoModel
+try:
+    AutoModel.from_pretrained({str(saved["folder"])!r}, trust_remote_code=True)
+except ImportError as err:
+    print("ERROR:" + str(err))
+else:
+    raise SystemExit("loaded with transformers 4.57.6")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "HF_HOME": str(root / "hf_home_old")})
+    proc = subprocess.run([sys.executable, "-c", ISOLATE.format(root=str(REPO_ROOT)) + script], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line == ("ERROR:NIAF needs transformers>=5.4.0, found transformers 4.57.6; "
+                    "upgrade with: pip install -U 'transformers>=5.4.0'")
+
+
 def _compare(result: dict[str, torch.Tensor], saved: dict) -> None:
     for key, value in saved["expected"].items():
         torch.testing.assert_close(result[key], value, rtol=0, atol=0, msg=key)
