@@ -16,6 +16,7 @@ function, which can then be queried at any number of time points.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -239,6 +240,11 @@ def _query_attention_mask(attention_mask: torch.Tensor, num_open: int, dtype: to
     mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask.unsqueeze(1)
+
+
+def _accepts(function: Any, name: str) -> bool:
+    """Whether ``function`` has a parameter called ``name`` (not only ``**kwargs``)."""
+    return name in inspect.signature(function).parameters
 
 
 def _check_finite(name: str, tensor: torch.Tensor) -> None:
@@ -527,6 +533,10 @@ class NiafForActionFunction(NiafPreTrainedModel):
         else:
             kwargs["position_ids"] = (full_mask.long().cumsum(-1) - 1).clamp_min(0)
             pixels = pixel_values if self.family in MULTI_IMAGE_5D_BACKBONES else pixel_values.flatten(0, 1)
+        if _accepts(bb.forward, "token_type_ids"):
+            # PaliGemma-family forwards (transformers 5.4-5.8) refuse to train without it. All zeros ("prefix")
+            # changes nothing here: the attention pattern is the 4-D mask above.
+            kwargs["token_type_ids"] = torch.zeros_like(full_mask, dtype=torch.long)
         vision_dtype = next(bb.parameters()).dtype
         outputs = bb(
             inputs_embeds=inputs_embeds,

@@ -75,6 +75,22 @@ def test_fresh_model_starts_at_the_motion_prior():
     assert torch.count_nonzero(norm) == 0
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_training_mode_forward_matches_eval_mode(family):
+    """train() must work for every family (PaliGemma on transformers 5.4-5.8 needs `token_type_ids` then) and,
+    without dropout in the tiny configs, give the same positions as eval()."""
+    model = make_model(family)
+    inputs = make_inputs(family)
+    with torch.no_grad():
+        expected = model(**inputs).positions
+    model.train()
+    out = model(**inputs, actions=torch.zeros(2, 6, 3))
+    out.loss.backward()
+    torch.testing.assert_close(out.positions.detach(), expected, rtol=1e-4, atol=1e-5)  # other kernels in train()
+    assert float(out.loss_pos) == pytest.approx(float(expected.pow(2).sum(-1).mean()), rel=1e-4)
+    assert model.query_embeddings.weight.grad.abs().sum() > 0
+
+
 def test_zero_heads_have_nonzero_gradient():
     model = make_model("florence2", randomize_heads=False).train()
     out = model(**make_inputs("florence2"), actions=torch.randn(2, 6, 3))
