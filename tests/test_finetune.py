@@ -108,9 +108,38 @@ def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
     card = (final / "README.md").read_text()
     assert "## Training" in card and "baseline_position_mse" in card and "reach-v3" in card
     assert json.loads((final / "metrics.json").read_text())["position_mse"] == pytest.approx(m["position_mse"])
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(final / "README.md").data
+    assert {r.metric_type: r.metric_value for r in data.eval_results}["position_mse"] == pytest.approx(m["position_mse"])
+    assert data.pipeline_tag == "robotics" and data.base_model is None  # the tiny backbone is random
+    assert str(tmp_path) not in card and str(cache_dir) not in card
     assert (out / "demo_trajectories.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "mean-action baseline" in printed
     # the Meta-World demonstrations were cached: a second run would not regenerate them
     assert any((cache_dir / "metaworld").iterdir())
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_card_metadata_and_public_config_of_a_hub_dataset_run(tmp_path):
+    from niaf_train.finetune import card_metadata, public_config
+
+    cfg = build_config(None, ["--data.source", "lerobot", "--data.path", "someone/so101-pick@v2.0",
+                              "--model.backbone", "google/paligemma-3b-pt-224", "--output_dir", str(tmp_path / "run"),
+                              "--cache_dir", str(tmp_path / "cache")])
+    meta = card_metadata(cfg, {"position_mse": 0.02, "baseline_position_mse": 0.08, "num_chunks": 64.0})
+    assert meta["base_model"] == "google/paligemma-3b-pt-224" and meta["datasets"] == ["someone/so101-pick"]
+    results = {(r.dataset_type, r.dataset_revision, r.metric_type): r.metric_value for r in meta["eval_results"]}
+    assert results == {("someone/so101-pick", "v2.0", "position_mse"): 0.02,
+                       ("someone/so101-pick", "v2.0", "baseline_position_mse"): 0.08}
+    public = public_config(cfg)
+    assert public["training"]["output_dir"] == "<local>/run" and public["data"]["cache_dir"] == "<local>/cache"
+    assert public["data"]["path"] == "someone/so101-pick@v2.0"
+    assert str(tmp_path) not in json.dumps(public)
+    local = tmp_path / "my_data"
+    local.mkdir()
+    cfg = build_config(None, ["--data.source", "lerobot", "--data.path", str(local)])
+    meta = card_metadata(cfg, {})
+    assert meta == {"base_model": None, "datasets": None, "eval_results": None}
+    assert public_config(cfg)["data"]["path"] == "<local>/my_data"

@@ -236,3 +236,52 @@ def test_quickstart_example_runs_offline(tmp_path):
     assert (out / "trajectory.png").stat().st_size > 10_000
     assert json.loads((out / "model" / "config.json").read_text())["auto_map"]["AutoModel"].endswith("NiafForActionFunction")
     assert (out / "model" / "processor_config.json").is_file()
+
+
+def test_model_card_metadata_round_trips_through_modelcard_load(saved):
+    from huggingface_hub import ModelCard
+
+    from modeling_niaf.hub import add_eval_results, closed_loop_eval_results, held_out_eval_results
+
+    held_out = held_out_eval_results({"position_mse": 0.0213, "baseline_position_mse": 0.0785, "num_chunks": 96.0},
+                                     dataset_type="someone/pusht-niaf", dataset_name="PushT (held-out episodes)")
+    # what niaf-eval's results.json holds: per-task success rates (a dict built here, no simulator needed)
+    closed = closed_loop_eval_results(
+        {"tasks": {"reach-v3": {"success_rate": 0.9, "episodes": 20}, "push-v3": {"success_rate": 0.35}},
+         "success_rate": 0.625}, benchmark="metaworld")
+    folder = saved["root"] / f"card_{uuid.uuid4().hex[:6]}"
+    saved["model"].save_pretrained(folder, repo_id="someone/niaf-tiny", base_model="microsoft/Florence-2-base",
+                                   datasets=["someone/pusht-niaf"], eval_results=held_out)
+    card = ModelCard.load(folder / "README.md")
+    data = card.data
+    assert (data.library_name, data.pipeline_tag, data.license) == ("transformers", "robotics", "apache-2.0")
+    assert data.base_model == "microsoft/Florence-2-base" and data.datasets == ["someone/pusht-niaf"]
+    assert {"robotics", "niaf", "florence2"} <= set(data.tags)
+    assert data.model_name == "niaf-tiny"
+    assert {r.metric_type: r.metric_value for r in data.eval_results} == {
+        "position_mse": 0.0213, "baseline_position_mse": 0.0785}
+    assert "model-index:" in card.content
+    assert "pip install torch \"transformers>=5.4.0\" pillow" in card.text
+    assert str(saved["root"]) not in card.content and "/tmp" not in card.content
+
+    add_eval_results(folder, closed)
+    data = ModelCard.load(folder / "README.md").data
+    rates = {(r.dataset_config, r.metric_name): r.metric_value for r in data.eval_results if r.metric_type == "success_rate"}
+    assert rates == {("reach-v3", "success rate (reach-v3)"): 0.9, ("push-v3", "success rate (push-v3)"): 0.35,
+                     (None, "success rate (mean)"): 0.625}
+    assert len(data.eval_results) == 5  # the held-out entries are kept
+    add_eval_results(folder, closed_loop_eval_results({"reach-v3": {"success_rate": 1.0}}, benchmark="metaworld"))
+    data = ModelCard.load(folder / "README.md").data
+    assert [r.metric_value for r in data.eval_results if r.dataset_config == "reach-v3"] == [1.0]
+    with pytest.raises(ValueError, match="task 'push-v3' needs a 'success_rate' in \\[0, 1\\]"):
+        closed_loop_eval_results({"tasks": {"push-v3": {"success_rate": 35}}}, benchmark="metaworld")
+
+
+def test_local_save_card_has_no_model_index_and_names_the_random_backbone(saved):
+    from huggingface_hub import ModelCard
+
+    folder = saved["root"] / f"card_local_{uuid.uuid4().hex[:6]}"
+    saved["model"].save_pretrained(folder)
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.base_model is None and card.data.datasets is None and not card.data.eval_results
+    assert "randomly initialised backbone" in card.text and "<user>/<repo>" in card.text

@@ -134,7 +134,7 @@ def load_chunks(cfg: FinetuneConfig) -> Any:
     if d.source in ("metaworld", "lerobot", "libero_lerobot"):
         from .lerobot_v3 import load_lerobot, load_libero_lerobot
 
-        root = ensure_metaworld(cfg) if d.source == "metaworld" else Path(d.path).expanduser()
+        root = ensure_metaworld(cfg) if d.source == "metaworld" else _data_root(d.path)
         if not (root / "meta" / "info.json").is_file():
             raise ConfigError(f"data.path {root}: not a LeRobot v3.0 dataset (no meta/info.json)")
         loader = load_libero_lerobot if d.source == "libero_lerobot" else load_lerobot
@@ -142,13 +142,71 @@ def load_chunks(cfg: FinetuneConfig) -> Any:
     if d.source == "libero":
         from .libero import load_libero
 
-        return load_libero(d.path, chunk_size=k, stride=d.chunk_stride, cameras=d.cameras, **common)
+        return load_libero(_data_root(d.path), chunk_size=k, stride=d.chunk_stride, cameras=d.cameras, **common)
     if d.source == "calvin":
         from .calvin import load_calvin
 
         kwargs = {"cameras": d.cameras} if d.cameras else {}
-        return load_calvin(d.path, "training", chunk_size=k, stride=d.chunk_stride, **kwargs, **common)
+        return load_calvin(_data_root(d.path), "training", chunk_size=k, stride=d.chunk_stride, **kwargs, **common)
     raise ConfigError(f"unknown data.source {d.source!r}")
+
+
+def _data_root(path: str) -> Path:
+    """``data.path``: a local folder, or a Hub dataset id ``user/name[@revision]`` fetched into the Hub cache."""
+    from .hub_datasets import DatasetNotFoundError, resolve_dataset_path
+
+    try:
+        return resolve_dataset_path(path)
+    except DatasetNotFoundError as err:
+        raise ConfigError(f"data.path {err}") from None
+
+
+def _hub_id(value: str | None) -> tuple[str, str | None] | None:
+    """(repo id, revision) when ``value`` names a Hub repository rather than an existing local path."""
+    from .hub_datasets import parse_hub_dataset_id
+
+    if not value or Path(value).expanduser().exists():
+        return None
+    return parse_hub_dataset_id(value)
+
+
+def card_metadata(cfg: FinetuneConfig, metrics: dict[str, float]) -> dict[str, Any]:
+    """Model-card metadata of a run: ``base_model``, ``datasets`` (Hub ids only) and the model-index entries of
+    the held-out ``metrics`` (keyword arguments of ``save_pretrained``)."""
+    from modeling_niaf.hub import held_out_eval_results
+
+    d, m = cfg.data, cfg.model
+    dataset = _hub_id(d.path) if d.source != "metaworld" else None
+    revision = None
+    if d.source == "metaworld":
+        kind, name = "metaworld", f"Meta-World {', '.join(d.metaworld_tasks)} (scripted experts, generated)"
+    elif dataset is not None:
+        (kind, revision), name = dataset, dataset[0]
+    else:
+        kind, name = d.source, f"{d.source} (local folder {Path(d.path).name})"
+    backbone = _hub_id(m.backbone) if m.backbone != "tiny" else None
+    return {
+        "base_model": backbone[0] if backbone else None,
+        "datasets": [dataset[0]] if dataset else None,
+        "eval_results": held_out_eval_results(metrics, kind, name, dataset_revision=revision) if metrics else None,
+    }
+
+
+def public_config(cfg: FinetuneConfig) -> dict[str, dict[str, Any]]:
+    """``cfg.to_dict()`` without local paths (output and cache folders, local data/backbone folders), for the
+    model card: a Hub id stays, a local path becomes ``<local>/<folder name>``."""
+    out = cfg.to_dict()
+
+    def public(value: Any) -> Any:
+        if not value or _hub_id(value) is not None or value == "tiny":
+            return value
+        return f"<local>/{Path(value).name}"
+
+    out["training"]["output_dir"] = public(out["training"]["output_dir"])
+    out["data"]["cache_dir"] = public(out["data"]["cache_dir"])
+    out["data"]["path"] = public(out["data"]["path"])
+    out["model"]["backbone"] = public(out["model"]["backbone"])
+    return out
 
 
 def split_episodes(dataset: Any, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -672,7 +730,7 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
         tmp = out / (ckpt.TMP_PREFIX + FINAL_DIR)
         shutil.rmtree(tmp, ignore_errors=True)
         datasets_meta = [cfg.data.source] if cfg.data.source != "metaworld" else ["metaworld (scripted experts)"]
-        export.save_pretrained(tmp, processor=processor, repo_id=t.hub_model_id, datasets=None)
+        export.save_pretrained(tmp, processor=processor, repo_id=t.hub_model_id, **card_metadata(cfg, metrics))
         if p.method == "lora" and not p.save_merged:
             unwrapped.save_pretrained(tmp / "adapter")
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -725,7 +783,7 @@ def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: 
              f"{t.lr_scheduler} schedule, mixed precision {t.mixed_precision}, "
              f"{f'LoRA r={p.r}' if p.method == 'lora' else 'full fine-tuning'}).", "",
              "### Data", "",
-             f"- source: {d.source} {d.path or ''} ({', '.join(datasets_meta)})",
+             f"- source: {d.source} {public_config(cfg)['data']['path'] or ''} ({', '.join(datasets_meta)})",
              f"- {layout['episodes']} episodes; {n_train} training chunks, {n_val} held-out chunks "
              f"(val_fraction {d.val_fraction}, whole episodes)",
              f"- action dim {layout['action_dim']}, cameras {layout['cameras']}, chunk rate {layout['fps']:g} Hz, "
@@ -739,7 +797,7 @@ def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: 
         lines += ["", "`baseline_position_mse` is the error of always predicting the training mean action."]
     else:
         lines.append("No held-out episodes (val_fraction 0).")
-    lines += ["", "### Configuration", "", "```json", json.dumps(cfg.to_dict(), indent=1), "```", ""]
+    lines += ["", "### Configuration", "", "```json", json.dumps(public_config(cfg), indent=1), "```", ""]
     return "\n".join(lines)
 
 
