@@ -143,3 +143,29 @@ def test_card_metadata_and_public_config_of_a_hub_dataset_run(tmp_path):
     meta = card_metadata(cfg, {})
     assert meta == {"base_model": None, "datasets": None, "eval_results": None}
     assert public_config(cfg)["data"]["path"] == "<local>/my_data"
+
+
+def test_help_shows_every_key_with_description_choices_and_the_value_in_force(capsys):
+    from niaf_train.finetune import main
+    from niaf_train.training_config import CHOICES, SECTIONS, _fields, field_docs
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help", "--max_steps", "7"])
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    in_force = load_config("default.yaml", ["--max_steps", "7"])
+    plain = {s: cls() for s, cls in SECTIONS.items()}
+    for section, cls in SECTIONS.items():
+        docs = field_docs(cls)
+        for name in _fields(section):
+            assert docs.get(name), f"{section}.{name} has no description"
+            i = next(i for i, line in enumerate(lines) if line.startswith(f"  --{section}.{name} "))
+            value = getattr(getattr(in_force, section), name)
+            shown = ",".join(map(str, value)) if isinstance(value, list) else ("null" if value is None else str(value))
+            assert f"(default: {shown}" in lines[i], lines[i]
+            assert ("without a config file" in lines[i]) == (value != getattr(plain[section], name)), lines[i]
+            assert lines[i + 1].strip() == " ".join(docs[name].split())[: len(lines[i + 1].strip())]
+    text = "\n".join(lines)
+    assert "--training.max_steps int  (default: 7; without a config file: 300)" in text
+    assert "--data.source str {" + ",".join(CHOICES["data.source"]) + "}" in text
+    assert "--peft.method str {none,lora}  (default: none)" in text

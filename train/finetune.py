@@ -491,11 +491,13 @@ def parse_args(argv: list[str] | None) -> FinetuneConfig:
         default="default.yaml",
         help="YAML file, or the name of a packaged config (default: default.yaml, the embedded tiny Meta-World run)",
     )
-    parser.add_argument("-h", "--help", action="store_true")
+    parser.add_argument("-h", "--help", action="store_true",
+                        help="show this help with every configuration key, its values in force and exit")
     args, rest = parser.parse_known_args(argv)
     if args.help:
         parser.print_help()
-        print("\nconfiguration keys:\n" + help_text())
+        # the values in force come from the config file (with any overrides given next to --help)
+        print("\n" + help_text(load_config(args.config, rest), f"{args.config} and the command line"))
         raise SystemExit(0)
     return load_config(args.config, rest)
 
