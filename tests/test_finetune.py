@@ -169,3 +169,43 @@ def test_help_shows_every_key_with_description_choices_and_the_value_in_force(ca
     assert "--training.max_steps int  (default: 7; without a config file: 300)" in text
     assert "--data.source str {" + ",".join(CHOICES["data.source"]) + "}" in text
     assert "--peft.method str {none,lora}  (default: none)" in text
+
+
+def test_terminal_output_log_lines_parameter_counts_and_quiet_third_parties(tmp_path, cache_dir):
+    """niaf-train as a user runs it: periodic lines with every term, on their own lines next to the bar."""
+    import re
+    import subprocess
+    import sys
+
+    from modeling_niaf import NiafForActionFunction
+
+    out = tmp_path / "run"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    cmd = [sys.executable, "-m", "niaf_train.finetune", "--config", "default.yaml", "--output_dir", str(out),
+           "--cache_dir", str(cache_dir), *SMALL, "--max_steps", "4", "--logging_steps", "2", "--eval_steps", "0",
+           "--save_steps", "2", "--val_fraction", "0.2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # what the terminal shows: the text after the last carriage return of each line
+    shown = [line.rsplit("\r", 1)[-1] for line in proc.stderr.split("\n")]
+    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO niaf_train\.finetune: "
+    steps = [line for line in shown if "| lr " in line]
+    assert len(steps) == 2, proc.stderr[-3000:]
+    number = r"[-+.e\d]+"
+    for step, line in zip((2, 4), steps, strict=True):
+        assert re.match(stamp + rf"step {step}/4 \| loss {number} \(pos {number}, jerk {number}\) \| lr {number} \| "
+                        rf"grad_norm {number} \| {number} samples/s \| data {number} ms/step \(\d+%\)$", line), line
+    history = [json.loads(r) for r in (out / "history.jsonl").read_text().splitlines()]
+    logged = [r for r in history if "train/grad_norm" in r]
+    assert [r["step"] for r in logged] == [2, 4]
+    assert all(r["train/grad_norm"] > 0 and r["train/samples_per_second"] > 0 and 0 <= r["train/data_fraction"] < 1
+               for r in logged)
+    # parameter counts: the numbers of the model that was trained (full fine-tuning: all trainable)
+    counts = [re.search(r"model: ([\d,]+) parameters, ([\d,]+) trainable \(100\.0%\)", line) for line in shown]
+    total, trainable = next(m.groups() for m in counts if m)
+    final = NiafForActionFunction.from_pretrained(out / "final")
+    assert int(total.replace(",", "")) == int(trainable.replace(",", "")) == sum(p.numel() for p in final.parameters())
+    # third-party INFO (PyOpenGL, Accelerate's checkpoint saving) stays out; our INFO lines are there
+    assert not [line for line in shown if re.search(r" INFO (?!niaf_train|modeling_niaf)", line)], proc.stderr[-3000:]
+    assert "OpenGL_accelerate" not in proc.stderr and "Saving current state" not in proc.stderr
+    assert "Writing model shards" not in proc.stderr

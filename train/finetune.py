@@ -600,6 +600,11 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     elif p.freeze_backbone:
         for param in model.backbone.parameters():
             param.requires_grad_(False)
+    from .console_logging import count_parameters, format_step_line
+
+    total_params, trainable_params = count_parameters(model)
+    logger.info("model: %s parameters, %s trainable (%.1f%%)", f"{total_params:,}", f"{trainable_params:,}",
+                100.0 * trainable_params / max(total_params, 1))
     head_params = [q for n, q in model.named_parameters() if q.requires_grad and head_parameter(n)]
     body_params = [q for n, q in model.named_parameters() if q.requires_grad and not head_parameter(n)]
     groups = [{"params": body_params, "lr": t.learning_rate}, {"params": head_params, "lr": t.head_learning_rate or t.learning_rate}]
@@ -659,19 +664,25 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     running: dict[str, float] = {}
     n_running = 0
     start = time.perf_counter()
+    # throughput and time spent waiting for batches, per logging interval
+    interval_start, data_seconds, interval_samples = start, 0.0, 0
     while step < t.max_steps:
         epoch, offset = divmod(consumed, batches_per_epoch)
         sampler.epoch = epoch
         loader = accelerator.skip_first_batches(train_loader, offset) if offset else train_loader
-        for batch in loader:
+        for batch, waited in _timed(loader):
+            data_seconds += waited
             sample_ids = batch.pop("sample_index")
+            interval_samples += len(sample_ids) * accelerator.num_processes
             if sample_log is not None:
                 sample_log.write(" ".join(str(int(i)) for i in sample_ids) + "\n")
             with accelerator.accumulate(model):
                 output = model(**batch)
                 accelerator.backward(output.loss)
-                if accelerator.sync_gradients and t.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                if accelerator.sync_gradients:  # max_norm inf: only measured, not clipped
+                    norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf)
+                    if norm is not None:
+                        running["grad_norm"] = running.get("grad_norm", 0.0) + float(norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -689,8 +700,18 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
                 logs = {f"train/{k}": accelerator.reduce(torch.tensor(v / n_running, device=accelerator.device),
                                                          "mean").item() for k, v in running.items()}
                 logs["train/lr"] = scheduler.get_last_lr()[0]
+                now = time.perf_counter()
+                steps_in_interval = max(1, n_running // t.gradient_accumulation_steps)
+                # grad_norm was summed once per optimiser step, the losses once per micro-batch
+                if "train/grad_norm" in logs:
+                    logs["train/grad_norm"] *= n_running / steps_in_interval
+                logs["train/samples_per_second"] = interval_samples / max(now - interval_start, 1e-9)
+                logs["train/data_seconds_per_step"] = data_seconds / steps_in_interval
+                logs["train/data_fraction"] = data_seconds / max(now - interval_start, 1e-9)
                 history.append({"step": step, **logs})
                 bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
+                logger.info(format_step_line(step, t.max_steps, logs))
+                interval_start, data_seconds, interval_samples = now, 0.0, 0
                 if report:
                     accelerator.log(logs, step=step)
                 running, n_running = {}, 0
@@ -751,6 +772,18 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     result["process_index"] = accelerator.process_index
     result["baseline"] = baseline.tolist()
     return result
+
+
+def _timed(loader: Any) -> Iterator[tuple[Any, float]]:
+    """Yield (batch, seconds spent waiting for it) from ``loader``."""
+    iterator = iter(loader)
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - started
 
 
 def _num_points(t: Any, m: Any) -> int:
@@ -814,7 +847,9 @@ def push_final(folder: Path, repo_id: str, private: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .console_logging import configure_logging
+
+    configure_logging()
     try:
         cfg = parse_args(argv)
         result = train(cfg)
