@@ -89,9 +89,9 @@ def check_output_dir(cfg: FinetuneConfig) -> None:
 # Data
 # ----------------------------------------------------------------------------------------------------------
 def _cache_root(cfg: FinetuneConfig) -> Path:
-    if cfg.data.cache_dir:
-        return Path(cfg.data.cache_dir).expanduser()
-    return Path(os.environ.get("NIAF_CACHE", Path.home() / ".cache" / "niaf"))
+    from .chunking import niaf_cache_root
+
+    return niaf_cache_root(cfg.data.cache_dir or None)
 
 
 def metaworld_dataset_dir(cfg: FinetuneConfig) -> Path:
@@ -129,7 +129,9 @@ def ensure_metaworld(cfg: FinetuneConfig) -> Path:
 def load_chunks(cfg: FinetuneConfig) -> Any:
     """The chunk dataset of ``cfg.data`` (columns: :mod:`niaf_train.chunking`)."""
     d, k = cfg.data, cfg.model.chunk_size
-    cache = _cache_root(cfg) / "chunks"
+    from .chunking import chunk_cache_dir
+
+    cache = chunk_cache_dir(cfg.data.cache_dir or None)  # the same folder `niaf-data inspect` builds into
     common: dict[str, Any] = {"cache_dir": cache, "sample_every": d.sample_every}
     if d.source in ("metaworld", "lerobot", "libero_lerobot"):
         from .lerobot_v3 import load_lerobot, load_libero_lerobot
