@@ -175,8 +175,7 @@ def test_one_chunk_cache_for_inspect_and_train_with_its_size(tmp_path, capsys):
     assert len(built) == 1 and report["folder"] == str(cache / "chunks" / built[0])
     assert report["bytes"] == sum(f.stat().st_size for f in (cache / "chunks" / built[0]).glob("*.arrow"))
     assert report["image_format"] == "png"
-    # per frame and camera: the PNG bytes of each sample's image (27 samples, one camera)
-    from niaf_train.chunking import load_summary  # noqa: F401  (the report's numbers come from the Arrow table)
+    # per frame and camera: the PNG bytes of each sample's image (27 samples, one camera), from the Arrow table
     import datasets
 
     ds = datasets.Dataset.from_file(str(cache / "chunks" / built[0] / "data.arrow"))
