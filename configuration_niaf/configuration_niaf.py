@@ -17,10 +17,12 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-MIN_TRANSFORMERS_VERSION = "5.4.0"
-"""Oldest transformers this code runs on (and the floor in pyproject.toml). Older releases name the
-backbones' parameters differently (a checkpoint would load with a re-initialised backbone) and lack APIs the
-model code calls (``get_image_features(...).pooler_output``, ``get_rope_index(mm_token_type_ids=...)``)."""
+MIN_TRANSFORMERS_VERSION = "5.5.0"
+"""Oldest transformers this code runs on (and the floor in pyproject.toml; the fast tests run there in CI).
+4.x names the backbones' parameters differently (a checkpoint would load with a re-initialised backbone) and
+lacks APIs the model code calls (``get_image_features(...).pooler_output``,
+``get_rope_index(mm_token_type_ids=...)``); 5.3 has no ``SiglipImageProcessorPil``; 5.4's Qwen-VL image
+processors need torchvision."""
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:

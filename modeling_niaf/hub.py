@@ -145,7 +145,7 @@ def _head_table(config: Any) -> str:
 def _min_transformers(config: Any) -> str:
     """`MIN_TRANSFORMERS_VERSION` of the configuration module the config comes from (installed or Hub copy)."""
     module = inspect.getmodule(type(config))
-    return getattr(module, "MIN_TRANSFORMERS_VERSION", None) or "5.4.0"
+    return getattr(module, "MIN_TRANSFORMERS_VERSION", None) or "5.5.0"
 
 
 def install_requirements(config: Any) -> str:

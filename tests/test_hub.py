@@ -173,8 +173,8 @@ else:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = proc.stdout.strip().splitlines()[-1]
-    assert line == ("ERROR:NIAF needs transformers>=5.4.0, found transformers 4.57.6; "
-                    "upgrade with: pip install -U 'transformers>=5.4.0'")
+    assert line == ("ERROR:NIAF needs transformers>=5.5.0, found transformers 4.57.6; "
+                    "upgrade with: pip install -U 'transformers>=5.5.0'")
 
 
 def _compare(result: dict[str, torch.Tensor], saved: dict) -> None:
@@ -261,7 +261,7 @@ def test_model_card_metadata_round_trips_through_modelcard_load(saved):
     assert {r.metric_type: r.metric_value for r in data.eval_results} == {
         "position_mse": 0.0213, "baseline_position_mse": 0.0785}
     assert "model-index:" in card.content
-    assert "pip install torch \"transformers>=5.4.0\" pillow" in card.text
+    assert "pip install torch \"transformers>=5.5.0\" pillow" in card.text
     assert str(saved["root"]) not in card.content and "/tmp" not in card.content
 
     add_eval_results(folder, closed)
