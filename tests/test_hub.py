@@ -285,3 +285,30 @@ def test_local_save_card_has_no_model_index_and_names_the_random_backbone(saved)
     card = ModelCard.load(folder / "README.md")
     assert card.data.base_model is None and card.data.datasets is None and not card.data.eval_results
     assert "randomly initialised backbone" in card.text and "<user>/<repo>" in card.text
+
+
+def test_quickstart_figure_names_dims_with_units_shares_scales_and_says_untrained():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("niaf_quickstart_fig", REPO_ROOT / "examples" / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model, processor = module.build_tiny()
+    rng = np.random.default_rng(0)
+    obs = [[rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(2)]]
+    traj = model.generate_actions(**processor(images=obs, text=["pick up the red block"]), num_points=50).to_numpy()
+    fig = module.make_figure(traj, module.TINY_ACTION_NAMES, module.TINY_ACTION_UNITS, untrained=True)
+    axes = np.asarray(fig.axes).reshape(4, 7)
+    assert [ax.get_title() for ax in axes[0]] == ["Δx [m]", "Δy [m]", "Δz [m]", "Δroll [rad]", "Δpitch [rad]",
+                                                  "Δyaw [rad]", "gripper [1]"]
+    assert axes[1, 3].get_ylabel() == "velocity [rad/s]" and axes[3, 0].get_ylabel() == "jerk [m/s³]"
+    for row, name in enumerate(("position", "velocity", "acceleration", "jerk")):
+        values = np.asarray(getattr(traj, name))[0]
+        translation = {axes[row, d].get_ylim() for d in range(3)}
+        rotation = {axes[row, d].get_ylim() for d in range(3, 6)}
+        assert len(translation) == 1 and len(rotation) == 1  # one y-scale per unit in each row
+        low, high = translation.pop()
+        assert low <= values[:, :3].min() and high >= values[:, :3].max()
+    assert fig._suptitle.get_text().startswith("UNTRAINED model (random weights)")
+    trained = module.make_figure(traj)
+    assert "UNTRAINED" not in trained._suptitle.get_text() and trained.axes[0].get_title() == "dim 0 [units]"
