@@ -199,13 +199,13 @@ def public_config(cfg: FinetuneConfig) -> dict[str, dict[str, Any]]:
     model card: a Hub id stays, a local path becomes ``<local>/<folder name>``."""
     out = cfg.to_dict()
 
-    def public(value: Any) -> Any:
-        if not value or _hub_id(value) is not None or value == "tiny":
+    def public(value: Any, local: bool = False) -> Any:
+        if not value or (not local and (_hub_id(value) is not None or value == "tiny")):
             return value
         return f"<local>/{Path(value).name}"
 
-    out["training"]["output_dir"] = public(out["training"]["output_dir"])
-    out["data"]["cache_dir"] = public(out["data"]["cache_dir"])
+    out["training"]["output_dir"] = public(out["training"]["output_dir"], local=True)
+    out["data"]["cache_dir"] = public(out["data"]["cache_dir"], local=True)
     out["data"]["path"] = public(out["data"]["path"])
     out["model"]["backbone"] = public(out["model"]["backbone"])
     return out
