@@ -177,6 +177,36 @@ else:
                     "upgrade with: pip install -U 'transformers>=5.5.0'")
 
 
+def test_isolated_interpreter_refuses_a_checkpoint_with_renamed_backbone_weights(saved):
+    """The shipped remote code refuses what transformers would otherwise load with a re-initialised backbone."""
+    root = saved["root"]
+    folder = root / f"niaf_renamed_{uuid.uuid4().hex[:8]}"
+    shutil.copytree(saved["folder"], folder)
+    weights = load_file(folder / "model.safetensors")
+    renamed = {k.replace("backbone.language_model.", "backbone.language_model.model."): v for k, v in weights.items()}
+    moved = sum(k.startswith("backbone.language_model.") for k in weights)
+    save_file(renamed, folder / "model.safetensors", metadata={"format": "pt"})
+    script = f"""
+from transformers import AutoModel
+try:
+    AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True)
+except ValueError as err:
+    print("ERROR:" + str(err))
+else:
+    raise SystemExit("loaded a checkpoint whose backbone weights do not match")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "HF_HOME": str(root / "hf_home_renamed")})
+    proc = subprocess.run([sys.executable, "-c", ISOLATE.format(root=str(REPO_ROOT)) + script], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith("ERROR:NiafForActionFunction.from_pretrained(") and "transformers" in line
+    # Florence-2 saves its tied embeddings once, so two more names are missing than were renamed
+    assert f"{moved + 2} missing (backbone.language_model." in line
+    assert f"{moved} unexpected (backbone.language_model.model." in line
+
+
 def _compare(result: dict[str, torch.Tensor], saved: dict) -> None:
     for key, value in saved["expected"].items():
         torch.testing.assert_close(result[key], value, rtol=0, atol=0, msg=key)
