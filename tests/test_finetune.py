@@ -205,6 +205,9 @@ def test_terminal_output_log_lines_parameter_counts_and_quiet_third_parties(tmp_
     total, trainable = next(m.groups() for m in counts if m)
     final = NiafForActionFunction.from_pretrained(out / "final")
     assert int(total.replace(",", "")) == int(trainable.replace(",", "")) == sum(p.numel() for p in final.parameters())
+    cache_lines = [line for line in shown if "chunk cache " in line]
+    assert len(cache_lines) == 1 and str(cache_dir / "chunks") in cache_lines[0]
+    assert re.search(r"MB, corner2 \d+ image bytes per frame per camera \(png\)$", cache_lines[0]), cache_lines[0]
     # third-party INFO (PyOpenGL, Accelerate's checkpoint saving) stays out; our INFO lines are there
     assert not [line for line in shown if re.search(r" INFO (?!niaf_train|modeling_niaf)", line)], proc.stderr[-3000:]
     assert "OpenGL_accelerate" not in proc.stderr and "Saving current state" not in proc.stderr
