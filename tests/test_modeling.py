@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 
@@ -455,12 +456,15 @@ def test_checkpoint_with_renamed_backbone_weights_is_refused_naming_keys_and_ver
     moved = sum(k.startswith("backbone.language_model.") for k in weights)
     assert moved > 4
     save_file(renamed, path / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((path / "config.json").read_text())
+    config["transformers_version"] = "4.57.6"  # as written by the version that used the other names
+    (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError) as err:
         NiafForActionFunction.from_pretrained(path)
     message = str(err.value)
     assert f"{moved} missing (backbone.language_model." in message
     assert f"{moved} unexpected (backbone.language_model.model." in message
-    assert f"saved with transformers {transformers.__version__}, this is {transformers.__version__}" in message
+    assert f"saved with transformers 4.57.6, this is {transformers.__version__}" in message
     assert "ignore_mismatched_sizes=True" in message and "\n" not in message
     # the same file loads (weights re-initialised, on purpose) when asked for, and reports what it skipped
     loaded, info = NiafForActionFunction.from_pretrained(path, ignore_mismatched_sizes=True, output_loading_info=True)
