@@ -59,7 +59,8 @@ def resolve_dataset_path(value: str | os.PathLike) -> Path:
     try:
         folder = snapshot_download(repo_id, repo_type="dataset", revision=revision, local_files_only=offline)
     except LocalEntryNotFoundError:
-        where = "offline (HF_HUB_OFFLINE=1) and it is not in the Hub cache" if offline else "it could not be fetched"
+        where = ("offline (HF_HUB_OFFLINE=1) and it is not in the Hub cache" if offline
+                 else "the Hub could not be reached and it is not in the Hub cache")
         raise DatasetNotFoundError(
             f"{text}: not a local folder, and as a Hub dataset id {repo_id}"
             f"{'@' + revision if revision else ''}: {where}; download it once online (e.g. `hf download {repo_id} "
