@@ -212,3 +212,33 @@ def test_terminal_output_log_lines_parameter_counts_and_quiet_third_parties(tmp_
     assert not [line for line in shown if re.search(r" INFO (?!niaf_train|modeling_niaf)", line)], proc.stderr[-3000:]
     assert "OpenGL_accelerate" not in proc.stderr and "Saving current state" not in proc.stderr
     assert "Writing model shards" not in proc.stderr
+
+
+def test_log_levels_from_the_environment(monkeypatch, capsys):
+    import logging
+
+    from niaf_train.console_logging import TqdmLoggingHandler, configure_logging
+    from niaf_train.finetune import main
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), logging.getLogger("niaf_train").level)
+    try:
+        monkeypatch.setenv("NIAF_THIRD_PARTY_LOG_LEVEL", "info")
+        monkeypatch.setenv("NIAF_LOG_LEVEL", "DEBUG")
+        configure_logging()
+        configure_logging()  # idempotent: one handler
+        assert root.level == logging.INFO and logging.getLogger("niaf_train").level == logging.DEBUG
+        assert sum(isinstance(h, TqdmLoggingHandler) for h in root.handlers) == 1
+        monkeypatch.delenv("NIAF_THIRD_PARTY_LOG_LEVEL")
+        monkeypatch.delenv("NIAF_LOG_LEVEL")
+        configure_logging()
+        assert root.level == logging.WARNING and logging.getLogger("niaf_train").level == logging.INFO
+        monkeypatch.setenv("NIAF_THIRD_PARTY_LOG_LEVEL", "LOUD")
+        assert main(["--max_steps", "1"]) == 2
+        assert capsys.readouterr().err.strip() == (
+            "niaf-train: error: NIAF_THIRD_PARTY_LOG_LEVEL='LOUD' is not a logging level; use DEBUG, INFO, WARNING "
+            "or ERROR")
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        logging.getLogger("niaf_train").setLevel(saved[2])

@@ -3,7 +3,7 @@
 ``configure_logging()`` is called by ``niaf-train`` (and may be by any other entry point): our loggers
 (``niaf_train.*``, ``niaf.*``) log at INFO, everything else only from WARNING (PyOpenGL's "No OpenGL_accelerate
 module loaded", Accelerate's per-checkpoint "Saving current state to ..." and similar INFO lines are
-dropped, and so are transformers' per-checkpoint "Loading weights" / "Writing model shards" bars), and every
+dropped unless ``NIAF_THIRD_PARTY_LOG_LEVEL=INFO``, and so are transformers' per-checkpoint "Loading weights" / "Writing model shards" bars), and every
 record is written with ``tqdm.write`` so that an active progress bar is cleared, the line
 printed on its own, and the bar redrawn below it.
 """
@@ -11,6 +11,7 @@ printed on its own, and the bar redrawn below it.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -32,12 +33,33 @@ class TqdmLoggingHandler(logging.Handler):
             self.handleError(record)
 
 
-def configure_logging(level: int = logging.INFO, third_party_level: int = logging.WARNING) -> None:
+LEVEL_ENV = "NIAF_LOG_LEVEL"
+THIRD_PARTY_LEVEL_ENV = "NIAF_THIRD_PARTY_LOG_LEVEL"
+
+
+def _level_from_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip().upper()
+    if not value:
+        return default
+    level = logging.getLevelName(value)
+    if not isinstance(level, int):
+        raise ValueError(f"{name}={value!r} is not a logging level; use DEBUG, INFO, WARNING or ERROR")
+    return level
+
+
+def configure_logging(level: int | None = None, third_party_level: int | None = None) -> None:
     """Route the root logger through `TqdmLoggingHandler`; ours at ``level``, the rest at ``third_party_level``.
 
-    Idempotent. transformers' own stderr handler is replaced by propagation to the root logger, so its
-    warnings go through the same handler.
+    Defaults: ``$NIAF_LOG_LEVEL`` or INFO, and ``$NIAF_THIRD_PARTY_LOG_LEVEL`` or WARNING (set it to INFO to see
+    the messages silenced by default). Idempotent. transformers' own stderr handler is replaced by propagation
+    to the root logger, so its warnings go through the same handler.
+
+    Raises:
+        ValueError: one of the environment variables does not name a logging level.
     """
+    level = _level_from_env(LEVEL_ENV, logging.INFO) if level is None else level
+    third_party_level = (_level_from_env(THIRD_PARTY_LEVEL_ENV, logging.WARNING) if third_party_level is None
+                         else third_party_level)
     root = logging.getLogger()
     if not any(isinstance(h, TqdmLoggingHandler) for h in root.handlers):
         handler = TqdmLoggingHandler()

@@ -857,7 +857,11 @@ def push_final(folder: Path, repo_id: str, private: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     from .console_logging import configure_logging
 
-    configure_logging()
+    try:
+        configure_logging()
+    except ValueError as err:  # a bad NIAF_LOG_LEVEL / NIAF_THIRD_PARTY_LOG_LEVEL
+        print(f"niaf-train: error: {err}", file=sys.stderr)
+        return 2
     try:
         cfg = parse_args(argv)
         result = train(cfg)
