@@ -182,8 +182,9 @@ def closed_loop_eval_results(results: Mapping[str, Any], benchmark: str) -> list
 
     Args:
         results: the parsed ``results.json`` / ``eval_results.json`` of a closed-loop evaluation: per-task
-            ``{"success_rate": float in [0, 1], ...}`` either under ``"tasks"`` (optionally with an overall
-            ``"success_rate"`` next to it) or as the top-level mapping ``{task: {...}}``.
+            ``{"success_rate": float in [0, 1], ...}`` either under ``"tasks"`` (as niaf-eval writes it, with
+            the mean over tasks as ``"mean_success"`` or ``"success_rate"`` next to it; other keys such as the
+            settings are ignored) or as the top-level mapping ``{task: {...}}``.
         benchmark: the environment suite, e.g. ``metaworld`` (the model-index ``dataset.type``).
 
     Raises:
@@ -207,8 +208,8 @@ def closed_loop_eval_results(results: Mapping[str, Any], benchmark: str) -> list
             dataset_name=f"{benchmark} {task}", dataset_config=str(task), metric_type="success_rate",
             metric_name=f"success rate ({task})", metric_value=float(rate),
         ))
-    overall = results.get("success_rate") if "tasks" in results else None
-    if isinstance(overall, (int, float)) and not isinstance(overall, bool):
+    overall = results.get("mean_success", results.get("success_rate")) if "tasks" in results else None
+    if isinstance(overall, (int, float)) and not isinstance(overall, bool) and 0.0 <= float(overall) <= 1.0:
         entries.append(EvalResult(
             task_type="robotics", task_name="closed-loop task success", dataset_type=benchmark,
             dataset_name=f"{benchmark} (all tasks)", metric_type="success_rate", metric_name="success rate (mean)",

@@ -275,10 +275,12 @@ def test_model_card_metadata_round_trips_through_modelcard_load(saved):
 
     held_out = held_out_eval_results({"position_mse": 0.0213, "baseline_position_mse": 0.0785, "num_chunks": 96.0},
                                      dataset_type="someone/pusht-niaf", dataset_name="PushT (held-out episodes)")
-    # what niaf-eval's results.json holds: per-task success rates (a dict built here, no simulator needed)
+    # the layout of niaf-eval's results.json: settings, per-task success rates, their mean (built here, no simulator)
     closed = closed_loop_eval_results(
-        {"tasks": {"reach-v3": {"success_rate": 0.9, "episodes": 20}, "push-v3": {"success_rate": 0.35}},
-         "success_rate": 0.625}, benchmark="metaworld")
+        {"checkpoint": "final", "execute_hz": 80.0, "mean_success": 0.625,
+         "tasks": {"reach-v3": {"success_rate": 0.9, "successes": 18, "episodes": 20, "wilson95": [0.7, 0.97]},
+                   "push-v3": {"success_rate": 0.35, "successes": 7, "episodes": 20, "wilson95": [0.18, 0.57]}}},
+        benchmark="metaworld")
     folder = saved["root"] / f"card_{uuid.uuid4().hex[:6]}"
     saved["model"].save_pretrained(folder, repo_id="someone/niaf-tiny", base_model="microsoft/Florence-2-base",
                                    datasets=["someone/pusht-niaf"], eval_results=held_out)
