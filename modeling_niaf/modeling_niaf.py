@@ -242,11 +242,6 @@ def _query_attention_mask(attention_mask: torch.Tensor, num_open: int, dtype: to
     return mask.unsqueeze(1)
 
 
-def _accepts(function: Any, name: str) -> bool:
-    """Whether ``function`` has a parameter called ``name`` (not only ``**kwargs``)."""
-    return name in inspect.signature(function).parameters
-
-
 def _check_finite(name: str, tensor: torch.Tensor) -> None:
     if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"`{name}` contains NaN or inf; clean the data (padded steps should repeat the last action).")
@@ -781,6 +776,11 @@ class NiafForActionFunction(NiafPreTrainedModel):
         described in ``hub.py``.
         """
         save_for_hub(self, save_directory, processor=processor, base_save=super().save_pretrained, **kwargs)
+
+
+def _accepts(function: Any, name: str) -> bool:
+    """Whether ``function`` has a parameter called ``name`` (not only ``**kwargs``)."""
+    return name in inspect.signature(function).parameters
 
 
 def _refuse_partial_load(path: Any, config: Any, info: dict[str, Any]) -> None:

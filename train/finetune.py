@@ -559,6 +559,12 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     if not cameras:
         raise ConfigError("the dataset has no camera feature; NIAF needs at least one image per observation")
     layout["cameras"] = cameras
+    from .chunking import cache_size_report
+
+    cache = cache_size_report(dataset)
+    logger.info("chunk cache %s: %.2f MB, %s image bytes per frame per camera (%s)", cache["folder"],
+                cache["bytes"] / 1e6, ", ".join(f"{c} {b:.0f}" for c, b in cache["image_bytes_per_frame_per_camera"].items()),
+                cache["image_format"])
     use_velocity = layout["velocity"] and m.loss_weight_velocity > 0
     if d.velocity == "require" and not layout["velocity"]:
         raise ConfigError("data.velocity=require but the dataset has no velocity labels")
@@ -584,12 +590,6 @@ def train(cfg: FinetuneConfig) -> dict[str, Any]:
     logger.info("data: %d training chunks, %d held-out chunks, %d episodes, D=%d, %s, %.3g Hz, velocity labels: %s",
                 len(train_rows), len(val_rows), layout["episodes"], layout["action_dim"], cameras, layout["fps"],
                 layout["velocity"])
-    from .chunking import cache_size_report
-
-    cache = cache_size_report(dataset)
-    logger.info("chunk cache %s: %.2f MB, %s image bytes per frame per camera (%s)", cache["folder"],
-                cache["bytes"] / 1e6, ", ".join(f"{c} {b:.0f}" for c, b in cache["image_bytes_per_frame_per_camera"].items()),
-                cache["image_format"])
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
