@@ -242,3 +242,22 @@ def test_log_levels_from_the_environment(monkeypatch, capsys):
         root.setLevel(saved[0])
         root.handlers[:] = saved[1]
         logging.getLogger("niaf_train").setLevel(saved[2])
+
+
+def test_an_error_mid_run_is_one_line_of_its_own_below_the_progress_bar(tmp_path, cache_dir, capsys, monkeypatch):
+    from niaf_train import checkpointing
+    from niaf_train.finetune import main
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("checkpoint refused (test)")
+
+    monkeypatch.setattr(checkpointing, "commit", refuse)
+    capsys.readouterr()
+    code = main(["--config", "default.yaml", "--output_dir", str(tmp_path / "run"), "--cache_dir", str(cache_dir),
+                 *SMALL, "--max_steps", "2", "--save_steps", "1", "--eval_steps", "0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    # what a terminal shows: each line after its last carriage return
+    shown = [line.rsplit("\r", 1)[-1] for line in err.split("\n")]
+    assert [line for line in shown if "error" in line][-1] == "niaf-train: error: checkpoint refused (test)", err[-1500:]
+    assert not [line for line in shown if "niaf-train: error" in line and not line.startswith("niaf-train: error")]

@@ -79,6 +79,13 @@ def configure_logging(level: int | None = None, third_party_level: int | None = 
         pass
 
 
+def print_error(message: str) -> None:
+    """Print a one-line error on stderr on a line of its own, even while a progress bar is drawn there."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
 def count_parameters(model: Any) -> tuple[int, int]:
     """(total, trainable) parameter counts; parameters shared between modules are counted once."""
     seen: set[int] = set()
@@ -116,4 +123,4 @@ def format_step_line(step: int, max_steps: int, logs: dict[str, float]) -> str:
     return " | ".join(parts)
 
 
-__all__ = ["TqdmLoggingHandler", "configure_logging", "count_parameters", "format_step_line"]
+__all__ = ["TqdmLoggingHandler", "configure_logging", "count_parameters", "format_step_line", "print_error"]

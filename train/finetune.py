@@ -855,18 +855,18 @@ def push_final(folder: Path, repo_id: str, private: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .console_logging import configure_logging
+    from .console_logging import configure_logging, print_error
 
     try:
         configure_logging()
     except ValueError as err:  # a bad NIAF_LOG_LEVEL / NIAF_THIRD_PARTY_LOG_LEVEL
-        print(f"niaf-train: error: {err}", file=sys.stderr)
+        print_error(f"niaf-train: error: {err}")
         return 2
     try:
         cfg = parse_args(argv)
         result = train(cfg)
-    except ConfigError as err:
-        print(f"niaf-train: error: {err}", file=sys.stderr)
+    except ConfigError as err:  # also mid-run: printed on its own line, not glued onto the progress bar
+        print_error(f"niaf-train: error: {err}")
         return 2
     metrics = result["metrics"]
     if metrics and result["process_index"] == 0:
