@@ -8,12 +8,45 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from typing import Any
 
+import transformers
 from transformers import AutoConfig, PretrainedConfig
 from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
+
+MIN_TRANSFORMERS_VERSION = "5.5.0"
+"""Oldest transformers this code runs on (and the floor in pyproject.toml; the fast tests run there in CI).
+4.x names the backbones' parameters differently (a checkpoint would load with a re-initialised backbone) and
+lacks APIs the model code calls (``get_image_features(...).pooler_output``,
+``get_rope_index(mm_token_type_ids=...)``); 5.3 has no ``SiglipImageProcessorPil``; 5.4's Qwen-VL image
+processors need torchvision."""
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", version)
+    if match is None:
+        raise ValueError(f"cannot read a version number from {version!r}")
+    return tuple(int(part or 0) for part in match.groups())
+
+
+def check_transformers_version(installed: str | None = None) -> None:
+    """Raise ImportError (one line) when the installed transformers is older than `MIN_TRANSFORMERS_VERSION`.
+
+    Runs when this file is imported, i.e. before ``AutoConfig``/``AutoModel.from_pretrained(...,
+    trust_remote_code=True)`` builds anything from a NIAF checkpoint.
+    """
+    installed = transformers.__version__ if installed is None else installed
+    if _version_tuple(installed) < _version_tuple(MIN_TRANSFORMERS_VERSION):
+        raise ImportError(
+            f"NIAF needs transformers>={MIN_TRANSFORMERS_VERSION}, found transformers {installed}; "
+            f"upgrade with: pip install -U 'transformers>={MIN_TRANSFORMERS_VERSION}'"
+        )
+
+
+check_transformers_version()
 
 NORMALIZATION_MODES = ("QUANTILES", "MIN_MAX", "MEAN_STD", "IDENTITY")
 """Normalisation modes, with LeRobot's names. All map a feature per dimension to roughly [-1, 1]."""
@@ -355,4 +388,11 @@ class NiafConfig(PretrainedConfig):
         return output
 
 
-__all__ = ["HEAD_LIMITS", "NiafConfig", "NORMALIZATION_MODES", "STATS_KEYS"]
+__all__ = [
+    "HEAD_LIMITS",
+    "MIN_TRANSFORMERS_VERSION",
+    "NiafConfig",
+    "NORMALIZATION_MODES",
+    "STATS_KEYS",
+    "check_transformers_version",
+]

@@ -73,32 +73,61 @@ def load(checkpoint: str):
     return model, processor
 
 
-def plot(traj, path: Path) -> None:
+TINY_ACTION_NAMES = ("Δx", "Δy", "Δz", "Δroll", "Δpitch", "Δyaw", "gripper")
+"""The 7 action dims of the tiny model's made-up statistics: end-effector deltas and a gripper command."""
+TINY_ACTION_UNITS = ("m", "m", "m", "rad", "rad", "rad", "1")
+
+
+def plot(traj, path: Path, names=None, units=None, untrained: bool = False) -> None:
+    """Save `make_figure` to ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = make_figure(traj, names, units, untrained)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def make_figure(traj, names=None, units=None, untrained: bool = False):
+    """Position, velocity, acceleration and jerk (rows) of every action dimension (columns) of sample 0.
+
+    ``names``/``units`` label the dims (default ``dim d`` in dataset units); dims with the same unit share the
+    y-scale within a row, so their sizes compare at a glance. ``untrained`` says so in the title.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     t = np.asarray(traj.time).reshape(-1)
-    rows = [("position", ""), ("velocity", "/s"), ("acceleration", "/s²"), ("jerk", "/s³")]
     dims = traj.position.shape[-1]
-    fig, axes = plt.subplots(len(rows), dims, figsize=(2.2 * dims, 7), sharex=True, squeeze=False)
-    for r, (name, unit) in enumerate(rows):
-        values = getattr(traj, name)[0]
+    names = list(names) if names is not None else [f"dim {d}" for d in range(dims)]
+    units = list(units) if units is not None else ["units"] * dims
+    rows = [("position", ""), ("velocity", "/s"), ("acceleration", "/s²"), ("jerk", "/s³")]
+    fig, axes = plt.subplots(len(rows), dims, figsize=(2.3 * dims, 7.5), sharex=True, squeeze=False)
+    for r, (name, per) in enumerate(rows):
+        values = np.asarray(getattr(traj, name)[0])
+        for unit in dict.fromkeys(units):  # one y-range per unit within the row
+            cols = [d for d in range(dims) if units[d] == unit]
+            low, high = float(values[:, cols].min()), float(values[:, cols].max())
+            pad = 0.05 * (high - low) or 0.05 * max(abs(high), 1e-12)
+            for d in cols:
+                axes[r, d].set_ylim(low - pad, high + pad)
         for d in range(dims):
             ax = axes[r, d]
             ax.plot(t, values[:, d], lw=1.2)
             if r == 0:
-                ax.set_title(f"dim {d}", fontsize=9)
-            if d == 0:
-                ax.set_ylabel(f"{name}{unit}", fontsize=8)
+                ax.set_title(f"{names[d]} [{units[d]}]", fontsize=9)
+            ax.set_ylabel(f"{name} [{units[d]}{per}]", fontsize=7)
             if r == len(rows) - 1:
                 ax.set_xlabel("t [s]", fontsize=8)
             ax.tick_params(labelsize=6)
-    fig.suptitle("NIAF action function: 200 queries of one chunk, analytic derivatives", fontsize=10)
+    title = f"NIAF action function: {len(t)} queries of one chunk, analytic derivatives"
+    if untrained:
+        title = ("UNTRAINED model (random weights): these curves are the random initial motion prior, not learned "
+                 "behaviour\n" + title)
+    fig.suptitle(title, fontsize=10, color="firebrick" if untrained else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -134,7 +163,11 @@ def main(argv: list[str] | None = None) -> Path:
     logger.info("backbone + heads: %.1f ms, 200-point query with 3 derivatives: %.2f ms", backbone_ms, query_ms)
     logger.info("first action: %s", np.array2string(traj.position[0, 0].numpy(), precision=4))
 
-    plot(traj.to_numpy(), out / "trajectory.png")
+    tiny = not args.checkpoint
+    plot(traj.to_numpy(), out / "trajectory.png", names=TINY_ACTION_NAMES if tiny else None,
+         units=TINY_ACTION_UNITS if tiny else None, untrained=tiny)
+    if tiny:
+        logger.info("the tiny model is untrained: its trajectory is the random initial motion prior")
     model.save_pretrained(out / "model", processor=processor)
     logger.info("wrote %s and the Hub-layout model in %s", out / "trajectory.png", out / "model")
     return out

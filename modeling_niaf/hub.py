@@ -26,7 +26,7 @@ import inspect
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,17 +57,14 @@ PROCESSOR_AUTO_MAP = {"AutoProcessor": "processing_niaf.NiafProcessor"}
 
 CARD_TEMPLATE_NAME = "model_card.md"
 
-_FALLBACK_CARD = """---
-library_name: transformers
-pipeline_tag: robotics
-tags: {tags}
----
+_FALLBACK_CARD = """# {model_name}
 
-# {model_name}
-
-NIAF policy (Neural Implicit Action Fields). Load with
+NIAF policy (Neural Implicit Action Fields). Install `pip install {install_requirements}`, then load with
 `AutoModel.from_pretrained("{repo_id}", trust_remote_code=True)`.
 """
+
+CARD_TAGS = ("robotics", "vla", "niaf", "action-function", "siren")
+"""Tags of every NIAF model card (the backbone family and caller's tags are added)."""
 
 
 def _code_sources(model: Any, processor: Any = None) -> dict[str, Path]:
@@ -145,6 +142,102 @@ def _head_table(config: Any) -> str:
     return "\n".join(lines)
 
 
+def _min_transformers(config: Any) -> str:
+    """`MIN_TRANSFORMERS_VERSION` of the configuration module the config comes from (installed or Hub copy)."""
+    module = inspect.getmodule(type(config))
+    return getattr(module, "MIN_TRANSFORMERS_VERSION", None) or "5.5.0"
+
+
+def install_requirements(config: Any) -> str:
+    """The pip requirements a bare Python needs to run the remote code and processor of this checkpoint."""
+    return f"torch \"transformers>={_min_transformers(config)}\" pillow"
+
+
+def held_out_eval_results(
+    metrics: Mapping[str, float], dataset_type: str, dataset_name: str, dataset_revision: str | None = None
+) -> list[Any]:
+    """`huggingface_hub.EvalResult` entries (model-index) for metrics on held-out episodes.
+
+    Args:
+        metrics: ``{metric: value}`` as niaf-train's ``metrics.json`` (``position_mse``, ``velocity_mse``,
+            ``baseline_position_mse``, ...); counts such as ``num_chunks`` are left out.
+        dataset_type: the Hub dataset id, or the data source name for local data (e.g. ``metaworld``).
+        dataset_name: a readable name of the data.
+    """
+    from huggingface_hub import EvalResult
+
+    return [
+        EvalResult(
+            task_type="robotics", task_name="action chunk prediction (held-out episodes)",
+            dataset_type=dataset_type, dataset_name=dataset_name, dataset_split="held-out episodes",
+            dataset_revision=dataset_revision, metric_type=name, metric_name=name, metric_value=float(value),
+        )
+        for name, value in metrics.items()
+        if not name.startswith("num_") and isinstance(value, (int, float))
+    ]
+
+
+def closed_loop_eval_results(results: Mapping[str, Any], benchmark: str) -> list[Any]:
+    """`huggingface_hub.EvalResult` entries (model-index) for closed-loop success rates.
+
+    Args:
+        results: the parsed ``results.json`` / ``eval_results.json`` of a closed-loop evaluation: per-task
+            ``{"success_rate": float in [0, 1], ...}`` either under ``"tasks"`` (as niaf-eval writes it, with
+            the mean over tasks as ``"mean_success"`` or ``"success_rate"`` next to it; other keys such as the
+            settings are ignored) or as the top-level mapping ``{task: {...}}``.
+        benchmark: the environment suite, e.g. ``metaworld`` (the model-index ``dataset.type``).
+
+    Raises:
+        ValueError: naming the task whose entry has no ``success_rate`` in [0, 1].
+    """
+    from huggingface_hub import EvalResult
+
+    tasks = results.get("tasks", results) if isinstance(results, Mapping) else None
+    if not isinstance(tasks, Mapping) or not tasks:
+        raise ValueError(
+            "closed-loop results: expected {'tasks': {task: {'success_rate': x}}} or {task: {'success_rate': x}}, "
+            f"got {type(results).__name__}"
+        )
+    entries = []
+    for task, entry in tasks.items():
+        rate = entry.get("success_rate") if isinstance(entry, Mapping) else None
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) <= 1.0:
+            raise ValueError(f"closed-loop results: task {task!r} needs a 'success_rate' in [0, 1], got {entry!r}")
+        entries.append(EvalResult(
+            task_type="robotics", task_name="closed-loop task success", dataset_type=benchmark,
+            dataset_name=f"{benchmark} {task}", dataset_config=str(task), metric_type="success_rate",
+            metric_name=f"success rate ({task})", metric_value=float(rate),
+        ))
+    overall = results.get("mean_success", results.get("success_rate")) if "tasks" in results else None
+    if isinstance(overall, (int, float)) and not isinstance(overall, bool) and 0.0 <= float(overall) <= 1.0:
+        entries.append(EvalResult(
+            task_type="robotics", task_name="closed-loop task success", dataset_type=benchmark,
+            dataset_name=f"{benchmark} (all tasks)", metric_type="success_rate", metric_name="success rate (mean)",
+            metric_value=float(overall),
+        ))
+    return entries
+
+
+def build_card_data(
+    config: Any,
+    model_name: str,
+    base_model: str | None = None,
+    datasets: list[str] | None = None,
+    license: str = "apache-2.0",
+    extra_tags: list[str] | None = None,
+    eval_results: list[Any] | None = None,
+) -> Any:
+    """The card's YAML metadata as a `huggingface_hub.ModelCardData` (model-index from ``eval_results``)."""
+    from huggingface_hub import ModelCardData
+
+    tags = list(dict.fromkeys([*CARD_TAGS, config.backbone_config.model_type, *(extra_tags or [])]))
+    return ModelCardData(
+        library_name="transformers", pipeline_tag="robotics", license=license, base_model=base_model or None,
+        datasets=list(datasets) if datasets else None, tags=tags, model_name=model_name,
+        eval_results=list(eval_results) if eval_results else None,
+    )
+
+
 def render_model_card(
     config: Any,
     repo_id: str = "<user>/<repo>",
@@ -153,18 +246,28 @@ def render_model_card(
     license: str = "apache-2.0",
     extra_tags: list[str] | None = None,
     template: Path | None = None,
+    eval_results: list[Any] | None = None,
 ) -> str:
-    """The model card (README.md) text: YAML metadata, usage snippet with trust_remote_code, head table."""
-    tags = ["robotics", "vla", "niaf", "action-function", "siren"] + list(extra_tags or [])
+    """The model card (README.md) text: `ModelCardData` metadata, then usage snippet and head table.
+
+    Args:
+        config: the model's NiafConfig.
+        repo_id: Hub id used in the usage snippet (``<user>/<repo>`` for a local save).
+        base_model: the backbone's Hub id when the backbone started from pretrained weights.
+        datasets: Hub dataset ids the model was trained on.
+        eval_results: `held_out_eval_results` / `closed_loop_eval_results` entries for the model-index.
+    """
+    from huggingface_hub import ModelCard
+
+    local = repo_id == "<user>/<repo>"
+    model_name = "NIAF policy" if local else repo_id.split("/")[-1]  # local save: no name yet
     fields = {
         "repo_id": repo_id,
-        "model_name": "NIAF policy" if repo_id == "<user>/<repo>" else repo_id.split("/")[-1],  # local save: no name yet
-        "base_model_line": f"base_model: {base_model}" if base_model else "",
-        "base_model": base_model or "a randomly initialised backbone",
-        "datasets_block": ("datasets:\n" + "".join(f"- {d}\n" for d in datasets)).rstrip() if datasets else "",
-        "license": license,
-        "tags": json.dumps(tags),
-        "tags_block": "tags:\n" + "\n".join(f"- {t}" for t in tags),
+        "model_name": model_name,
+        "base_model": f"[{base_model}](https://huggingface.co/{base_model})" if base_model else
+                      "a randomly initialised backbone",
+        "install_requirements": install_requirements(config),
+        "min_transformers": _min_transformers(config),
         "head_table": _head_table(config),
         "backbone_type": config.backbone_config.model_type,
         "num_points_4x": 4 * config.chunk_size,
@@ -174,15 +277,36 @@ def render_model_card(
     template = template or find_card_template()
     if template is None:
         logger.warning("save_for_hub: hub_cards/%s not found; writing a minimal model card.", CARD_TEMPLATE_NAME)
-        text = _FALLBACK_CARD
+        body = _FALLBACK_CARD
     else:
-        text = Path(template).read_text(encoding="utf-8")
+        body = Path(template).read_text(encoding="utf-8")
     for key, value in fields.items():
-        text = text.replace("{" + key + "}", str(value))
-    # Drop lines left empty by optional metadata in the YAML header.
-    head, sep, body = text.partition("\n---\n")
-    head = "\n".join(line for line in head.splitlines() if line.strip())
-    return head + sep + body
+        body = body.replace("{" + key + "}", str(value))
+    data = build_card_data(config, model_name, base_model, datasets, license, extra_tags, eval_results)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.lstrip()}"))
+
+
+def add_eval_results(folder: str | os.PathLike, eval_results: list[Any]) -> None:
+    """Add model-index entries to the card (README.md) of a saved checkpoint, e.g. after a closed-loop run.
+
+    Entries with the same task, dataset, config and metric as an existing one replace it.
+    """
+    from huggingface_hub import ModelCard
+
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"add_eval_results: {path} does not exist (save the checkpoint first)")
+    card = ModelCard.load(path)
+
+    def key(r: Any) -> tuple:
+        return (r.task_type, r.dataset_type, r.dataset_config, r.dataset_split, r.metric_type, r.metric_name)
+
+    new = {key(r) for r in eval_results}
+    kept = [r for r in (card.data.eval_results or []) if key(r) not in new]
+    card.data.eval_results = kept + list(eval_results)
+    if not card.data.model_name:
+        card.data.model_name = Path(folder).resolve().name
+    path.write_text(str(card), encoding="utf-8")
 
 
 def save_processor_for_hub(processor: Any, save_directory: str | os.PathLike) -> None:
@@ -203,6 +327,7 @@ def save_for_hub(
     repo_id: str | None = None,
     base_model: str | None = None,
     datasets: list[str] | None = None,
+    eval_results: list[Any] | None = None,
     **save_kwargs: Any,
 ) -> None:
     """Write ``model`` (and ``processor``) as a complete Hub model repo into ``save_directory``.
@@ -213,8 +338,8 @@ def save_for_hub(
         processor: optional [`NiafProcessor`]; its statistics must match the model's config.
         base_save: the plain `PreTrainedModel.save_pretrained` bound to ``model`` (weights + config); defaults
             to it. ``push_to_hub=True`` in ``save_kwargs`` uploads the folder afterwards, as transformers does.
-        repo_id, base_model, datasets: model-card metadata (``base_model`` defaults to the backbone's
-            ``_name_or_path`` when it is a Hub id).
+        repo_id, base_model, datasets, eval_results: model-card metadata (`render_model_card`; ``base_model``
+            defaults to the backbone's ``_name_or_path`` when it is a Hub id).
     """
     save_directory = Path(save_directory)
     if save_directory.is_file():
@@ -241,7 +366,8 @@ def save_for_hub(
     if base_model is None:
         name = getattr(model.config.backbone_config, "_name_or_path", "") or ""
         base_model = name if name.count("/") == 1 and not os.path.isdir(name) else None
-    card = render_model_card(model.config, repo_id=repo_id or "<user>/<repo>", base_model=base_model, datasets=datasets)
+    card = render_model_card(model.config, repo_id=repo_id or "<user>/<repo>", base_model=base_model, datasets=datasets,
+                             eval_results=eval_results)
     (save_directory / "README.md").write_text(card, encoding="utf-8")
     logger.info("Saved NIAF Hub repo to %s", save_directory)
     if push:
@@ -258,10 +384,16 @@ def save_for_hub(
 
 
 __all__ = [
+    "CARD_TAGS",
     "CODE_FILES",
     "MODEL_AUTO_MAP",
     "PROCESSOR_AUTO_MAP",
+    "add_eval_results",
+    "build_card_data",
+    "closed_loop_eval_results",
     "find_card_template",
+    "held_out_eval_results",
+    "install_requirements",
     "render_model_card",
     "save_for_hub",
     "save_processor_for_hub",

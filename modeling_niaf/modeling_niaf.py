@@ -16,6 +16,7 @@ function, which can then be queried at any number of time points.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -329,15 +330,23 @@ class NiafForActionFunction(NiafPreTrainedModel):
 
         Overriding ``action_dim``, the SIREN shape, ``chunk_size``/``control_hz`` or the normalisation
         (mode or statistics) of a NIAF checkpoint raises a ValueError, since the loaded head would predict
-        something else than it was trained for. Pass ``ignore_mismatched_sizes=True`` to re-initialise a
-        head deliberately (e.g. fine-tuning for another robot).
+        something else than it was trained for. A checkpoint whose weights do not match the model's parameter
+        names (a missing, unexpected or differently shaped backbone or head weight, typically a checkpoint
+        saved with another transformers major version) raises a ValueError naming the keys, instead of
+        leaving those weights randomly initialised. Pass ``ignore_mismatched_sizes=True`` to re-initialise
+        deliberately (e.g. fine-tuning a head for another robot); missing weights are then initialised with
+        a warning.
         """
-        if pretrained_model_name_or_path is not None and not kwargs.get("ignore_mismatched_sizes", False):
+        reinitialize = bool(kwargs.get("ignore_mismatched_sizes", False))
+        if pretrained_model_name_or_path is not None and not reinitialize:
             cls._check_checkpoint_overrides(pretrained_model_name_or_path, kwargs)
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded  # output_loading_info=True returns a tuple
+        want_info = bool(kwargs.pop("output_loading_info", False))
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs)
+        model, info = loaded
         _check_finite_weights(model, pretrained_model_name_or_path)
-        return loaded
+        if not reinitialize:
+            _refuse_partial_load(pretrained_model_name_or_path, model.config, info)
+        return (model, info) if want_info else model
 
     @classmethod
     def _check_checkpoint_overrides(cls, path: Any, kwargs: dict[str, Any]) -> None:
@@ -545,6 +554,10 @@ class NiafForActionFunction(NiafPreTrainedModel):
         else:
             kwargs["position_ids"] = (full_mask.long().cumsum(-1) - 1).clamp_min(0)
             pixels = pixel_values if self.family in MULTI_IMAGE_5D_BACKBONES else pixel_values.flatten(0, 1)
+        if _accepts(bb.forward, "token_type_ids"):
+            # PaliGemma-family forwards (transformers 5.4-5.8) refuse to train without it. All zeros ("prefix")
+            # changes nothing here: the attention pattern is the 4-D mask above.
+            kwargs["token_type_ids"] = torch.zeros_like(full_mask, dtype=torch.long)
         vision_dtype = next(bb.parameters()).dtype
         outputs = bb(
             inputs_embeds=inputs_embeds,
@@ -789,6 +802,33 @@ class NiafForActionFunction(NiafPreTrainedModel):
         described in ``hub.py``.
         """
         save_for_hub(self, save_directory, processor=processor, base_save=super().save_pretrained, **kwargs)
+
+
+def _accepts(function: Any, name: str) -> bool:
+    """Whether ``function`` has a parameter called ``name`` (not only ``**kwargs``)."""
+    return name in inspect.signature(function).parameters
+
+
+def _refuse_partial_load(path: Any, config: Any, info: dict[str, Any]) -> None:
+    """ValueError naming the weights that `from_pretrained` could not match (see `from_pretrained`)."""
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(kind) or ())
+        if keys:
+            shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            problems.append(f"{len(keys)} {kind.replace('_keys', '')} ({shown})")
+    if not problems:
+        return
+    import transformers
+
+    saved_with = getattr(config, "transformers_version", None) or "an unknown version"
+    raise ValueError(
+        f"NiafForActionFunction.from_pretrained({str(path)!r}): the checkpoint's weights do not match the model: "
+        f"{'; '.join(problems)}. The checkpoint was saved with transformers {saved_with}, this is "
+        f"{transformers.__version__}; backbone parameter names change between transformers versions, so install "
+        "the version it was saved with (or a compatible one), or pass ignore_mismatched_sizes=True to "
+        "re-initialise these weights on purpose."
+    )
 
 
 def _stats_equal(a: dict, b: dict) -> bool:

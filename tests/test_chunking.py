@@ -207,9 +207,13 @@ def test_lazy_frames_and_streaming_match_cached(tmp_path):
     assert "observation.state" not in ds.features and "velocity" not in ds.features
     stream = build_chunk_dataset(lazy, 3, streaming=True, num_shards=3)
     assert stream.features == ds.features and dataset_fps(stream) == 20.0
-    got = sorted((r["episode_index"], r["frame_index"], np.asarray(r["action"]).tobytes()) for r in stream)
+    # plain rows hold the float32 values (datasets 5 as float32 arrays, 4.x as lists of Python floats) ...
+    got = sorted((r["episode_index"], r["frame_index"], np.asarray(r["action"], np.float32).tobytes()) for r in stream)
     ref = sorted((r["episode_index"], r["frame_index"], np.asarray(r["action"], np.float32).tobytes()) for r in ds)
     assert got == ref
+    # ... and the numpy view is float32 on every supported datasets version
+    row = next(iter(stream.with_format("numpy")))
+    assert row["action"].dtype == np.float32 and row["action"].shape == (3, eps[0].actions.shape[1])
 
     from datasets.distributed import split_dataset_by_node
 

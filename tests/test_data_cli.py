@@ -145,3 +145,86 @@ def test_metaworld_command_state_only(tmp_path, capsys):
     assert info["fps"] == 20 and info["robot_type"] == "sawyer" and info["total_frames"] == report["steps"]["reach-v3"]
     code, _, err = _run(capsys, ["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(out_dir)])
     assert code == 2 and "not empty" in err
+
+
+def _prefill_hub_cache(hub_cache, repo_id: str, folder, revision: str = "main") -> str:
+    """Lay ``folder`` out as huggingface_hub's cache holds a downloaded dataset repo (refs/<revision> → snapshot)."""
+    import shutil
+
+    commit = "89abcdef0123456789abcdef0123456789abcdef"
+    repo = hub_cache / ("datasets--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / revision).write_text(commit)
+    shutil.copytree(folder, repo / "snapshots" / commit)
+    return str(repo / "snapshots" / commit)
+
+
+def test_one_chunk_cache_for_inspect_and_train_with_its_size(tmp_path, capsys):
+    """niaf-data inspect builds the cache; niaf-train's loader finds and reuses the very same folder."""
+    from niaf_train.finetune import load_chunks
+    from niaf_train.training_config import build_config
+
+    src = random_lerobot_episodes(n=3, lengths=[9, 8, 10], seed=21)
+    root = write_lerobot_v3_fixture(tmp_path / "ds", src, fps=20)
+    cache = tmp_path / "niaf_cache"
+    code, out, err = _run(capsys, ["inspect", "--format", "lerobot", str(root), "--chunk-size", "5",
+                                   "--cache-dir", str(cache)])
+    assert code == 0, err
+    report = json.loads(out)["cache"]
+    built = sorted(p.name for p in (cache / "chunks").iterdir() if p.is_dir())
+    assert len(built) == 1 and report["folder"] == str(cache / "chunks" / built[0])
+    assert report["bytes"] == sum(f.stat().st_size for f in (cache / "chunks" / built[0]).glob("*.arrow"))
+    assert report["image_format"] == "png"
+    # per frame and camera: the PNG bytes of each sample's image (27 samples, one camera), from the Arrow table
+    import datasets
+
+    ds = datasets.Dataset.from_file(str(cache / "chunks" / built[0] / "data.arrow"))
+    png = sum(len(row["bytes"]) for row in ds.with_format("arrow")["observation.images.top"].to_pylist())
+    assert report["image_bytes_per_frame_per_camera"]["top"] == pytest.approx(
+        ds.data.column("observation.images.top").nbytes / len(ds))
+    assert png / len(ds) <= report["image_bytes_per_frame_per_camera"]["top"] < png / len(ds) + 64
+    cfg = build_config(None, ["--data.source", "lerobot", "--data.path", str(root), "--data.cache_dir", str(cache),
+                              "--model.chunk_size", "5"])
+    train_ds = load_chunks(cfg)
+    assert train_ds.cache_files[0]["filename"] == str(cache / "chunks" / built[0] / "data.arrow")
+    assert sorted(p.name for p in (cache / "chunks").iterdir() if p.is_dir()) == built
+    assert sorted(p.name for p in cache.iterdir()) == ["chunks"]
+
+
+def test_hub_dataset_id_from_a_prefilled_cache_offline(tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+    from niaf_train.finetune import load_chunks
+    from niaf_train.hub_datasets import parse_hub_dataset_id
+    from niaf_train.training_config import ConfigError, build_config
+
+    assert parse_hub_dataset_id("someone/so101-pick") == ("someone/so101-pick", None)
+    assert parse_hub_dataset_id("someone/so101-pick@v2.0") == ("someone/so101-pick", "v2.0")
+    assert parse_hub_dataset_id("data/a/b") is None and parse_hub_dataset_id("./x/y") is None
+    src = random_lerobot_episodes(n=2, lengths=[7, 6], seed=22)
+    local = write_lerobot_v3_fixture(tmp_path / "ds", src, fps=10)
+    hub_cache = tmp_path / "hf_home" / "hub"
+    snapshot = _prefill_hub_cache(hub_cache, "someone/tiny-robot", local, revision="v1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)  # "someone/tiny-robot" is not a local folder here
+    cache = ["--cache-dir", str(tmp_path / "c"), "--chunk-size", "3"]
+    code, out, err = _run(capsys, ["inspect", "--format", "lerobot", "someone/tiny-robot@v1", *cache])
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["path"] == "someone/tiny-robot@v1" and (report["episodes"], report["frames"]) == (2, 13)
+    # the same rows as the local copy
+    code, out, _ = _run(capsys, ["inspect", "--format", "lerobot", snapshot, *cache])
+    assert json.loads(out)["statistics"] == report["statistics"]
+    # not in the cache (another revision / another id): one line naming the id and what to do, exit 2
+    code, out, err = _run(capsys, ["inspect", "--format", "lerobot", "someone/tiny-robot", *cache])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "someone/tiny-robot: not a local folder, and as a Hub dataset id someone/tiny-robot: offline" in err
+    assert "not in the Hub cache" in err and "hf download someone/tiny-robot --repo-type dataset" in err
+    code, _, err = _run(capsys, ["stats", "--format", "lerobot", "someone/tiny-robot@v1", *cache])
+    assert code == 2 and "pass --out FILE" in err
+    # niaf-train's data.path takes the same ids
+    cfg = build_config(None, ["--data.source", "lerobot", "--data.path", "someone/tiny-robot@v1",
+                              "--data.cache_dir", str(tmp_path / "c"), "--model.chunk_size", "3"])
+    assert len(load_chunks(cfg)) == 13
+    with pytest.raises(ConfigError, match="data.path someone/other: not a local folder"):
+        load_chunks(build_config(None, ["--data.source", "lerobot", "--data.path", "someone/other"]))

@@ -110,6 +110,12 @@ def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
     card = (final / "README.md").read_text()
     assert "## Training" in card and "baseline_position_mse" in card and "reach-v3" in card
     assert json.loads((final / "metrics.json").read_text())["position_mse"] == pytest.approx(m["position_mse"])
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(final / "README.md").data
+    assert {r.metric_type: r.metric_value for r in data.eval_results}["position_mse"] == pytest.approx(m["position_mse"])
+    assert data.pipeline_tag == "robotics" and data.base_model is None  # the tiny backbone is random
+    assert str(tmp_path) not in card and str(cache_dir) not in card
     assert (out / "demo_trajectories.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "mean-action baseline" in printed and "closed loop on held-out variations" in printed
@@ -127,3 +133,144 @@ def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
     # the Meta-World demonstrations were cached: a second run would not regenerate them
     assert any((cache_dir / "metaworld").iterdir())
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def test_card_metadata_and_public_config_of_a_hub_dataset_run(tmp_path):
+    from niaf_train.finetune import card_metadata, public_config
+
+    cfg = build_config(None, ["--data.source", "lerobot", "--data.path", "someone/so101-pick@v2.0",
+                              "--model.backbone", "google/paligemma-3b-pt-224", "--output_dir", str(tmp_path / "run"),
+                              "--cache_dir", str(tmp_path / "cache")])
+    meta = card_metadata(cfg, {"position_mse": 0.02, "baseline_position_mse": 0.08, "num_chunks": 64.0})
+    assert meta["base_model"] == "google/paligemma-3b-pt-224" and meta["datasets"] == ["someone/so101-pick"]
+    results = {(r.dataset_type, r.dataset_revision, r.metric_type): r.metric_value for r in meta["eval_results"]}
+    assert results == {("someone/so101-pick", "v2.0", "position_mse"): 0.02,
+                       ("someone/so101-pick", "v2.0", "baseline_position_mse"): 0.08}
+    public = public_config(cfg)
+    assert public["training"]["output_dir"] == "<local>/run" and public["data"]["cache_dir"] == "<local>/cache"
+    assert public["data"]["path"] == "someone/so101-pick@v2.0"
+    assert str(tmp_path) not in json.dumps(public)
+    local = tmp_path / "my_data"
+    local.mkdir()
+    cfg = build_config(None, ["--data.source", "lerobot", "--data.path", str(local)])
+    meta = card_metadata(cfg, {})
+    assert meta == {"base_model": None, "datasets": None, "eval_results": None}
+    assert public_config(cfg)["data"]["path"] == "<local>/my_data"
+
+
+def test_help_shows_every_key_with_description_choices_and_the_value_in_force(capsys):
+    from niaf_train.finetune import main
+    from niaf_train.training_config import CHOICES, SECTIONS, _fields, field_docs
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help", "--max_steps", "7"])
+    assert exit_info.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    in_force = load_config("default.yaml", ["--max_steps", "7"])
+    plain = {s: cls() for s, cls in SECTIONS.items()}
+    for section, cls in SECTIONS.items():
+        docs = field_docs(cls)
+        for name in _fields(section):
+            assert docs.get(name), f"{section}.{name} has no description"
+            i = next(i for i, line in enumerate(lines) if line.startswith(f"  --{section}.{name} "))
+            value = getattr(getattr(in_force, section), name)
+            shown = ",".join(map(str, value)) if isinstance(value, list) else ("null" if value is None else str(value))
+            assert f"(default: {shown}" in lines[i], lines[i]
+            assert ("without a config file" in lines[i]) == (value != getattr(plain[section], name)), lines[i]
+            assert lines[i + 1].strip() == " ".join(docs[name].split())[: len(lines[i + 1].strip())]
+    text = "\n".join(lines)
+    assert "--training.max_steps int  (default: 7; without a config file: 300)" in text
+    assert "--data.source str {" + ",".join(CHOICES["data.source"]) + "}" in text
+    assert "--peft.method str {none,lora}  (default: none)" in text
+
+
+def test_terminal_output_log_lines_parameter_counts_and_quiet_third_parties(tmp_path, cache_dir):
+    """niaf-train as a user runs it: periodic lines with every term, on their own lines next to the bar."""
+    import re
+    import subprocess
+    import sys
+
+    from modeling_niaf import NiafForActionFunction
+
+    out = tmp_path / "run"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
+    cmd = [sys.executable, "-m", "niaf_train.finetune", "--config", "default.yaml", "--output_dir", str(out),
+           "--cache_dir", str(cache_dir), *SMALL, "--max_steps", "4", "--logging_steps", "2", "--eval_steps", "0",
+           "--save_steps", "2", "--val_fraction", "0.2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # what the terminal shows: the text after the last carriage return of each line
+    shown = [line.rsplit("\r", 1)[-1] for line in proc.stderr.split("\n")]
+    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO niaf_train\.finetune: "
+    steps = [line for line in shown if "| lr " in line]
+    assert len(steps) == 2, proc.stderr[-3000:]
+    number = r"[-+.e\d]+"
+    for step, line in zip((2, 4), steps, strict=True):
+        assert re.match(stamp + rf"step {step}/4 \| loss {number} \(pos {number}, jerk {number}\) \| lr {number} \| "
+                        rf"grad_norm {number} \| {number} samples/s \| data {number} ms/step \(\d+%\)$", line), line
+    history = [json.loads(r) for r in (out / "history.jsonl").read_text().splitlines()]
+    logged = [r for r in history if "train/grad_norm" in r]
+    assert [r["step"] for r in logged] == [2, 4]
+    assert all(r["train/grad_norm"] > 0 and r["train/samples_per_second"] > 0 and 0 <= r["train/data_fraction"] < 1
+               for r in logged)
+    # parameter counts: the numbers of the model that was trained (full fine-tuning: all trainable)
+    counts = [re.search(r"model: ([\d,]+) parameters, ([\d,]+) trainable \(100\.0%\)", line) for line in shown]
+    total, trainable = next(m.groups() for m in counts if m)
+    final = NiafForActionFunction.from_pretrained(out / "final")
+    assert int(total.replace(",", "")) == int(trainable.replace(",", "")) == sum(p.numel() for p in final.parameters())
+    cache_lines = [line for line in shown if "chunk cache " in line]
+    assert len(cache_lines) == 1 and str(cache_dir / "chunks") in cache_lines[0]
+    assert re.search(r"MB, corner2 \d+ image bytes per frame per camera \(png\)$", cache_lines[0]), cache_lines[0]
+    # third-party INFO (PyOpenGL, Accelerate's checkpoint saving) stays out; our INFO lines are there
+    assert not [line for line in shown if re.search(r" INFO (?!niaf_train|modeling_niaf)", line)], proc.stderr[-3000:]
+    assert "OpenGL_accelerate" not in proc.stderr and "Saving current state" not in proc.stderr
+    assert "Writing model shards" not in proc.stderr
+
+
+def test_log_levels_from_the_environment(monkeypatch, capsys):
+    import logging
+
+    from niaf_train.console_logging import TqdmLoggingHandler, configure_logging
+    from niaf_train.finetune import main
+
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers), logging.getLogger("niaf_train").level)
+    try:
+        monkeypatch.setenv("NIAF_THIRD_PARTY_LOG_LEVEL", "info")
+        monkeypatch.setenv("NIAF_LOG_LEVEL", "DEBUG")
+        configure_logging()
+        configure_logging()  # idempotent: one handler
+        assert root.level == logging.INFO and logging.getLogger("niaf_train").level == logging.DEBUG
+        assert sum(isinstance(h, TqdmLoggingHandler) for h in root.handlers) == 1
+        monkeypatch.delenv("NIAF_THIRD_PARTY_LOG_LEVEL")
+        monkeypatch.delenv("NIAF_LOG_LEVEL")
+        configure_logging()
+        assert root.level == logging.WARNING and logging.getLogger("niaf_train").level == logging.INFO
+        monkeypatch.setenv("NIAF_THIRD_PARTY_LOG_LEVEL", "LOUD")
+        assert main(["--max_steps", "1"]) == 2
+        assert capsys.readouterr().err.strip() == (
+            "niaf-train: error: NIAF_THIRD_PARTY_LOG_LEVEL='LOUD' is not a logging level; use DEBUG, INFO, WARNING "
+            "or ERROR")
+    finally:
+        root.setLevel(saved[0])
+        root.handlers[:] = saved[1]
+        logging.getLogger("niaf_train").setLevel(saved[2])
+
+
+def test_an_error_mid_run_is_one_line_of_its_own_below_the_progress_bar(tmp_path, cache_dir, capsys, monkeypatch):
+    from niaf_train import checkpointing
+    from niaf_train.finetune import main
+
+    def refuse(*args, **kwargs):
+        raise ConfigError("checkpoint refused (test)")
+
+    monkeypatch.setattr(checkpointing, "commit", refuse)
+    capsys.readouterr()
+    code = main(["--config", "default.yaml", "--output_dir", str(tmp_path / "run"), "--cache_dir", str(cache_dir),
+                 *SMALL, "--max_steps", "2", "--save_steps", "1", "--eval_steps", "0"])
+    err = capsys.readouterr().err
+    assert code == 2
+    # what a terminal shows: each line after its last carriage return
+    shown = [line.rsplit("\r", 1)[-1] for line in err.split("\n")]
+    assert [line for line in shown if "error" in line][-1] == "niaf-train: error: checkpoint refused (test)", err[-1500:]
+    assert not [line for line in shown if "niaf-train: error" in line and not line.startswith("niaf-train: error")]

@@ -153,6 +153,60 @@ def test_isolated_interpreter_loads_from_prefilled_hub_cache(saved):
     _compare(load_file(out), saved)
 
 
+def test_isolated_interpreter_with_old_transformers_gets_one_line_error(saved):
+    """The shipped remote code checks the transformers version before building anything."""
+    root = saved["root"]
+    script = f"""
+import transformers
+transformers.__version__ = "4.57.6"  # what pip picks next to some other packages
+from transformers import AutoModel
+try:
+    AutoModel.from_pretrained({str(saved["folder"])!r}, trust_remote_code=True)
+except ImportError as err:
+    print("ERROR:" + str(err))
+else:
+    raise SystemExit("loaded with transformers 4.57.6")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "HF_HOME": str(root / "hf_home_old")})
+    proc = subprocess.run([sys.executable, "-c", ISOLATE.format(root=str(REPO_ROOT)) + script], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line == ("ERROR:NIAF needs transformers>=5.5.0, found transformers 4.57.6; "
+                    "upgrade with: pip install -U 'transformers>=5.5.0'")
+
+
+def test_isolated_interpreter_refuses_a_checkpoint_with_renamed_backbone_weights(saved):
+    """The shipped remote code refuses what transformers would otherwise load with a re-initialised backbone."""
+    root = saved["root"]
+    folder = root / f"niaf_renamed_{uuid.uuid4().hex[:8]}"
+    shutil.copytree(saved["folder"], folder)
+    weights = load_file(folder / "model.safetensors")
+    renamed = {k.replace("backbone.language_model.", "backbone.language_model.model."): v for k, v in weights.items()}
+    moved = sum(k.startswith("backbone.language_model.") for k in weights)
+    save_file(renamed, folder / "model.safetensors", metadata={"format": "pt"})
+    script = f"""
+from transformers import AutoModel
+try:
+    AutoModel.from_pretrained({str(folder)!r}, trust_remote_code=True)
+except ValueError as err:
+    print("ERROR:" + str(err))
+else:
+    raise SystemExit("loaded a checkpoint whose backbone weights do not match")
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "HF_HOME": str(root / "hf_home_renamed")})
+    proc = subprocess.run([sys.executable, "-c", ISOLATE.format(root=str(REPO_ROOT)) + script], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith("ERROR:NiafForActionFunction.from_pretrained(") and "transformers" in line
+    # Florence-2 saves its tied embeddings once, so two more names are missing than were renamed
+    assert f"{moved + 2} missing (backbone.language_model." in line
+    assert f"{moved} unexpected (backbone.language_model.model." in line
+
+
 def _compare(result: dict[str, torch.Tensor], saved: dict) -> None:
     for key, value in saved["expected"].items():
         torch.testing.assert_close(result[key], value, rtol=0, atol=0, msg=key)
@@ -212,3 +266,81 @@ def test_quickstart_example_runs_offline(tmp_path):
     assert (out / "trajectory.png").stat().st_size > 10_000
     assert json.loads((out / "model" / "config.json").read_text())["auto_map"]["AutoModel"].endswith("NiafForActionFunction")
     assert (out / "model" / "processor_config.json").is_file()
+
+
+def test_model_card_metadata_round_trips_through_modelcard_load(saved):
+    from huggingface_hub import ModelCard
+
+    from modeling_niaf.hub import add_eval_results, closed_loop_eval_results, held_out_eval_results
+
+    held_out = held_out_eval_results({"position_mse": 0.0213, "baseline_position_mse": 0.0785, "num_chunks": 96.0},
+                                     dataset_type="someone/pusht-niaf", dataset_name="PushT (held-out episodes)")
+    # the layout of niaf-eval's results.json: settings, per-task success rates, their mean (built here, no simulator)
+    closed = closed_loop_eval_results(
+        {"checkpoint": "final", "execute_hz": 80.0, "mean_success": 0.625,
+         "tasks": {"reach-v3": {"success_rate": 0.9, "successes": 18, "episodes": 20, "wilson95": [0.7, 0.97]},
+                   "push-v3": {"success_rate": 0.35, "successes": 7, "episodes": 20, "wilson95": [0.18, 0.57]}}},
+        benchmark="metaworld")
+    folder = saved["root"] / f"card_{uuid.uuid4().hex[:6]}"
+    saved["model"].save_pretrained(folder, repo_id="someone/niaf-tiny", base_model="microsoft/Florence-2-base",
+                                   datasets=["someone/pusht-niaf"], eval_results=held_out)
+    card = ModelCard.load(folder / "README.md")
+    data = card.data
+    assert (data.library_name, data.pipeline_tag, data.license) == ("transformers", "robotics", "apache-2.0")
+    assert data.base_model == "microsoft/Florence-2-base" and data.datasets == ["someone/pusht-niaf"]
+    assert {"robotics", "niaf", "florence2"} <= set(data.tags)
+    assert data.model_name == "niaf-tiny"
+    assert {r.metric_type: r.metric_value for r in data.eval_results} == {
+        "position_mse": 0.0213, "baseline_position_mse": 0.0785}
+    assert "model-index:" in card.content
+    assert "pip install torch \"transformers>=5.5.0\" pillow" in card.text
+    assert str(saved["root"]) not in card.content and "/tmp" not in card.content
+
+    add_eval_results(folder, closed)
+    data = ModelCard.load(folder / "README.md").data
+    rates = {(r.dataset_config, r.metric_name): r.metric_value for r in data.eval_results if r.metric_type == "success_rate"}
+    assert rates == {("reach-v3", "success rate (reach-v3)"): 0.9, ("push-v3", "success rate (push-v3)"): 0.35,
+                     (None, "success rate (mean)"): 0.625}
+    assert len(data.eval_results) == 5  # the held-out entries are kept
+    add_eval_results(folder, closed_loop_eval_results({"reach-v3": {"success_rate": 1.0}}, benchmark="metaworld"))
+    data = ModelCard.load(folder / "README.md").data
+    assert [r.metric_value for r in data.eval_results if r.dataset_config == "reach-v3"] == [1.0]
+    with pytest.raises(ValueError, match="task 'push-v3' needs a 'success_rate' in \\[0, 1\\]"):
+        closed_loop_eval_results({"tasks": {"push-v3": {"success_rate": 35}}}, benchmark="metaworld")
+
+
+def test_local_save_card_has_no_model_index_and_names_the_random_backbone(saved):
+    from huggingface_hub import ModelCard
+
+    folder = saved["root"] / f"card_local_{uuid.uuid4().hex[:6]}"
+    saved["model"].save_pretrained(folder)
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.base_model is None and card.data.datasets is None and not card.data.eval_results
+    assert "randomly initialised backbone" in card.text and "<user>/<repo>" in card.text
+
+
+def test_quickstart_figure_names_dims_with_units_shares_scales_and_says_untrained():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("niaf_quickstart_fig", REPO_ROOT / "examples" / "quickstart.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model, processor = module.build_tiny()
+    rng = np.random.default_rng(0)
+    obs = [[rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(2)]]
+    traj = model.generate_actions(**processor(images=obs, text=["pick up the red block"]), num_points=50).to_numpy()
+    fig = module.make_figure(traj, module.TINY_ACTION_NAMES, module.TINY_ACTION_UNITS, untrained=True)
+    axes = np.asarray(fig.axes).reshape(4, 7)
+    assert [ax.get_title() for ax in axes[0]] == ["Δx [m]", "Δy [m]", "Δz [m]", "Δroll [rad]", "Δpitch [rad]",
+                                                  "Δyaw [rad]", "gripper [1]"]
+    assert axes[1, 3].get_ylabel() == "velocity [rad/s]" and axes[3, 0].get_ylabel() == "jerk [m/s³]"
+    for row, name in enumerate(("position", "velocity", "acceleration", "jerk")):
+        values = np.asarray(getattr(traj, name))[0]
+        translation = {axes[row, d].get_ylim() for d in range(3)}
+        rotation = {axes[row, d].get_ylim() for d in range(3, 6)}
+        assert len(translation) == 1 and len(rotation) == 1  # one y-scale per unit in each row
+        low, high = translation.pop()
+        assert low <= values[:, :3].min() and high >= values[:, :3].max()
+    assert fig._suptitle.get_text().startswith("UNTRAINED model (random weights)")
+    trained = module.make_figure(traj)
+    assert "UNTRAINED" not in trained._suptitle.get_text() and trained.axes[0].get_title() == "dim 0 [units]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 
@@ -73,6 +74,22 @@ def test_fresh_model_starts_at_the_motion_prior():
     # the backbone's own init is not clobbered by our post_init: Gemma's RMSNorm stores (scale - 1) = 0
     norm = model.backbone.language_model.norm.weight
     assert torch.count_nonzero(norm) == 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_training_mode_forward_matches_eval_mode(family):
+    """train() must work for every family (PaliGemma on transformers 5.4-5.8 needs `token_type_ids` then) and,
+    without dropout in the tiny configs, give the same positions as eval()."""
+    model = make_model(family)
+    inputs = make_inputs(family)
+    with torch.no_grad():
+        expected = model(**inputs).positions
+    model.train()
+    out = model(**inputs, actions=torch.zeros(2, 6, 3))
+    out.loss.backward()
+    torch.testing.assert_close(out.positions.detach(), expected, rtol=1e-4, atol=1e-5)  # other kernels in train()
+    assert float(out.loss_pos) == pytest.approx(float(expected.pow(2).sum(-1).mean()), rel=1e-4)
+    assert model.query_embeddings.weight.grad.abs().sum() > 0
 
 
 def test_zero_heads_have_nonzero_gradient():
@@ -398,20 +415,23 @@ def test_checkpoint_with_other_head_settings_is_refused(tmp_path):
         torch.testing.assert_close(loaded(**inputs).positions, model(**inputs).positions, rtol=0, atol=0)
 
 
-def test_checkpoint_without_head_weights_gets_siren_init_and_warns(tmp_path, caplog):
+def test_checkpoint_without_head_weights_is_refused_unless_reinitialising(tmp_path, caplog):
     model = make_model("florence2")
     path = tmp_path / "ckpt_nohead"
     model.save_pretrained(path)
     weights = load_file(path / "model.safetensors")
     kept = {k: v for k, v in weights.items() if not k.startswith(("siren.", "modulation_heads."))}
-    assert len(kept) < len(weights)
+    dropped = len(weights) - len(kept)
+    assert dropped > 0
     save_file(kept, path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=rf"{dropped} missing \(modulation_heads\.beta_bias, .* and {dropped - 4} more\)"):
+        NiafForActionFunction.from_pretrained(path)
     from transformers.utils import logging as hf_logging
 
     hf_logging.enable_propagation()
     try:
         with caplog.at_level(logging.WARNING):
-            loaded = NiafForActionFunction.from_pretrained(path)
+            loaded = NiafForActionFunction.from_pretrained(path, ignore_mismatched_sizes=True)
     finally:
         hf_logging.disable_propagation()
     assert "siren.readout.weight" in caplog.text and "MISSING" in caplog.text
@@ -422,6 +442,59 @@ def test_checkpoint_without_head_weights_gets_siren_init_and_warns(tmp_path, cap
     assert 0.5 * bound < hidden.abs().max() <= bound
     assert torch.count_nonzero(loaded.modulation_heads.gamma_weight) == 0
     torch.testing.assert_close(loaded.query_embeddings.weight, model.query_embeddings.weight)
+
+
+def test_checkpoint_with_renamed_backbone_weights_is_refused_naming_keys_and_versions(tmp_path):
+    """What a checkpoint saved under another transformers major version looks like: same tensors, other names."""
+    import transformers
+
+    model = make_model("paligemma")
+    path = tmp_path / "ckpt_renamed"
+    model.save_pretrained(path)
+    weights = load_file(path / "model.safetensors")
+    renamed = {k.replace("backbone.language_model.", "backbone.language_model.model."): v for k, v in weights.items()}
+    moved = sum(k.startswith("backbone.language_model.") for k in weights)
+    assert moved > 4
+    save_file(renamed, path / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((path / "config.json").read_text())
+    config["transformers_version"] = "4.57.6"  # as written by the version that used the other names
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError) as err:
+        NiafForActionFunction.from_pretrained(path)
+    message = str(err.value)
+    assert f"{moved} missing (backbone.language_model." in message
+    assert f"{moved} unexpected (backbone.language_model.model." in message
+    assert f"saved with transformers 4.57.6, this is {transformers.__version__}" in message
+    assert "ignore_mismatched_sizes=True" in message and "\n" not in message
+    # the same file loads (weights re-initialised, on purpose) when asked for, and reports what it skipped
+    loaded, info = NiafForActionFunction.from_pretrained(path, ignore_mismatched_sizes=True, output_loading_info=True)
+    assert len(info["missing_keys"]) == moved and len(info["unexpected_keys"]) == moved
+    # an intact checkpoint loads exactly, also with output_loading_info
+    model.save_pretrained(tmp_path / "ckpt_ok")
+    loaded, info = NiafForActionFunction.from_pretrained(tmp_path / "ckpt_ok", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    torch.testing.assert_close(loaded.backbone.language_model.norm.weight, model.backbone.language_model.norm.weight)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_round_trips_without_missing_or_unexpected_keys(tmp_path, family):
+    model = make_model(family)
+    model.save_pretrained(tmp_path / f"ckpt_{family}")
+    _, info = NiafForActionFunction.from_pretrained(tmp_path / f"ckpt_{family}", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+
+
+def test_transformers_version_check_names_the_floor():
+    from configuration_niaf.configuration_niaf import MIN_TRANSFORMERS_VERSION, check_transformers_version
+
+    check_transformers_version(MIN_TRANSFORMERS_VERSION)
+    check_transformers_version("5.24.0.dev0")
+    with pytest.raises(ImportError) as err:
+        check_transformers_version("4.57.6")
+    assert str(err.value) == (
+        f"NIAF needs transformers>={MIN_TRANSFORMERS_VERSION}, found transformers 4.57.6; "
+        f"upgrade with: pip install -U 'transformers>={MIN_TRANSFORMERS_VERSION}'"
+    )
 
 
 def test_from_pretrained_backbone_copies_the_weights(tmp_path):

@@ -264,14 +264,44 @@ def fingerprint(parts: Any) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
 
 
-def default_cache_dir() -> Path:
-    """``$NIAF_CACHE`` or ``<HF datasets cache>/niaf_chunks``."""
-    env = os.environ.get("NIAF_CACHE")
-    if env:
-        return Path(env)
-    import datasets
+def niaf_cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The one root of NIAF's caches: ``cache_dir``, else ``$NIAF_CACHE``, else ``~/.cache/niaf``.
 
-    return Path(datasets.config.HF_DATASETS_CACHE) / "niaf_chunks"
+    Chunk datasets live in ``<root>/chunks`` (:func:`chunk_cache_dir`), generated Meta-World demonstrations in
+    ``<root>/metaworld``; ``niaf-data --cache-dir`` and ``niaf-train --data.cache_dir`` both name this root, so
+    ``niaf-data inspect`` builds the very cache ``niaf-train`` then reuses.
+    """
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("NIAF_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "niaf"
+
+
+def chunk_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<niaf_cache_root(cache_dir)>/chunks``: where the command lines keep chunk datasets."""
+    return niaf_cache_root(cache_dir) / "chunks"
+
+
+def default_cache_dir() -> Path:
+    """Chunk datasets of loaders called without ``cache_dir``: :func:`chunk_cache_dir` of the default root."""
+    return chunk_cache_dir(None)
+
+
+def cache_size_report(dataset: Any) -> dict[str, Any]:
+    """Where a cached chunk dataset lives and how big it is: total bytes, and bytes of each camera's image column
+    per sample (one frame per camera and sample), with the image storage format."""
+    meta = chunk_dataset_meta(dataset)
+    files = [Path(f["filename"]) for f in getattr(dataset, "cache_files", None) or []]
+    cameras = [c for c in dataset.column_names if c.startswith("observation.images.")]
+    rows = max(len(dataset), 1)
+    table = dataset.data
+    per_camera = {c.removeprefix("observation.images."): table.column(c).nbytes / rows for c in cameras}
+    return {
+        "folder": str(files[0].parent) if files else None,
+        "bytes": int(sum(f.stat().st_size for f in files if f.is_file())),
+        "image_format": meta.get("image_format"),
+        "image_bytes_per_frame_per_camera": per_camera,
+    }
 
 
 def chunk_dataset_meta(dataset: Any) -> dict[str, Any]:
@@ -663,7 +693,10 @@ __all__ = [
     "chunk_episode",
     "chunk_indices",
     "dataset_fps",
+    "cache_size_report",
+    "chunk_cache_dir",
     "default_cache_dir",
+    "niaf_cache_root",
     "encode_png",
     "file_fingerprint",
     "fingerprint",

@@ -42,12 +42,17 @@ class CliError(Exception):
 
 def _load(args: argparse.Namespace, *, for_stats: bool = False):
     """Build the chunk dataset of ``args.path`` with the format's loader."""
+    from .chunking import chunk_cache_dir
+    from .hub_datasets import DatasetNotFoundError, resolve_dataset_path
+
+    # the cache niaf-train uses too (<cache root>/chunks), so that training reuses what inspect built
     common: dict[str, Any] = {"chunk_size": args.chunk_size, "stride": args.stride, "skip_invalid": args.skip_invalid,
-                              "cache_dir": args.cache_dir}
+                              "cache_dir": chunk_cache_dir(args.cache_dir)}
     fmt = args.format
-    path = Path(args.path)
-    if not path.exists():
-        raise CliError(f"{path}: no such file or folder")
+    try:
+        path = resolve_dataset_path(args.path)  # a folder, or a Hub dataset id user/name[@revision]
+    except DatasetNotFoundError as err:
+        raise CliError(str(err)) from None
     if fmt in ("lerobot", "libero-lerobot"):
         from .lerobot_v3 import load_lerobot, load_libero_lerobot
 
@@ -159,7 +164,7 @@ def _feature_table(dataset: Any) -> dict[str, dict[str, Any]]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
-    from .chunking import chunk_dataset_meta, load_summary
+    from .chunking import cache_size_report, chunk_dataset_meta, load_summary
 
     indices = _parse_relative(args.relative_action_state_indices)
     ds = _load(args)
@@ -167,7 +172,7 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
     summary = load_summary(ds)
     report = {
         "format": args.format,
-        "path": str(Path(args.path).resolve()),
+        "path": args.path if not Path(args.path).exists() else str(Path(args.path).resolve()),
         "episodes": summary.episodes,
         "frames": summary.frames,
         "samples": summary.samples,
@@ -179,7 +184,7 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
         "stride": meta["stride"],
         "has_velocity": meta["has_velocity"],
         "features": _feature_table(ds),
-        "cache": ds.cache_files[0]["filename"] if ds.cache_files else None,
+        "cache": cache_size_report(ds),
         "relative_action_state_indices": indices,
         "statistics": _relative_stats(ds, indices),
     }
@@ -196,6 +201,9 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
     if args.out is None:
         if args.format not in ("lerobot", "libero-lerobot"):
             raise CliError(f"--out is required for format {args.format}")
+        if not Path(args.path).exists():
+            raise CliError(f"{args.path} is not a local folder (a Hub dataset id?): pass --out FILE; the Hub cache is "
+                           "not written to")
         args.out = str(Path(args.path) / "meta" / "stats.json")
     out = Path(args.out)
     if out.exists() and not args.overwrite:
@@ -233,12 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def data_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("path", help="dataset folder (CALVIN split root, LIBERO .hdf5 file/folder, LeRobot root)")
+        p.add_argument("path", help="dataset folder (CALVIN split root, LIBERO .hdf5 file/folder, LeRobot root), or "
+                                    "a Hub dataset id user/name[@revision] (fetched into the Hub cache; offline: "
+                                    "from it)")
         p.add_argument("--format", required=True, choices=FORMATS)
         p.add_argument("--chunk-size", type=int, default=10, help="K, actions per sample (default 10)")
         p.add_argument("--stride", type=int, default=1, help="frames between chunk points (default 1)")
         p.add_argument("--skip-invalid", action="store_true", help="skip bad episodes (listed) instead of failing")
-        p.add_argument("--cache-dir", default=None, help="cache folder (default $NIAF_CACHE or the HF cache)")
+        p.add_argument("--cache-dir", default=None,
+                       help="cache root shared with niaf-train's data.cache_dir; chunk datasets go to <root>/chunks "
+                            "(default $NIAF_CACHE or ~/.cache/niaf)")
         p.add_argument("--split", default="training", help="CALVIN split folder (default training)")
         p.add_argument("--state-only", action="store_true", help="lerobot formats: read no images/videos")
         p.add_argument("--fps", type=float, default=None,

@@ -96,9 +96,9 @@ def check_output_dir(cfg: FinetuneConfig) -> None:
 # Data
 # ----------------------------------------------------------------------------------------------------------
 def _cache_root(cfg: FinetuneConfig) -> Path:
-    if cfg.data.cache_dir:
-        return Path(cfg.data.cache_dir).expanduser()
-    return Path(os.environ.get("NIAF_CACHE", Path.home() / ".cache" / "niaf"))
+    from .chunking import niaf_cache_root
+
+    return niaf_cache_root(cfg.data.cache_dir or None)
 
 
 def metaworld_dataset_dir(cfg: FinetuneConfig) -> Path:
@@ -153,12 +153,14 @@ def data_provenance(cfg: FinetuneConfig) -> dict[str, Any] | None:
 def load_chunks(cfg: FinetuneConfig) -> Any:
     """The chunk dataset of ``cfg.data`` (columns: :mod:`niaf_train.chunking`)."""
     d, k = cfg.data, cfg.model.chunk_size
-    cache = _cache_root(cfg) / "chunks"
+    from .chunking import chunk_cache_dir
+
+    cache = chunk_cache_dir(cfg.data.cache_dir or None)  # the same folder `niaf-data inspect` builds into
     common: dict[str, Any] = {"cache_dir": cache, "sample_every": d.sample_every}
     if d.source in ("metaworld", "lerobot", "libero_lerobot"):
         from .lerobot_v3 import load_lerobot, load_libero_lerobot
 
-        root = ensure_metaworld(cfg) if d.source == "metaworld" else Path(d.path).expanduser()
+        root = ensure_metaworld(cfg) if d.source == "metaworld" else _data_root(d.path)
         if not (root / "meta" / "info.json").is_file():
             raise ConfigError(f"data.path {root}: not a LeRobot v3.0 dataset (no meta/info.json)")
         loader = load_libero_lerobot if d.source == "libero_lerobot" else load_lerobot
@@ -166,13 +168,71 @@ def load_chunks(cfg: FinetuneConfig) -> Any:
     if d.source == "libero":
         from .libero import load_libero
 
-        return load_libero(d.path, chunk_size=k, stride=d.chunk_stride, cameras=d.cameras, **common)
+        return load_libero(_data_root(d.path), chunk_size=k, stride=d.chunk_stride, cameras=d.cameras, **common)
     if d.source == "calvin":
         from .calvin import load_calvin
 
         kwargs = {"cameras": d.cameras} if d.cameras else {}
-        return load_calvin(d.path, "training", chunk_size=k, stride=d.chunk_stride, **kwargs, **common)
+        return load_calvin(_data_root(d.path), "training", chunk_size=k, stride=d.chunk_stride, **kwargs, **common)
     raise ConfigError(f"unknown data.source {d.source!r}")
+
+
+def _data_root(path: str) -> Path:
+    """``data.path``: a local folder, or a Hub dataset id ``user/name[@revision]`` fetched into the Hub cache."""
+    from .hub_datasets import DatasetNotFoundError, resolve_dataset_path
+
+    try:
+        return resolve_dataset_path(path)
+    except DatasetNotFoundError as err:
+        raise ConfigError(f"data.path {err}") from None
+
+
+def _hub_id(value: str | None) -> tuple[str, str | None] | None:
+    """(repo id, revision) when ``value`` names a Hub repository rather than an existing local path."""
+    from .hub_datasets import parse_hub_dataset_id
+
+    if not value or Path(value).expanduser().exists():
+        return None
+    return parse_hub_dataset_id(value)
+
+
+def card_metadata(cfg: FinetuneConfig, metrics: dict[str, float]) -> dict[str, Any]:
+    """Model-card metadata of a run: ``base_model``, ``datasets`` (Hub ids only) and the model-index entries of
+    the held-out ``metrics`` (keyword arguments of ``save_pretrained``)."""
+    from modeling_niaf.hub import held_out_eval_results
+
+    d, m = cfg.data, cfg.model
+    dataset = _hub_id(d.path) if d.source != "metaworld" else None
+    revision = None
+    if d.source == "metaworld":
+        kind, name = "metaworld", f"Meta-World {', '.join(d.metaworld_tasks)} (scripted experts, generated)"
+    elif dataset is not None:
+        (kind, revision), name = dataset, dataset[0]
+    else:
+        kind, name = d.source, f"{d.source} (local folder {Path(d.path).name})"
+    backbone = _hub_id(m.backbone) if m.backbone != "tiny" else None
+    return {
+        "base_model": backbone[0] if backbone else None,
+        "datasets": [dataset[0]] if dataset else None,
+        "eval_results": held_out_eval_results(metrics, kind, name, dataset_revision=revision) if metrics else None,
+    }
+
+
+def public_config(cfg: FinetuneConfig) -> dict[str, dict[str, Any]]:
+    """``cfg.to_dict()`` without local paths (output and cache folders, local data/backbone folders), for the
+    model card: a Hub id stays, a local path becomes ``<local>/<folder name>``."""
+    out = cfg.to_dict()
+
+    def public(value: Any, local: bool = False) -> Any:
+        if not value or (not local and (_hub_id(value) is not None or value == "tiny")):
+            return value
+        return f"<local>/{Path(value).name}"
+
+    out["training"]["output_dir"] = public(out["training"]["output_dir"], local=True)
+    out["data"]["cache_dir"] = public(out["data"]["cache_dir"], local=True)
+    out["data"]["path"] = public(out["data"]["path"])
+    out["model"]["backbone"] = public(out["model"]["backbone"])
+    return out
 
 
 def split_episodes(dataset: Any, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -457,11 +517,13 @@ def parse_args(argv: list[str] | None) -> FinetuneConfig:
         default="default.yaml",
         help="YAML file, or the name of a packaged config (default: default.yaml, the embedded tiny Meta-World run)",
     )
-    parser.add_argument("-h", "--help", action="store_true")
+    parser.add_argument("-h", "--help", action="store_true",
+                        help="show this help with every configuration key, its values in force and exit")
     args, rest = parser.parse_known_args(argv)
     if args.help:
         parser.print_help()
-        print("\nconfiguration keys:\n" + help_text())
+        # the values in force come from the config file (with any overrides given next to --help)
+        print("\n" + help_text(load_config(args.config, rest), f"{args.config} and the command line"))
         raise SystemExit(0)
     return load_config(args.config, rest)
 
@@ -538,6 +600,12 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     if not cameras:
         raise ConfigError("the dataset has no camera feature; NIAF needs at least one image per observation")
     layout["cameras"] = cameras
+    from .chunking import cache_size_report
+
+    cache = cache_size_report(dataset)
+    logger.info("chunk cache %s: %.2f MB, %s image bytes per frame per camera (%s)", cache["folder"],
+                cache["bytes"] / 1e6, ", ".join(f"{c} {b:.0f}" for c, b in cache["image_bytes_per_frame_per_camera"].items()),
+                cache["image_format"])
     use_velocity = layout["velocity"] and m.loss_weight_velocity > 0
     if d.velocity == "require" and not layout["velocity"]:
         raise ConfigError("data.velocity=require but the dataset has no velocity labels")
@@ -600,6 +668,11 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     elif p.freeze_backbone:
         for param in model.backbone.parameters():
             param.requires_grad_(False)
+    from .console_logging import count_parameters, format_step_line
+
+    total_params, trainable_params = count_parameters(model)
+    logger.info("model: %s parameters, %s trainable (%.1f%%)", f"{total_params:,}", f"{trainable_params:,}",
+                100.0 * trainable_params / max(total_params, 1))
     head_params = [q for n, q in model.named_parameters() if q.requires_grad and head_parameter(n)]
     body_params = [q for n, q in model.named_parameters() if q.requires_grad and not head_parameter(n)]
     groups = [{"params": body_params, "lr": t.learning_rate}, {"params": head_params, "lr": t.head_learning_rate or t.learning_rate}]
@@ -662,19 +735,25 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     running: dict[str, float] = {}
     n_running = 0
     start = time.perf_counter()
+    # throughput and time spent waiting for batches, per logging interval
+    interval_start, data_seconds, interval_samples = start, 0.0, 0
     while step < t.max_steps:
         epoch, offset = divmod(consumed, batches_per_epoch)
         sampler.epoch = epoch
         loader = accelerator.skip_first_batches(train_loader, offset) if offset else train_loader
-        for batch in loader:
+        for batch, waited in _timed(loader):
+            data_seconds += waited
             sample_ids = batch.pop("sample_index")
+            interval_samples += len(sample_ids) * accelerator.num_processes
             if sample_log is not None:
                 sample_log.write(" ".join(str(int(i)) for i in sample_ids) + "\n")
             with accelerator.accumulate(model):
                 output = model(**batch)
                 accelerator.backward(output.loss)
-                if accelerator.sync_gradients and t.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                if accelerator.sync_gradients:  # max_norm inf: only measured, not clipped
+                    norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf)
+                    if norm is not None:
+                        running["grad_norm"] = running.get("grad_norm", 0.0) + float(norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -692,8 +771,18 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
                 logs = {f"train/{k}": accelerator.reduce(torch.tensor(v / n_running, device=accelerator.device),
                                                          "mean").item() for k, v in running.items()}
                 logs["train/lr"] = scheduler.get_last_lr()[0]
+                now = time.perf_counter()
+                steps_in_interval = max(1, n_running // t.gradient_accumulation_steps)
+                # grad_norm was summed once per optimiser step, the losses once per micro-batch
+                if "train/grad_norm" in logs:
+                    logs["train/grad_norm"] *= n_running / steps_in_interval
+                logs["train/samples_per_second"] = interval_samples / max(now - interval_start, 1e-9)
+                logs["train/data_seconds_per_step"] = data_seconds / steps_in_interval
+                logs["train/data_fraction"] = data_seconds / max(now - interval_start, 1e-9)
                 history.append({"step": step, **logs})
                 bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
+                logger.info(format_step_line(step, t.max_steps, logs))
+                interval_start, data_seconds, interval_samples = now, 0.0, 0
                 if report:
                     accelerator.log(logs, step=step)
                 running, n_running = {}, 0
@@ -735,7 +824,7 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
         tmp = out / (ckpt.TMP_PREFIX + FINAL_DIR)
         shutil.rmtree(tmp, ignore_errors=True)
         datasets_meta = [cfg.data.source] if cfg.data.source != "metaworld" else ["metaworld (scripted experts)"]
-        export.save_pretrained(tmp, processor=processor, repo_id=t.hub_model_id, datasets=None)
+        export.save_pretrained(tmp, processor=processor, repo_id=t.hub_model_id, **card_metadata(cfg, metrics))
         if p.method == "lora" and not p.save_merged:
             unwrapped.save_pretrained(tmp / "adapter")
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -759,6 +848,18 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     result["process_index"] = accelerator.process_index
     result["baseline"] = baseline.tolist()
     return result
+
+
+def _timed(loader: Any) -> Iterator[tuple[Any, float]]:
+    """Yield (batch, seconds spent waiting for it) from ``loader``."""
+    iterator = iter(loader)
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - started
 
 
 def _num_points(t: Any, m: Any) -> int:
@@ -793,7 +894,7 @@ def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: 
              f"{t.lr_scheduler} schedule, mixed precision {t.mixed_precision}, "
              f"{f'LoRA r={p.r}' if p.method == 'lora' else 'full fine-tuning'}).", "",
              "### Data", "",
-             f"- source: {d.source} {d.path or ''} ({', '.join(datasets_meta)})",
+             f"- source: {d.source} {public_config(cfg)['data']['path'] or ''} ({', '.join(datasets_meta)})",
              f"- {layout['episodes']} episodes; {n_train} training chunks, {n_val} held-out chunks "
              f"(val_fraction {d.val_fraction}, whole episodes)",
              f"- action dim {layout['action_dim']}, cameras {layout['cameras']}, chunk rate {layout['fps']:g} Hz, "
@@ -807,7 +908,7 @@ def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: 
         lines += ["", "`baseline_position_mse` is the error of always predicting the training mean action."]
     else:
         lines.append("No held-out episodes (val_fraction 0).")
-    lines += ["", "### Configuration", "", "```json", json.dumps(cfg.to_dict(), indent=1), "```", ""]
+    lines += ["", "### Configuration", "", "```json", json.dumps(public_config(cfg), indent=1), "```", ""]
     return "\n".join(lines)
 
 
@@ -822,16 +923,22 @@ def push_final(folder: Path, repo_id: str, private: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .console_logging import configure_logging, print_error
+
+    try:
+        configure_logging()
+    except ValueError as err:  # a bad NIAF_LOG_LEVEL / NIAF_THIRD_PARTY_LOG_LEVEL
+        print_error(f"niaf-train: error: {err}")
+        return 2
     try:
         cfg = parse_args(argv)
         result = train(cfg)
-    except ConfigError as err:
-        print(f"niaf-train: error: {err}", file=sys.stderr)
+    except ConfigError as err:  # also mid-run: printed on its own line, not glued onto the progress bar
+        print_error(f"niaf-train: error: {err}")
         return 2
     except OSError as err:  # a read-only or full disk mid-run: the file and the cause, not a traceback
         where = f"{err.filename}: " if err.filename else ""
-        print(f"niaf-train: error: {where}{err.strerror or err}", file=sys.stderr)
+        print_error(f"niaf-train: error: {where}{err.strerror or err}")
         return 1
     metrics = result["metrics"]
     if metrics and result["process_index"] == 0:

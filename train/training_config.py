@@ -35,10 +35,15 @@ class ModelArguments:
     init_from_niaf: bool = False
     """Treat ``backbone`` as a complete NIAF checkpoint to continue fine-tuning (its processor is reused)."""
     tiny_hidden_size: int = 32
+    """Tiny backbone: hidden size of the language and vision towers."""
     tiny_num_layers: int = 2
+    """Tiny backbone: transformer layers of the language model."""
     tiny_image_size: int = 32
+    """Tiny backbone: input image side in pixels (images are resized to it)."""
     tiny_patch_size: int = 8
+    """Tiny backbone: vision patch side in pixels ((image/patch)² image tokens per camera)."""
     prompt_template: str = "what action should the robot take to {instruction} ?"
+    """Text prompt around the task instruction; ``{instruction}`` is replaced by the episode's task."""
     image_seq_length: int | None = None
     """Placeholder tokens per image for fixed-size backbones (Florence-2-large: 577); None: derived."""
     image_token: str | None = None
@@ -46,21 +51,30 @@ class ModelArguments:
     chunk_size: int = 10
     """K, actions per chunk (source frames at ``data.chunk_stride``)."""
     siren_layers: int = 3
+    """L, modulated sine layers of the SIREN action function."""
     siren_width: int = 256
+    """H, width of every SIREN layer (a multiple of ``modulation_groups``)."""
     siren_omega0: float = 30.0
+    """ω₀, frequency factor of every sine layer."""
     modulation_groups: int = 64
+    """G, frequency tokens per SIREN layer; each modulates H/G rows (query tokens Q = L·(G+1))."""
     use_state: bool = False
+    """Feed ``observation.state`` to the backbone as one extra token (normalised like the actions)."""
     normalization_mode: str = "QUANTILES"
+    """How actions and state are mapped to [-1, 1]: QUANTILES (q01/q99), MIN_MAX, MEAN_STD or IDENTITY."""
     unnormalized_action_dims: list[int] = field(default_factory=list)
+    """Action dims left in physical units (e.g. a binary gripper), as a comma-separated list."""
     relative_action_state_indices: list[int | None] | None = None
     """Relative ("delta") actions: one entry per action dim, the index into ``observation.state`` that dim is
     relative to (target a_i(t_k) - state_s(t_obs), normalised with statistics of these deltas), or null to keep
     it absolute (e.g. a gripper); null: all absolute. Needs ``use_state: true``; the model adds the state back
     at inference. Command line: ``--model.relative_action_state_indices 0,1,2,null``."""
     loss_weight_position: float = 1.0
+    """λ_p, weight of the position loss."""
     loss_weight_velocity: float = 0.0
     """λ_v; the velocity loss is used only when > 0 and the dataset has velocities."""
     loss_weight_jerk: float = 0.0
+    """λ_j, weight of the jerk penalty (mean squared third derivative, per s³)."""
     torch_dtype: str = "float32"
     """Storage dtype of the backbone weights when loaded from a pretrained model (float32 / bfloat16)."""
 
@@ -72,8 +86,9 @@ class DataArguments:
     source: str = "metaworld"
     """One of metaworld (generated and cached), lerobot (v3.0 folder), libero (HDF5), libero_lerobot, calvin."""
     path: str | None = None
-    """Dataset folder (lerobot / libero / libero_lerobot / calvin); for metaworld, where the generated
-    LeRobot dataset is cached (default ``<cache_dir>/metaworld-<settings hash>``)."""
+    """Dataset folder, or a Hub dataset id ``user/name[@revision]`` fetched into the Hub cache (lerobot / libero /
+    libero_lerobot / calvin); for metaworld, where the generated LeRobot dataset is cached (default
+    ``<cache_dir>/metaworld-<settings hash>``)."""
     cache_dir: str | None = None
     """Cache of chunk datasets and generated demonstrations (default ``~/.cache/niaf``)."""
     cameras: list[str] | None = None
@@ -89,13 +104,19 @@ class DataArguments:
     max_val_samples: int = 256
     """Evaluation uses at most this many held-out chunks (evenly spaced)."""
     metaworld_tasks: list[str] = field(default_factory=lambda: ["reach-v3", "push-v3"])
+    """Meta-World MT1 tasks to generate scripted-expert demonstrations for (comma-separated)."""
     metaworld_episodes_per_task: int = 30
+    """Demonstrations generated per Meta-World task."""
     metaworld_image_size: int = 32
+    """Rendered Meta-World image side in pixels."""
     metaworld_camera: str = "corner2"
+    """Meta-World camera to render (e.g. corner2, topview, gripperPOV)."""
     metaworld_stride: int = 4
     """Record every n-th Meta-World step (80 Hz / n)."""
     metaworld_seed: int = 0
+    """Seed of the Meta-World goal positions and expert noise."""
     num_workers: int = 0
+    """DataLoader worker processes (0: load in the training process)."""
 
 
 @dataclass
@@ -103,6 +124,7 @@ class TrainingArguments:
     """How it is trained, saved and evaluated."""
 
     output_dir: str = "outputs/niaf-train"
+    """Run folder: checkpoints, logs, ``final/`` (the trained model in Hub layout)."""
     overwrite_output_dir: bool = False
     """Allow an output folder that holds another run (its checkpoints are deleted first)."""
     resume: bool = False
@@ -110,25 +132,37 @@ class TrainingArguments:
     max_steps: int = 300
     """Optimiser steps."""
     per_device_batch_size: int = 16
+    """Chunks per batch on each process."""
     gradient_accumulation_steps: int = 1
+    """Micro-batches summed before each optimiser step."""
     learning_rate: float = 2e-5
+    """Peak AdamW learning rate of the backbone (and of the head unless ``head_learning_rate``)."""
     head_learning_rate: float | None = None
     """Learning rate of the queries, ψ heads, state projection and SIREN; None: ``learning_rate``."""
     adam_beta1: float = 0.9
+    """AdamW β₁."""
     adam_beta2: float = 0.95
+    """AdamW β₂."""
     adam_epsilon: float = 1e-8
+    """AdamW ε."""
     weight_decay: float = 0.0
+    """AdamW decoupled weight decay."""
     lr_scheduler: str = "tri_stage"
     """tri_stage (warm-up, hold, decay to ``final_lr_scale``), cosine, linear or constant."""
     warmup_ratio: float = 0.05
+    """Fraction of the steps spent in the linear warm-up."""
     decay_ratio: float = 0.25
     """Tri-stage: fraction of the steps spent in the final decay."""
     final_lr_scale: float = 0.05
+    """Learning rate at the end of the decay, as a fraction of the peak."""
     max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this value (0: no clipping)."""
     mixed_precision: str = "no"
     """no, bf16 or fp16: autocast for the backbone; the SIREN head and losses always run in float32."""
     gradient_checkpointing: bool = False
+    """Recompute backbone activations in the backward pass (less memory, ~30% slower)."""
     seed: int = 0
+    """Seed of initialisation, episode split and sampling order."""
     save_steps: int = 0
     """Checkpoint every N steps (0: only at the end)."""
     save_total_limit: int = 2
@@ -136,13 +170,17 @@ class TrainingArguments:
     eval_steps: int = 0
     """Evaluate on held-out episodes every N steps (0: only at the end)."""
     logging_steps: int = 10
+    """Log a line (losses, lr, grad norm, throughput) and the trackers every N steps."""
     report_to: str = "tensorboard"
     """tensorboard, trackio or none."""
     eval_num_points: int = 0
     """Dense query points per chunk for the smoothness metrics (0: 4·(K-1)+1, i.e. 4× the training rate)."""
     push_to_hub: bool = False
+    """Upload ``final/`` to ``hub_model_id`` at the end (needs a token)."""
     hub_model_id: str | None = None
+    """Hub repository of the trained model, e.g. ``user/niaf-metaworld`` (also names the model card)."""
     hub_private: bool = False
+    """Create the Hub repository as private."""
     record_sample_ids: bool = False
     """Write the dataset rows each process trained on to ``output_dir/samples_rank<r>.txt`` and each process's
     final weights to ``weights_rank<r>.safetensors`` (for tests of data sharding and DDP synchronisation)."""
@@ -159,8 +197,11 @@ class PeftArguments:
     method: str = "none"
     """none (full fine-tuning of everything) or lora."""
     r: int = 16
+    """LoRA rank."""
     lora_alpha: int = 32
+    """LoRA scaling α (the update is scaled by α/r)."""
     lora_dropout: float = 0.0
+    """Dropout on the LoRA input."""
     target_modules: list[str] | None = None
     """Module names (or one regex) inside the backbone; None: the family default (peft_utils)."""
     save_merged: bool = True
@@ -240,6 +281,8 @@ def _coerce(value: Any, annotation: Any, key: str, origin: str) -> Any:
 
 
 def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
     return str(annotation).replace("typing.", "")
 
 
@@ -322,21 +365,27 @@ def load_config(path: str | None, overrides: list[str]) -> FinetuneConfig:
     return build_config(data, overrides, origin)
 
 
-def _choice(value: str, options: tuple[str, ...], key: str) -> None:
-    if value not in options:
-        raise ConfigError(f"`{key}` must be one of {options}, got {value!r}")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.source": DATA_SOURCES,
+    "data.velocity": ("auto", "require", "none"),
+    "training.mixed_precision": ("no", "bf16", "fp16"),
+    "training.lr_scheduler": ("tri_stage", "cosine", "linear", "constant"),
+    "training.report_to": ("tensorboard", "trackio", "none"),
+    "peft.method": ("none", "lora"),
+    "model.normalization_mode": ("QUANTILES", "MIN_MAX", "MEAN_STD", "IDENTITY"),
+    "model.torch_dtype": ("float32", "bfloat16", "float16"),
+}
+"""Allowed values of the keys that take one of a fixed set of strings (checked and shown by ``--help``)."""
 
 
 def validate_config(cfg: FinetuneConfig) -> None:
     """Value checks that need no data or model (raised before any work starts)."""
     t, d, p, m = cfg.training, cfg.data, cfg.peft, cfg.model
-    _choice(d.source, DATA_SOURCES, "data.source")
-    _choice(d.velocity, ("auto", "require", "none"), "data.velocity")
-    _choice(t.mixed_precision, ("no", "bf16", "fp16"), "training.mixed_precision")
-    _choice(t.lr_scheduler, ("tri_stage", "cosine", "linear", "constant"), "training.lr_scheduler")
-    _choice(t.report_to, ("tensorboard", "trackio", "none"), "training.report_to")
-    _choice(p.method, ("none", "lora"), "peft.method")
-    _choice(m.torch_dtype, ("float32", "bfloat16", "float16"), "model.torch_dtype")
+    for key, options in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in options:
+            raise ConfigError(f"`{key}` must be one of {options}, got {value!r}")
     if d.source != "metaworld" and not d.path:
         raise ConfigError(f"`data.path` is required for data.source={d.source!r}")
     for key, value, low in (
@@ -379,14 +428,53 @@ def validate_config(cfg: FinetuneConfig) -> None:
         raise ConfigError("`training.push_to_hub` needs `training.hub_model_id` (e.g. user/niaf-metaworld)")
 
 
-def help_text() -> str:
-    """Every key with its type and default, grouped by section (for ``--help``)."""
-    lines = []
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a dataclass (the string literal under each field), one line each."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join("null" if v is None else str(v) for v in value) or "[]"
+    return "null" if value is None else str(value)
+
+
+def help_text(cfg: FinetuneConfig | None = None, origin: str = "dataclass defaults", width: int = 110) -> str:
+    """Every key with its type, allowed values, description and the value in force (for ``--help``).
+
+    ``cfg`` is the configuration the command would run with (e.g. the default config file); its values are
+    shown as the defaults, with the dataclass default next to them where the file overrides it.
+    """
+    import textwrap
+
+    cfg = cfg or FinetuneConfig()
+    lines = [f"configuration keys (values in force: {origin}; override with --section.key VALUE):"]
     for section, cls in SECTIONS.items():
-        lines.append(f"{section}:")
-        defaults = cls()
+        lines += ["", f"{section}: {' '.join((cls.__doc__ or '').split())}"]
+        docs = field_docs(cls)
+        plain = cls()
         for name, annotation in _fields(section).items():
-            lines.append(f"  --{section}.{name:<30} {_type_name(annotation):<18} default {getattr(defaults, name)!r}")
+            key = f"{section}.{name}"
+            value = getattr(getattr(cfg, section), name)
+            head = f"  --{key} {_type_name(annotation)}"
+            if key in CHOICES:
+                head += " {" + ",".join(CHOICES[key]) + "}"
+            head += f"  (default: {_show(value)}"
+            if value != getattr(plain, name):
+                head += f"; without a config file: {_show(getattr(plain, name))}"
+            lines.append(head + ")")
+            lines += textwrap.wrap(docs.get(name, ""), width=width, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)
 
 
@@ -397,7 +485,9 @@ __all__ = [
     "ModelArguments",
     "PeftArguments",
     "TrainingArguments",
+    "CHOICES",
     "build_config",
+    "field_docs",
     "help_text",
     "load_config",
     "validate_config",
