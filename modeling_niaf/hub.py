@@ -131,7 +131,8 @@ def _head_table(config: Any) -> str:
         ("control rate f (Hz)", config.control_hz),
         ("chunk duration T = (K-1)/f (s)", f"{config.chunk_duration:.4g}"),
         ("cameras", config.num_cameras),
-        ("robot-state token", f"yes (dim {config.state_dim})" if config.use_state else "no"),
+        ("robot-state token", (f"yes (dim {config.state_dim})" + (", also added to every query"
+                                if getattr(config, "state_to_queries", False) else "")) if config.use_state else "no"),
         ("normalisation", config.normalization_mode),
         ("actions", _action_kind(config)),
         ("loss weights λ_p / λ_v / λ_j",

@@ -462,7 +462,8 @@ class NiafForActionFunction(NiafPreTrainedModel):
     # Backbone pass
     # ------------------------------------------------------------------------------------------------------
     def _extra_tokens(self, batch: int, state: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-        """[B, S+Q, d]: the optional state token followed by the queries, at the scale of text embeddings."""
+        """[B, S+Q, d]: the optional state token followed by the queries, at the scale of text embeddings
+        (with ``config.state_to_queries`` the projected state is added to each query as well)."""
         queries = self.query_embeddings(batch)
         # Gemma-style embeddings multiply token vectors by √d inside `embed_tokens`; match that scale.
         scale = getattr(self.backbone.get_input_embeddings(), "embed_scale", None)
@@ -473,7 +474,11 @@ class NiafForActionFunction(NiafPreTrainedModel):
         tokens = [queries]
         if self.state_projection is not None:
             proj_dtype = self.state_projection.weight.dtype
-            tokens.insert(0, self.state_projection(state.to(proj_dtype)).unsqueeze(1).to(queries.dtype))
+            state_token = self.state_projection(state.to(proj_dtype)).unsqueeze(1).to(queries.dtype)
+            if self.config.state_to_queries:
+                # every query also carries the state itself: a direct path from state to its modulations
+                tokens[0] = queries + state_token
+            tokens.insert(0, state_token)
         return torch.cat(tokens, dim=1).to(dtype)
 
     def encode_queries(

@@ -107,7 +107,8 @@ def metaworld_dataset_dir(cfg: FinetuneConfig) -> Path:
     if d.path:
         return Path(d.path).expanduser()
     settings = {"tasks": d.metaworld_tasks, "episodes": d.metaworld_episodes_per_task, "size": d.metaworld_image_size,
-                "camera": d.metaworld_camera, "stride": d.metaworld_stride, "seed": d.metaworld_seed, "v": 3}
+                "camera": d.metaworld_camera, "stride": d.metaworld_stride, "seed": d.metaworld_seed,
+                "noise": d.metaworld_action_noise, "v": 3}
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     return _cache_root(cfg) / "metaworld" / f"metaworld-{key}"
 
@@ -128,7 +129,8 @@ def ensure_metaworld(cfg: FinetuneConfig) -> Path:
                 d.metaworld_tasks, d.metaworld_episodes_per_task, target)
     generate_metaworld_dataset(tmp, tasks=d.metaworld_tasks, episodes_per_task=d.metaworld_episodes_per_task,
                                cameras=(d.metaworld_camera,), image_size=d.metaworld_image_size,
-                               stride=d.metaworld_stride, seed=d.metaworld_seed)
+                               stride=d.metaworld_stride, seed=d.metaworld_seed,
+                               action_noise=d.metaworld_action_noise)
     os.rename(tmp, target)
     return target
 
@@ -341,6 +343,7 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         "action_dim": layout["action_dim"], "chunk_size": m.chunk_size, "control_hz": layout["fps"],
         "siren_layers": m.siren_layers, "siren_width": m.siren_width, "siren_omega0": m.siren_omega0,
         "modulation_groups": m.modulation_groups, "use_state": m.use_state, "state_dim": state_dim,
+        "state_to_queries": bool(m.use_state and m.state_to_queries),
         "num_cameras": len(layout["cameras"]), "normalization_mode": m.normalization_mode,
         "normalization_stats": stats, "unnormalized_action_dims": m.unnormalized_action_dims,
         "relative_action_state_indices": m.relative_action_state_indices,

@@ -256,12 +256,23 @@ def rollout(
     variation: int,
     stride: int = 1,
     max_steps: int = MAX_PATH_LENGTH,
+    action_noise: float = 0.0,
+    rng: np.random.Generator | None = None,
 ) -> tuple[dict[str, np.ndarray], bool]:
     """Run the scripted expert on ``variation`` until success or ``max_steps``.
+
+    With ``action_noise`` σ > 0 the environment executes the expert's action plus Gaussian noise of standard
+    deviation σ (in action units, drawn per environment step from ``rng``), while the recorded action is the
+    expert's own, noise-free one for the state it saw: the demonstrations then also show how the expert
+    recovers from the small deviations a learned policy makes (noise injection, as in DART).
 
     Returns ``({"state": [T, 39], "action": [T, 4], "images.<cam>": [T, H, W, 3]}, success)`` with one row per
     recorded step (every ``stride``-th environment step, starting at 0), observed by :meth:`MetaWorldScene.observe`.
     """
+    if action_noise < 0 or not np.isfinite(action_noise):
+        raise ValueError(f"action_noise must be a finite number >= 0, got {action_noise}")
+    if action_noise > 0 and rng is None:
+        raise ValueError("rollout: action_noise > 0 needs an `rng`")
     policy = scene.expert()
     obs = scene.reset(variation)
     states, actions = [], []
@@ -277,7 +288,8 @@ def rollout(
                 actions.append(action.copy())
                 for cam in scene.cameras:
                     frames[cam].append(seen[f"observation.images.{cam}"])
-            obs, success, truncated = scene.step(action)
+            executed = action + rng.normal(0.0, action_noise, size=action.shape) if action_noise > 0 else action
+            obs, success, truncated = scene.step(executed)
             if success or truncated:
                 break
     out = {"state": np.asarray(states, np.float32), "action": np.asarray(actions, np.float32)}
@@ -298,6 +310,7 @@ def generate_episodes(
     keep_failures: bool = False,
     summary: GenerationSummary | None = None,
     progress: bool = True,
+    action_noise: float = 0.0,
 ) -> Iterator[Episode]:
     """Yield expert demonstrations as :class:`Episode` (fps = 80 / stride), task by task.
 
@@ -315,7 +328,11 @@ def generate_episodes(
             in ``summary.failed`` and logged).
         summary: filled with per-task counts when given.
         progress: show a tqdm bar.
+        action_noise: σ of the Gaussian noise added to the executed (not the recorded) expert actions; see
+            :func:`rollout`. The noise of episode i is seeded by (seed, task, i).
     """
+    import zlib
+
     from tqdm.auto import tqdm
 
     metaworld, _mujoco, policy_map = _import_metaworld()
@@ -348,7 +365,8 @@ def generate_episodes(
                         scene.close()
                     scene = MetaWorldScene(task, bench_seed, cameras, image_size)
                 variation = i % scene.num_variations
-                rec, success = rollout(scene, variation, stride, max_steps)
+                rng = np.random.default_rng([seed, zlib.crc32(task.encode()), i]) if action_noise > 0 else None
+                rec, success = rollout(scene, variation, stride, max_steps, action_noise, rng)
                 summary.attempted[task] += 1
                 bar.update(1)
                 if success:
@@ -397,6 +415,7 @@ def generate_metaworld_dataset(
     max_steps: int = MAX_PATH_LENGTH,
     keep_failures: bool = False,
     progress: bool = True,
+    action_noise: float = 0.0,
 ) -> tuple[Path, GenerationSummary]:
     """Generate demonstrations (see :func:`generate_episodes`) into a new LeRobot v3.0 folder ``out``.
 
@@ -411,12 +430,12 @@ def generate_metaworld_dataset(
     summary = GenerationSummary()
     episodes = generate_episodes(tasks, episodes_per_task, cameras=cameras, image_size=image_size, stride=stride,
                                  seed=seed, max_steps=max_steps, keep_failures=keep_failures, summary=summary,
-                                 progress=progress)
+                                 progress=progress, action_noise=action_noise)
     def provenance() -> dict[str, Any]:  # called after the last episode, when the variations are known
         seeds = sorted({int(s) for per_task in summary.variations.values() for s in per_task})
         return {"metaworld": {"benchmark_seeds": seeds, "tasks": list(tasks), "cameras": list(cameras),
                               "image_size": int(image_size), "stride": int(stride),
-                              "variations": {t: {k: sorted(v) for k, v in per.items()}
+                              "action_noise": float(action_noise), "variations": {t: {k: sorted(v) for k, v in per.items()}
                                              for t, per in summary.variations.items()}}}
 
     root = write_lerobot_dataset(out, episodes, fps=METAWORLD_FPS / stride, robot_type="sawyer",

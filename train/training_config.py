@@ -60,6 +60,9 @@ class ModelArguments:
     """G, frequency tokens per SIREN layer; each modulates H/G rows (query tokens Q = L·(G+1))."""
     use_state: bool = False
     """Feed ``observation.state`` to the backbone as one extra token (normalised like the actions)."""
+    state_to_queries: bool = True
+    """With ``use_state``: also add the projected state to every query token (a direct path from the state to
+    the modulations; measured on Meta-World: closed-loop success under 50 % without it, over 90 % with it)."""
     normalization_mode: str = "QUANTILES"
     """How actions and state are mapped to [-1, 1]: QUANTILES (q01/q99), MIN_MAX, MEAN_STD or IDENTITY."""
     unnormalized_action_dims: list[int] = field(default_factory=list)
@@ -115,6 +118,9 @@ class DataArguments:
     """Record every n-th Meta-World step (80 Hz / n)."""
     metaworld_seed: int = 0
     """Seed of the Meta-World goal positions and expert noise."""
+    metaworld_action_noise: float = 0.0
+    """σ of Gaussian noise added to the actions the Meta-World expert executes (the recorded labels stay
+    noise-free), so that the demonstrations show recoveries from small deviations."""
     num_workers: int = 0
     """DataLoader worker processes (0: load in the training process)."""
 
