@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> Path:
         "chunk: K=%d points at %.0f Hz (T=%.3f s); queried %d points (%.1f× the training rate)",
         cfg.chunk_size, cfg.control_hz, cfg.chunk_duration, args.num_points, (args.num_points - 1) / (cfg.chunk_size - 1),
     )
-    logger.info("backbone + heads: %.1f ms, 200-point query with 3 derivatives: %.2f ms", backbone_ms, query_ms)
+    logger.info("backbone + heads: %.1f ms, %d-point query with 3 derivatives: %.2f ms", backbone_ms, args.num_points, query_ms)
     logger.info("first action: %s", np.array2string(traj.position[0, 0].numpy(), precision=4))
 
     tiny = not args.checkpoint

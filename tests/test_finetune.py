@@ -87,6 +87,28 @@ def test_action_dim_mismatch_is_refused(tmp_path, cache_dir):
                  "--model.backbone", str(ckpt), "--model.init_from_niaf", "true"] + SMALL) == 2
 
 
+@pytest.mark.parametrize(("control_hz", "state_dim", "message"), [
+    (10.0, 39, r"control_hz=10.0, the dataset/config needs 20.0 \(the data's fps"),
+    (20.0, 4, "state_dim=4, the dataset/config needs 39"),
+])
+def test_continuing_a_checkpoint_at_another_rate_or_state_size_is_refused(tmp_path, cache_dir, control_hz, state_dim,
+                                                                          message):
+    """A 10 Hz checkpoint fine-tuned on 20 Hz data would keep control_hz 10 (times and velocities off by 2x)."""
+    from niaf_train.finetune import train
+    from niaf_train.tiny import tiny_backbone_config
+
+    from modeling_niaf import NiafConfig, NiafForActionFunction
+
+    ckpt = tmp_path / "ckpt"
+    cfg = NiafConfig(backbone_config=tiny_backbone_config(), action_dim=4, chunk_size=8, control_hz=control_hz,
+                     siren_width=32, modulation_groups=8, use_state=True, state_dim=state_dim,
+                     normalization_mode="IDENTITY")
+    NiafForActionFunction(cfg).save_pretrained(ckpt)
+    with pytest.raises(ConfigError, match=message):
+        train(load_config("default.yaml", ["--output_dir", str(tmp_path / "run"), "--cache_dir", str(cache_dir),
+                                           "--model.backbone", str(ckpt), "--model.init_from_niaf", "true"] + SMALL))
+
+
 @pytest.mark.slow
 def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
     """The README's first command, shortened: demos → fine-tune → Hub checkpoint → AutoModel → 4× queries →
@@ -130,6 +152,12 @@ def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
         assert results["tasks"]["reach-v3"]["episodes"] == 2 and results["training_benchmark_seeds"] == [0]
         assert (out / "closed_loop" / folder / "videos" / "reach-v3.mp4").stat().st_size > 1000
     assert (out / "closed_loop_success.png").stat().st_size > 10_000
+    from huggingface_hub import ModelCard
+
+    index = ModelCard.load(final / "README.md").data.eval_results
+    rates = {r.metric_name: r.metric_value for r in index if r.metric_type == "success_rate"}
+    train_rate = loop["NIAF @ 20 Hz (training rate)"]["tasks"]["reach-v3"]["success_rate"]
+    assert rates["success rate (reach-v3)"] == pytest.approx(train_rate)
     # the Meta-World demonstrations were cached: a second run would not regenerate them
     assert any((cache_dir / "metaworld").iterdir())
     assert os.environ.get("HF_HUB_OFFLINE") == "1"

@@ -169,6 +169,28 @@ def test_state_token_and_second_camera_reach_the_queries(family):
         assert (model.encode_queries(**dict(inputs, pixel_values=px)) - z).abs().max() > 1e-4
 
 
+def test_state_to_queries_adds_the_projected_state_to_every_query():
+    """The extra tokens with ``state_to_queries``: [state token, queries + state token]; without it the queries are
+    untouched (a checkpoint saved before the option existed loads with it off)."""
+    plain = make_model("paligemma", use_state=True, state_dim=4)
+    direct = make_model("paligemma", use_state=True, state_dim=4, state_to_queries=True)
+    direct.load_state_dict(plain.state_dict())  # same weights: only the wiring differs
+    state = torch.randn(2, 4)
+    with torch.no_grad():
+        a = plain._extra_tokens(2, state, torch.float32)
+        b = direct._extra_tokens(2, state, torch.float32)
+        token = state @ plain.state_projection.weight.T + plain.state_projection.bias  # by hand
+    q = plain.config.num_queries
+    assert a.shape == b.shape == (2, 1 + q, plain.config.backbone_config.text_config.hidden_size)
+    torch.testing.assert_close(a[:, 0], token)
+    torch.testing.assert_close(b[:, 0], token)
+    torch.testing.assert_close(b[:, 1:], a[:, 1:] + token[:, None, :])
+    assert NiafConfig.from_dict({k: v for k, v in plain.config.to_dict().items() if k != "state_to_queries"}
+                                ).state_to_queries is False
+    with pytest.raises(ValueError, match="state_to_queries=True` needs `use_state=True"):
+        make_config("paligemma", state_to_queries=True)
+
+
 def test_left_align_moves_right_padding():
     ids = torch.tensor([[5, 6, 7, 0, 0], [1, 2, 3, 4, 5], [0, 8, 9, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 1, 1, 0, 0]])

@@ -130,6 +130,10 @@ def closed_loop(final_dir: Path, cfg: Any, out: Path, episodes: int, replan_ever
         results[name] = evaluate_checkpoint(str(final_dir), settings, out / "closed_loop" / next(folders[kind]),
                                             policy=kind, policy_object=policy if kind == "niaf" else None,
                                             progress=progress)
+    # the model card's model-index gets the success at the training rate (niaf-eval's results, as a user would add them)
+    from modeling_niaf.hub import add_eval_results, closed_loop_eval_results
+
+    add_eval_results(final_dir, closed_loop_eval_results(next(iter(results.values())), "metaworld"))
     plot_success(out / "closed_loop_success.png", results,
                  f"closed loop, {episodes} held-out episodes per task (benchmark seed "
                  f"{next(iter(results.values()))['benchmark_seed']})")

@@ -360,10 +360,16 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         from transformers import AutoProcessor
 
         existing = NiafConfig.from_pretrained(m.backbone)
-        for key in ("action_dim", "chunk_size", "use_state", "num_cameras", "relative_action_state_indices"):
-            if getattr(existing, key) != head[key]:
-                raise ConfigError(f"model.backbone {m.backbone}: the checkpoint has {key}={getattr(existing, key)}, "
-                                  f"the dataset/config needs {head[key]}")
+        # control_hz: a 10 Hz head fine-tuned on 20 Hz data would keep reporting 10 Hz times and velocities
+        for key in ("action_dim", "chunk_size", "control_hz", "use_state", "state_dim", "num_cameras",
+                    "relative_action_state_indices"):
+            have, need = getattr(existing, key), head[key]
+            same = math.isclose(have, need, rel_tol=1e-9) if key == "control_hz" else have == need
+            if not same:
+                hint = (" (the data's fps; set data.chunk_stride so that fps / chunk_stride matches the checkpoint)"
+                        if key == "control_hz" else "")
+                raise ConfigError(f"model.backbone {m.backbone}: the checkpoint has {key}={have}, "
+                                  f"the dataset/config needs {need}{hint}")
         try:
             processor = AutoProcessor.from_pretrained(m.backbone, trust_remote_code=True)
         except OSError as err:

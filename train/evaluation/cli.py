@@ -79,7 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     except EvalError as err:
         print(f"niaf-eval: error: {err}", file=sys.stderr)
         return 2
-    name = f"{args.policy} {settings.execution}@{settings.execute_hz:g}Hz"
+    if args.policy == "expert":
+        name = "expert (every step)"
+    else:
+        execution = "zoh" if args.policy == "random" and settings.execution == "function" else settings.execution
+        name = f"{args.policy} {execution}@{settings.execute_hz:g}Hz"
     print(format_table({name: result}, f"closed-loop success, benchmark seed {result['benchmark_seed']}, "
                                         f"{settings.episodes} episodes per task"))
     print(f"results: {args.output_dir}/results.json ({result['seconds']:.0f} s)")
