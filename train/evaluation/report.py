@@ -99,7 +99,7 @@ def plot_success(path: Path, runs: dict[str, dict[str, Any]], title: str) -> Pat
     tasks = sorted({t for r in runs.values() for t in r["tasks"]})
     n = len(runs)
     width = 0.8 / max(n, 1)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(tasks) * max(1, n) / 2 + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(min(14.0, 3.0 + 0.35 * len(tasks) * max(1, n)), 4.2))
     x = np.arange(len(tasks))
     for i, (name, run) in enumerate(runs.items()):
         rates = np.array([run["tasks"].get(t, {}).get("success_rate", np.nan) for t in tasks]) * 100
@@ -111,7 +111,7 @@ def plot_success(path: Path, runs: dict[str, dict[str, Any]], title: str) -> Pat
     ax.set_ylabel("success (%), 95% Wilson interval")
     ax.set_ylim(0, 105)
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=max(1, n), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
