@@ -60,9 +60,10 @@ class ModelArguments:
     """G, frequency tokens per SIREN layer; each modulates H/G rows (query tokens Q = L·(G+1))."""
     use_state: bool = False
     """Feed ``observation.state`` to the backbone as one extra token (normalised like the actions)."""
-    state_to_queries: bool = True
+    state_to_queries: bool = False
     """With ``use_state``: also add the projected state to every query token (a direct path from the state to
-    the modulations; measured on Meta-World: closed-loop success under 50 % without it, over 90 % with it)."""
+    the modulations; measured on Meta-World: closed-loop success under 50 % without it, over 90 % with it; on in
+    the Meta-World configs, off by default so that other configs train the model they always trained)."""
     normalization_mode: str = "QUANTILES"
     """How actions and state are mapped to [-1, 1]: QUANTILES (q01/q99), MIN_MAX, MEAN_STD or IDENTITY."""
     unnormalized_action_dims: list[int] = field(default_factory=list)
