@@ -126,7 +126,8 @@ class EpisodeResult:
     steps: int
     mean_squared_jerk: float
     sparc: float
-    switch_velocity_jump: float | None = None
+    switch_action_jump: float | None = None
+    """Mean |new plan's dx, dy, dz − the command being executed| at the switches (no blending)."""
     actions: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -382,10 +383,10 @@ def run_episode(scene: MetaWorldScene, variation: int, policy: Any, settings: Ev
                 ready = [p for p in pending if p[0] <= step]
                 pending = [p for p in pending if p[0] > step]
                 for _, t_obs, fn in ready:
-                    before = stream.command(t).velocity if stream.num_accepted else None
+                    had_plan = stream.num_accepted > 0
                     if stream.submit(fn, observation_time=t_obs, now=t):
                         current_fn = (fn, t_obs)
-                        if before is not None:
+                        if had_plan:  # how far the new plan's command is from the one being executed
                             after = fn(times=np.array([t - t_obs]), derivatives=3).position[0]
                             switch_jumps.append(float(np.linalg.norm((after - held)[:3])))
                 if step % settings.query_period == 0:

@@ -46,7 +46,7 @@ def summarize(results: dict[str, list[Any]]) -> dict[str, Any]:
             "mean_steps_to_success": _finite_mean([e.steps for e in episodes if e.success]),
             "mean_squared_jerk": _finite_mean([e.mean_squared_jerk for e in episodes]),
             "sparc": _finite_mean([e.sparc for e in episodes]),
-            "switch_action_jump": _finite_mean([e.switch_velocity_jump for e in episodes]),
+            "switch_action_jump": _finite_mean([e.switch_action_jump for e in episodes]),
             "variations": [e.variation for e in episodes],
             "success_per_episode": [bool(e.success) for e in episodes],
         }
