@@ -284,6 +284,19 @@ def write_calvin_split(
 # LIBERO original HDF5 demonstrations (formats.md §2.2), written with h5py
 
 
+
+def two_window_calvin_split(split: Path, fixtures_dir: Path, mutate=None) -> Path:
+    """A CALVIN split at ``split`` built from the real fixture frame: segments (0, 5) and (8, 11), each with one
+    language window ("good window", "bad window"); ``mutate`` as for :func:`write_calvin_split`."""
+    write_calvin_split(
+        split,
+        calvin_real_frame(fixtures_dir),
+        segments=[(0, 5), (8, 11)],
+        annotations=[(0, 5, "good window", "a"), (8, 11, "bad window", "b")],
+        mutate=mutate,
+    )
+    return split
+
 def libero_demo_arrays(length: int, seed: int, hw: tuple[int, int] = (128, 128)) -> dict[str, np.ndarray]:
     """Random arrays of one LIBERO demo, images **upright** (the writer stores them upside-down).
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_factories import calvin_real_frame, write_calvin_split
+from data_factories import calvin_real_frame, two_window_calvin_split, write_calvin_split
 from niaf_train.calvin import (
     CALVIN_FPS,
     CalvinFrameNaming,
@@ -337,15 +337,7 @@ def test_malicious_annotation_file_is_refused(tmp_path: Path, fixtures_dir: Path
 
 
 def _broken_split(tmp_path: Path, fixtures_dir: Path, name: str, mutate) -> Path:
-    split = tmp_path / name
-    write_calvin_split(
-        split,
-        calvin_real_frame(fixtures_dir),
-        segments=[(0, 5), (8, 11)],
-        annotations=[(0, 5, "good window", "a"), (8, 11, "bad window", "b")],
-        mutate=mutate,
-    )
-    return split
+    return two_window_calvin_split(tmp_path / name, fixtures_dir, mutate)
 
 
 @pytest.mark.parametrize(

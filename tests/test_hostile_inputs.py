@@ -514,17 +514,9 @@ def test_npy_header_claiming_terabytes_is_a_named_error(tmp_path):
 
 
 def _calvin_split(tmp_path, fixtures_dir, mutate=None):
-    from data_factories import calvin_real_frame, write_calvin_split
+    from data_factories import two_window_calvin_split
 
-    split = tmp_path / "training"
-    write_calvin_split(
-        split,
-        calvin_real_frame(fixtures_dir),
-        segments=[(0, 5), (8, 11)],
-        annotations=[(0, 5, "good window", "a"), (8, 11, "bad window", "b")],
-        mutate=mutate,
-    )
-    return split
+    return two_window_calvin_split(tmp_path / "training", fixtures_dir, mutate)
 
 
 def _replace_member(npz_path, key, raw):

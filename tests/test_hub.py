@@ -153,6 +153,16 @@ def test_isolated_interpreter_loads_from_prefilled_hub_cache(saved):
     _compare(load_file(out), saved)
 
 
+
+def _last_line_in_isolated_interpreter(root: Path, script: str, hf_home: str) -> str:
+    """Run ``script`` after ISOLATE in a fresh interpreter without this package (own HF_HOME); its last line."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "HF_HOME": str(root / hf_home)})
+    proc = subprocess.run([sys.executable, "-c", ISOLATE.format(root=str(REPO_ROOT)) + script], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
 def test_isolated_interpreter_with_old_transformers_gets_one_line_error(saved):
     """The shipped remote code checks the transformers version before building anything."""
     root = saved["root"]
@@ -167,12 +177,7 @@ except ImportError as err:
 else:
     raise SystemExit("loaded with transformers 4.57.6")
 """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "HF_HOME": str(root / "hf_home_old")})
-    proc = subprocess.run([sys.executable, "-c", ISOLATE.format(root=str(REPO_ROOT)) + script], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = proc.stdout.strip().splitlines()[-1]
+    line = _last_line_in_isolated_interpreter(root, script, "hf_home_old")
     assert line == ("ERROR:NIAF needs transformers>=5.5.0, found transformers 4.57.6; "
                     "upgrade with: pip install -U 'transformers>=5.5.0'")
 
@@ -195,12 +200,7 @@ except ValueError as err:
 else:
     raise SystemExit("loaded a checkpoint whose backbone weights do not match")
 """
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"HF_HUB_OFFLINE": "1", "PYTHONNOUSERSITE": "1", "HF_HOME": str(root / "hf_home_renamed")})
-    proc = subprocess.run([sys.executable, "-c", ISOLATE.format(root=str(REPO_ROOT)) + script], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = proc.stdout.strip().splitlines()[-1]
+    line = _last_line_in_isolated_interpreter(root, script, "hf_home_renamed")
     assert line.startswith("ERROR:NiafForActionFunction.from_pretrained(") and "transformers" in line
     # Florence-2 saves its tied embeddings once, so two more names are missing than were renamed
     assert f"{moved + 2} missing (backbone.language_model." in line

@@ -114,22 +114,16 @@ def closed_loop(final_dir: Path, cfg: Any, out: Path, episodes: int, replan_ever
     fast_hz = min(METAWORLD_FPS, 4 * train_hz)
     base = {"tasks": list(d.metaworld_tasks), "episodes": episodes, "cameras": [d.metaworld_camera],
             "image_size": d.metaworld_image_size, "replan_every": replan_every}
-    runs = {
-        f"NIAF @ {train_hz:g} Hz (training rate)": ("niaf", EvalSettings(execute_hz=train_hz, **base)),
-        f"NIAF @ {fast_hz:g} Hz ({fast_hz / train_hz:g}x)": ("niaf", EvalSettings(execute_hz=fast_hz, **base)),
-        "scripted expert": ("expert", EvalSettings(video=False, **base)),
-    }
-    folders = {"niaf": iter(["niaf_train_rate", "niaf_4x_rate"]), "expert": iter(["expert"])}
-    policy = None
+    runs = [  # (name, policy, folder under closed_loop/, settings); the NIAF runs share one loaded policy
+        (f"NIAF @ {train_hz:g} Hz (training rate)", "niaf", "niaf_train_rate", EvalSettings(execute_hz=train_hz, **base)),
+        (f"NIAF @ {fast_hz:g} Hz ({fast_hz / train_hz:g}x)", "niaf", "niaf_4x_rate", EvalSettings(execute_hz=fast_hz, **base)),
+        ("scripted expert", "expert", "expert", EvalSettings(video=False, **base)),
+    ]
+    policy = load_policy(final_dir, runs[0][3])
     results = {}
-    for name, (kind, settings) in runs.items():
-        if kind == "niaf" and policy is None:
-            policy = load_policy(final_dir, settings)
-        if policy is not None:
-            policy.execution = settings.execution
-        results[name] = evaluate_checkpoint(str(final_dir), settings, out / "closed_loop" / next(folders[kind]),
-                                            policy=kind, policy_object=policy if kind == "niaf" else None,
-                                            progress=progress)
+    for name, kind, folder, settings in runs:
+        results[name] = evaluate_checkpoint(str(final_dir), settings, out / "closed_loop" / folder, policy=kind,
+                                            policy_object=policy if kind == "niaf" else None, progress=progress)
     # the model card's model-index gets the success at the training rate (niaf-eval's results, as a user would add them)
     from modeling_niaf.hub import add_eval_results, closed_loop_eval_results
 

@@ -146,10 +146,9 @@ def data_provenance(cfg: FinetuneConfig) -> dict[str, Any] | None:
         root = Path(d.path).expanduser()
     else:
         return None
-    info = root / "meta" / "info.json"
-    if not info.is_file():
-        return None
-    return json.loads(info.read_text(encoding="utf-8")).get("metaworld")
+    from .metaworld_demos import read_provenance
+
+    return read_provenance(root)
 
 
 def load_chunks(cfg: FinetuneConfig) -> Any:

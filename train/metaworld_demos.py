@@ -37,6 +37,7 @@ it defaults to ``egl`` here.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -403,6 +404,15 @@ def generate_episodes(
     summary.seconds = time.perf_counter() - start
 
 
+def read_provenance(root: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``"metaworld"`` record of a dataset's ``meta/info.json`` (benchmark seeds, tasks, cameras, image size,
+    stride, variations per task and seed), or None when the file or the record is absent."""
+    info = Path(root) / "meta" / "info.json"
+    if not info.is_file():
+        return None
+    return json.loads(info.read_text(encoding="utf-8")).get("metaworld")
+
+
 def generate_metaworld_dataset(
     out: str | os.PathLike[str],
     tasks: Sequence[str] = DEFAULT_TASKS,
@@ -460,5 +470,6 @@ __all__ = [
     "generate_episodes",
     "generate_metaworld_dataset",
     "instruction_for",
+    "read_provenance",
     "rollout",
 ]

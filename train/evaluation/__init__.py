@@ -11,8 +11,8 @@
 from .closed_loop import (
     EXECUTIONS,
     POLICIES,
-    EvalSettings,
     EpisodeResult,
+    EvalSettings,
     WaypointFunction,
     evaluate,
     first_observation,

@@ -40,7 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from ..metaworld_demos import MAX_PATH_LENGTH, METAWORLD_FPS, STATE_DIM, MetaWorldScene
+from modeling_niaf import ActionTrajectory
+
+from ..metaworld_demos import MAX_PATH_LENGTH, METAWORLD_FPS, STATE_DIM, MetaWorldScene, read_provenance
 from ..runtime import SWITCH_MODES, ActionStream
 
 logger = logging.getLogger(__name__)
@@ -139,14 +141,6 @@ class EpisodeResult:
 # ------------------------------------------------------------------------------------------------------------
 # Action functions the stream can run
 # ------------------------------------------------------------------------------------------------------------
-@dataclass
-class _Trajectory:
-    position: np.ndarray
-    velocity: np.ndarray
-    acceleration: np.ndarray
-    jerk: np.ndarray
-
-
 class WaypointFunction:
     """K waypoints at a fixed period executed as a waypoint policy is: held (``"zoh"``) or linearly
     interpolated (``"linear"``), with the matching (piecewise-constant or zero) derivatives.
@@ -170,18 +164,22 @@ class WaypointFunction:
         self.mode = mode
         self.chunk_duration = self.dt * (len(self.waypoints) - 1)
 
-    def __call__(self, *, times: Any = None, derivatives: int = 3, **_: Any) -> _Trajectory:
+    def __call__(self, *, times: Any = None, derivatives: int = 3, **_: Any) -> ActionTrajectory:
         t = np.clip(np.asarray(times, dtype=np.float64).reshape(-1), 0.0, self.chunk_duration)
         k = len(self.waypoints)
         x = t / self.dt
         zeros = np.zeros((len(t), self.waypoints.shape[1]))
         if self.mode == "zoh":
             idx = np.minimum(np.floor(x + 1e-9).astype(int), k - 1)
-            return _Trajectory(self.waypoints[idx], zeros, zeros, zeros)
+            return self._trajectory(t, self.waypoints[idx], zeros, zeros)
         i0 = np.minimum(np.floor(x + 1e-9).astype(int), k - 2)
         w = (x - i0)[:, None]
         p0, p1 = self.waypoints[i0], self.waypoints[i0 + 1]
-        return _Trajectory(p0 + w * (p1 - p0), (p1 - p0) / self.dt, zeros, zeros)
+        return self._trajectory(t, p0 + w * (p1 - p0), (p1 - p0) / self.dt, zeros)
+
+    def _trajectory(self, t: np.ndarray, position: np.ndarray, velocity: np.ndarray, acceleration: np.ndarray):
+        return ActionTrajectory(tau=2.0 * t / self.chunk_duration - 1.0, time=t, position=position, velocity=velocity,
+                                acceleration=acceleration, jerk=np.zeros_like(position))
 
 
 class _OneSample:
@@ -191,10 +189,11 @@ class _OneSample:
         self.fn, self.index = fn, index
         self.chunk_duration = float(fn.chunk_duration)
 
-    def __call__(self, *, times: Any = None, derivatives: int = 3, **_: Any) -> _Trajectory:
+    def __call__(self, *, times: Any = None, derivatives: int = 3, **_: Any) -> ActionTrajectory:
         t = np.asarray(times, dtype=np.float64).reshape(-1)
         rows = np.stack([self.fn.at(float(x), 3, self.index) for x in t], axis=1)  # [4, N, D]
-        return _Trajectory(rows[0], rows[1], rows[2], rows[3])
+        return ActionTrajectory(tau=2.0 * t / self.chunk_duration - 1.0, time=t, position=rows[0], velocity=rows[1],
+                                acceleration=rows[2], jerk=rows[3])
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -257,10 +256,9 @@ def training_record(checkpoint: str | os.PathLike[str] | None = None,
     (a local folder, or a Hub repository through the local cache).
     """
     if train_data is not None:
-        info = Path(train_data) / "meta" / "info.json"
-        if not info.is_file():
+        if not (Path(train_data) / "meta" / "info.json").is_file():
             raise EvalError(f"--train-data {train_data}: not a LeRobot dataset (no meta/info.json)")
-        record = json.loads(info.read_text(encoding="utf-8")).get("metaworld")
+        record = read_provenance(train_data)
         if record is None:
             raise EvalError(f"--train-data {train_data}: meta/info.json has no 'metaworld' record of its variations")
         return record
