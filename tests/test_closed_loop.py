@@ -80,6 +80,23 @@ def test_held_out_seed_resolution():
     assert resolve_seed(None, {"benchmark_seeds": [1000, 1001, 1003]}) == 1002
 
 
+def test_train_data_record_errors_name_the_argument_and_file(tmp_path):
+    from niaf_train.evaluation import training_record
+
+    with pytest.raises(EvalError, match=r"--train-data .*: not a LeRobot dataset"):
+        training_record(train_data=tmp_path)
+    (tmp_path / "meta").mkdir()
+    info = tmp_path / "meta" / "info.json"
+    info.write_text("{not json")
+    with pytest.raises(EvalError, match=r"--train-data .*info\.json: not valid JSON"):
+        training_record(train_data=tmp_path)
+    info.write_text('{"fps": 20}')
+    with pytest.raises(EvalError, match="no 'metaworld' record"):
+        training_record(train_data=tmp_path)
+    info.write_text('{"metaworld": {"benchmark_seeds": [3, 4]}}')
+    assert training_record(train_data=tmp_path) == {"benchmark_seeds": [3, 4]}
+
+
 def test_settings_refuse_rates_that_do_not_divide_80hz():
     with pytest.raises(EvalError, match="--execute-hz must divide"):
         EvalSettings(tasks=[TASK], execute_hz=30).check()

@@ -410,7 +410,14 @@ def read_provenance(root: str | os.PathLike[str]) -> dict[str, Any] | None:
     info = Path(root) / "meta" / "info.json"
     if not info.is_file():
         return None
-    return json.loads(info.read_text(encoding="utf-8")).get("metaworld")
+    try:
+        data = json.loads(info.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{info}: not valid JSON ({err})") from None
+    record = data.get("metaworld") if isinstance(data, dict) else None
+    if record is not None and not isinstance(record, dict):
+        raise ValueError(f"{info}: 'metaworld' must be an object, got {type(record).__name__}")
+    return record
 
 
 def generate_metaworld_dataset(

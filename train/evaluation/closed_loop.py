@@ -258,7 +258,10 @@ def training_record(checkpoint: str | os.PathLike[str] | None = None,
     if train_data is not None:
         if not (Path(train_data) / "meta" / "info.json").is_file():
             raise EvalError(f"--train-data {train_data}: not a LeRobot dataset (no meta/info.json)")
-        record = read_provenance(train_data)
+        try:
+            record = read_provenance(train_data)
+        except ValueError as err:
+            raise EvalError(f"--train-data {err}") from None
         if record is None:
             raise EvalError(f"--train-data {train_data}: meta/info.json has no 'metaworld' record of its variations")
         return record
