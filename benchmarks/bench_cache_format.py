@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
 
     import torch
-    from niaf_train.chunking import cache_size_report, with_torch_format
-    from niaf_train.lerobot_v3 import load_lerobot
+    from niaf_train.data.chunking import cache_size_report, with_torch_format
+    from niaf_train.data.lerobot_v3 import load_lerobot
 
     torch.set_num_threads(1)
     results = {}

@@ -4,7 +4,7 @@ Builds small synthetic datasets in a temporary folder (nothing is downloaded) an
 
 * ``build_s``: the first ``load_*`` call (validation, chunking, PNG encoding, Arrow writing);
 * ``cached_load_s``: the second call (fingerprint hit, memory-mapped Arrow);
-* ``samples_per_s``: iterating the cached dataset through ``niaf_train.chunking.with_torch_format`` and a
+* ``samples_per_s``: iterating the cached dataset through ``niaf_train.data.chunking.with_torch_format`` and a
   ``torch.utils.data.DataLoader`` (batch 32), images decoded to uint8 [3, H, W] tensors;
 * ``samples_per_s_with_format_torch``: the same with datasets' ``with_format("torch")`` (first 256 samples).
 
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from niaf_train.chunking import build_chunk_dataset, with_torch_format
-from niaf_train.episodes import Episode
-from niaf_train.lerobot_v3 import load_lerobot, write_lerobot_dataset
+from niaf_train.data.chunking import build_chunk_dataset, with_torch_format
+from niaf_train.data.episodes import Episode
+from niaf_train.data.lerobot_v3 import load_lerobot, write_lerobot_dataset
 
 
 def synthetic_episodes(n: int, length: int, size: int, seed: int = 0) -> list[Episode]:

@@ -36,8 +36,8 @@ from data_factories import (  # noqa: E402
     write_calvin_split,
     write_libero_hdf5,
 )
-from niaf_train.calvin import load_calvin  # noqa: E402
-from niaf_train.libero import load_libero  # noqa: E402
+from niaf_train.data.calvin import load_calvin  # noqa: E402
+from niaf_train.data.libero import load_libero  # noqa: E402
 
 REAL_FRAME = REPO.parent / "shared" / "fixtures"
 

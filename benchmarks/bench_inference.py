@@ -26,17 +26,11 @@ CHUNK, ACTION_DIM, STATE_DIM, PATCH, VOCAB, IMAGE_TOKEN = 50, 7, 8, 14, 1000, 99
 
 
 def paligemma_config(size: dict) -> dict:
-    head_dim = size["hidden"] // size["heads"]
-    return {
-        "model_type": "paligemma", "image_token_index": IMAGE_TOKEN, "projection_dim": size["hidden"],
-        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": size["vision_hidden"],
-                          "intermediate_size": 4 * size["vision_hidden"], "num_hidden_layers": size["vision_layers"],
-                          "num_attention_heads": 4, "image_size": size["image"], "patch_size": PATCH,
-                          "projection_dim": size["hidden"]},
-        "text_config": {"model_type": "gemma", "vocab_size": VOCAB, "hidden_size": size["hidden"],
-                        "intermediate_size": 4 * size["hidden"], "num_hidden_layers": size["layers"],
-                        "num_attention_heads": size["heads"], "num_key_value_heads": 1, "head_dim": head_dim},
-    }
+    from niaf_train.tiny import tiny_backbone_config
+
+    return tiny_backbone_config(size["hidden"], size["layers"], size["image"], PATCH, vocab_size=VOCAB,
+                                num_heads=size["heads"], mlp_ratio=4, vision_hidden_size=size["vision_hidden"],
+                                vision_layers=size["vision_layers"], vision_heads=4)
 
 
 def timed(fn, repeats: int) -> float:

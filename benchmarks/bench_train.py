@@ -37,21 +37,10 @@ ACTION_DIM = 7
 
 
 def backbone_config(size: dict) -> dict:
-    heads = max(1, size["hidden"] // 64)
-    return {
-        "model_type": "paligemma", "image_token_index": IMAGE_TOKEN, "projection_dim": size["hidden"],
-        "vision_config": {
-            "model_type": "siglip_vision_model", "hidden_size": size["hidden"], "intermediate_size": 4 * size["hidden"],
-            "num_hidden_layers": max(1, size["layers"] // 2), "num_attention_heads": heads,
-            "image_size": size["image"], "patch_size": size["patch"], "projection_dim": size["hidden"],
-        },
-        "text_config": {
-            "model_type": "gemma", "vocab_size": 512, "hidden_size": size["hidden"],
-            "intermediate_size": 4 * size["hidden"], "num_hidden_layers": size["layers"],
-            "num_attention_heads": heads, "num_key_value_heads": 1, "head_dim": size["hidden"] // heads,
-            "pad_token_id": 0,
-        },
-    }
+    from niaf_train.tiny import tiny_backbone_config
+
+    return tiny_backbone_config(size["hidden"], size["layers"], size["image"], size["patch"], vocab_size=512,
+                                num_heads=max(1, size["hidden"] // 64), mlp_ratio=4)
 
 
 def time_recipe(size: dict, inputs: dict, targets: dict, weights: tuple[float, float], repeats: int, device: str):

@@ -24,6 +24,7 @@ logger = logging.getLogger("niaf.quickstart")
 
 def build_tiny(seed: int = 0):
     """A tiny PaliGemma-backed NIAF (hidden 32, 2 layers, 32 px, 2 cameras) and its processor, built in code."""
+    from niaf_train.tiny import tiny_backbone_config
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast, SiglipImageProcessorPil
 
@@ -37,13 +38,7 @@ def build_tiny(seed: int = 0):
         tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>",
         additional_special_tokens=["<image>"],
     )
-    backbone = {
-        "model_type": "paligemma", "image_token_index": 299, "projection_dim": 32,
-        "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
-                          "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 16},
-        "text_config": {"model_type": "gemma", "vocab_size": 300, "hidden_size": 32, "intermediate_size": 64,
-                        "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16},
-    }
+    backbone = tiny_backbone_config(32, num_layers=2, image_size=32, patch_size=16, vocab_size=300)
     rng = np.random.default_rng(seed)
     # Statistics from a made-up dataset of 7-D end-effector deltas + gripper, as a real run would compute them.
     frames = rng.normal(size=(2000, 7)) * np.array([0.02, 0.02, 0.02, 0.05, 0.05, 0.05, 1.0])

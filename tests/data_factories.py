@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from niaf_train.episodes import Episode
+from niaf_train.data.episodes import Episode
 
 
 def make_episode(
@@ -184,7 +184,7 @@ def calvin_real_frame(fixtures_dir: Path) -> dict[str, np.ndarray]:
 
 
 def _calvin_rel_action(a: np.ndarray, o: np.ndarray) -> np.ndarray:
-    # calvin_env's rule (formats.md §1.4), written independently of niaf_train.calvin
+    # calvin_env's rule (formats.md §1.4), written independently of niaf_train.data.calvin
     pos = np.clip(a[:3] - o[:3], -0.02, 0.02) / 0.02
     orn = np.clip((a[3:6] - o[3:6] + np.pi) % (2 * np.pi) - np.pi, -0.05, 0.05) / 0.05
     return np.concatenate([pos, orn, a[6:7]])

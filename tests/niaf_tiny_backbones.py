@@ -36,21 +36,9 @@ def florence2_config() -> dict[str, Any]:
 
 
 def paligemma_config() -> dict[str, Any]:
-    return {
-        "model_type": "paligemma",
-        "image_token_index": IMAGE_TOKEN,
-        "projection_dim": HIDDEN,
-        "vision_config": {
-            "model_type": "siglip_vision_model", "hidden_size": HIDDEN, "intermediate_size": 64,
-            "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 16,
-            "projection_dim": HIDDEN,
-        },
-        "text_config": {
-            "model_type": "gemma", "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": 64,
-            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 16,
-            "pad_token_id": PAD,
-        },
-    }
+    from niaf_train.tiny import tiny_backbone_config
+
+    return tiny_backbone_config(HIDDEN, num_layers=2, image_size=32, patch_size=16, vocab_size=VOCAB)
 
 
 def qwen2_5_vl_config() -> dict[str, Any]:

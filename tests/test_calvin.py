@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_factories import calvin_real_frame, two_window_calvin_split, write_calvin_split
-from niaf_train.calvin import (
+from niaf_train.data.calvin import (
     CALVIN_FPS,
     CalvinFrameNaming,
     calvin_relative_action,
@@ -20,9 +20,9 @@ from niaf_train.calvin import (
     read_calvin_segments,
     read_calvin_statistics,
 )
-from niaf_train.chunking import dataset_fps, load_summary
-from niaf_train.episodes import EpisodeError, LoadSummary
-from niaf_train.safe_pickle import UnsafePickleError
+from niaf_train.data.chunking import dataset_fps, load_summary
+from niaf_train.data.episodes import EpisodeError, LoadSummary
+from niaf_train.data.safe_pickle import UnsafePickleError
 
 REAL_KEYS = [
     "actions",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from data_factories import make_episode
-from niaf_train.chunking import (
+from niaf_train.data.chunking import (
     build_chunk_dataset,
     check_control_hz,
     chunk_dataset_meta,
@@ -19,7 +19,7 @@ from niaf_train.chunking import (
     tau_grid,
     with_torch_format,
 )
-from niaf_train.episodes import Episode, EpisodeError, LazyFrames
+from niaf_train.data.episodes import Episode, EpisodeError, LazyFrames
 
 
 def test_tau_grid_hand_values():

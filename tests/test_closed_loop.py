@@ -14,6 +14,7 @@ import pytest
 os.environ.setdefault("MUJOCO_GL", "egl")
 pytest.importorskip("metaworld")
 
+from niaf_train.data.metaworld import STATE_DIM, STATE_NAMES, generate_episodes  # noqa: E402
 from niaf_train.evaluation import (  # noqa: E402
     EvalSettings,
     WaypointFunction,
@@ -21,7 +22,6 @@ from niaf_train.evaluation import (  # noqa: E402
     wilson_interval,
 )
 from niaf_train.evaluation.closed_loop import EvalError, resolve_seed  # noqa: E402
-from niaf_train.metaworld_demos import STATE_DIM, STATE_NAMES, generate_episodes  # noqa: E402
 
 TASK = "reach-v3"
 
@@ -128,8 +128,8 @@ def test_first_eval_observation_equals_first_recorded_frame():
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from niaf_train.finetune import train
-    from niaf_train.training_config import load_config
+    from niaf_train.training.arguments import load_config
+    from niaf_train.training.loop import train
 
     root = tmp_path_factory.mktemp("closed_loop")
     cfg = load_config("default.yaml", [
@@ -152,8 +152,8 @@ def test_execute_hz_queries_the_function_at_the_requested_times(checkpoint):
     """Executed actions equal the policy's function evaluated (by the torch model, independently of the stream)
     at the last command time, held for 80/execute_hz steps."""
     import torch
+    from niaf_train.data.metaworld import MetaWorldScene
     from niaf_train.evaluation.closed_loop import load_policy, run_episode
-    from niaf_train.metaworld_demos import MetaWorldScene
 
     settings = EvalSettings(tasks=[TASK], execute_hz=40, replan_every=6, max_steps=20, video=False)
     policy = load_policy(checkpoint, settings)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from data_factories import random_lerobot_episodes, write_lerobot_v3_fixture
-from niaf_train.data_cli import main
+from niaf_train.data.cli import main
 
 
 def _run(capsys, argv):
@@ -161,8 +161,8 @@ def _prefill_hub_cache(hub_cache, repo_id: str, folder, revision: str = "main") 
 
 def test_one_chunk_cache_for_inspect_and_train_with_its_size(tmp_path, capsys):
     """niaf-data inspect builds the cache; niaf-train's loader finds and reuses the very same folder."""
-    from niaf_train.finetune import load_chunks
-    from niaf_train.training_config import build_config
+    from niaf_train.training.arguments import build_config
+    from niaf_train.training.dataset import load_chunks
 
     src = random_lerobot_episodes(n=3, lengths=[9, 8, 10], seed=21)
     root = write_lerobot_v3_fixture(tmp_path / "ds", src, fps=20)
@@ -193,9 +193,9 @@ def test_one_chunk_cache_for_inspect_and_train_with_its_size(tmp_path, capsys):
 
 def test_hub_dataset_id_from_a_prefilled_cache_offline(tmp_path, capsys, monkeypatch):
     from huggingface_hub import constants
-    from niaf_train.finetune import load_chunks
-    from niaf_train.hub_datasets import parse_hub_dataset_id
-    from niaf_train.training_config import ConfigError, build_config
+    from niaf_train.data.hub_datasets import parse_hub_dataset_id
+    from niaf_train.training.arguments import ConfigError, build_config
+    from niaf_train.training.dataset import load_chunks
 
     assert parse_hub_dataset_id("someone/so101-pick") == ("someone/so101-pick", None)
     assert parse_hub_dataset_id("someone/so101-pick@v2.0") == ("someone/so101-pick", "v2.0")

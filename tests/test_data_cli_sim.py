@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 from data_factories import calvin_real_frame, libero_demo_arrays, write_calvin_split, write_libero_hdf5
-from niaf_train.data_cli import main
+from niaf_train.data.cli import main
 
 
 def _run(capsys, argv):

@@ -22,7 +22,7 @@ def test_two_process_ddp(tmp_path):
         cmd.append("launch")
     # --multi_gpu selects the torchrun launcher; without CUDA, Accelerate runs DDP on CPU with gloo
     cmd += ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "niaf_train.finetune",
+            "--dynamo_backend", "no", "--main_process_port", "29517", "-m", "niaf_train.training.cli",
             "--config", "default.yaml", "--data.metaworld_tasks", "reach-v3", "--data.metaworld_episodes_per_task", "4",
             "--model.tiny_hidden_size", "32", "--model.siren_width", "32", "--model.modulation_groups", "8",
             "--training.per_device_batch_size", "4", "--training.report_to", "none", "--training.num_threads", "1",

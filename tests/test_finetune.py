@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from niaf_train.training_config import ConfigError, build_config, load_config
+from niaf_train.training.arguments import ConfigError, build_config, load_config
 
 pytest.importorskip("metaworld")
 
@@ -44,7 +44,7 @@ def test_config_keys_and_types(tmp_path):
 
 
 def test_tri_stage_schedule():
-    from niaf_train.finetune import tri_stage_lambda
+    from niaf_train.training.loop import tri_stage_lambda
 
     f = tri_stage_lambda(100, 0.1, 0.2, 0.01, "tri_stage")
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
@@ -53,7 +53,7 @@ def test_tri_stage_schedule():
 
 
 def test_output_dir_of_another_run_is_refused_untouched(tmp_path, cache_dir):
-    from niaf_train.finetune import main
+    from niaf_train.training.cli import main
 
     out = tmp_path / "run"
     out.mkdir()
@@ -67,8 +67,8 @@ def test_output_dir_of_another_run_is_refused_untouched(tmp_path, cache_dir):
 
 def test_action_dim_mismatch_is_refused(tmp_path, cache_dir):
     """A NIAF checkpoint with D=7 cannot be fine-tuned on the 4-D Meta-World actions."""
-    from niaf_train.finetune import main
     from niaf_train.tiny import tiny_backbone_config
+    from niaf_train.training.cli import main
 
     from modeling_niaf import NiafConfig, NiafForActionFunction
 
@@ -78,7 +78,7 @@ def test_action_dim_mismatch_is_refused(tmp_path, cache_dir):
     NiafForActionFunction(cfg).save_pretrained(ckpt)
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match="action_dim=7.*needs 4"):
-        from niaf_train.finetune import train
+        from niaf_train.training.loop import train
 
         train(load_config("default.yaml", ["--output_dir", str(out), "--cache_dir", str(cache_dir),
                                            "--model.backbone", str(ckpt), "--model.init_from_niaf", "true"] + SMALL))
@@ -94,8 +94,8 @@ def test_action_dim_mismatch_is_refused(tmp_path, cache_dir):
 def test_continuing_a_checkpoint_at_another_rate_or_state_size_is_refused(tmp_path, cache_dir, control_hz, state_dim,
                                                                           message):
     """A 10 Hz checkpoint fine-tuned on 20 Hz data would keep control_hz 10 (times and velocities off by 2x)."""
-    from niaf_train.finetune import train
     from niaf_train.tiny import tiny_backbone_config
+    from niaf_train.training.loop import train
 
     from modeling_niaf import NiafConfig, NiafForActionFunction
 
@@ -164,7 +164,7 @@ def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
 
 
 def test_card_metadata_and_public_config_of_a_hub_dataset_run(tmp_path):
-    from niaf_train.finetune import card_metadata, public_config
+    from niaf_train.training.export import card_metadata, public_config
 
     cfg = build_config(None, ["--data.source", "lerobot", "--data.path", "someone/so101-pick@v2.0",
                               "--model.backbone", "google/paligemma-3b-pt-224", "--output_dir", str(tmp_path / "run"),
@@ -187,8 +187,8 @@ def test_card_metadata_and_public_config_of_a_hub_dataset_run(tmp_path):
 
 
 def test_help_shows_every_key_with_description_choices_and_the_value_in_force(capsys):
-    from niaf_train.finetune import main
-    from niaf_train.training_config import CHOICES, SECTIONS, _fields, field_docs
+    from niaf_train.training.arguments import CHOICES, SECTIONS, _fields, field_docs
+    from niaf_train.training.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--help", "--max_steps", "7"])
@@ -222,14 +222,14 @@ def test_terminal_output_log_lines_parameter_counts_and_quiet_third_parties(tmp_
 
     out = tmp_path / "run"
     env = dict(os.environ, HF_HUB_OFFLINE="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    cmd = [sys.executable, "-m", "niaf_train.finetune", "--config", "default.yaml", "--output_dir", str(out),
+    cmd = [sys.executable, "-m", "niaf_train.training.cli", "--config", "default.yaml", "--output_dir", str(out),
            "--cache_dir", str(cache_dir), *SMALL, "--max_steps", "4", "--logging_steps", "2", "--eval_steps", "0",
            "--save_steps", "2", "--val_fraction", "0.2", "--model.loss_weight_jerk", "1e-7"]  # every term shows
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # what the terminal shows: the text after the last carriage return of each line
     shown = [line.rsplit("\r", 1)[-1] for line in proc.stderr.split("\n")]
-    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO niaf_train\.finetune: "
+    stamp = r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ INFO niaf_train\.training\.loop: "
     steps = [line for line in shown if "| lr " in line]
     assert len(steps) == 2, proc.stderr[-3000:]
     number = r"[-+.e\d]+"
@@ -259,7 +259,7 @@ def test_log_levels_from_the_environment(monkeypatch, capsys):
     import logging
 
     from niaf_train.console_logging import TqdmLoggingHandler, configure_logging
-    from niaf_train.finetune import main
+    from niaf_train.training.cli import main
 
     root = logging.getLogger()
     saved = (root.level, list(root.handlers), logging.getLogger("niaf_train").level)
@@ -287,7 +287,7 @@ def test_log_levels_from_the_environment(monkeypatch, capsys):
 
 def test_an_error_mid_run_is_one_line_of_its_own_below_the_progress_bar(tmp_path, cache_dir, capsys, monkeypatch):
     from niaf_train import checkpointing
-    from niaf_train.finetune import main
+    from niaf_train.training.cli import main
 
     def refuse(*args, **kwargs):
         raise ConfigError("checkpoint refused (test)")

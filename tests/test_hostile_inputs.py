@@ -422,7 +422,7 @@ def _reconstruct():
 def test_restricted_unpickler_refuses_hostile_streams(case, message):
     import pickle
 
-    from niaf_train.safe_pickle import UnsafePickleError, safe_loads
+    from niaf_train.data.safe_pickle import UnsafePickleError, safe_loads
 
     o8 = np.dtype("O")
     if case == "ndarray_object_from_bytes":
@@ -464,7 +464,7 @@ def test_restricted_unpickler_refuses_hostile_streams(case, message):
 def test_restricted_unpickler_still_reads_what_numpy_writes(protocol):
     import pickle
 
-    from niaf_train.safe_pickle import safe_loads
+    from niaf_train.data.safe_pickle import safe_loads
 
     shared = "the same string object twice"
     data = {
@@ -500,8 +500,8 @@ def _write_npy_header(path, shape, descr="<f8", payload=b"\0" * 8):
 
 
 def test_npy_header_claiming_terabytes_is_a_named_error(tmp_path):
-    from niaf_train.calvin import read_calvin_segments
-    from niaf_train.safe_pickle import safe_load_npy
+    from niaf_train.data.calvin import read_calvin_segments
+    from niaf_train.data.safe_pickle import safe_load_npy
 
     path = tmp_path / "ep_start_end_ids.npy"
     _write_npy_header(path, (10**11, 2), "<i8")
@@ -535,8 +535,8 @@ def _replace_member(npz_path, key, raw):
 def test_calvin_frame_header_claiming_terabytes_is_skippable(tmp_path, fixtures_dir, member):
     import io
 
-    from niaf_train.calvin import iter_calvin_episodes
-    from niaf_train.episodes import EpisodeError, LoadSummary
+    from niaf_train.data.calvin import iter_calvin_episodes
+    from niaf_train.data.episodes import EpisodeError, LoadSummary
     from numpy.lib import format as npy_format
 
     split = _calvin_split(tmp_path, fixtures_dir)
@@ -560,8 +560,8 @@ def test_calvin_zip_member_claiming_more_than_deflate_can_produce_is_refused(tmp
     import struct
     import zipfile
 
-    from niaf_train.calvin import iter_calvin_episodes
-    from niaf_train.episodes import EpisodeError
+    from niaf_train.data.calvin import iter_calvin_episodes
+    from niaf_train.data.episodes import EpisodeError
     from numpy.lib import format as npy_format
 
     split = _calvin_split(tmp_path, fixtures_dir)
@@ -597,8 +597,8 @@ def test_calvin_frames_that_are_fifos_or_symlinks_out_of_the_root_are_refused(tm
     import os
     import shutil
 
-    from niaf_train.calvin import iter_calvin_episodes
-    from niaf_train.episodes import EpisodeError
+    from niaf_train.data.calvin import iter_calvin_episodes
+    from niaf_train.data.episodes import EpisodeError
 
     split = _calvin_split(tmp_path / "data", fixtures_dir)
     frame = split / "episode_0000009.npz"
@@ -627,8 +627,8 @@ def test_libero_external_links_virtual_datasets_and_fifos_are_refused(tmp_path):
 
     import h5py
     from data_factories import libero_demo_arrays, write_libero_hdf5
-    from niaf_train.episodes import EpisodeError, LoadSummary
-    from niaf_train.libero import iter_libero_episodes
+    from niaf_train.data.episodes import EpisodeError, LoadSummary
+    from niaf_train.data.libero import iter_libero_episodes
 
     suite = tmp_path / "suite"
     suite.mkdir()
@@ -686,7 +686,7 @@ def _train_args(data, out, cache, *extra):
 
 
 def _niaf_train(capsys, *args):
-    from niaf_train.finetune import main
+    from niaf_train.training.cli import main
 
     capsys.readouterr()
     code = main(list(args))
@@ -747,7 +747,7 @@ def shutil_rmtree(path):
 def test_data_cli_stats_overwrite_merges_and_keeps_a_backup(tmp_path, capsys):
     import json
 
-    from niaf_train.data_cli import main
+    from niaf_train.data.cli import main
 
     root = _lerobot_dataset(tmp_path / "ds")
     stats_path = root / "meta" / "stats.json"
@@ -799,7 +799,7 @@ def test_resume_checks_the_checkpoint_up_front(tmp_path, capsys):
 def test_run_killed_in_its_first_checkpoint_can_resume(tmp_path, capsys):
     import json
 
-    from niaf_train.training_config import load_config
+    from niaf_train.training.arguments import load_config
 
     data, cache, out = _lerobot_dataset(tmp_path / "ds"), tmp_path / "cache", tmp_path / "run"
     # what a SIGKILL during the first checkpoint write leaves: the run's config and a temporary folder
@@ -883,7 +883,7 @@ def _rewrite_parquet(path, change):
 
 def test_episode_listed_twice_in_meta_episodes_is_refused(tmp_path):
     import pyarrow as pa
-    from niaf_train.lerobot_v3 import load_lerobot
+    from niaf_train.data.lerobot_v3 import load_lerobot
 
     root = _lerobot_dataset(tmp_path / "ds")
     meta = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
@@ -898,8 +898,8 @@ def test_episode_listed_twice_in_meta_episodes_is_refused(tmp_path):
 def test_actions_as_strings_or_state_as_booleans_are_refused(tmp_path, column, kind):
     import pyarrow as pa
     import pyarrow.compute as pc
-    from niaf_train.episodes import EpisodeError
-    from niaf_train.lerobot_v3 import load_lerobot
+    from niaf_train.data.episodes import EpisodeError
+    from niaf_train.data.lerobot_v3 import load_lerobot
 
     root = _lerobot_dataset(tmp_path / "ds")
     data = root / "data" / "chunk-000" / "file-001.parquet"
@@ -922,9 +922,9 @@ def test_actions_as_strings_or_state_as_booleans_are_refused(tmp_path, column, k
 
 def test_negative_max_episodes_is_refused(tmp_path, fixtures_dir, capsys):
     from data_factories import libero_demo_arrays, write_libero_hdf5
-    from niaf_train.calvin import iter_calvin_episodes
-    from niaf_train.data_cli import main
-    from niaf_train.libero import iter_libero_episodes
+    from niaf_train.data.calvin import iter_calvin_episodes
+    from niaf_train.data.cli import main
+    from niaf_train.data.libero import iter_libero_episodes
 
     split = _calvin_split(tmp_path, fixtures_dir)
     assert len(list(iter_calvin_episodes(split, max_episodes=1))) == 1
@@ -954,7 +954,7 @@ def test_negative_max_episodes_is_refused(tmp_path, fixtures_dir, capsys):
 def test_path_templates_that_allocate_or_reach_into_objects_are_refused(tmp_path, template, field):
     import json
 
-    from niaf_train.lerobot_v3 import load_lerobot
+    from niaf_train.data.lerobot_v3 import load_lerobot
 
     root = _lerobot_dataset(tmp_path / "ds")
     info = json.loads((root / "meta" / "info.json").read_text())
@@ -969,7 +969,7 @@ def test_path_templates_that_allocate_or_reach_into_objects_are_refused(tmp_path
 def test_changed_data_file_with_same_size_and_mtime_rebuilds_the_cache(tmp_path):
     import os
 
-    from niaf_train.chunking import file_fingerprint
+    from niaf_train.data.chunking import file_fingerprint
 
     path = tmp_path / "frame.bin"
     path.write_bytes(b"0123456789")
@@ -983,7 +983,7 @@ def test_changed_data_file_with_same_size_and_mtime_rebuilds_the_cache(tmp_path)
     # end to end: one action's sign flipped in a LeRobot data file, same size, old modification time
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from niaf_train.lerobot_v3 import load_lerobot
+    from niaf_train.data.lerobot_v3 import load_lerobot
 
     root = _lerobot_dataset(tmp_path / "ds")
     reference = np.asarray(load_lerobot(root, 4, cache_dir=tmp_path / "cache").with_format("numpy")["action"])
@@ -1004,8 +1004,8 @@ def test_changed_data_file_with_same_size_and_mtime_rebuilds_the_cache(tmp_path)
 
 
 def test_truncated_cache_is_rebuilt_and_a_truncated_second_file_is_named(tmp_path, caplog):
-    from niaf_train.episodes import EpisodeError
-    from niaf_train.lerobot_v3 import load_lerobot
+    from niaf_train.data.episodes import EpisodeError
+    from niaf_train.data.lerobot_v3 import load_lerobot
 
     root = _lerobot_dataset(tmp_path / "ds")
     first = load_lerobot(root, 4, cache_dir=tmp_path / "cache")
@@ -1013,7 +1013,7 @@ def test_truncated_cache_is_rebuilt_and_a_truncated_second_file_is_named(tmp_pat
     (arrow,) = (tmp_path / "cache").rglob("data.arrow")
     del first
     arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
-    with caplog.at_level(logging.WARNING, logger="niaf_train.chunking"):
+    with caplog.at_level(logging.WARNING, logger="niaf_train.data.chunking"):
         again = load_lerobot(root, 4, cache_dir=tmp_path / "cache")
     assert "rebuilding it" in caplog.text
     np.testing.assert_array_equal(np.asarray(again.with_format("numpy")["action"]), reference)
@@ -1030,7 +1030,7 @@ def test_truncated_cache_is_rebuilt_and_a_truncated_second_file_is_named(tmp_pat
 def test_cli_refusals_are_one_line_with_exit_status_2(tmp_path, fixtures_dir, capsys):
     import pickle
 
-    from niaf_train.data_cli import main as niaf_data
+    from niaf_train.data.cli import main as niaf_data
     from numpy.lib import format as npy_format
 
     split = _calvin_split(tmp_path, fixtures_dir)

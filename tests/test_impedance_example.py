@@ -1,5 +1,5 @@
 """examples/impedance_control: the arm, the reference, the waypoint baselines, the policies, and the whole run
-(demonstrations → niaf_train.finetune → trained NIAF in the loop) in --smoke mode."""
+(demonstrations → niaf-train → trained NIAF in the loop) in --smoke mode."""
 
 import json
 import os
@@ -108,7 +108,7 @@ def test_demonstrations_are_cut_into_one_episode_per_goal_without_losing_frames(
     expected = [seg for d in demos for seg in goal_segments(d.states[:, -DOF:])]
     assert info["total_episodes"] == len(expected) > len(demos)  # every demonstration has a goal change
     assert info["total_frames"] == sum(len(d.actions) for d in demos)  # nothing dropped
-    from niaf_train.lerobot_v3 import iter_lerobot_episodes
+    from niaf_train.data.lerobot_v3 import iter_lerobot_episodes
 
     episodes = list(iter_lerobot_episodes(root))
     flat = np.concatenate([d.actions for d in demos])
@@ -161,7 +161,7 @@ def _run_smoke(out_dir, policy: str) -> dict:
 
 @pytest.mark.slow
 def test_example_trains_a_niaf_and_runs_it_end_to_end_in_smoke_mode(tmp_path):
-    pytest.importorskip("niaf_train.finetune")
+    pytest.importorskip("niaf_train.training.cli")
     results = _run_smoke(tmp_path, "trained")
     assert set(results) == {"niaf_trained_runtime", "waypoints_zoh_fd", "waypoints_linear_fd"}
     for name, r in results.items():

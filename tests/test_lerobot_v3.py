@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from data_factories import make_episode, random_lerobot_episodes, write_lerobot_v3_fixture
-from niaf_train.chunking import dataset_fps, load_summary
-from niaf_train.episodes import EpisodeError
-from niaf_train.lerobot_v3 import (
+from niaf_train.data.chunking import dataset_fps, load_summary
+from niaf_train.data.episodes import EpisodeError
+from niaf_train.data.lerobot_v3 import (
     iter_lerobot_episodes,
     load_lerobot,
     load_libero_lerobot,

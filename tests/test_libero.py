@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 from data_factories import libero_demo_arrays, write_libero_hdf5
-from niaf_train.chunking import dataset_fps, load_summary
-from niaf_train.episodes import EpisodeError, LoadSummary
-from niaf_train.libero import (
+from niaf_train.data.chunking import dataset_fps, load_summary
+from niaf_train.data.episodes import EpisodeError, LoadSummary
+from niaf_train.data.libero import (
     LIBERO_FPS,
     iter_libero_episodes,
     libero_instruction_from_filename,

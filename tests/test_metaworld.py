@@ -11,9 +11,9 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 mujoco = pytest.importorskip("mujoco")
 metaworld = pytest.importorskip("metaworld")
 
-from niaf_train.chunking import dataset_fps  # noqa: E402
-from niaf_train.lerobot_v3 import iter_lerobot_episodes, load_lerobot  # noqa: E402
-from niaf_train.metaworld_demos import (  # noqa: E402
+from niaf_train.data.chunking import dataset_fps  # noqa: E402
+from niaf_train.data.lerobot_v3 import iter_lerobot_episodes, load_lerobot  # noqa: E402
+from niaf_train.data.metaworld import (  # noqa: E402
     GenerationSummary,
     camera_needs_rotation,
     generate_episodes,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from niaf_train import trajectory_metrics as tm
+from niaf_train.evaluation import trajectory_metrics as tm
 
 
 def test_position_mse_masked_hand_computed():

@@ -31,7 +31,7 @@ def _inputs(seed: int = 0):
 
 
 def test_default_targets_and_trainable_parts():
-    from niaf_train.peft_utils import apply_lora, default_lora_targets
+    from niaf_train.training.lora import apply_lora, default_lora_targets
 
     with pytest.raises(ValueError, match="no default LoRA"):
         default_lora_targets("mystery_vlm")
@@ -46,7 +46,7 @@ def test_default_targets_and_trainable_parts():
 
 
 def test_merged_checkpoint_reproduces_adapter(tmp_path):
-    from niaf_train.peft_utils import apply_lora, merge_lora
+    from niaf_train.training.lora import apply_lora, merge_lora
     from peft import PeftModel
     from transformers import AutoModel
 

@@ -305,7 +305,7 @@ def test_delta_transform_on_a_hand_written_chunk():
 
 def test_stats_of_the_chunk_dataset_are_those_of_the_deltas():
     import datasets
-    from niaf_train.stats import stats_from_chunk_dataset
+    from niaf_train.data.stats import stats_from_chunk_dataset
 
     rng = np.random.default_rng(0)
     n, k = 7, 4
@@ -335,7 +335,7 @@ def test_stats_of_the_chunk_dataset_are_those_of_the_deltas():
 
 def test_training_config_key_is_checked_early(tmp_path):
     from niaf_train.relative_actions import check_relative_indices
-    from niaf_train.training_config import ConfigError, build_config
+    from niaf_train.training.arguments import ConfigError, build_config
 
     cfg = build_config(None, ["--model.use_state", "true", "--model.relative_action_state_indices", "0,2,null"])
     assert cfg.model.relative_action_state_indices == [0, 2, None]
@@ -381,9 +381,10 @@ def _args(root, tmp_path, out_name: str, indices: str) -> list[str]:
 
 
 def test_finetune_with_relative_actions_end_to_end(tmp_path):
-    from niaf_train.chunking import with_torch_format
-    from niaf_train.finetune import load_chunks, split_episodes, train
-    from niaf_train.training_config import ConfigError, load_config
+    from niaf_train.data.chunking import with_torch_format
+    from niaf_train.training.arguments import ConfigError, load_config
+    from niaf_train.training.dataset import load_chunks, split_episodes
+    from niaf_train.training.loop import train
     from transformers import AutoModel, AutoProcessor
 
     root = _write_dataset(tmp_path / "ds")

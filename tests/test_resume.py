@@ -26,7 +26,7 @@ ARGS = [
 
 def _run(out: Path, cache: Path, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, HF_HUB_OFFLINE="1", MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"))
-    cmd = [sys.executable, "-m", "niaf_train.finetune", *ARGS, "--output_dir", str(out), "--cache_dir", str(cache), *extra]
+    cmd = [sys.executable, "-m", "niaf_train.training.cli", *ARGS, "--output_dir", str(out), "--cache_dir", str(cache), *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 

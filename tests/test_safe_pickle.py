@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from niaf_train.safe_pickle import UnsafePickleError, safe_load_npy, safe_loads
+from niaf_train.data.safe_pickle import UnsafePickleError, safe_load_npy, safe_loads
 
 
 def _calvin_like_dict() -> dict:

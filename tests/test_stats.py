@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 from data_factories import make_episode
-from niaf_train.stats import (
+from niaf_train.data.stats import (
     RunningStats,
     compute_stats,
     read_stats_json,

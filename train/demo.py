@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .training_config import ConfigError, load_config
+from .training.arguments import ConfigError, load_config
 
 logger = logging.getLogger("niaf_train.demo")
 
@@ -39,8 +39,9 @@ def reload_and_query(final_dir: Path, cfg: Any, out_png: Path, num_examples: int
     """Reload the checkpoint through the Auto classes and query held-out chunks at 4× the training rate."""
     from transformers import AutoModel, AutoProcessor
 
-    from .chunking import with_torch_format
-    from .finetune import Collator, load_chunks, split_episodes
+    from .data.chunking import with_torch_format
+    from .training.collation import Collator
+    from .training.dataset import load_chunks, split_episodes
 
     model = AutoModel.from_pretrained(str(final_dir), trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(str(final_dir), trust_remote_code=True)
@@ -103,11 +104,11 @@ def closed_loop(final_dir: Path, cfg: Any, out: Path, episodes: int, replan_ever
                 progress: bool = True) -> dict[str, Any]:
     """The checkpoint in closed loop on held-out variations, at the training rate and at 4× it, and the scripted
     expert in the same harness. Returns ``{run name: results}``; files under ``out / "closed_loop"``."""
+    from .data.metaworld import METAWORLD_FPS
     from .evaluation import EvalSettings
     from .evaluation.closed_loop import load_policy
     from .evaluation.report import plot_success
     from .evaluation.run import evaluate_checkpoint
-    from .metaworld_demos import METAWORLD_FPS
 
     d = cfg.data
     train_hz = METAWORLD_FPS / d.metaworld_stride
@@ -156,7 +157,7 @@ def _split_eval_args(argv: list[str]) -> tuple[list[str], int, int]:
 def main(argv: list[str] | None = None) -> int:
     from .evaluation.closed_loop import EvalError
     from .evaluation.report import format_table
-    from .finetune import train
+    from .training.loop import train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -3,8 +3,8 @@
 With ``model.relative_action_state_indices`` (``NiafConfig.relative_action_state_indices``), action dim i of
 a chunk becomes ``a_i(t_k) - state_s(t_obs)`` in physical units, s = ``indices[i]``, the state at the chunk's
 observation time; dims whose entry is None stay absolute. The chunk cache on disk always stays absolute: the
-statistics pass (:func:`niaf_train.stats.stats_from_chunk_dataset`), the batch collation
-(``NiafProcessor`` with ``relative_action_state_indices``, called by :class:`niaf_train.finetune.Collator`) and
+statistics pass (:func:`niaf_train.data.stats.stats_from_chunk_dataset`), the batch collation
+(``NiafProcessor`` with ``relative_action_state_indices``, called by :class:`niaf_train.training.collation.Collator`) and
 the evaluation all use the same transform (``modeling_niaf.processing_niaf.relative_to_state``, which
 :func:`to_relative_actions` wraps with checks), and the model adds the state back at inference.
 

@@ -64,32 +64,47 @@ def make_tiny_tokenizer(extra_words: Iterable[str] = (), vocab_size: int = 512) 
 
 
 def tiny_backbone_config(
-    hidden_size: int = 32, num_layers: int = 2, image_size: int = 32, patch_size: int = 8, vocab_size: int = 512
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    image_size: int = 32,
+    patch_size: int = 8,
+    vocab_size: int = 512,
+    *,
+    num_heads: int | None = None,
+    mlp_ratio: int = 2,
+    vision_hidden_size: int | None = None,
+    vision_layers: int | None = None,
+    vision_heads: int | None = None,
 ) -> dict[str, Any]:
-    """A PaliGemma-architecture backbone config dict (for ``NiafConfig(backbone_config=...)``).
+    """The one PaliGemma-architecture backbone config built in code (for ``NiafConfig(backbone_config=...)``):
+    the default ``niaf-train`` config, the tests, the examples and the benchmarks all make theirs here.
 
     Args:
-        hidden_size: width of the vision tower and of the Gemma decoder (d).
-        num_layers: decoder layers (the vision tower has ``max(1, num_layers // 2)``).
+        hidden_size: width of the Gemma decoder (d), and of the vision tower unless ``vision_hidden_size``.
+        num_layers: decoder layers (the vision tower has ``max(1, num_layers // 2)`` unless ``vision_layers``).
         image_size: side of the square input image in pixels.
         patch_size: vision patch side in pixels; an image gives ``(image_size // patch_size)²`` tokens.
         vocab_size: vocabulary size; the image token id is ``vocab_size - 1``.
+        num_heads: decoder attention heads (default ``max(1, hidden_size // 16)``; one key/value head).
+        mlp_ratio: MLP width / hidden width, in both towers.
+        vision_hidden_size, vision_layers, vision_heads: the vision tower's own sizes when they differ.
     """
     if image_size % patch_size:
         raise ValueError(f"tiny backbone: image_size {image_size} must be a multiple of patch_size {patch_size}")
-    heads = max(1, hidden_size // 16)
+    heads = num_heads or max(1, hidden_size // 16)
+    vision_hidden = vision_hidden_size or hidden_size
     return {
         "model_type": "paligemma",
         "image_token_index": vocab_size - 1,
         "projection_dim": hidden_size,
         "vision_config": {
-            "model_type": "siglip_vision_model", "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": max(1, num_layers // 2), "num_attention_heads": heads, "image_size": image_size,
-            "patch_size": patch_size, "projection_dim": hidden_size,
+            "model_type": "siglip_vision_model", "hidden_size": vision_hidden, "intermediate_size": mlp_ratio * vision_hidden,
+            "num_hidden_layers": vision_layers or max(1, num_layers // 2), "num_attention_heads": vision_heads or heads,
+            "image_size": image_size, "patch_size": patch_size, "projection_dim": hidden_size,
         },
         "text_config": {
             "model_type": "gemma", "vocab_size": vocab_size, "hidden_size": hidden_size,
-            "intermediate_size": 2 * hidden_size, "num_hidden_layers": num_layers, "num_attention_heads": heads,
+            "intermediate_size": mlp_ratio * hidden_size, "num_hidden_layers": num_layers, "num_attention_heads": heads,
             "num_key_value_heads": 1, "head_dim": hidden_size // heads, "pad_token_id": 0,
         },
     }

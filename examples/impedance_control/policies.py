@@ -10,7 +10,7 @@ returned function's time 0 is the observation time.
   next chunk (L_pos + L_vel + L_jerk), and returns NIAF's own ``ActionFunction`` for them. It reads the future
   of the reference, so it bounds from above what a trained NIAF can do, while its outputs are genuine NIAF
   action functions (same SIREN, same closed-form derivatives, same de-normalisation).
-* :class:`TrainedNiafPolicy` — a NIAF fine-tuned on the example's own demonstrations by ``niaf_train.finetune``
+* :class:`TrainedNiafPolicy` — a NIAF fine-tuned on the example's own demonstrations by ``niaf-train`` (``niaf_train.training``)
   (L_pos + L_vel + L_jerk), loaded through ``AutoModel`` / ``AutoProcessor`` with ``trust_remote_code=True``
   exactly as a Hub user would; it sees only the observation (rendered image, [q_d, q̇_d, q̈_d, goal], instruction).
 * :class:`SharedChunks` — asks a policy once per observation time and replays that chunk to every later
@@ -186,7 +186,7 @@ class TrainedNiafPolicy:
     """A fine-tuned NIAF checkpoint (Hub layout with its processor) as a :data:`Policy`.
 
     Args:
-        checkpoint: folder written by ``niaf_train.finetune`` (``OUTPUT_DIR/final``).
+        checkpoint: folder written by ``niaf-train`` (``niaf_train.training``) (``OUTPUT_DIR/final``).
         device: torch device of the model.
 
     The observation must hold ``observation.images.front`` ([H, W, 3] uint8), ``observation.state``

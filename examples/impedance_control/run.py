@@ -5,7 +5,7 @@
 Steps: (1) record demonstrations of the arm tracking random goal-directed motions (commanded joint
 positions as actions, noisy measured joint positions and velocities as observations) and write them as a
 LeRobot v3 dataset; (2) get a policy: a tiny NIAF fine-tuned on that dataset through the training entry point
-(``niaf_train.finetune``, L_pos + L_vel + L_jerk, config train_config.yaml), or with ``--policy oracle`` an
+(``niaf-train`` (``niaf_train.training``), L_pos + L_vel + L_jerk, config train_config.yaml), or with ``--policy oracle`` an
 *oracle NIAF* (γ, β of a NIAF SIREN fitted to the reference; labelled as such everywhere); (3) run the
 policy at 10 Hz in closed loop with the 1 kHz controller τ = Kp(q_d - q) + Kd(q̇_d - q̇) + bias, executing its
 chunks three ways (NIAF runtime, zero-order-hold waypoints, linearly interpolated waypoints); (4) write
@@ -74,8 +74,8 @@ def write_dataset(demos, root: Path, fps: float) -> Path | None:
     changes are in the data.
     """
     try:
-        from niaf_train.episodes import Episode
-        from niaf_train.lerobot_v3 import write_lerobot_dataset
+        from niaf_train.data.episodes import Episode
+        from niaf_train.data.lerobot_v3 import write_lerobot_dataset
     except ImportError as err:  # the data extra is part of the project; say so loudly if it is missing
         logger.warning("LeRobot v3 writer unavailable (%s); the demonstrations are not written to disk.", err)
         return None
@@ -121,16 +121,16 @@ def oracle_normalisation() -> tuple[np.ndarray, np.ndarray]:
 
 def training_available() -> bool:
     try:
-        import niaf_train.finetune  # noqa: F401
+        import niaf_train.training.loop  # noqa: F401
     except ImportError:
         return False
     return True
 
 
 def train_niaf(dataset: Path, out: Path, steps: int, seed: int) -> Path:
-    """Fine-tune a tiny NIAF on the demonstrations through ``niaf_train.finetune``; returns the final checkpoint."""
-    from niaf_train.finetune import train
-    from niaf_train.training_config import load_config
+    """Fine-tune a tiny NIAF on the demonstrations through ``niaf-train`` (``niaf_train.training``); returns the final checkpoint."""
+    from niaf_train.training.arguments import load_config
+    from niaf_train.training.loop import train
 
     cfg = load_config(
         str(TRAIN_CONFIG),
@@ -260,7 +260,7 @@ def main(argv: list[str] | None = None) -> dict:
             trained = TrainedNiafPolicy(train_niaf(dataset, out, steps, args.seed))
             train_seconds = time.perf_counter() - t0
         elif args.policy == "auto":
-            logger.warning("niaf_train.finetune is not installed; using the oracle NIAF (an upper bound)")
+            logger.warning("niaf_train.training is not installed; using the oracle NIAF (an upper bound)")
         policy_label = ORACLE_LABEL if trained is None else trained.label
         niaf_key = "niaf_oracle_runtime" if trained is None else "niaf_trained_runtime"
 

@@ -1,7 +1,7 @@
 """Closed-loop evaluation of NIAF policies in a simulator (``niaf-eval``).
 
 * :mod:`.closed_loop`: the episode runner. A policy is run every few environment steps on observations built
-  by :class:`niaf_train.metaworld_demos.MetaWorldScene` (the code that records the demonstrations); its action
+  by :class:`niaf_train.data.metaworld.MetaWorldScene` (the code that records the demonstrations); its action
   function goes through the streaming runtime (:class:`niaf_train.runtime.ActionStream`) and is queried at the
   environment's own step times.
 * :mod:`.report`: success rates with Wilson intervals, ``results.json``, the figure and the rollout videos.

@@ -42,7 +42,7 @@ import numpy as np
 
 from modeling_niaf import ActionTrajectory
 
-from ..metaworld_demos import MAX_PATH_LENGTH, METAWORLD_FPS, STATE_DIM, MetaWorldScene, read_provenance
+from ..data.metaworld import MAX_PATH_LENGTH, METAWORLD_FPS, STATE_DIM, MetaWorldScene, read_provenance
 from ..runtime import SWITCH_MODES, ActionStream
 
 logger = logging.getLogger(__name__)
@@ -345,7 +345,7 @@ def first_observation(task: str, seed: int, variation: int, cameras: Sequence[st
 def _executed_metrics(actions: np.ndarray) -> tuple[float, float]:
     """Mean squared jerk ((units/s³)², of the dx, dy, dz commands as a function of time) and SPARC of their
     magnitude, over one episode's executed actions at 80 Hz."""
-    from ..trajectory_metrics import jerk_from_positions, spectral_arc_length
+    from .trajectory_metrics import jerk_from_positions, spectral_arc_length
 
     dt = 1.0 / METAWORLD_FPS
     xyz = actions[:, :3]

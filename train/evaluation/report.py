@@ -125,7 +125,7 @@ class VideoWriter:
     def __init__(self, path: Path, scene: Any, camera: str | None, fps: int = 80) -> None:
         import av
 
-        from ..metaworld_demos import _FastRenderer
+        from ..data.metaworld import _FastRenderer
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

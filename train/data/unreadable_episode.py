@@ -1,10 +1,10 @@
 """A placeholder for an episode whose files could not be read, so the chunk builder can count it.
 
-:func:`niaf_train.chunking.build_chunk_dataset` decides whether a bad episode stops the build or is skipped
+:func:`niaf_train.data.chunking.build_chunk_dataset` decides whether a bad episode stops the build or is skipped
 (``skip_invalid``) when it calls :meth:`Episode.validate`, and records skips in the dataset's
-:class:`~niaf_train.episodes.LoadSummary`. A reader error raised inside the episode iterator would end the
+:class:`~niaf_train.data.episodes.LoadSummary`. A reader error raised inside the episode iterator would end the
 iteration instead. Format loaders (CALVIN, LIBERO HDF5) therefore yield an :class:`UnreadableEpisode` carrying
-the :class:`~niaf_train.episodes.EpisodeError`; its ``validate`` raises that error, and the builder treats it
+the :class:`~niaf_train.data.episodes.EpisodeError`; its ``validate`` raises that error, and the builder treats it
 exactly like any other invalid episode.
 """
 

@@ -1,7 +1,7 @@
 """The in-memory form of one demonstration, shared by every data loader, and its validation.
 
 Every loader (CALVIN, LIBERO HDF5, LeRobot v3, LeRobot-format LIBERO, Meta-World) turns what it reads into
-:class:`Episode` objects; :mod:`niaf_train.chunking` turns episodes into training samples. An episode is a
+:class:`Episode` objects; :mod:`niaf_train.data.chunking` turns episodes into training samples. An episode is a
 plain container of per-step arrays sampled on one clock of ``fps`` Hz:
 
 * ``actions``    float32 [T, D]   the command sent at step t (physical units of the source dataset);

@@ -3,11 +3,11 @@
 Contract (stable; the CALVIN, LIBERO, LeRobot and Meta-World loaders all build on it)
 =====================================================================================
 
-A loader produces :class:`~niaf_train.episodes.Episode` objects (``actions`` float32 [T, D] on a clock of
+A loader produces :class:`~niaf_train.data.episodes.Episode` objects (``actions`` float32 [T, D] on a clock of
 ``fps`` Hz, optional ``states`` [T, S] and ``velocities`` [T, D] per second, ``images`` camera → uint8
 [T, H, W, 3]) and hands a zero-argument factory returning an iterable of them to
 :func:`build_chunk_dataset`. That function validates each episode (raising, or with ``skip_invalid=True``
-recording it in a :class:`~niaf_train.episodes.LoadSummary`), chunks it, and returns a memory-mapped
+recording it in a :class:`~niaf_train.data.episodes.LoadSummary`), chunks it, and returns a memory-mapped
 ``datasets.Dataset`` cached under a fingerprint (or, with ``streaming=True``, an ``IterableDataset`` with the
 same features).
 
@@ -312,7 +312,7 @@ def chunk_dataset_meta(dataset: Any) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(
             "this dataset carries no NIAF chunk metadata in info.description; build it with "
-            "niaf_train.chunking.build_chunk_dataset"
+            "niaf_train.data.chunking.build_chunk_dataset"
         ) from err
     return meta
 
@@ -386,7 +386,7 @@ def build_chunk_dataset(
 
     Args:
         episode_factory: zero-argument callable returning an iterable of :class:`Episode` (called once per
-            build; episodes may load images lazily with :class:`~niaf_train.episodes.LazyFrames`).
+            build; episodes may load images lazily with :class:`~niaf_train.data.episodes.LazyFrames`).
         chunk_size: K, actions per sample.
         stride: s, source frames between consecutive chunk points; the chunk rate is fps/s.
         cache_dir: where cached datasets live (default :func:`default_cache_dir`). Ignored when streaming.

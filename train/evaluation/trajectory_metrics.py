@@ -5,7 +5,7 @@ This file is self-contained (numpy only, no relative imports) so that it serves 
 * plain functions, used by ``niaf-train`` during evaluation: :func:`position_mse`, :func:`velocity_mse`,
   :func:`mean_squared_jerk`, :func:`jerk_from_positions`, :func:`spectral_arc_length`,
   :func:`trajectory_metrics`;
-* an evaluate-compatible metric module: ``evaluate.load("/path/to/niaf_train/trajectory_metrics.py")`` gives
+* an evaluate-compatible metric module: ``evaluate.load("/path/to/niaf_train/evaluation/trajectory_metrics.py")`` gives
   an ``EvaluationModule`` whose ``compute(predictions=..., references=..., ...)`` returns the same numbers
   (the class is defined only when the ``evaluate`` package is installed).
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from ..relative_actions import to_relative_actions
 from .episodes import Episode
-from .relative_actions import to_relative_actions
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def stats_from_chunk_dataset(
     relative_action_state_indices: Sequence[int | None] | None = None,
     **kwargs: Any,
 ) -> dict[str, dict[str, list]]:
-    """stats.json entries from a chunk dataset (:mod:`niaf_train.chunking`), without decoding images.
+    """stats.json entries from a chunk dataset (:mod:`niaf_train.data.chunking`), without decoding images.
 
     Uses, per row, the first chunk point (never padded) of ``action`` and ``velocity`` and the row's
     ``observation.state``: the statistics of the frames the dataset samples (every frame at stride 1).

@@ -1,6 +1,6 @@
 """The output folder of a ``niaf-train`` run: what it holds, who may write it, and what a resume must match.
 
-A run's folder (layout in :mod:`niaf_train.checkpointing`) is recognised by its ``run_config.json`` and by
+A run's folder (layout in :mod:`niaf_train.training.checkpointing`) is recognised by its ``run_config.json`` and by
 holding nothing but the entries a run writes (:data:`RUN_ENTRIES`). Only such a folder is ever deleted by
 ``--overwrite_output_dir``, and never when it contains the dataset or the chunk cache.
 
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .training_config import ConfigError, FinetuneConfig
+from .arguments import ConfigError, FinetuneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -297,3 +297,48 @@ __all__ = [
     "run_fingerprint",
     "write_fingerprint",
 ]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checked before a run starts
+# ----------------------------------------------------------------------------------------------------------
+def check_output_dir(cfg: FinetuneConfig) -> None:
+    """Refuse an output folder holding another run (or anything else) unless resuming or overwriting.
+
+    Raises:
+        ConfigError: before anything is written.
+    """
+    t = cfg.training
+    out = Path(t.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"training.output_dir {out} is a file")
+    contents = [p.name for p in out.iterdir() if p.name != LOCK_FILE] if out.is_dir() else []
+    if t.resume:
+        if not (out / RUN_CONFIG).is_file():
+            raise ConfigError(f"--resume: {out} holds no niaf-train run to resume from (no {RUN_CONFIG})")
+        previous = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
+        for section in ("model", "data"):
+            if previous.get(section) != cfg.to_dict()[section]:
+                changed = sorted(k for k in cfg.to_dict()[section]
+                                 if previous.get(section, {}).get(k) != cfg.to_dict()[section][k])
+                raise ConfigError(f"--resume: `{section}` settings differ from the run in {out}: {changed}")
+        changed = [f"training.{k}" for k in SAMPLE_STREAM_KEYS if previous.get("training", {}).get(k) != getattr(t, k)]
+        if changed:
+            raise ConfigError(f"--resume: {changed} differ from the run in {out}; they change the sample stream")
+        return
+    if contents and not t.overwrite_output_dir:
+        from .checkpointing import last_checkpoint
+
+        what = "another niaf-train run" if RUN_CONFIG in contents else f"other files ({sorted(contents)[:5]})"
+        if RUN_CONFIG in contents and last_checkpoint(out) is None and not (out / FINAL_DIR).is_dir():
+            what += " that never completed a checkpoint (--resume starts it again from step 0)"
+        raise ConfigError(
+            f"training.output_dir {out} already holds {what}; choose a new folder, pass --resume to continue it, "
+            "or --overwrite_output_dir to replace it"
+        )
+    if t.overwrite_output_dir:
+        d = cfg.data
+        from ..data.chunking import niaf_cache_root
+
+        inputs = [niaf_cache_root(d.cache_dir or None)] + ([Path(d.path).expanduser()] if d.path else [])
+        check_overwrite(cfg, inputs)

@@ -28,7 +28,7 @@ Choices, each an option:
 * **Gripper action** stays in LIBERO's raw convention (-1 open, +1 close), as in LeRobot's datasets.
 
 Every array is checked as it is read (keys present, shapes, equal lengths, finite numbers); a problem raises
-:class:`~niaf_train.episodes.EpisodeError` naming the file, the demo and the HDF5 key, or, with
+:class:`~niaf_train.data.episodes.EpisodeError` naming the file, the demo and the HDF5 key, or, with
 ``skip_invalid=True``, is logged and counted in the dataset's load summary.
 """
 
@@ -422,7 +422,7 @@ def load_libero(
     use_cache: bool = True,
     **build_kwargs: Any,
 ):
-    """LIBERO HDF5 demos as a cached chunk dataset (columns: :mod:`niaf_train.chunking`).
+    """LIBERO HDF5 demos as a cached chunk dataset (columns: :mod:`niaf_train.data.chunking`).
 
     Each row: ``observation.images.image`` / ``observation.images.<wrist_camera_name>`` at step t,
     ``observation.state`` (8 or 9 dims), ``task`` (the instruction), ``action`` float32 [K, 7] = the actions of
@@ -434,9 +434,9 @@ def load_libero(
             :func:`iter_libero_episodes`.
         chunk_size: K.
         stride: s.
-        skip_invalid: count and log bad demos instead of raising (see :func:`niaf_train.chunking.load_summary`).
+        skip_invalid: count and log bad demos instead of raising (see :func:`niaf_train.data.chunking.load_summary`).
         cache_dir: cache root; use_cache: False rebuilds into a fresh temporary folder.
-        **build_kwargs: passed to :func:`niaf_train.chunking.build_chunk_dataset`.
+        **build_kwargs: passed to :func:`niaf_train.data.chunking.build_chunk_dataset`.
 
     Returns:
         ``datasets.Dataset`` (or ``IterableDataset`` with ``streaming=True``). The cache fingerprint covers

@@ -5,7 +5,7 @@ Layout of an output folder::
     <output_dir>/
       run_config.json                     the run's FinetuneConfig (marks the folder as this run's)
       run_fingerprint.json                data digest and sample-stream settings a --resume must match
-      .niaf-train.lock                    flock held by the run working on the folder (niaf_train.run_folder)
+      .niaf-train.lock                    flock held by the run working on the folder (niaf_train.training.run_folder)
       checkpoints/
         checkpoint-000200/
           model/                          Hub layout: config.json (auto_map), model.safetensors, remote code,

@@ -1,4 +1,4 @@
-"""CALVIN (https://github.com/mees/calvin) in its release layout, read into :class:`~niaf_train.episodes.Episode`.
+"""CALVIN (https://github.com/mees/calvin) in its release layout, read into :class:`~niaf_train.data.episodes.Episode`.
 
 A CALVIN split folder (``task_D_D/training``, ``task_ABC_D/validation``, ``calvin_debug_dataset/training``, ...)
 holds one ``episode_XXXXXXX.npz`` per recorded frame (30 Hz), named by a zero-padded *global* frame id, plus
@@ -6,7 +6,7 @@ holds one ``episode_XXXXXXX.npz`` per recorded frame (30 Hz), named by a zero-pa
 * ``ep_start_end_ids.npy``  int [k, 2]: first and last frame id (both **inclusive**) of each contiguous segment;
 * ``lang_annotations/auto_lang_ann.npy``: a pickled dict with one instruction (``language.ann``), task id
   (``language.task``) and inclusive frame window (``info.indx``) per annotation. It is read with the restricted
-  unpickler of :mod:`niaf_train.safe_pickle`, never with ``np.load(..., allow_pickle=True)``;
+  unpickler of :mod:`niaf_train.data.safe_pickle`, never with ``np.load(..., allow_pickle=True)``;
 * ``statistics.yaml``: mean/std of ``robot_obs`` and ``scene_obs``, bounds of the absolute actions.
 
 Two ways to cut episodes (``mode``):
@@ -21,7 +21,7 @@ Per step the episode carries the ``rel_actions`` (default; ``action_key="actions
 target instead), the proprioception selected by ``state`` and the two RGB cameras, decoded lazily frame by frame
 (a 500k-frame split does not fit in memory). Frame files are checked as they are indexed: keys present, dtypes
 numeric, shapes as in the release (actions (7,), robot_obs (15,), images (H, W, 3) uint8 read from the npy
-headers without decoding pixels), values finite. A bad file raises :class:`~niaf_train.episodes.EpisodeError`
+headers without decoding pixels), values finite. A bad file raises :class:`~niaf_train.data.episodes.EpisodeError`
 naming the file, the episode and the key, or is skipped and counted with ``skip_invalid=True``.
 
 Facts this module relies on (``reference/formats.md`` §0-§1): numeric arrays are float64 on disk (cast to
@@ -556,7 +556,7 @@ def iter_calvin_episodes(
         ``images[cam]`` lazy uint8 [T, H, W, 3]; ``index`` = annotation (or segment) number; ``metadata`` =
         ``{"task", "start_frame", "end_frame", "frame_files"}`` (inclusive global frame ids). Cross-episode
         checks (same action width, cameras, frame shapes) are the chunk builder's
-        (:func:`~niaf_train.episodes.iter_valid_episodes`).
+        (:func:`~niaf_train.data.episodes.iter_valid_episodes`).
 
     Raises:
         EpisodeError: a frame file is missing, unreadable, lacks a key, or holds a wrong shape / non-finite
@@ -711,7 +711,7 @@ def load_calvin(
     use_cache: bool = True,
     **build_kwargs: Any,
 ):
-    """A CALVIN split as a cached chunk dataset (see :mod:`niaf_train.chunking` for the columns).
+    """A CALVIN split as a cached chunk dataset (see :mod:`niaf_train.data.chunking` for the columns).
 
     Each row holds the observation at frame t (``observation.images.rgb_static`` 200x200,
     ``observation.images.rgb_gripper`` 84x84, ``observation.state``), the instruction (``task``; ``""`` with
@@ -726,10 +726,10 @@ def load_calvin(
         chunk_size: K.
         stride: s, frames between chunk points; the chunk control rate is 30/s Hz.
         skip_invalid: count and log bad windows / frame files instead of raising; see
-            :func:`niaf_train.chunking.load_summary`.
-        cache_dir: cache root (default :func:`niaf_train.chunking.default_cache_dir`).
+            :func:`niaf_train.data.chunking.load_summary`.
+        cache_dir: cache root (default :func:`niaf_train.data.chunking.default_cache_dir`).
         use_cache: False rebuilds into a fresh temporary folder.
-        **build_kwargs: passed on to :func:`niaf_train.chunking.build_chunk_dataset` (``sample_every``,
+        **build_kwargs: passed on to :func:`niaf_train.data.chunking.build_chunk_dataset` (``sample_every``,
             ``image_format``, ``streaming``, ``writer_batch_size``, ...).
 
     Returns:

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-FORMATS = ("calvin", "libero", "libero-lerobot", "lerobot")
+FORMATS = ("calvin", "libero", "libero_lerobot", "libero-lerobot", "lerobot")  # data.sources names (+ old spelling)
 RELATIVE_FLAG = "--relative-action-state-indices"
 
-logger = logging.getLogger("niaf_train.data_cli")
+logger = logging.getLogger("niaf_train.data.cli")
 
 
 class CliError(Exception):
@@ -41,56 +41,26 @@ class CliError(Exception):
 
 
 def _load(args: argparse.Namespace, *, for_stats: bool = False):
-    """Build the chunk dataset of ``args.path`` with the format's loader."""
+    """Build the chunk dataset of ``args.path`` through the source registry (:mod:`.sources`), as niaf-train does."""
     from .chunking import chunk_cache_dir
     from .hub_datasets import DatasetNotFoundError, resolve_dataset_path
+    from .sources import LoadOptions, get_source, load_source
 
-    # the cache niaf-train uses too (<cache root>/chunks), so that training reuses what inspect built
-    common: dict[str, Any] = {"chunk_size": args.chunk_size, "stride": args.stride, "skip_invalid": args.skip_invalid,
-                              "cache_dir": chunk_cache_dir(args.cache_dir)}
-    fmt = args.format
+    source = get_source(args.format)
+    if (args.state_only or args.fps is not None) and "fps" not in source.options:
+        raise CliError(f"--state-only and --fps apply to the lerobot formats, not {args.format}")
     try:
         path = resolve_dataset_path(args.path)  # a folder, or a Hub dataset id user/name[@revision]
     except DatasetNotFoundError as err:
         raise CliError(str(err)) from None
-    if fmt in ("lerobot", "libero-lerobot"):
-        from .lerobot_v3 import load_lerobot, load_libero_lerobot
-
-        kw = dict(common, state_only=args.state_only or for_stats)
-        if args.max_episodes is not None:
-            kw["episodes"] = list(range(args.max_episodes))
-        if fmt == "lerobot":
-            if args.fps is not None:
-                kw["fps_override"] = args.fps
-            return load_lerobot(path, **kw)
-        if args.fps is not None:
-            kw["fps"] = args.fps
-        return load_libero_lerobot(path, **kw)
-    if args.state_only or args.fps is not None:
-        raise CliError(f"--state-only and --fps apply to the lerobot formats, not {fmt}")
-    if fmt == "calvin":
-        try:
-            from .calvin import load_calvin
-        except ImportError as err:
-            raise CliError(f"the CALVIN loader (niaf_train.calvin.load_calvin) is not available: {err}") from err
-        kw = dict(common, split=args.split)
-        if args.max_episodes is not None:
-            kw["max_episodes"] = args.max_episodes
-        if for_stats:
-            kw["cameras"] = ()
-        return load_calvin(path, **kw)
-    if fmt == "libero":
-        try:
-            from .libero import load_libero
-        except ImportError as err:
-            raise CliError(f"the LIBERO loader (niaf_train.libero.load_libero) is not available: {err}") from err
-        kw = dict(common)
-        if args.max_episodes is not None:
-            kw["max_demos_per_file"] = args.max_episodes
-        if for_stats:
-            kw["cameras"] = ()
-        return load_libero(path, **kw)
-    raise CliError(f"unknown format {fmt!r}; expected one of {FORMATS}")
+    options = LoadOptions(
+        chunk_size=args.chunk_size, stride=args.stride, skip_invalid=args.skip_invalid,
+        # the cache niaf-train uses too (<cache root>/chunks), so that training reuses what inspect built
+        cache_dir=chunk_cache_dir(args.cache_dir), max_episodes=args.max_episodes, fps=args.fps,
+        cameras=() if (args.state_only or for_stats) else None,
+        split=args.split if "split" in source.options else None,
+    )
+    return load_source(source.name, path, options)
 
 
 def _positive_int(text: str) -> int:
@@ -125,7 +95,7 @@ def _parse_relative(text: str | None) -> list[int | None] | None:
 
 def _relative_stats(dataset: Any, indices: list[int | None] | None) -> dict[str, dict[str, list]]:
     """Per-dimension statistics, of the deltas when ``indices`` is given (checked against the data first)."""
-    from .relative_actions import check_relative_indices
+    from ..relative_actions import check_relative_indices
     from .stats import stats_from_chunk_dataset
 
     if indices is not None:
@@ -199,7 +169,9 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
         raise CliError(f"{RELATIVE_FLAG} writes statistics of delta actions, not the dataset's own stats.json; pass "
                        "--out FILE")
     if args.out is None:
-        if args.format not in ("lerobot", "libero-lerobot"):
+        from .sources import get_source
+
+        if get_source(args.format).name not in ("lerobot", "libero_lerobot"):
             raise CliError(f"--out is required for format {args.format}")
         if not Path(args.path).exists():
             raise CliError(f"{args.path} is not a local folder (a Hub dataset id?): pass --out FILE; the Hub cache is "
@@ -223,7 +195,7 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_metaworld(args: argparse.Namespace) -> dict[str, Any]:
-    from .metaworld_demos import generate_metaworld_dataset
+    from .metaworld import generate_metaworld_dataset
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
@@ -289,7 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command == "metaworld" and args.tasks is None:
-        from .metaworld_demos import DEFAULT_TASKS
+        from .metaworld import DEFAULT_TASKS
 
         args.tasks = list(DEFAULT_TASKS)
     for name in ("chunk_size", "stride", "episodes", "image_size"):

@@ -11,7 +11,7 @@ Layout (``reference/formats.md`` §3)::
 
 Reading (:func:`iter_lerobot_episodes`, :func:`load_lerobot`, :func:`load_libero_lerobot`):
 
-* one :class:`~niaf_train.episodes.Episode` per row of ``meta/episodes``: ``action`` → ``actions``,
+* one :class:`~niaf_train.data.episodes.Episode` per row of ``meta/episodes``: ``action`` → ``actions``,
   ``observation.state`` → ``states``, every image/video feature ``observation.images.<cam>`` → ``images[cam]``
   (decoded lazily, RGB uint8 [H, W, 3]), the task text of the episode's first frame → ``instruction``;
 * velocities for NIAF's velocity loss, per action dimension, found in this order: the ``observation.velocity``
@@ -639,7 +639,7 @@ def load_lerobot(
     sample_every: int | None = None,
     _format_name: str = "lerobot",
 ):
-    """A LeRobot v3.0 folder as a chunked ``datasets.Dataset`` (see :mod:`niaf_train.chunking` for columns).
+    """A LeRobot v3.0 folder as a chunked ``datasets.Dataset`` (see :mod:`niaf_train.data.chunking` for columns).
 
     The cache fingerprint covers (path, size, mtime) of ``meta/``, ``data/`` and ``videos/`` and every option.
     """

@@ -21,11 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-DATA_SOURCES = ("metaworld", "lerobot", "libero", "libero_lerobot", "calvin")
+from ..data.sources import SOURCES
+
+DATA_SOURCES = tuple(SOURCES)  # the registry niaf-data reads too
 
 
 @dataclass
-class ModelArguments:
+class ModelOptions:
     """What model is trained."""
 
     backbone: str = "tiny"
@@ -84,7 +86,7 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
+class DataOptions:
     """Where the demonstrations come from and how they are chunked and split."""
 
     source: str = "metaworld"
@@ -127,7 +129,7 @@ class DataArguments:
 
 
 @dataclass
-class TrainingArguments:
+class TrainingOptions:
     """How it is trained, saved and evaluated."""
 
     output_dir: str = "outputs/niaf-train"
@@ -198,7 +200,7 @@ class TrainingArguments:
 
 
 @dataclass
-class PeftArguments:
+class PeftOptions:
     """Parameter-efficient fine-tuning of the backbone (the NIAF head is always trained in full)."""
 
     method: str = "none"
@@ -219,17 +221,17 @@ class PeftArguments:
 
 @dataclass
 class FinetuneConfig:
-    model: ModelArguments = field(default_factory=ModelArguments)
-    data: DataArguments = field(default_factory=DataArguments)
-    training: TrainingArguments = field(default_factory=TrainingArguments)
-    peft: PeftArguments = field(default_factory=PeftArguments)
+    model: ModelOptions = field(default_factory=ModelOptions)
+    data: DataOptions = field(default_factory=DataOptions)
+    training: TrainingOptions = field(default_factory=TrainingOptions)
+    peft: PeftOptions = field(default_factory=PeftOptions)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return dataclasses.asdict(self)
 
 
 SECTIONS: dict[str, type] = {
-    "model": ModelArguments, "data": DataArguments, "training": TrainingArguments, "peft": PeftArguments,
+    "model": ModelOptions, "data": DataOptions, "training": TrainingOptions, "peft": PeftOptions,
 }
 
 
@@ -487,11 +489,11 @@ def help_text(cfg: FinetuneConfig | None = None, origin: str = "dataclass defaul
 
 __all__ = [
     "ConfigError",
-    "DataArguments",
+    "DataOptions",
     "FinetuneConfig",
-    "ModelArguments",
-    "PeftArguments",
-    "TrainingArguments",
+    "ModelOptions",
+    "PeftOptions",
+    "TrainingOptions",
     "CHOICES",
     "build_config",
     "field_docs",

@@ -1,0 +1,114 @@
+"""The processor and model of a run: from a backbone (tiny, a Hub/local VLM, or a NIAF checkpoint to continue)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from .arguments import ConfigError, FinetuneConfig
+
+
+def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats: dict[str, Any], tasks: list[str]):
+    """A fresh (or loaded) :class:`NiafProcessor` and :class:`NiafForActionFunction` for the dataset layout."""
+    from modeling_niaf import NiafConfig, NiafForActionFunction, NiafProcessor
+
+    m = cfg.model
+    state_dim = layout["state_dim"] if m.use_state else None
+    if m.use_state and layout["state_dim"] is None:
+        raise ConfigError("model.use_state is true but the dataset has no observation.state")
+    head = {
+        "action_dim": layout["action_dim"], "chunk_size": m.chunk_size, "control_hz": layout["fps"],
+        "siren_layers": m.siren_layers, "siren_width": m.siren_width, "siren_omega0": m.siren_omega0,
+        "modulation_groups": m.modulation_groups, "use_state": m.use_state, "state_dim": state_dim,
+        "state_to_queries": bool(m.use_state and m.state_to_queries),
+        "num_cameras": len(layout["cameras"]), "normalization_mode": m.normalization_mode,
+        "normalization_stats": stats, "unnormalized_action_dims": m.unnormalized_action_dims,
+        "relative_action_state_indices": m.relative_action_state_indices,
+        "loss_weight_position": m.loss_weight_position, "loss_weight_velocity": m.loss_weight_velocity,
+        "loss_weight_jerk": m.loss_weight_jerk,
+    }
+    proc_kwargs = {
+        "num_cameras": len(layout["cameras"]), "action_dim": layout["action_dim"], "state_dim": state_dim,
+        "normalization_mode": m.normalization_mode, "normalization_stats": stats,
+        "unnormalized_action_dims": m.unnormalized_action_dims, "prompt_template": m.prompt_template,
+        "relative_action_state_indices": m.relative_action_state_indices,
+    }
+    if m.init_from_niaf:
+        from transformers import AutoProcessor
+
+        existing = NiafConfig.from_pretrained(m.backbone)
+        # control_hz: a 10 Hz head fine-tuned on 20 Hz data would keep reporting 10 Hz times and velocities
+        for key in ("action_dim", "chunk_size", "control_hz", "use_state", "state_dim", "num_cameras",
+                    "relative_action_state_indices"):
+            have, need = getattr(existing, key), head[key]
+            same = math.isclose(have, need, rel_tol=1e-9) if key == "control_hz" else have == need
+            if not same:
+                hint = (" (the data's fps; set data.chunk_stride so that fps / chunk_stride matches the checkpoint)"
+                        if key == "control_hz" else "")
+                raise ConfigError(f"model.backbone {m.backbone}: the checkpoint has {key}={have}, "
+                                  f"the dataset/config needs {need}{hint}")
+        try:
+            processor = AutoProcessor.from_pretrained(m.backbone, trust_remote_code=True)
+        except OSError as err:
+            raise ConfigError(f"model.backbone {m.backbone}: no NiafProcessor saved with the checkpoint ({err})") from err
+        if existing.relative_action_state_indices is not None and (
+            not hasattr(processor, "relative_actions")
+            or processor.relative_action_state_indices != existing.relative_action_state_indices
+        ):
+            raise ConfigError(
+                f"model.backbone {m.backbone}: the checkpoint's model uses relative actions but its processor does not "
+                "build them (saved by an older niaf); load it and save it again with this version (model.save_pretrained"
+                "(dir, processor=processor) after setting processor.relative_action_state_indices)"
+            )
+        # keep the checkpoint's statistics: the model was trained in those units
+        return processor, NiafForActionFunction.from_pretrained(m.backbone)
+    if m.backbone == "tiny":
+        from ..tiny import (
+            IMAGE_TOKEN,
+            image_tokens,
+            make_tiny_image_processor,
+            make_tiny_tokenizer,
+            tiny_backbone_config,
+            words_of,
+        )
+
+        tokenizer = make_tiny_tokenizer(words_of(tasks + [m.prompt_template.replace("{instruction}", "")]))
+        processor = NiafProcessor(
+            image_processor=make_tiny_image_processor(m.tiny_image_size), tokenizer=tokenizer,
+            image_token=IMAGE_TOKEN, image_seq_length=image_tokens(m.tiny_image_size, m.tiny_patch_size), **proc_kwargs,
+        )
+        config = NiafConfig(backbone_config=tiny_backbone_config(m.tiny_hidden_size, m.tiny_num_layers,
+                                                                  m.tiny_image_size, m.tiny_patch_size), **head)
+        return processor, NiafForActionFunction(config)
+    from transformers import AutoProcessor
+
+    base = AutoProcessor.from_pretrained(m.backbone)
+    family_defaults = {"florence2": ("<image>", 577), "paligemma": ("<image>", None)}
+    family = None
+    try:
+        from transformers import AutoConfig
+
+        family = AutoConfig.from_pretrained(m.backbone).model_type
+    except (OSError, ValueError):
+        pass
+    token, length = family_defaults.get(family, ("<|image_pad|>", None))
+    image_seq_length = m.image_seq_length or length or getattr(base, "image_seq_length", None)
+    kwargs: dict[str, Any] = {}
+    if family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
+        kwargs = {"image_start_token": "<|vision_start|>", "image_end_token": "<|vision_end|>"}
+    processor = NiafProcessor(image_processor=base.image_processor, tokenizer=base.tokenizer,
+                              image_token=m.image_token or token, image_seq_length=image_seq_length,
+                              **kwargs, **proc_kwargs)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[m.torch_dtype]
+    model = NiafForActionFunction.from_pretrained_backbone(m.backbone, backbone_kwargs={"dtype": dtype}, **head)
+    return processor, model
+
+
+def head_parameter(name: str) -> bool:
+    """Whether a (possibly PEFT-prefixed) parameter belongs to the NIAF head rather than the backbone."""
+    from .lora import HEAD_MODULES
+
+    parts = name.split(".")
+    return any(p in HEAD_MODULES for p in parts[:6]) and "backbone" not in parts[:4]

@@ -1,0 +1,67 @@
+"""Batches for training: the seeded epoch sampler and the collator that calls the processor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+
+
+class EpochSampler(torch.utils.data.Sampler[int]):
+    """A fixed-seed permutation of ``indices`` per epoch (identical on every process; Accelerate shards it).
+
+    ``epoch`` is set by the training loop before each pass; the order depends only on (seed, epoch), so a
+    resumed run sees the same samples in the same order as an uninterrupted one.
+    """
+
+    def __init__(self, indices: np.ndarray, seed: int) -> None:
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        return iter(self.indices[rng.permutation(len(self.indices))].tolist())
+
+
+class Collator:
+    """Rows of a chunk dataset (torch view) → model inputs via the :class:`NiafProcessor`.
+
+    Physical actions/velocities/state are normalised by the processor; ``action_mask`` = not ``action_is_pad``.
+    With relative actions the processor (its ``relative_action_state_indices``) turns the absolute chunks into
+    deltas from the row's ``observation.state``; velocities are unchanged.
+    """
+
+    def __init__(self, processor: Any, cameras: list[str], use_state: bool, use_velocity: bool) -> None:
+        self.processor = processor
+        self.cameras = cameras
+        self.use_state = use_state
+        self.use_velocity = use_velocity
+        if getattr(processor, "relative_action_state_indices", None) is not None and not use_state:
+            raise ValueError("Collator: the processor makes relative actions, which need `use_state=True` (deltas "
+                             "from the state).")
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        images = [[_hwc(row[c]) for c in self.cameras] for row in rows]
+        kwargs: dict[str, Any] = {
+            "images": images,
+            "text": [row["task"] for row in rows],
+            "actions": torch.stack([row["action"] for row in rows]),
+            "action_mask": ~torch.stack([row["action_is_pad"] for row in rows]),
+        }
+        if self.use_state:
+            kwargs["state"] = torch.stack([row["observation.state"] for row in rows])
+        if self.use_velocity:
+            kwargs["velocities"] = torch.stack([row["velocity"] for row in rows])
+        batch = dict(self.processor(**kwargs))
+        batch["sample_index"] = torch.tensor([int(row["index"]) for row in rows])
+        return batch
+
+
+def _hwc(image: torch.Tensor) -> np.ndarray:
+    return image.permute(1, 2, 0).contiguous().numpy()

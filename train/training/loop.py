@@ -1,0 +1,412 @@
+"""The training run: data, model, Accelerate loop, checkpoints, final export.
+
+Flow of :func:`train`:
+
+1. configuration checked (unknown key, bad value, an output folder holding another run → error, nothing
+   written);
+2. demonstrations loaded (:mod:`.dataset`; Meta-World ones generated once and cached) as a chunk dataset,
+   split by episode into training and held-out evaluation episodes; normalisation statistics from the training
+   episodes (of the delta targets with ``model.relative_action_state_indices``);
+3. the dataset's action dimension, state dimension and cameras checked against the model (:mod:`.building`);
+4. training loop: AdamW, tri-stage LR, gradient accumulation and clipping, mixed precision (the SIREN head
+   always in float32), gradient checkpointing, seeded sampling whose position is part of every checkpoint;
+5. atomic checkpoints (Hub layout + optimizer / scheduler / RNG state, :mod:`.checkpointing`), evaluation on
+   held-out episodes (:mod:`.validation`), TensorBoard or Trackio logs;
+6. ``<output_dir>/final``: the trained model in Hub layout with its processor, statistics, a model card with
+   the data, configuration and metrics (:mod:`.export`), and ``metrics.json``; optionally pushed to the Hub.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pickle
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..relative_actions import check_relative_indices
+from . import run_folder
+from .arguments import ConfigError, FinetuneConfig
+from .building import build_processor_and_model, head_parameter
+from .collation import Collator, EpochSampler
+from .dataset import data_provenance, dataset_layout, load_chunks, split_episodes
+from .export import _export_model, card_metadata, push_final, training_card_section
+from .run_folder import FINAL_DIR, HISTORY_FILE, METRICS_FILE, RUN_CONFIG, check_output_dir
+from .validation import evaluate_model
+
+logger = logging.getLogger(__name__)
+
+
+def tri_stage_lambda(total: int, warmup_ratio: float, decay_ratio: float, final_scale: float, kind: str):
+    """LR multiplier per optimiser step: tri-stage (linear warm-up, hold, exponential decay to
+    ``final_scale``), cosine, linear (both after warm-up) or constant."""
+    warm = int(round(warmup_ratio * total))
+    decay = int(round(decay_ratio * total)) if kind == "tri_stage" else total - warm
+    hold_end = total - decay
+
+    def scale(step: int) -> float:
+        if warm and step < warm:
+            return (step + 1) / warm
+        if kind == "constant":
+            return 1.0
+        if kind == "tri_stage":
+            if step < hold_end:
+                return 1.0
+            frac = (step - hold_end) / max(decay, 1)
+            return float(final_scale ** min(frac, 1.0))
+        frac = min((step - warm) / max(total - warm, 1), 1.0)
+        if kind == "cosine":
+            return final_scale + (1 - final_scale) * 0.5 * (1 + math.cos(math.pi * frac))
+        return 1.0 - (1 - final_scale) * frac
+
+    return scale
+
+
+def _flat(cfg: FinetuneConfig) -> dict[str, Any]:
+    out = {}
+    for section, body in cfg.to_dict().items():
+        for key, value in body.items():
+            out[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return out
+
+
+def train(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Run a fine-tuning job; returns ``{"metrics": ..., "final_dir": ..., "history": [...]}`` on every process.
+
+    The output folder is checked, then locked for the run (by the launch's rank 0) and checked again, so that
+    two runs started on one folder cannot both write it.
+    """
+    check_output_dir(cfg)
+    lock = None
+    if int(os.environ.get("RANK", "0")) == 0:
+        lock = run_folder.RunLock(Path(cfg.training.output_dir)).acquire()
+    try:
+        return _train(cfg)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(cfg: FinetuneConfig) -> dict[str, Any]:
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+    from tqdm.auto import tqdm
+
+    from ..data.chunking import with_torch_format
+    from ..data.stats import stats_from_chunk_dataset, to_normalization_stats
+    from . import checkpointing as ckpt
+
+    t, d, m, p = cfg.training, cfg.data, cfg.model, cfg.peft
+    check_output_dir(cfg)
+    out = Path(t.output_dir)
+    if t.num_threads:
+        torch.set_num_threads(t.num_threads)
+    report = None if t.report_to == "none" else t.report_to
+    # Launched as several processes on a machine without CUDA (torchrun, or `accelerate launch --multi_gpu`):
+    # Accelerate needs cpu=True to run DDP with gloo instead of silently training N independent copies.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Vision-language backbones carry parameters a NIAF forward never uses (e.g. SigLIP's pooling head).
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=t.ddp_find_unused_parameters)
+    accelerator = Accelerator(
+        cpu=multi_cpu, kwargs_handlers=[ddp], mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
+        log_with=report, project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    )
+    main = accelerator.is_main_process
+    set_seed(t.seed)
+
+    # ---- data -------------------------------------------------------------------------------------------
+    with accelerator.main_process_first():
+        try:
+            dataset = load_chunks(cfg)
+        except (ValueError, OSError, pickle.UnpicklingError) as err:  # named data errors: one line, exit 2
+            if isinstance(err, ConfigError):
+                raise
+            raise ConfigError(f"data: {err}") from None
+    layout = dataset_layout(dataset)
+    cameras = d.cameras if d.cameras else layout["cameras"]
+    if d.cameras:
+        cameras = [c if c.startswith("observation.images.") else f"observation.images.{c}" for c in d.cameras]
+        missing = [c for c in cameras if c not in layout["cameras"]]
+        if missing:
+            raise ConfigError(f"data.cameras {missing} not in the dataset (it has {layout['cameras']})")
+    if not cameras:
+        raise ConfigError("the dataset has no camera feature; NIAF needs at least one image per observation")
+    layout["cameras"] = cameras
+    from ..data.chunking import cache_size_report
+
+    cache = cache_size_report(dataset)
+    logger.info("chunk cache %s: %.2f MB, %s image bytes per frame per camera (%s)", cache["folder"],
+                cache["bytes"] / 1e6, ", ".join(f"{c} {b:.0f}" for c, b in cache["image_bytes_per_frame_per_camera"].items()),
+                cache["image_format"])
+    use_velocity = layout["velocity"] and m.loss_weight_velocity > 0
+    if d.velocity == "require" and not layout["velocity"]:
+        raise ConfigError("data.velocity=require but the dataset has no velocity labels")
+    relative = m.relative_action_state_indices
+    if relative is not None:
+        try:
+            check_relative_indices(relative, layout["action_dim"], layout["state_dim"])
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+    train_rows, val_rows = split_episodes(dataset, d.val_fraction, t.seed)
+    fingerprint = run_folder.run_fingerprint(cfg, run_folder.data_digest(dataset, train_rows, val_rows),
+                                             accelerator.num_processes)
+    last = ckpt.last_checkpoint(out) if t.resume else None
+    if last is not None:
+        run_folder.check_resume_fingerprint(out, fingerprint)
+        run_folder.check_training_state(last, accelerator.num_processes)
+    elif t.resume:
+        logger.warning("--resume: %s holds no complete checkpoint; starting the run again from step 0", out)
+    train_set = dataset.select(train_rows)
+    # with relative actions: statistics (and the mean-action baseline) of the deltas; the cache stays absolute
+    train_stats = stats_from_chunk_dataset(train_set, relative_action_state_indices=relative)
+    stats = to_normalization_stats(train_stats)
+    stats = {k: v for k, v in stats.items() if k in ("action", "state")}
+    if not m.use_state:
+        stats.pop("state", None)
+    tasks = sorted(set(dataset.select_columns(["task"])["task"]))
+    try:
+        processor, model = build_processor_and_model(cfg, layout, stats, tasks)
+    except ValueError as err:  # NiafConfig / NiafProcessor refusals (a head setting out of bounds, ...)
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"model: {err}") from None
+    if model.config.action_dim != layout["action_dim"]:
+        raise ConfigError(f"the dataset's action dim {layout['action_dim']} differs from the model's "
+                          f"{model.config.action_dim}")
+    logger.info("data: %d training chunks, %d held-out chunks, %d episodes, D=%d, %s, %.3g Hz, velocity labels: %s",
+                len(train_rows), len(val_rows), layout["episodes"], layout["action_dim"], cameras, layout["fps"],
+                layout["velocity"])
+    out.mkdir(parents=True, exist_ok=True)
+    run_folder.check_writable(out, 2 * run_folder.checkpoint_bytes(model))
+    accelerator.wait_for_everyone()
+    if main:  # everything is checked: only now may a previous run be replaced
+        if t.overwrite_output_dir and not t.resume:
+            run_folder.clear_run(out)
+        (out / RUN_CONFIG).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        if last is None:
+            run_folder.write_fingerprint(out, fingerprint)
+        ckpt.remove_stale_temporaries(out)
+
+    # ---- model ------------------------------------------------------------------------------------------
+    if t.gradient_checkpointing:
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    base_model = model
+    if p.method == "lora":
+        from .lora import apply_lora
+
+        if main and not p.save_merged:
+            base_model.save_pretrained(out / "base_model", processor=processor)
+        model = apply_lora(model, p.r, p.lora_alpha, p.lora_dropout, p.target_modules)
+    elif p.freeze_backbone:
+        for param in model.backbone.parameters():
+            param.requires_grad_(False)
+    from ..console_logging import count_parameters, format_step_line
+
+    total_params, trainable_params = count_parameters(model)
+    logger.info("model: %s parameters, %s trainable (%.1f%%)", f"{total_params:,}", f"{trainable_params:,}",
+                100.0 * trainable_params / max(total_params, 1))
+    head_params = [q for n, q in model.named_parameters() if q.requires_grad and head_parameter(n)]
+    body_params = [q for n, q in model.named_parameters() if q.requires_grad and not head_parameter(n)]
+    groups = [{"params": body_params, "lr": t.learning_rate}, {"params": head_params, "lr": t.head_learning_rate or t.learning_rate}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], betas=(t.adam_beta1, t.adam_beta2),
+                                  eps=t.adam_epsilon, weight_decay=t.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, tri_stage_lambda(t.max_steps, t.warmup_ratio, t.decay_ratio, t.final_lr_scale, t.lr_scheduler))
+
+    collate = Collator(processor, cameras, m.use_state, use_velocity)
+    torch_view = with_torch_format(dataset)
+    sampler = EpochSampler(train_rows, t.seed)
+    train_loader = torch.utils.data.DataLoader(
+        torch_view, batch_size=t.per_device_batch_size, sampler=sampler, collate_fn=collate,
+        drop_last=len(train_rows) >= t.per_device_batch_size * accelerator.num_processes, num_workers=d.num_workers,
+    )
+    val_loader = None
+    if len(val_rows):
+        pick = val_rows[np.linspace(0, len(val_rows) - 1, min(d.max_val_samples, len(val_rows))).round().astype(int)]
+        val_collate = Collator(processor, cameras, m.use_state, layout["velocity"])
+        val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(torch_view, np.unique(pick).tolist()),
+                                                 batch_size=32, collate_fn=val_collate)
+    baseline = np.asarray(train_stats["action"]["mean"], dtype=np.float64)
+    model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
+    batches_per_epoch = len(train_loader)
+    if batches_per_epoch == 0:
+        raise ConfigError(f"{len(train_rows)} training chunks make no batch of {t.per_device_batch_size}")
+
+    # ---- resume -----------------------------------------------------------------------------------------
+    step, consumed, history = 0, 0, []
+    if last is not None:
+        try:
+            accelerator.load_state(str(last / "training_state"))
+        except Exception as err:  # torch / safetensors raise many types for a damaged state
+            raise ConfigError(f"--resume: {last / 'training_state'} could not be loaded ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        state = ckpt.read_trainer_state(last)
+        step, consumed, history = int(state["step"]), int(state["micro_batches"]), list(state["history"])
+        logger.info("resumed from %s at step %d", last, step)
+    if report:
+        accelerator.init_trackers("niaf", config=_flat(cfg))
+    sample_log = open(out / f"samples_rank{accelerator.process_index}.txt", "a") if t.record_sample_ids else None  # noqa: SIM115
+
+    def save_checkpoint(at_step: int) -> None:
+        tmp = ckpt.temporary_dir(out, at_step)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(tmp / "training_state"))
+        if main:
+            unwrapped = accelerator.unwrap_model(model)
+            export = _export_model(unwrapped, p.method == "lora")
+            export.save_pretrained(tmp / "model", processor=processor)
+            ckpt.commit(out, at_step, {"step": at_step, "micro_batches": consumed, "history": history}, t.save_total_limit)
+        accelerator.wait_for_everyone()
+
+    # ---- loop -------------------------------------------------------------------------------------------
+    model.train()
+    bar = tqdm(total=t.max_steps, initial=step, desc="niaf-train", unit="step", disable=not main)
+    running: dict[str, float] = {}
+    n_running = 0
+    start = time.perf_counter()
+    # throughput and time spent waiting for batches, per logging interval
+    interval_start, data_seconds, interval_samples = start, 0.0, 0
+    while step < t.max_steps:
+        epoch, offset = divmod(consumed, batches_per_epoch)
+        sampler.epoch = epoch
+        loader = accelerator.skip_first_batches(train_loader, offset) if offset else train_loader
+        for batch, waited in _timed(loader):
+            data_seconds += waited
+            sample_ids = batch.pop("sample_index")
+            interval_samples += len(sample_ids) * accelerator.num_processes
+            if sample_log is not None:
+                sample_log.write(" ".join(str(int(i)) for i in sample_ids) + "\n")
+            with accelerator.accumulate(model):
+                output = model(**batch)
+                accelerator.backward(output.loss)
+                if accelerator.sync_gradients:  # max_norm inf: only measured, not clipped
+                    norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf)
+                    if norm is not None:
+                        running["grad_norm"] = running.get("grad_norm", 0.0) + float(norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            consumed += 1
+            for name in ("loss", "loss_pos", "loss_vel", "loss_jerk"):
+                value = getattr(output, name)
+                if value is not None:
+                    running[name] = running.get(name, 0.0) + float(value.detach())
+            n_running += 1
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update(1)
+            if step % t.logging_steps == 0 or step == t.max_steps:
+                logs = {f"train/{k}": accelerator.reduce(torch.tensor(v / n_running, device=accelerator.device),
+                                                         "mean").item() for k, v in running.items()}
+                logs["train/lr"] = scheduler.get_last_lr()[0]
+                now = time.perf_counter()
+                steps_in_interval = max(1, n_running // t.gradient_accumulation_steps)
+                # grad_norm was summed once per optimiser step, the losses once per micro-batch
+                if "train/grad_norm" in logs:
+                    logs["train/grad_norm"] *= n_running / steps_in_interval
+                logs["train/samples_per_second"] = interval_samples / max(now - interval_start, 1e-9)
+                logs["train/data_seconds_per_step"] = data_seconds / steps_in_interval
+                logs["train/data_fraction"] = data_seconds / max(now - interval_start, 1e-9)
+                history.append({"step": step, **logs})
+                bar.set_postfix(loss=f"{logs['train/loss']:.4f}")
+                logger.info(format_step_line(step, t.max_steps, logs))
+                interval_start, data_seconds, interval_samples = now, 0.0, 0
+                if report:
+                    accelerator.log(logs, step=step)
+                running, n_running = {}, 0
+            if val_loader is not None and t.eval_steps and step % t.eval_steps == 0 and step < t.max_steps:
+                if main:
+                    metrics = evaluate_model(accelerator.unwrap_model(model), processor, val_loader, baseline,
+                                             _num_points(t, m))
+                    history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
+                    logger.info("step %d eval: %s", step, _fmt(metrics))
+                    if report:
+                        accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+                accelerator.wait_for_everyone()
+            if t.save_steps and step % t.save_steps == 0 and step < t.max_steps:
+                save_checkpoint(step)
+            if step >= t.max_steps:
+                break
+    bar.close()
+    if sample_log is not None:
+        sample_log.close()
+        from safetensors.torch import save_file
+
+        weights = {k: v.detach().float().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
+        save_file(weights, str(out / f"weights_rank{accelerator.process_index}.safetensors"))
+    train_seconds = time.perf_counter() - start
+
+    # ---- final ------------------------------------------------------------------------------------------
+    save_checkpoint(step)
+    result: dict[str, Any] = {"final_dir": str(out / FINAL_DIR), "history": history, "train_seconds": train_seconds}
+    metrics: dict[str, float] = {}
+    if main:
+        unwrapped = accelerator.unwrap_model(model)
+        if val_loader is not None:
+            metrics = evaluate_model(unwrapped, processor, val_loader, baseline, _num_points(t, m))
+            history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
+            logger.info("final eval: %s", _fmt(metrics))
+            if report:
+                accelerator.log({f"eval/{k}": v for k, v in metrics.items()}, step=step)
+        export = _export_model(unwrapped, p.method == "lora" and p.save_merged)
+        tmp = out / (ckpt.TMP_PREFIX + FINAL_DIR)
+        shutil.rmtree(tmp, ignore_errors=True)
+        datasets_meta = [cfg.data.source] if cfg.data.source != "metaworld" else ["metaworld (scripted experts)"]
+        export.save_pretrained(tmp, processor=processor, repo_id=t.hub_model_id, **card_metadata(cfg, metrics))
+        if p.method == "lora" and not p.save_merged:
+            unwrapped.save_pretrained(tmp / "adapter")
+        (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        provenance = data_provenance(cfg)
+        if provenance is not None:
+            from ..evaluation.closed_loop import TRAINING_RECORD
+
+            (tmp / TRAINING_RECORD).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+        with open(tmp / "README.md", "a", encoding="utf-8") as card:
+            card.write(training_card_section(cfg, layout, len(train_rows), len(val_rows), metrics, step, datasets_meta))
+        ckpt.atomic_replace_dir(tmp, out / FINAL_DIR)
+        with open(out / HISTORY_FILE, "w", encoding="utf-8") as f:
+            for row in history:
+                f.write(json.dumps(row) + "\n")
+        if t.push_to_hub:
+            push_final(out / FINAL_DIR, t.hub_model_id, t.hub_private)
+    accelerator.wait_for_everyone()
+    if report:
+        accelerator.end_training()
+    result["metrics"] = metrics
+    result["process_index"] = accelerator.process_index
+    result["baseline"] = baseline.tolist()
+    return result
+
+
+def _timed(loader: Any) -> Iterator[tuple[Any, float]]:
+    """Yield (batch, seconds spent waiting for it) from ``loader``."""
+    iterator = iter(loader)
+    while True:
+        started = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        yield batch, time.perf_counter() - started
+
+
+def _num_points(t: Any, m: Any) -> int:
+    return t.eval_num_points or 4 * (m.chunk_size - 1) + 1
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
