@@ -286,7 +286,7 @@ def test_log_levels_from_the_environment(monkeypatch, capsys):
 
 
 def test_an_error_mid_run_is_one_line_of_its_own_below_the_progress_bar(tmp_path, cache_dir, capsys, monkeypatch):
-    from niaf_train import checkpointing
+    from niaf_train.training import checkpointing
     from niaf_train.training.cli import main
 
     def refuse(*args, **kwargs):

@@ -821,7 +821,7 @@ def test_two_runs_on_one_folder_and_unwritable_disks_are_refused(tmp_path, capsy
     import errno
     from collections import namedtuple
 
-    from niaf_train import run_folder
+    from niaf_train.training import run_folder
 
     data, cache, out = _lerobot_dataset(tmp_path / "ds"), tmp_path / "cache", tmp_path / "run"
     holder = run_folder.RunLock(out).acquire()  # another run holds the folder
@@ -846,7 +846,7 @@ def test_two_runs_on_one_folder_and_unwritable_disks_are_refused(tmp_path, capsy
     monkeypatch.undo()
 
     # the disk fills up during a checkpoint write: the file and the cause, no traceback
-    from niaf_train import checkpointing
+    from niaf_train.training import checkpointing
 
     def full_disk(output_dir, step, *args, **kwargs):
         raise OSError(
