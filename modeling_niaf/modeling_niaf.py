@@ -167,10 +167,10 @@ class NiafPreTrainedModel(PreTrainedModel):
     """Weight initialisation and class attributes shared by NIAF models."""
 
     config_class = NiafConfig
-    base_model_prefix = "niaf"
+    base_model_prefix = "backbone"  # the attribute holding the vision-language model
     main_input_name = "pixel_values"
     supports_gradient_checkpointing = True
-    _no_split_modules: list[str] = []
+    _no_split_modules: list[str] = []  # a policy instance takes its backbone's (set in __init__)
     # The SIREN, its derivative recursion and the ψ heads never run in half precision: a bf16 phase of ~30 rad
     # carries ~0.1 rad of error.
     # `_keep_in_fp32_modules` covers fp16 loading, `_strict` also bf16 (transformers >= 4.54).
@@ -283,6 +283,8 @@ class NiafForActionFunction(NiafPreTrainedModel):
         super().__init__(config)
         self.family = config.backbone_config.model_type
         self.backbone = AutoModel.from_config(config.backbone_config)
+        # device_map="auto" must not split a decoder layer of the backbone across devices
+        self._no_split_modules = list(getattr(self.backbone, "_no_split_modules", None) or [])
         hidden = config.hidden_size
         self.query_embeddings = NiafQueryEmbeddings(config.num_queries, hidden, config.query_init_std)
         self.state_projection = nn.Linear(config.state_dim, hidden) if config.use_state else None
@@ -614,8 +616,11 @@ class NiafForActionFunction(NiafPreTrainedModel):
             action_mask (`torch.Tensor` [B, K], *optional*): 1/True for real steps, 0/False for steps padded
                 past the episode end; padded steps are left out of every loss term.
 
+            return_dict (`bool`, *optional*): ``False`` returns ``output.to_tuple()`` (the non-None fields in
+                order) instead of the [`NiafActionFunctionOutput`].
+
         Returns:
-            [`NiafActionFunctionOutput`].
+            [`NiafActionFunctionOutput`], or a tuple with ``return_dict=False``.
         """
         if kwargs:
             raise ValueError(f"NiafForActionFunction.forward got unexpected arguments {sorted(kwargs)}.")
@@ -639,7 +644,7 @@ class NiafForActionFunction(NiafPreTrainedModel):
             positions=positions, velocities=pred_vel, gamma=gamma, beta=beta, query_hidden_states=z
         )
         if actions is None:
-            return out
+            return out if return_dict is not False else out.to_tuple()
         if action_mask is None:
             weight = torch.ones(actions.shape[:2], dtype=positions.dtype, device=positions.device)
         else:
@@ -659,7 +664,7 @@ class NiafForActionFunction(NiafPreTrainedModel):
             loss_jerk = masked_mean(values[3] * per_second**3)
             loss = loss + cfg.loss_weight_jerk * loss_jerk
         out.loss, out.loss_pos, out.loss_vel, out.loss_jerk = loss, loss_pos, loss_vel, loss_jerk
-        return out
+        return out if return_dict is not False else out.to_tuple()
 
     def _validate_targets(
         self, actions: torch.Tensor, velocities: torch.Tensor | None, action_mask: torch.Tensor | None

@@ -88,12 +88,6 @@ class SirenReadout(nn.Linear):
         _init.zeros_(self.bias)
 
 
-def _functorch_active() -> bool:
-    """True inside torch.func transforms (jvp, vmap, grad), which cannot trace in-place/out= kernels."""
-    check = getattr(torch._C, "_are_functorch_transforms_active", None)
-    return bool(check()) if check is not None else False
-
-
 def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
     """float64 if anything is float64, else float32: the SIREN never computes in half precision."""
     return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
@@ -171,7 +165,7 @@ class ModulatedSiren(nn.Module):
         self._validate(tau, gamma, beta, derivatives)
         device_type = gamma.device.type
         with torch.autocast(device_type=device_type, enabled=False):
-            needs_graph = _functorch_active() or (
+            needs_graph = torch.compiler.is_compiling() or (
                 torch.is_grad_enabled()
                 and (
                     tau.requires_grad
@@ -182,7 +176,12 @@ class ModulatedSiren(nn.Module):
             )
             if needs_graph:
                 return self._forward(tau, gamma, beta, derivatives)
-            return self._forward_blocked(tau, gamma, beta, derivatives)
+            try:
+                return self._forward_blocked(tau, gamma, beta, derivatives)
+            except (RuntimeError, NotImplementedError):
+                # torch.func transforms (jvp, vmap) cannot run the in-place / out= kernels; the graph path
+                # computes the same numbers (a genuine error is raised again there)
+                return self._forward(tau, gamma, beta, derivatives)
 
     def _forward_blocked(self, tau: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, k: int) -> list[torch.Tensor]:
         """`_forward_inplace` over blocks of time points whose [k+1, B, n, H] buffer stays cache-sized.

@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import math
+import warnings
 
 import pytest
 import torch
@@ -292,11 +293,16 @@ def test_gradient_checkpointing_gives_same_loss_and_gradients(family):
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return out.loss.detach(), grads
 
+    from niaf_train.training.loop import set_activation_checkpointing
+
     loss_ref, grads_ref = run()
-    model.gradient_checkpointing_enable()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated call on the way
+        set_activation_checkpointing(model, True)
     assert model.is_gradient_checkpointing
     loss_gc, grads_gc = run()
-    model.gradient_checkpointing_disable()
+    set_activation_checkpointing(model, False)
+    assert not model.is_gradient_checkpointing
     torch.testing.assert_close(loss_gc, loss_ref, rtol=1e-6, atol=1e-7)
     assert grads_ref.keys() == grads_gc.keys()
     assert "query_embeddings.weight" in grads_ref
@@ -552,3 +558,23 @@ def test_modulation_heads_stay_float32_under_bf16_autocast():
     assert gamma.dtype == beta.dtype == torch.float32
     torch.testing.assert_close(gamma, ref_gamma, rtol=0, atol=0)
     torch.testing.assert_close(beta, ref_beta, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["florence2", "paligemma", "qwen2_5_vl"])
+def test_transformers_conventions_base_prefix_no_split_and_return_dict(family):
+    model = make_model(family).eval()
+    # base_model_prefix names the attribute that holds the backbone
+    assert getattr(model, model.base_model_prefix) is model.backbone
+    # device_map splitting follows the backbone's own unsplittable blocks
+    backbone_blocks = set(model.backbone._no_split_modules or [])
+    assert backbone_blocks, f"{family}: the backbone declares no unsplittable modules"
+    assert backbone_blocks <= set(model._no_split_modules)
+    inputs = make_inputs(family)
+    actions = torch.randn(2, model.config.chunk_size, model.config.action_dim)
+    with torch.no_grad():
+        out = model(**inputs, actions=actions)
+        tup = model(**inputs, actions=actions, return_dict=False)
+    assert isinstance(tup, tuple)
+    assert len(tup) == len(out.to_tuple())
+    for a, b in zip(tup, out.to_tuple(), strict=True):
+        torch.testing.assert_close(a, b)

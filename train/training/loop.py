@@ -70,6 +70,21 @@ def tri_stage_lambda(total: int, warmup_ratio: float, decay_ratio: float, final_
     return scale
 
 
+def set_activation_checkpointing(model: Any, enabled: bool) -> None:
+    """Turn activation (gradient) checkpointing of a transformers model on or off, non-reentrant, through
+    ``activation_checkpointing_enable`` where transformers has it (it deprecates ``gradient_checkpointing_*``)
+    and the older name on the floor version that lacks it."""
+    if enabled:
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "activation_checkpointing_disable"):
+        model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_disable()
+
+
 def _flat(cfg: FinetuneConfig) -> dict[str, Any]:
     out = {}
     for section, body in cfg.to_dict().items():
@@ -199,7 +214,7 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
 
     # ---- model ------------------------------------------------------------------------------------------
     if t.gradient_checkpointing:
-        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_activation_checkpointing(model.backbone, True)
     base_model = model
     if p.method == "lora":
         from .lora import apply_lora
