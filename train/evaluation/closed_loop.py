@@ -310,9 +310,14 @@ def load_policy(checkpoint: str | os.PathLike[str], settings: EvalSettings) -> N
     action/state/camera layout fits Meta-World."""
     from transformers import AutoModel, AutoProcessor
 
+    from ..baselines import checkpoint_action_head, load_model, load_processor
+
     try:
-        model = AutoModel.from_pretrained(str(checkpoint), trust_remote_code=True).eval()
-        processor = AutoProcessor.from_pretrained(str(checkpoint), trust_remote_code=True)
+        if checkpoint_action_head(checkpoint) != "niaf":  # a comparison head (issue 15): no remote code
+            model, processor = load_model(checkpoint).eval(), load_processor(checkpoint)
+        else:
+            model = AutoModel.from_pretrained(str(checkpoint), trust_remote_code=True).eval()
+            processor = AutoProcessor.from_pretrained(str(checkpoint), trust_remote_code=True)
     except (OSError, ValueError) as err:
         raise EvalError(f"--checkpoint {checkpoint}: cannot load a NIAF model and processor ({err})") from err
     cfg = model.config
