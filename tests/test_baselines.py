@@ -315,3 +315,31 @@ def test_niaf_eval_policy_runs_a_comparison_head_checkpoint(kind, execution, tmp
     with MetaWorldScene("reach-v3", 1000, ["corner2"], 32) as scene:
         result = run_episode(scene, 0, policy, settings)
     assert result.steps == 12 and result.actions.shape == (12, D) and np.isfinite(result.actions).all()
+
+
+@pytest.mark.slow
+def test_niaf_train_and_niaf_eval_run_a_comparison_head_end_to_end(tmp_path, capsys):
+    """niaf-train --model.action_head bspline → a plain checkpoint (no remote code) → niaf-eval's command line."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    pytest.importorskip("metaworld")
+    from niaf_train.evaluation.cli import main as eval_main
+    from niaf_train.finetune import train
+    from niaf_train.training_config import load_config
+
+    cfg = load_config("default.yaml", [
+        "--output_dir", str(tmp_path / "run"), "--max_steps", "3", "--model.action_head", "bspline",
+        "--data.metaworld_tasks", "reach-v3", "--data.metaworld_episodes_per_task", "3",
+        "--model.tiny_hidden_size", "32", "--model.head_hidden_size", "32", "--training.per_device_batch_size", "8",
+        "--training.report_to", "none", "--training.num_threads", "1", "--training.save_steps", "0",
+        "--training.eval_steps", "0", "--data.cache_dir", str(tmp_path / "cache"),
+    ])
+    result = train(cfg)
+    final = tmp_path / "run" / "final"
+    assert np.isfinite(result["metrics"]["position_mse"])
+    assert checkpoint_action_head(final) == "bspline" and not list(final.glob("*.py"))
+    assert (final / "training_data.json").is_file()
+    rc = eval_main(["--checkpoint", str(final), "--episodes", "1", "--max-steps", "10", "--execute-hz", "80",
+                    "--no-video", "--output-dir", str(tmp_path / "eval")])
+    assert rc == 0, capsys.readouterr().err
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["tasks"]["reach-v3"]["episodes"] == 1 and results["benchmark_seed"] == 1000
