@@ -257,6 +257,8 @@ def test_comparison_head_checkpoint_saves_and_reloads(kind, tmp_path):
     b = loaded.predict_action_function(**batch)(num_points=15, derivatives=1)
     torch.testing.assert_close(a.position, b.position, rtol=0, atol=0)
     torch.testing.assert_close(a.velocity, b.velocity, rtol=0, atol=0)
+    generated = loaded.generate_actions(**batch, num_points=15, derivatives=1)  # NIAF's one-call API works too
+    torch.testing.assert_close(generated.position, b.position, rtol=0, atol=0)
     assert 0 < head_parameter_count(loaded) == sum(p.numel() for p in loaded.action_head.parameters())
 
 

@@ -306,7 +306,8 @@ def resolve_seed(requested: int | None, record: dict[str, Any] | None) -> int:
 
 
 def load_policy(checkpoint: str | os.PathLike[str], settings: EvalSettings) -> NiafPolicy:
-    """Load a checkpoint through ``AutoModel`` / ``AutoProcessor`` (``trust_remote_code=True``) and check that its
+    """Load a checkpoint through ``AutoModel`` / ``AutoProcessor`` (``trust_remote_code=True``; a comparison-head
+    checkpoint, with ``action_head`` in its config.json, through ``niaf_train.baselines``) and check that its
     action/state/camera layout fits Meta-World."""
     from transformers import AutoModel, AutoProcessor
 
