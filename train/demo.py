@@ -8,7 +8,7 @@ Any ``niaf-train`` key can be overridden (``--section.key value``); ``--eval_epi
 episodes per task (default 50). Steps:
 
 1. scripted-expert Meta-World demonstrations are generated once and cached (``~/.cache/niaf``);
-2. a tiny NIAF is fine-tuned with ``niaf_train.finetune`` (config ``default.yaml``);
+2. a tiny NIAF is fine-tuned with ``niaf-train`` (:mod:`niaf_train.training`) (config ``default.yaml``);
 3. the final Hub-layout checkpoint is reloaded with ``AutoModel.from_pretrained(..., trust_remote_code=True)``
    and ``AutoProcessor`` — the same path a Hub user takes;
 4. held-out chunks are queried at 4× the training rate (``4·(K-1)+1`` points) with analytic derivatives and

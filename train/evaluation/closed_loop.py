@@ -306,13 +306,19 @@ def resolve_seed(requested: int | None, record: dict[str, Any] | None) -> int:
 
 
 def load_policy(checkpoint: str | os.PathLike[str], settings: EvalSettings) -> NiafPolicy:
-    """Load a checkpoint through ``AutoModel`` / ``AutoProcessor`` (``trust_remote_code=True``) and check that its
+    """Load a checkpoint through ``AutoModel`` / ``AutoProcessor`` (``trust_remote_code=True``; a comparison-head
+    checkpoint, with ``action_head`` in its config.json, through ``niaf_train.baselines``) and check that its
     action/state/camera layout fits Meta-World."""
     from transformers import AutoModel, AutoProcessor
 
+    from ..baselines import checkpoint_action_head, load_model, load_processor
+
     try:
-        model = AutoModel.from_pretrained(str(checkpoint), trust_remote_code=True).eval()
-        processor = AutoProcessor.from_pretrained(str(checkpoint), trust_remote_code=True)
+        if checkpoint_action_head(checkpoint) != "niaf":  # a comparison head (issue 15): no remote code
+            model, processor = load_model(checkpoint).eval(), load_processor(checkpoint)
+        else:
+            model = AutoModel.from_pretrained(str(checkpoint), trust_remote_code=True).eval()
+            processor = AutoProcessor.from_pretrained(str(checkpoint), trust_remote_code=True)
     except (OSError, ValueError) as err:
         raise EvalError(f"--checkpoint {checkpoint}: cannot load a NIAF model and processor ({err})") from err
     cfg = model.config

@@ -83,6 +83,20 @@ class ModelOptions:
     """λ_j, weight of the jerk penalty (mean squared third derivative, per s³)."""
     torch_dtype: str = "float32"
     """Storage dtype of the backbone weights when loaded from a pretrained model (float32 / bfloat16)."""
+    action_head: str = "niaf"
+    """What turns the query outputs into actions: niaf (the modulated SIREN), or a comparison head on the same
+    backbone, queries and data (``niaf_train.baselines``): waypoints (OFT-style parallel decoding), bspline
+    (BEAST-CT-style control points of a clamped cubic B-spline), flow (π0-style flow matching, Euler steps)."""
+    head_hidden_size: int = 256
+    """Comparison heads: width of their MLP (the flow head's action network too)."""
+    bspline_control_points: int = 6
+    """bspline head: M control points per action dim (>= 4 for a cubic)."""
+    waypoint_loss: str = "l1"
+    """waypoints head: l1 (as OpenVLA-OFT) or l2 regression of the K waypoints."""
+    chunk_interpolation: str = "linear"
+    """waypoints and flow heads: how their K waypoints are executed as a function of time (zoh or linear)."""
+    flow_steps: int = 10
+    """flow head: Euler steps at inference (π0: 10)."""
 
 
 @dataclass
@@ -383,6 +397,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "peft.method": ("none", "lora"),
     "model.normalization_mode": ("QUANTILES", "MIN_MAX", "MEAN_STD", "IDENTITY"),
     "model.torch_dtype": ("float32", "bfloat16", "float16"),
+    "model.action_head": ("niaf", "waypoints", "bspline", "flow"),
+    "model.waypoint_loss": ("l1", "l2"),
+    "model.chunk_interpolation": ("zoh", "linear"),
 }
 """Allowed values of the keys that take one of a fixed set of strings (checked and shown by ``--help``)."""
 
@@ -404,6 +421,8 @@ def validate_config(cfg: FinetuneConfig) -> None:
         ("training.logging_steps", t.logging_steps, 1), ("data.chunk_stride", d.chunk_stride, 1),
         ("data.sample_every", d.sample_every, 1), ("model.chunk_size", m.chunk_size, 2), ("peft.r", p.r, 1),
         ("data.max_val_samples", d.max_val_samples, 1), ("training.save_total_limit", t.save_total_limit, 1),
+        ("model.head_hidden_size", m.head_hidden_size, 1), ("model.bspline_control_points", m.bspline_control_points, 4),
+        ("model.flow_steps", m.flow_steps, 1),
     ):
         if value < low:
             raise ConfigError(f"`{key}` must be >= {low}, got {value}")
@@ -433,6 +452,9 @@ def validate_config(cfg: FinetuneConfig) -> None:
             raise ConfigError(f"`{key}` entries must be state indices >= 0 or null, got {rel}")
         if all(s is None for s in rel):
             raise ConfigError(f"`{key}` has no int entry; leave it null for absolute actions")
+    if m.action_head != "niaf" and (m.init_from_niaf or t.push_to_hub):
+        raise ConfigError(f"`model.action_head` {m.action_head!r} trains a comparison head from the backbone; it cannot "
+                          "be combined with model.init_from_niaf or training.push_to_hub")
     if t.push_to_hub and not t.hub_model_id:
         raise ConfigError("`training.push_to_hub` needs `training.hub_model_id` (e.g. user/niaf-metaworld)")
 

@@ -29,6 +29,9 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         "loss_weight_position": m.loss_weight_position, "loss_weight_velocity": m.loss_weight_velocity,
         "loss_weight_jerk": m.loss_weight_jerk,
     }
+    from ..baselines import action_head_settings  # NIAF (unchanged config) or a comparison head
+
+    model_class, head = action_head_settings(m, head)
     proc_kwargs = {
         "num_cameras": len(layout["cameras"]), "action_dim": layout["action_dim"], "state_dim": state_dim,
         "normalization_mode": m.normalization_mode, "normalization_stats": stats,
@@ -81,7 +84,7 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         )
         config = NiafConfig(backbone_config=tiny_backbone_config(m.tiny_hidden_size, m.tiny_num_layers,
                                                                   m.tiny_image_size, m.tiny_patch_size), **head)
-        return processor, NiafForActionFunction(config)
+        return processor, model_class(config)
     from transformers import AutoProcessor
 
     base = AutoProcessor.from_pretrained(m.backbone)
@@ -102,7 +105,7 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
                               image_token=m.image_token or token, image_seq_length=image_seq_length,
                               **kwargs, **proc_kwargs)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[m.torch_dtype]
-    model = NiafForActionFunction.from_pretrained_backbone(m.backbone, backbone_kwargs={"dtype": dtype}, **head)
+    model = model_class.from_pretrained_backbone(m.backbone, backbone_kwargs={"dtype": dtype}, **head)
     return processor, model
 
 

@@ -23,8 +23,9 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-HEAD_MODULES = ("query_embeddings", "modulation_heads", "siren", "state_projection")
-"""Top-level NIAF modules that are trained in full under LoRA (``modules_to_save``)."""
+HEAD_MODULES = ("query_embeddings", "modulation_heads", "siren", "state_projection", "action_head")
+"""Top-level NIAF modules that are trained in full under LoRA (``modules_to_save``); ``action_head`` is the head
+of a comparison model (``niaf_train.baselines``)."""
 
 _ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 _FAMILY_TARGETS: dict[str, tuple[str, ...]] = {

@@ -1,0 +1,299 @@
+"""NIAF's backbone, learned queries and state pathway with a comparison head instead of the ψ heads + SIREN.
+
+[`NiafBaselineForActionFunction`] subclasses [`NiafForActionFunction`] and keeps everything up to Z = the
+backbone's outputs at the Q learned query tokens (``encode_queries``: the same queries, the same state token,
+the same masks, the same processor and normalised targets); only what turns Z into actions differs
+(:mod:`.heads`). Its ``predict_action_function`` returns a [`BasisActionFunction`] with NIAF's call signature,
+so niaf-train's evaluation, niaf-eval and ``ActionStream`` use it unchanged.
+
+Checkpoints: ``config.json`` is a [`NiafConfig`] with the extra keys ``action_head`` (``waypoints``, ``bspline``
+or ``flow``) and the head's settings; no ``auto_map`` and no remote code (the Hub code is NIAF's and cannot build
+these heads). Load with :func:`niaf_train.baselines.load_model` (or this class's ``from_pretrained``) and the
+processor with :func:`niaf_train.baselines.load_processor`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModel, PreTrainedModel
+
+from modeling_niaf.modeling_niaf import (
+    NiafActionFunctionOutput,
+    NiafForActionFunction,
+    NiafPreTrainedModel,
+    NiafQueryEmbeddings,
+)
+
+from .functions import INTERPOLATIONS, BasisActionFunction, spline_basis, waypoint_basis
+from .heads import BaselineHead, BSplineHead, FlowHead, WaypointHead
+
+logger = logging.getLogger(__name__)
+
+COMPARISON_HEADS = ("waypoints", "bspline", "flow")
+ACTION_HEADS = ("niaf", *COMPARISON_HEADS)
+"""Values of ``model.action_head`` / ``config.action_head``; ``niaf`` (or no key at all) is NIAF itself."""
+
+HEAD_DEFAULTS: dict[str, Any] = {
+    "head_hidden_size": 256,
+    "bspline_control_points": 6,
+    "waypoint_loss": "l1",
+    "chunk_interpolation": "linear",
+    "flow_steps": 10,
+    "flow_seed": 0,
+}
+"""Settings of the comparison heads stored in config.json next to ``action_head`` (defaults for absent keys)."""
+
+WAYPOINT_LOSSES = ("l1", "l2")
+
+
+def head_setting(config: Any, name: str) -> Any:
+    return getattr(config, name, HEAD_DEFAULTS[name])
+
+
+def check_head_config(config: Any) -> str:
+    """``config.action_head`` of a comparison-head config, with its settings checked (ValueError naming the key)."""
+    kind = getattr(config, "action_head", None)
+    if kind not in COMPARISON_HEADS:
+        raise ValueError(f"config.action_head must be one of {COMPARISON_HEADS} for a comparison-head model, got "
+                         f"{kind!r} (a NIAF model is NiafForActionFunction)")
+    width = head_setting(config, "head_hidden_size")
+    if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= 65536:
+        raise ValueError(f"config.head_hidden_size must be an int in [1, 65536], got {width!r}")
+    m = head_setting(config, "bspline_control_points")
+    if kind == "bspline" and (isinstance(m, bool) or not isinstance(m, int) or not 4 <= m <= 1024):
+        raise ValueError(f"config.bspline_control_points must be an int in [4, 1024] (a cubic needs 4), got {m!r}")
+    if head_setting(config, "waypoint_loss") not in WAYPOINT_LOSSES:
+        raise ValueError(f"config.waypoint_loss must be one of {WAYPOINT_LOSSES}, got {head_setting(config, 'waypoint_loss')!r}")
+    if head_setting(config, "chunk_interpolation") not in INTERPOLATIONS:
+        raise ValueError(f"config.chunk_interpolation must be one of {INTERPOLATIONS}, "
+                         f"got {head_setting(config, 'chunk_interpolation')!r}")
+    steps = head_setting(config, "flow_steps")
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= 1000:
+        raise ValueError(f"config.flow_steps must be an int in [1, 1000], got {steps!r}")
+    return kind
+
+
+def build_head(config: Any) -> BaselineHead:
+    kind = check_head_config(config)
+    q, d, k, dim = config.num_queries, config.hidden_size, config.chunk_size, config.action_dim
+    width = head_setting(config, "head_hidden_size")
+    if kind == "waypoints":
+        return WaypointHead(q, d, k, dim, width)
+    if kind == "bspline":
+        return BSplineHead(q, d, head_setting(config, "bspline_control_points"), dim, width)
+    return FlowHead(q, d, k, dim, width, head_setting(config, "flow_steps"))
+
+
+class NiafBaselineForActionFunction(NiafForActionFunction):
+    """NIAF's backbone + learned queries (+ state token) + one comparison head (``config.action_head``).
+
+    Same inputs as [`NiafForActionFunction`]. ``forward`` takes the same normalised targets and ``action_mask``:
+
+    * ``waypoints``: L1 (default, as OFT) or squared-L2 error of the K waypoints (``config.waypoint_loss``);
+    * ``bspline``: NIAF's losses on the spline at τ_k: λ_p·L_pos (+ λ_v·L_vel with velocities, + λ_j·L_jerk);
+    * ``flow``: the flow-matching loss ‖v - (a - x₀)‖² at a random time (``loss_pos`` holds it).
+
+    Every loss term is summed over action dimensions and averaged over valid (sample, step) pairs, as NIAF's.
+    """
+
+    _keep_in_fp32_modules = ["action_head"]
+    _keep_in_fp32_modules_strict = ["action_head"]
+
+    def __init__(self, config: Any) -> None:
+        NiafPreTrainedModel.__init__(self, config)  # not NIAF's __init__: no ψ heads, no SIREN
+        self.action_head_kind = check_head_config(config)
+        self.family = config.backbone_config.model_type
+        self.backbone = AutoModel.from_config(config.backbone_config)
+        hidden = config.hidden_size
+        self.query_embeddings = NiafQueryEmbeddings(config.num_queries, hidden, config.query_init_std)
+        self.state_projection = nn.Linear(config.state_dim, hidden) if config.use_state else None
+        self.action_head = build_head(config)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # the head's Linear layers are re-drawn by the head itself (visited after its children)
+        if isinstance(module, BaselineHead):
+            module.reset_parameters()
+            return
+        super()._init_weights(module)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Parameters of the head (for reports): what replaces NIAF's ψ heads + SIREN
+    # ------------------------------------------------------------------------------------------------------
+    def head_parameters(self) -> int:
+        return sum(p.numel() for p in self.action_head.parameters())
+
+    def modulations(self, **inputs: Any) -> Any:
+        raise NotImplementedError(f"a {self.action_head_kind} model has no SIREN modulations")
+
+    # ------------------------------------------------------------------------------------------------------
+    # Training
+    # ------------------------------------------------------------------------------------------------------
+    def _chunk_tau(self) -> torch.Tensor:
+        return self.training_tau()
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        state: torch.FloatTensor | None = None,
+        actions: torch.FloatTensor | None = None,
+        velocities: torch.FloatTensor | None = None,
+        action_mask: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> NiafActionFunctionOutput:
+        """One backbone pass and the head's losses; ``positions`` [B, K, D] are the chunk at τ_k (for ``flow``
+        only without targets: sampling 10 steps per training step would only cost time)."""
+        if kwargs:
+            raise ValueError(f"{type(self).__name__}.forward got unexpected arguments {sorted(kwargs)}.")
+        cfg = self.config
+        if actions is not None:
+            self._validate_targets(actions, velocities, action_mask)
+        elif velocities is not None or action_mask is not None:
+            raise ValueError("`velocities` and `action_mask` need `actions`.")
+        z = self.encode_queries(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+                                image_grid_thw=image_grid_thw, state=state)
+        kind = self.action_head_kind
+        out = NiafActionFunctionOutput(query_hidden_states=z)
+        if actions is None:
+            coefficients = self._coefficients(z)
+            fn = self._function(coefficients, None, None, None)
+            traj = fn(derivatives=1, denormalize=False)
+            out.positions, out.velocities = traj.position, traj.velocity
+            return out
+        target = actions.to(torch.float32)
+        if action_mask is None:
+            weight = torch.ones(actions.shape[:2], dtype=torch.float32, device=actions.device)
+        else:
+            weight = action_mask.to(device=actions.device, dtype=torch.float32)
+        denom = weight.sum().clamp_min(1.0)
+
+        def masked(err: torch.Tensor) -> torch.Tensor:  # [B, K, D] → sum over D, mean over valid steps
+            return (err.sum(-1) * weight).sum() / denom
+
+        loss_vel = loss_jerk = None
+        if kind == "waypoints":
+            positions = self.action_head(z)
+            err = positions - target
+            loss_pos = masked(err.abs() if head_setting(cfg, "waypoint_loss") == "l1" else err.pow(2))
+            loss = cfg.loss_weight_position * loss_pos
+            out.positions = positions
+        elif kind == "bspline":
+            control = self.action_head(z)  # [B, M, D]
+            order = 3 if cfg.loss_weight_jerk > 0 else (1 if velocities is not None else 0)
+            basis = torch.as_tensor(self._basis(self._chunk_tau().numpy(), order), dtype=control.dtype,
+                                    device=control.device)  # [k+1, K, M]
+            values = torch.einsum("jkm,bmd->jbkd", basis, control)
+            per_second = cfg.tau_to_seconds
+            positions = values[0]
+            loss_pos = masked((positions - target).pow(2))
+            loss = cfg.loss_weight_position * loss_pos
+            out.positions = positions
+            if velocities is not None:
+                pred_vel = values[1] * per_second
+                out.velocities = pred_vel
+                loss_vel = masked((pred_vel - velocities.to(pred_vel.dtype)).pow(2))
+                loss = loss + cfg.loss_weight_velocity * loss_vel
+            if cfg.loss_weight_jerk > 0:
+                loss_jerk = masked((values[3] * per_second**3).pow(2))
+                loss = loss + cfg.loss_weight_jerk * loss_jerk
+        else:  # flow
+            predicted, wanted = self.action_head.loss_terms(z, target)
+            loss_pos = masked((predicted - wanted).pow(2))
+            loss = cfg.loss_weight_position * loss_pos
+        out.loss, out.loss_pos, out.loss_vel, out.loss_jerk = loss, loss_pos, loss_vel, loss_jerk
+        return out
+
+    # ------------------------------------------------------------------------------------------------------
+    # Inference
+    # ------------------------------------------------------------------------------------------------------
+    def _basis(self, tau: Any, order: int) -> Any:
+        return self._basis_function()(tau, order)
+
+    def _basis_function(self) -> Any:
+        cfg = self.config
+        if self.action_head_kind == "bspline":
+            return spline_basis(head_setting(cfg, "bspline_control_points"))
+        return waypoint_basis(cfg.chunk_size, head_setting(cfg, "chunk_interpolation"))
+
+    def _coefficients(self, z: torch.Tensor) -> torch.Tensor:
+        """[B, M, D] normalised coefficients of the chunk function (control points or waypoints)."""
+        if self.action_head_kind == "flow":
+            generator = torch.Generator().manual_seed(int(head_setting(self.config, "flow_seed")))
+            return self.action_head.sample(z, generator=generator)
+        return self.action_head(z)
+
+    def _function(self, coefficients: torch.Tensor, center: Any, half: Any, offset: Any) -> BasisActionFunction:
+        cfg = self.config
+        return BasisActionFunction(coefficients, self._basis_function(), cfg.chunk_duration, center, half,
+                                   chunk_size=cfg.chunk_size, position_offset=offset, kind=self.action_head_kind)
+
+    @torch.no_grad()
+    def predict_action_function(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        state: torch.FloatTensor | None = None,
+        denormalize: bool = True,
+        **kwargs: Any,
+    ) -> BasisActionFunction:
+        """One backbone pass + the head; returns the batch's chunks as a [`BasisActionFunction`] (NIAF's call
+        signature and units; de-normalised with the checkpoint's statistics and relative-action offset exactly
+        as NIAF's). ``flow`` samples its ``flow_steps`` Euler steps from noise seeded with ``config.flow_seed``,
+        so the same observation always gives the same chunk."""
+        for key in ("actions", "velocities", "action_mask"):
+            kwargs.pop(key, None)  # a training batch can be passed as is
+        if kwargs:
+            raise ValueError(f"predict_action_function got unexpected arguments {sorted(kwargs)}.")
+        z = self.encode_queries(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+                                image_grid_thw=image_grid_thw, state=state)
+        coefficients = self._coefficients(z).float()
+        center, half = self.action_affine() if denormalize else (None, None)
+        offset = None
+        if denormalize and self.config.relative_action_state_indices is not None:
+            offset = self.relative_action_offset(state)
+        return self._function(coefficients, center, half, offset)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Saving: plain weights + config (+ processor), never NIAF's remote code
+    # ------------------------------------------------------------------------------------------------------
+    def save_pretrained(self, save_directory: Any, *args: Any, processor: Any = None, repo_id: str | None = None,
+                        base_model: str | None = None, datasets: Any = None, eval_results: Any = None,
+                        **kwargs: Any) -> None:
+        """Weights (safetensors) + config.json (with ``action_head``, without ``auto_map``) + the processor, and a
+        short README. No remote code: NIAF's Hub code cannot build this head; reload with
+        :func:`niaf_train.baselines.load_model`. The card metadata arguments of NIAF's save are accepted and
+        ignored; ``push_to_hub`` is refused (upload the folder yourself)."""
+        if kwargs.pop("push_to_hub", False):
+            raise ValueError("comparison-head checkpoints are research artefacts: save locally, then upload the folder "
+                             "(huggingface_hub.upload_folder); push_to_hub is not supported")
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        if hasattr(self.config, "auto_map"):
+            del self.config.auto_map
+        PreTrainedModel.save_pretrained(self, str(out), *args, **kwargs)
+        if processor is not None:
+            if hasattr(processor, "check_model_config"):
+                processor.check_model_config(self.config)
+            processor.save_pretrained(str(out))
+        card = (f"# NIAF comparison head: `{self.action_head_kind}`\n\n"
+                f"A research baseline trained with `niaf-train --model.action_head {self.action_head_kind}`: NIAF's "
+                "backbone, learned query tokens and data pipeline with a comparison head instead of the modulated "
+                "SIREN (see `niaf_train.baselines`). No remote code; load it with the installed package:\n\n"
+                "```python\nfrom niaf_train.baselines import load_model, load_processor\n"
+                "model, processor = load_model(path), load_processor(path)\n```\n")
+        (out / "README.md").write_text(card, encoding="utf-8")
+
+
+__all__ = ["ACTION_HEADS", "COMPARISON_HEADS", "HEAD_DEFAULTS", "NiafBaselineForActionFunction", "build_head",
+           "check_head_config"]
