@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 
 from modeling_niaf import ActionTrajectory
+from modeling_niaf.runtime import SWITCH_MODES, ActionStream
 
 from ..metaworld_demos import MAX_PATH_LENGTH, METAWORLD_FPS, STATE_DIM, MetaWorldScene, read_provenance
-from ..runtime import SWITCH_MODES, ActionStream
 
 logger = logging.getLogger(__name__)
 
