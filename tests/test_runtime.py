@@ -415,7 +415,8 @@ def test_last_command_is_the_latest_command_returned():
 
 
 def test_niaf_action_function_is_streamed_with_its_analytic_derivatives():
-    from modeling_niaf import ActionFunction, ModulatedSiren, NiafConfig
+    from modeling_niaf import ActionFunction, NiafConfig
+    from modeling_niaf.siren import ModulatedSiren
 
     config = NiafConfig(
         action_dim=2, chunk_size=10, control_hz=20.0, siren_layers=2, siren_width=16, modulation_groups=4
