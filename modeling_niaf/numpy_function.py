@@ -21,6 +21,7 @@ only.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -40,6 +41,10 @@ MAX_DERIVATIVE_ORDER = 3
 FORMAT_NAME = "niaf-numpy-action-function"
 FORMAT_VERSION = 1
 """`NumpyActionFunction.to_dict` layout version; `from_dict` reads exactly this version."""
+
+LIMITS = {"omega_0": 1000.0, "chunk_size": 10_000}
+"""Upper bounds `from_dict` accepts: the same as ``configuration_niaf.HEAD_LIMITS`` for ``siren_omega0`` and
+``chunk_size`` (checked by the tests; that module needs transformers, so they are repeated here)."""
 
 MAX_FILE_BYTES = 1 << 30
 """`NumpyActionFunction.load` refuses an ``.npz`` whose arrays would take more memory than this (1 GiB)."""
@@ -363,8 +368,10 @@ class NumpyActionFunction:
         omega_0 = _positive_number(data, "omega_0", source)
         chunk_duration = _positive_number(data, "chunk_duration", source)
         chunk_size = data["chunk_size"]
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-            raise ValueError(f"{source}: key 'chunk_size' must be a positive int (K), got {chunk_size!r}")
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) \
+                or not 1 <= chunk_size <= LIMITS["chunk_size"]:
+            raise ValueError(f"{source}: key 'chunk_size' must be an int (K) in 1..{LIMITS['chunk_size']}, "
+                             f"got {chunk_size!r}")
         gamma = _array(data, "gamma", source, ("B", "L", "H"))
         b, n_layers, h = gamma.shape
         beta = _array(data, "beta", source, ("B", "L", "H"), (b, n_layers, h))
@@ -452,10 +459,15 @@ class NumpyActionFunction:
 
 def _positive_number(data: dict, key: str, source: str) -> float:
     value = data[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{source}: key {key!r} must be a finite number > 0, got {value!r}")
-    return float(value)
+    limit = LIMITS.get(key, math.inf)
+    try:
+        number = float(value) if not isinstance(value, (bool, str, bytes)) else math.nan
+    except (TypeError, ValueError, OverflowError):
+        number = math.nan
+    if not (math.isfinite(number) and 0 < number <= limit):
+        bound = f" and <= {limit:g}" if math.isfinite(limit) else ""
+        raise ValueError(f"{source}: key {key!r} must be a finite number > 0{bound}, got {value!r}")
+    return number
 
 
 def _array(data: Any, key: str | int, source: str, dims: tuple[str, ...], shape: tuple[int, ...] | None = None,

@@ -24,7 +24,7 @@ from niaf_tiny_backbones import make_inputs
 from test_modeling import STATS, make_model
 
 from modeling_niaf import NumpyActionFunction
-from modeling_niaf.numpy_function import FORMAT_VERSION, MAX_DERIVATIVE_ORDER
+from modeling_niaf.numpy_function import FORMAT_VERSION, LIMITS, MAX_DERIVATIVE_ORDER
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES = ("position", "velocity", "acceleration", "jerk")
@@ -170,10 +170,12 @@ def test_file_round_trip_is_bit_identical_with_offsets(model_and_inputs, tmp_pat
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
 
 
-def test_numpy_evaluator_supports_the_siren_derivative_orders():
+def test_numpy_side_constants_match_the_model_side():
+    from configuration_niaf.configuration_niaf import HEAD_LIMITS
     from modeling_niaf.siren import MAX_DERIVATIVE_ORDER as SIREN_MAX
 
     assert MAX_DERIVATIVE_ORDER == SIREN_MAX
+    assert LIMITS == {"omega_0": HEAD_LIMITS["siren_omega0"], "chunk_size": HEAD_LIMITS["chunk_size"]}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -207,11 +209,15 @@ _DROP = object()
         ({"gamma": _DROP}, "missing keys ['gamma']"),
         ({"extra": 1}, "unknown keys ['extra']"),
         ({"dtype": "float16"}, "key 'dtype' must be 'float32' or 'float64'"),
-        ({"omega_0": -30.0}, "key 'omega_0' must be a finite number > 0"),
+        ({"omega_0": -30.0}, "key 'omega_0' must be a finite number > 0 and <= 1000"),
+        ({"omega_0": 1e300}, "key 'omega_0' must be a finite number > 0 and <= 1000"),
+        ({"omega_0": 10**400}, "key 'omega_0' must be a finite number > 0"),
+        ({"omega_0": [30.0]}, "key 'omega_0' must be a finite number > 0"),
         ({"chunk_duration": float("nan")}, "key 'chunk_duration' must be a finite number > 0"),
         ({"chunk_duration": "0.45"}, "key 'chunk_duration' must be a finite number > 0"),
-        ({"chunk_size": True}, "key 'chunk_size' must be a positive int"),
-        ({"chunk_size": 2.5}, "key 'chunk_size' must be a positive int"),
+        ({"chunk_size": True}, "key 'chunk_size' must be an int (K)"),
+        ({"chunk_size": 2.5}, "key 'chunk_size' must be an int (K) in 1..10000"),
+        ({"chunk_size": 10**30}, "key 'chunk_size' must be an int (K) in 1..10000"),
         ({"gamma": [[[0.0] * 16] * 2, [[0.0] * 15] * 2]}, "key 'gamma' must be a numeric array [B, L, H], got ragged"),
         ({"gamma": [[["x"] * 16] * 2] * 2}, "key 'gamma' must be a numeric array [B, L, H], got dtype <U1"),
         ({"beta": [[[True] * 16] * 2] * 2}, "key 'beta' must be a numeric array"),
