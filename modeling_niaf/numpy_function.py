@@ -178,7 +178,8 @@ class NumpyActionFunction:
         dtype: type | np.dtype = np.float64,
         position_offset: np.ndarray | None = None,
     ) -> None:
-        # float64 copies of the inputs, the source of to_dict (exact for float32 and float64 inputs)
+        # float64 copies of the inputs: everything below is computed from them, and to_dict writes them, so a
+        # function rebuilt by from_dict computes exactly the same numbers (float32 inputs are widened exactly)
         self._inputs = {
             "weights": [np.array(w, dtype=np.float64) for w in weights],
             "biases": [np.array(b, dtype=np.float64) for b in biases],
@@ -187,6 +188,9 @@ class NumpyActionFunction:
             "gamma": np.array(gamma, dtype=np.float64),
             "beta": np.array(beta, dtype=np.float64),
         }
+        weights, biases = self._inputs["weights"], self._inputs["biases"]
+        gamma, beta = self._inputs["gamma"], self._inputs["beta"]
+        readout_weight, readout_bias = self._inputs["readout_weight"], self._inputs["readout_bias"]
         self.omega_0 = float(omega_0)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):

@@ -170,6 +170,19 @@ def test_file_round_trip_is_bit_identical_with_offsets(model_and_inputs, tmp_pat
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
 
 
+def test_function_built_from_float32_arrays_round_trips_exactly():
+    rng = np.random.default_rng(0)
+    f32 = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    fn = NumpyActionFunction(
+        weights=[f32(8, 1), f32(8, 8)], biases=[f32(8), f32(8)], readout_weight=f32(2, 8), readout_bias=f32(2),
+        omega_0=30.0, gamma=f32(1, 2, 8) * 0.1, beta=f32(1, 2, 8) * 0.1, chunk_duration=0.45,
+        action_center=f32(2), action_half_range=np.abs(f32(2)), chunk_size=10, dtype=np.float32,
+    )
+    again = NumpyActionFunction.from_dict(json.loads(json.dumps(fn.to_dict())))
+    for name in NAMES:
+        np.testing.assert_array_equal(getattr(again(num_points=11), name), getattr(fn(num_points=11), name))
+
+
 def test_numpy_side_constants_match_the_model_side():
     from configuration_niaf.configuration_niaf import HEAD_LIMITS
     from modeling_niaf.siren import MAX_DERIVATIVE_ORDER as SIREN_MAX
