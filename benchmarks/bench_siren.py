@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch.func import jvp
 
-from modeling_niaf import ActionFunction, ModulatedSiren, NiafConfig
+from modeling_niaf import ActionFunction, NiafConfig
+from modeling_niaf.siren import ModulatedSiren
 
 
 def best_time(fn, repeats: int, warmup: int = 3) -> float:

@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
-from modeling_niaf import ActionFunction, ModulatedSiren, NiafConfig  # noqa: E402
+from modeling_niaf import ActionFunction, NiafConfig  # noqa: E402
+from modeling_niaf.siren import ModulatedSiren  # noqa: E402
 
 
 def box(ax, xy, w, h, text, color):

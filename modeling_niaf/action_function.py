@@ -1,4 +1,4 @@
-"""A predicted action chunk as a function of time, with a torch-free twin for real-time control loops.
+"""A predicted action chunk as a function of time (torch); its numpy twin lives in ``numpy_function.py``.
 
 [`ActionFunction`] holds one backbone pass's worth of per-sample modulations (γ, β) together with the shared
 SIREN, the chunk duration T and the action normalisation. Calling it evaluates positions and exact time
@@ -17,99 +17,19 @@ function returns the normalised (delta) values and no offset is added.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
+from .numpy_function import (
+    _DERIVATIVE_NAMES,
+    ActionTrajectory,
+    NumpyActionFunction,
+    _position_offset,
+    _resolve_tau_numpy,
+)
 from .siren import MAX_DERIVATIVE_ORDER, ModulatedSiren
-
-TAU_TOLERANCE = 1e-6
-"""Slack on τ ∈ [-1, 1] so that times computed in floating point at the chunk ends are accepted."""
-
-_DERIVATIVE_NAMES = ("position", "velocity", "acceleration", "jerk")
-
-
-@dataclass
-class ActionTrajectory:
-    """Positions and derivatives of action functions at N time points.
-
-    Attributes (torch tensors, or numpy arrays when produced by [`NumpyActionFunction`]):
-        tau: [N] or [B, N], normalised chunk time.
-        time: same shape as ``tau``, seconds from the chunk start.
-        position: [B, N, D].
-        velocity: [B, N, D] per second, or None when fewer derivatives were asked for.
-        acceleration: [B, N, D] per second², or None.
-        jerk: [B, N, D] per second³, or None.
-        denormalized: whether the values are in physical units (True) or normalised action units (False).
-    """
-
-    tau: Any
-    time: Any
-    position: Any
-    velocity: Any = None
-    acceleration: Any = None
-    jerk: Any = None
-    denormalized: bool = True
-
-    def to_numpy(self) -> ActionTrajectory:
-        """A copy with every tensor moved to CPU numpy (float64 stays float64, float32 stays float32)."""
-        def conv(v):
-            return v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else v
-
-        return ActionTrajectory(**{f.name: conv(getattr(self, f.name)) for f in fields(self)})
-
-
-def _position_offset(offset: Any, batch: int, dim: int) -> np.ndarray:
-    """``position_offset`` as an owned float64 [B, D] array (None → zeros; [D] → the same for every sample)."""
-    if offset is None:
-        return np.zeros((batch, dim), dtype=np.float64)
-    if isinstance(offset, torch.Tensor):
-        offset = offset.detach().cpu().double().numpy()
-    arr = np.asarray(offset, dtype=np.float64)
-    if arr.shape == (dim,):
-        arr = np.broadcast_to(arr, (batch, dim))
-    if arr.shape != (batch, dim):
-        raise ValueError(
-            f"`position_offset` must have shape [B, D] = [{batch}, {dim}] or [D] = [{dim}] (physical action units, "
-            f"one offset per sample and action dimension), got {arr.shape}."
-        )
-    if not np.all(np.isfinite(arr)):
-        raise ValueError("`position_offset` contains NaN or inf.")
-    return np.array(arr, dtype=np.float64)  # an owned, contiguous copy
-
-
-def _resolve_tau_numpy(tau, times, num_points, duration: float, default_points: int, extrapolate: bool) -> np.ndarray:
-    given = [name for name, v in (("tau", tau), ("times", times), ("num_points", num_points)) if v is not None]
-    if len(given) > 1:
-        raise ValueError(f"Give at most one of `tau`, `times`, `num_points`; got {given}.")
-    if num_points is not None:
-        if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)) or num_points < 1:
-            raise ValueError(f"`num_points` must be a positive int, got {num_points!r}.")
-        return np.linspace(-1.0, 1.0, int(num_points)) if num_points > 1 else np.array([-1.0])
-    if times is not None:
-        t = np.asarray(times, dtype=np.float64)
-        name = "times"
-        tau_arr = 2.0 * t / duration - 1.0
-    elif tau is not None:
-        tau_arr = np.asarray(tau, dtype=np.float64)
-        name = "tau"
-    else:
-        return np.linspace(-1.0, 1.0, default_points)
-    if tau_arr.ndim == 0:
-        tau_arr = tau_arr.reshape(1)
-    if tau_arr.ndim not in (1, 2) or tau_arr.shape[-1] == 0:
-        raise ValueError(f"`{name}` must have shape [N] or [B, N] with N >= 1, got {tau_arr.shape}.")
-    if not np.all(np.isfinite(tau_arr)):
-        raise ValueError(f"`{name}` contains NaN or inf.")
-    if not extrapolate and (tau_arr.min() < -1.0 - TAU_TOLERANCE or tau_arr.max() > 1.0 + TAU_TOLERANCE):
-        span = f"t ∈ [0, {duration:g}] s" if name == "times" else "τ ∈ [-1, 1]"
-        raise ValueError(
-            f"`{name}` leaves the chunk ({span}): range [{tau_arr.min():g}, {tau_arr.max():g}] in τ. "
-            "The field was only trained inside the chunk; pass `extrapolate=True` to evaluate outside it anyway."
-        )
-    return tau_arr
 
 
 class ActionFunction:
@@ -280,147 +200,4 @@ class ActionFunction:
         )
 
 
-class NumpyActionFunction:
-    """Torch-free evaluator of a batch of action functions (numpy, float32 or float64).
-
-    The modulations are folded into per-sample weights once at construction (B·L small matrices), so each
-    query is a handful of small matrix-vector products. Same call signature and units as
-    [`ActionFunction`]; returns an [`ActionTrajectory`] of numpy arrays. ``position_offset`` ([B, D] or [D],
-    physical units, None = zeros) is added to de-normalised positions only, as in [`ActionFunction`].
-    """
-
-    def __init__(
-        self,
-        weights: list[np.ndarray],
-        biases: list[np.ndarray],
-        readout_weight: np.ndarray,
-        readout_bias: np.ndarray,
-        omega_0: float,
-        gamma: np.ndarray,
-        beta: np.ndarray,
-        chunk_duration: float,
-        action_center: np.ndarray,
-        action_half_range: np.ndarray,
-        chunk_size: int = 10,
-        dtype: type | np.dtype = np.float64,
-        position_offset: np.ndarray | None = None,
-    ) -> None:
-        self.omega_0 = float(omega_0)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ValueError(f"`dtype` must be float32 or float64, got {self.dtype}.")
-        self.chunk_duration = float(chunk_duration)
-        self.chunk_size = int(chunk_size)
-        # Per sample b and layer l: the transposed modulated weight (w0 (1+gamma) * W)^T, contiguous for BLAS,
-        # and the modulated bias w0 (b + beta).
-        self._wt = [
-            [
-                np.ascontiguousarray((self.omega_0 * (1.0 + gamma[s, i, :, None]) * w).T, dtype=self.dtype)
-                for i, w in enumerate(weights)
-            ]
-            for s in range(gamma.shape[0])
-        ]
-        self._b = [
-            [(self.omega_0 * (bias + beta[s, i])).astype(self.dtype) for i, bias in enumerate(biases)]
-            for s in range(gamma.shape[0])
-        ]
-        self._wot = np.ascontiguousarray(np.asarray(readout_weight).T, dtype=self.dtype)
-        self._bo = np.asarray(readout_bias, dtype=self.dtype)
-        self.action_half_range = np.asarray(action_half_range, dtype=np.float64)
-        self.batch_size = int(gamma.shape[0])
-        self.position_offset = _position_offset(position_offset, self.batch_size, self._wot.shape[1])
-        self.action_center = np.asarray(action_center, dtype=np.float64)
-        per_second = 2.0 / self.chunk_duration
-        # per unit τ → per second (and physical units): row `order` scales that derivative, [4, 1] and [4, D]
-        self._scales_normalised = (per_second ** np.arange(MAX_DERIVATIVE_ORDER + 1))[:, None]
-        self._scales_physical = self._scales_normalised * self.action_half_range
-
-    def __call__(
-        self,
-        tau=None,
-        times=None,
-        num_points: int | None = None,
-        derivatives: int = 3,
-        denormalize: bool = True,
-        extrapolate: bool = False,
-    ) -> ActionTrajectory:
-        if isinstance(derivatives, bool) or not isinstance(derivatives, int) or not 0 <= derivatives <= MAX_DERIVATIVE_ORDER:
-            raise ValueError(f"`derivatives` must be an int in 0..{MAX_DERIVATIVE_ORDER}, got {derivatives!r}.")
-        tau_arr = _resolve_tau_numpy(tau, times, num_points, self.chunk_duration, self.chunk_size, extrapolate)
-        if tau_arr.ndim == 2 and tau_arr.shape[0] != self.batch_size:
-            raise ValueError(f"`tau` of shape [B, N] must have B={self.batch_size}, got {tau_arr.shape}.")
-        if self.batch_size == 1:
-            out = self._evaluate_one(0, tau_arr.reshape(-1), derivatives)[:, None]  # [k+1, 1, N, D]
-        else:
-            tb = np.broadcast_to(tau_arr, (self.batch_size, tau_arr.shape[-1]))  # [B, N]
-            out = np.stack([self._evaluate_one(s, tb[s], derivatives) for s in range(self.batch_size)], axis=1)
-        scales = self._scales_physical if denormalize else self._scales_normalised
-        result: dict[str, Any] = {}
-        for order in range(derivatives + 1):
-            v = out[order] * scales[order]  # per unit τ → per second (and physical units)
-            if denormalize and order == 0:
-                v += self.action_center + self.position_offset[:, None, :]
-            result[_DERIVATIVE_NAMES[order]] = v
-        time = (tau_arr + 1.0) * (self.chunk_duration / 2.0)
-        return ActionTrajectory(tau=tau_arr, time=time, denormalized=denormalize, **result)
-
-    def at(self, time: float, derivatives: int = 1, sample: int = 0) -> np.ndarray:
-        """The hot path of a control loop: one sample at one time, physical units, no dataclass.
-
-        Args:
-            time: seconds from the chunk start, in [0, T].
-            derivatives: 0..3.
-            sample: which function of the batch.
-
-        Returns:
-            [derivatives + 1, D]: position (including the sample's ``position_offset``), then velocity
-            (per s), acceleration (per s²), jerk (per s³).
-        """
-        tau = 2.0 * float(time) / self.chunk_duration - 1.0
-        if not -1.0 - TAU_TOLERANCE <= tau <= 1.0 + TAU_TOLERANCE:  # also false for NaN
-            raise ValueError(f"`time` {time!r} s is outside the chunk [0, {self.chunk_duration:g}] s.")
-        if not 0 <= derivatives <= MAX_DERIVATIVE_ORDER:
-            raise ValueError(f"`derivatives` must be in 0..{MAX_DERIVATIVE_ORDER}, got {derivatives!r}.")
-        out = self._evaluate_one(sample, np.array([tau], dtype=self.dtype), derivatives)[:, 0, :]
-        out = out * self._scales_physical[: derivatives + 1]
-        out[0] += self.action_center + self.position_offset[sample]
-        return out
-
-    def _evaluate_one(self, s: int, tau: np.ndarray, k: int) -> np.ndarray:
-        """Orders 0..k of sample s at the points tau [N]: [k+1, N, D], normalised units per unit tau."""
-        wt, bias = self._wt[s], self._b[s]
-        du = wt[0][0]  # [H]: the first layer's u' (scalar input), constant in tau
-        u = np.multiply.outer(tau.astype(self.dtype, copy=False), du) + bias[0]  # [N, H]
-        sin_u = np.sin(u)
-        hs = np.empty((k + 1,) + u.shape, dtype=self.dtype)
-        hs[0] = sin_u
-        if k >= 1:
-            cos_u = np.cos(u)
-            hs[1] = cos_u * du
-            if k >= 2:
-                du2 = du * du
-                hs[2] = -sin_u * du2
-                if k >= 3:
-                    hs[3] = -cos_u * (du2 * du)
-        n, width = u.shape
-        for w, b in zip(wt[1:], bias[1:], strict=True):
-            us = (hs.reshape(-1, width) @ w).reshape(k + 1, n, -1)  # one BLAS call for every order
-            u = us[0] + b
-            sin_u = np.sin(u)
-            hs = np.empty_like(us)
-            hs[0] = sin_u
-            if k >= 1:
-                cos_u = np.cos(u)
-                du = us[1]
-                hs[1] = cos_u * du
-                if k >= 2:
-                    du2 = du * du
-                    hs[2] = cos_u * us[2] - sin_u * du2
-                    if k >= 3:
-                        hs[3] = cos_u * (us[3] - du2 * du) - 3.0 * sin_u * du * us[2]
-        out = (hs.reshape(-1, width) @ self._wot).reshape(k + 1, n, -1)
-        out[0] += self._bo
-        return out
-
-
-__all__ = ["ActionFunction", "ActionTrajectory", "NumpyActionFunction", "TAU_TOLERANCE"]
+__all__ = ["ActionFunction"]

@@ -8,6 +8,7 @@ A saved NIAF checkpoint is a complete, self-contained transformers remote-code r
     modeling_niaf.py            │ remote code, flat siblings connected by single-dot relative imports
     siren.py                    │ (transformers' loader finds them with a regex; sub-packages and
     action_function.py          │  absolute imports of our own modules would break loading)
+    numpy_function.py           │ (action_function.py imports it: the numpy twin and ActionTrajectory)
     normalization.py            │
     processing_niaf.py          │
     hub.py                      ┘ this file (modeling_niaf.py imports it for save_pretrained)
@@ -39,11 +40,13 @@ CODE_FILES = (
     "modeling_niaf.py",
     "siren.py",
     "action_function.py",
+    "numpy_function.py",
     "normalization.py",
     "processing_niaf.py",
     "hub.py",
 )
-"""Remote-code files copied flat into every checkpoint (the whitelist)."""
+"""Remote-code files copied flat into every checkpoint (the whitelist): every module of this package that the
+remote code imports. ``runtime.py`` and ``__init__.py`` are not among them (the loaded model never imports them)."""
 
 MODEL_AUTO_MAP = {
     "AutoConfig": "configuration_niaf.NiafConfig",

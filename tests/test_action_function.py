@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_niaf import ActionFunction, ModulatedSiren, NiafConfig
+from modeling_niaf import ActionFunction, NiafConfig
+from modeling_niaf.siren import ModulatedSiren
 
 
 @pytest.fixture

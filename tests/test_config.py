@@ -93,10 +93,12 @@ def test_json_round_trip_is_exact(tmp_path, backbone):
     assert json.loads(text)["num_queries"] == c.num_queries
 
 
-def test_auto_config_knows_niaf_after_import(tmp_path):
+def test_auto_config_knows_niaf_after_registration(tmp_path):
     from transformers import AutoConfig
 
-    import modeling_niaf  # noqa: F401  (registers the model type)
+    import modeling_niaf
+
+    modeling_niaf.register_auto_classes()
 
     NiafConfig(action_dim=2).save_pretrained(tmp_path)
     cfg = AutoConfig.from_pretrained(tmp_path)

@@ -85,7 +85,7 @@ def _assert_within(c, times, lower=None, upper=None, vmax=None, amax=None):
 
 
 def test_runtime_function_outside_the_limits_between_probe_points_is_clamped(caplog):
-    from niaf_train.runtime import ActionStream
+    from modeling_niaf.runtime import ActionStream
 
     # probes at multiples of 0.03 s (16 points over 0.45 s); the bump of height 5 sits at 0.2151 s, width 0.7 ms:
     # position, velocity and acceleration at the nearest probe (u = 7.3 widths away) are below 1e-2.
@@ -105,7 +105,7 @@ def test_runtime_function_outside_the_limits_between_probe_points_is_clamped(cap
     times = np.arange(0.0, 0.45, 1e-3)
     src_p, src_v = fn.exact(times)[:2]
     assert src_p[:, 0].max() > 4.9 and np.abs(src_v[:, 0]).max() > 1000.0  # the source does leave the limits
-    with caplog.at_level(logging.WARNING, logger="niaf_train.runtime"):
+    with caplog.at_level(logging.WARNING, logger="modeling_niaf.runtime"):
         c = _run(stream, times)
     _assert_within(c, times, lower, upper, vmax, amax)
     assert c["limited"].any() and stream.num_limited == int(c["limited"].sum())
@@ -121,7 +121,7 @@ def test_runtime_function_outside_the_limits_between_probe_points_is_clamped(cap
 
 @pytest.mark.parametrize("switch", ["crossfade", "offset_decay"])
 def test_runtime_switch_between_stationary_plans_respects_velocity_and_acceleration(switch):
-    from niaf_train.runtime import ActionStream
+    from modeling_niaf.runtime import ActionStream
 
     here = _BumpFunction(center=[0.0], height=[0.0], t0=0.0, width=1.0, chunk_duration=2.0)
     there = _BumpFunction(center=[1.0], height=[0.0], t0=0.0, width=1.0, chunk_duration=2.0)
@@ -147,7 +147,7 @@ def test_runtime_switch_between_stationary_plans_respects_velocity_and_accelerat
 
 @pytest.mark.parametrize("fault", ["raises", "nan"])
 def test_runtime_function_failing_between_probe_points_leaves_a_safe_command(fault, caplog):
-    from niaf_train.runtime import ActionStream
+    from modeling_niaf.runtime import ActionStream
 
     window = (0.2101, 0.2102)  # between the probe points 0.21 and 0.24
     kw = {"raise_between": window} if fault == "raises" else {"nan_between": window}
@@ -155,7 +155,7 @@ def test_runtime_function_failing_between_probe_points_leaves_a_safe_command(fau
     stream = ActionStream(np.zeros(2), 0.0, blend_duration=0.0, stop_duration=0.1, max_velocity=20.0)
     assert stream.submit(fn, 0.0, 0.0)
     times = np.arange(0.2, 0.5, 1e-5)
-    with caplog.at_level(logging.ERROR, logger="niaf_train.runtime"):
+    with caplog.at_level(logging.ERROR, logger="modeling_niaf.runtime"):
         c = _run(stream, times)  # no exception reaches the control loop
     assert stream.num_faults == 1 and (
         "RuntimeError" in stream.last_fault or "non-finite" in stream.last_fault
@@ -174,7 +174,7 @@ def test_runtime_function_failing_between_probe_points_leaves_a_safe_command(fau
 
 
 def test_runtime_refuses_fast_acceleration_and_unreachable_start():
-    from niaf_train.runtime import ActionStream
+    from modeling_niaf.runtime import ActionStream
 
     stream = ActionStream(np.zeros(1), 0.0, max_acceleration=1.0)
     fast = _BumpFunction(center=[0.0], height=[0.1], t0=0.2, width=0.05)  # peak |a| = 0.1/0.05² = 40

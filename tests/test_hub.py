@@ -218,7 +218,9 @@ def _compare(result: dict[str, torch.Tensor], saved: dict) -> None:
 def test_installed_package_registers_auto_classes(saved):
     from transformers import AutoConfig, AutoModel, AutoProcessor
 
-    import modeling_niaf  # noqa: F401  (registration happens on import)
+    import modeling_niaf
+
+    modeling_niaf.register_auto_classes()  # also runs on the first use of a model-side name (test_deployment.py)
 
     folder = saved["folder"]
     config = AutoConfig.from_pretrained(folder)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_niaf import AffineNormalizer, affine_from_stats
+from modeling_niaf.normalization import AffineNormalizer, affine_from_stats
 
 STATS = {
     "min": [-2.0, 0.0, 5.0],

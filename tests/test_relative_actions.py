@@ -11,7 +11,8 @@ import torch
 from niaf_tiny_backbones import BACKBONES, make_inputs
 
 from configuration_niaf import NiafConfig
-from modeling_niaf import ActionFunction, ModulatedSiren, NiafForActionFunction
+from modeling_niaf import ActionFunction, NiafForActionFunction
+from modeling_niaf.siren import ModulatedSiren
 
 INDICES = [0, 2, None]  # action dim 0 relative to state 0, dim 1 to state 2, dim 2 (a gripper) absolute
 # Hand-chosen statistics: QUANTILES maps q01 → -1, q99 → +1, so center = (q01 + q99) / 2, half = (q99 - q01) / 2.

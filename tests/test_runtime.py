@@ -1,4 +1,4 @@
-"""niaf_train.runtime: delay compensation, blending continuity, stop-and-hold, refusal of bad functions.
+"""modeling_niaf.runtime: delay compensation, blending continuity, stop-and-hold, refusal of bad functions.
 
 References are independent of the runtime: action functions with closed-form sine derivatives, the blend and
 stop polynomials differentiated by central finite differences (error O(h²)·|next derivative|), and NIAF's own
@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-from niaf_train.runtime import (
+
+from modeling_niaf.runtime import (
     ActionStream,
     blend_weight,
     evaluate_function,
@@ -346,7 +347,7 @@ def test_bad_functions_are_refused_and_leave_the_command_unchanged(case, caplog)
     elif case == "jump":
         stream.max_position_jump = np.full(3, 0.05)
         fn = SineFunction([0.1] * 3, [1.0] * 3, [0.0] * 3, [2.0] * 3)
-    with caplog.at_level(logging.WARNING, logger="niaf_train.runtime"):
+    with caplog.at_level(logging.WARNING, logger="modeling_niaf.runtime"):
         assert stream.submit(fn, observation_time=obs, now=now) is False
     assert stream.num_refused == 1 and stream.last_refusal
     assert "refused" in caplog.text
@@ -363,7 +364,7 @@ def test_non_finite_value_between_probes_falls_back_to_a_stop(caplog):
     stream = ActionStream(np.zeros(3), 0.0, blend_duration=0.0, stop_duration=0.1)
     assert stream.submit(fn, 0.0, 0.0)
     dt = 1e-5
-    with caplog.at_level(logging.ERROR, logger="niaf_train.runtime"):
+    with caplog.at_level(logging.ERROR, logger="modeling_niaf.runtime"):
         c = stacked(stream, np.arange(0.205, 0.4, dt))
     assert "non-finite command" in caplog.text
     assert all(np.all(np.isfinite(x)) for x in c.values())
@@ -414,7 +415,8 @@ def test_last_command_is_the_latest_command_returned():
 
 
 def test_niaf_action_function_is_streamed_with_its_analytic_derivatives():
-    from modeling_niaf import ActionFunction, ModulatedSiren, NiafConfig
+    from modeling_niaf import ActionFunction, NiafConfig
+    from modeling_niaf.siren import ModulatedSiren
 
     config = NiafConfig(
         action_dim=2, chunk_size=10, control_hz=20.0, siren_layers=2, siren_width=16, modulation_groups=4

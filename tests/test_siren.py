@@ -6,7 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from modeling_niaf import ModulatedSiren, NiafConfig, NiafSirenHead
+from modeling_niaf import NiafConfig
+from modeling_niaf.modeling_niaf import NiafSirenHead
+from modeling_niaf.siren import ModulatedSiren
 
 
 def tiny_config(**kw) -> NiafConfig:

@@ -3,7 +3,7 @@
 Every method sees the same arm, gains, reference, sensor-noise sequence, policy outputs, observation times
 (policy at ``policy_hz``) and inference latency. They differ only in how a chunk becomes the 1 kHz command:
 
-* ``niaf``: the action function itself through :class:`niaf_train.runtime.ActionStream` — position and
+* ``niaf``: the action function itself through :class:`modeling_niaf.runtime.ActionStream` — position and
   analytic velocity at the present time, C² switches (``LoopSettings.switch``), stop-and-hold past the chunk;
 * ``waypoints_zoh``: the chunk's K waypoints at the training rate (the function sampled at τ_k), each held
   (zero-order hold) until the next, velocity = finite difference of consecutive setpoints (the held one minus
@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from arm import observation_state
-from niaf_train.runtime import ActionStream
+
+from modeling_niaf.runtime import ActionStream
 
 logger = logging.getLogger(__name__)
 

@@ -75,7 +75,8 @@ class OracleNiafPolicy:
     ) -> None:
         import torch
 
-        from modeling_niaf import ModulatedSiren, NiafConfig
+        from modeling_niaf import NiafConfig
+        from modeling_niaf.siren import ModulatedSiren
 
         self.torch = torch
         self.reference = reference

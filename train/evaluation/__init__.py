@@ -2,7 +2,7 @@
 
 * :mod:`.closed_loop`: the episode runner. A policy is run every few environment steps on observations built
   by :class:`niaf_train.data.metaworld.MetaWorldScene` (the code that records the demonstrations); its action
-  function goes through the streaming runtime (:class:`niaf_train.runtime.ActionStream`) and is queried at the
+  function goes through the streaming runtime (:class:`modeling_niaf.runtime.ActionStream`) and is queried at the
   environment's own step times.
 * :mod:`.report`: success rates with Wilson intervals, ``results.json``, the figure and the rollout videos.
 * :mod:`.cli`: the ``niaf-eval`` command line.

@@ -5,7 +5,7 @@ One episode (:func:`run_episode`):
 1. ``MetaWorldScene.reset(variation)``; the observation is built by ``MetaWorldScene.observe``, the same code
    that records the demonstrations (camera, resolution, rotation, state vector, instruction).
 2. Every ``replan_every`` environment steps the policy is run on the current observation. Its action function
-   (time 0 = the observation) reaches the streaming runtime (:class:`niaf_train.runtime.ActionStream`)
+   (time 0 = the observation) reaches the streaming runtime (:class:`modeling_niaf.runtime.ActionStream`)
    ``latency_ms`` later in simulated time; until then the previous function goes on commanding.
 3. The controller queries the stream at the environment's own step times: every ``80 / execute_hz``-th step
    it reads ``command(t)``, and holds that value in between. ``execute_hz = 80`` gives every native
@@ -41,9 +41,9 @@ from typing import Any
 import numpy as np
 
 from modeling_niaf import ActionTrajectory
+from modeling_niaf.runtime import SWITCH_MODES, ActionStream
 
 from ..data.metaworld import MAX_PATH_LENGTH, METAWORLD_FPS, STATE_DIM, MetaWorldScene, read_provenance
-from ..runtime import SWITCH_MODES, ActionStream
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class WaypointFunction:
     interpolated (``"linear"``), with the matching (piecewise-constant or zero) derivatives.
 
     Follows the action-function call signature (``times`` in seconds from the chunk start, ``derivatives``),
-    so :class:`~niaf_train.runtime.ActionStream` runs it unchanged.
+    so :class:`~modeling_niaf.runtime.ActionStream` runs it unchanged.
 
     Args:
         waypoints: [K, D] physical actions at t_k = k · dt.

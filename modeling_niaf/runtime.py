@@ -41,9 +41,11 @@ needs, at every tick, a desired position, velocity and acceleration. [`ActionStr
   is dropped: the command stops from the last good command (then holds), an error is logged and kept in
   [`ActionStream.last_fault`]. No exception from an action function reaches the control loop.
 
-The module needs only numpy. It consumes anything that follows [`ActionFunctionLike`]: NIAF's
-``NumpyActionFunction`` (recommended in a real-time loop), a torch ``ActionFunction`` (converted once with
-its ``to_numpy()``), or any user object with the same call signature.
+The module needs only numpy and imports neither torch nor transformers (``import modeling_niaf.runtime`` in a
+control process pays for numpy only). It consumes anything that follows [`ActionFunctionLike`]: NIAF's
+``NumpyActionFunction`` (recommended in a real-time loop; ``modeling_niaf.numpy_function``, loadable from a
+file with ``NumpyActionFunction.load``), a torch ``ActionFunction`` (converted once with its
+``to_numpy()``), or any user object with the same call signature.
 
 Units: times in seconds on the caller's clock (any origin, e.g. ``time.monotonic()`` or simulation time);
 positions in the action's physical units (e.g. rad), velocities per second, accelerations per second²,
