@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from modeling_niaf.action_function import (
+from modeling_niaf.numpy_function import (
     _DERIVATIVE_NAMES,
     TAU_TOLERANCE,
     ActionTrajectory,
