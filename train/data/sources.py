@@ -55,51 +55,42 @@ class DataSource:
     options: frozenset[str] = field(default_factory=frozenset)  # format-specific LoadOptions it accepts
 
 
-def _load_lerobot(path: Path, o: LoadOptions, *, libero: bool = False) -> Any:
-    from .lerobot_v3 import load_lerobot, load_libero_lerobot
-
-    kw: dict[str, Any] = {"cache_dir": o.cache_dir, "skip_invalid": o.skip_invalid, "velocity": o.velocity}
-    if o.cameras is not None and len(o.cameras) == 0:
-        kw["state_only"] = True
-    elif o.cameras:
+def _common(o: LoadOptions, episodes_key: str, *, cameras: bool = True) -> dict[str, Any]:
+    """Keyword arguments every loader shares; ``episodes_key`` is the loader's name for the episode limit."""
+    kw: dict[str, Any] = {"cache_dir": o.cache_dir, "skip_invalid": o.skip_invalid}
+    if cameras and o.cameras is not None:
         kw["cameras"] = list(o.cameras)
     if o.sample_every is not None:
         kw["sample_every"] = o.sample_every
     if o.max_episodes is not None:
-        kw["episodes"] = list(range(o.max_episodes))
-    if libero:
-        if o.fps is not None:
-            kw["fps"] = o.fps
-        return load_libero_lerobot(path, o.chunk_size, o.stride, **kw)
+        kw[episodes_key] = list(range(o.max_episodes)) if episodes_key == "episodes" else o.max_episodes
+    return kw
+
+
+def _load_lerobot(path: Path, o: LoadOptions, *, libero: bool = False) -> Any:
+    from .lerobot_v3 import load_lerobot, load_libero_lerobot
+
+    state_only = o.cameras is not None and len(o.cameras) == 0  # statistics only: no image or video is read
+    kw = dict(_common(o, "episodes", cameras=not state_only), velocity=o.velocity)
+    if state_only:
+        kw["state_only"] = True
     if o.fps is not None:
-        kw["fps_override"] = o.fps
-    return load_lerobot(path, o.chunk_size, o.stride, **kw)
+        kw["fps" if libero else "fps_override"] = o.fps
+    loader = load_libero_lerobot if libero else load_lerobot
+    return loader(path, o.chunk_size, o.stride, **kw)
 
 
 def _load_libero(path: Path, o: LoadOptions) -> Any:
     from .libero import load_libero
 
-    kw: dict[str, Any] = {"cache_dir": o.cache_dir, "skip_invalid": o.skip_invalid}
-    if o.cameras is not None:
-        kw["cameras"] = list(o.cameras)
-    if o.sample_every is not None:
-        kw["sample_every"] = o.sample_every
-    if o.max_episodes is not None:
-        kw["max_demos_per_file"] = o.max_episodes
-    return load_libero(path, chunk_size=o.chunk_size, stride=o.stride, **kw)
+    return load_libero(path, chunk_size=o.chunk_size, stride=o.stride, **_common(o, "max_demos_per_file"))
 
 
 def _load_calvin(path: Path, o: LoadOptions) -> Any:
     from .calvin import load_calvin
 
-    kw: dict[str, Any] = {"cache_dir": o.cache_dir, "skip_invalid": o.skip_invalid}
-    if o.cameras is not None:
-        kw["cameras"] = list(o.cameras)
-    if o.sample_every is not None:
-        kw["sample_every"] = o.sample_every
-    if o.max_episodes is not None:
-        kw["max_episodes"] = o.max_episodes
-    return load_calvin(path, o.split or "training", chunk_size=o.chunk_size, stride=o.stride, **kw)
+    return load_calvin(path, o.split or "training", chunk_size=o.chunk_size, stride=o.stride,
+                       **_common(o, "max_episodes"))
 
 
 SOURCES: dict[str, DataSource] = {
