@@ -8,6 +8,7 @@ A saved NIAF checkpoint is a complete, self-contained transformers remote-code r
     modeling_niaf.py            │ remote code, flat siblings connected by single-dot relative imports
     siren.py                    │ (transformers' loader finds them with a regex; sub-packages and
     action_function.py          │  absolute imports of our own modules would break loading)
+    backbones.py                │
     normalization.py            │
     processing_niaf.py          │
     hub.py                      ┘ this file (modeling_niaf.py imports it for save_pretrained)
@@ -39,6 +40,7 @@ CODE_FILES = (
     "modeling_niaf.py",
     "siren.py",
     "action_function.py",
+    "backbones.py",
     "normalization.py",
     "processing_niaf.py",
     "hub.py",
