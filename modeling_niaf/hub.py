@@ -9,6 +9,7 @@ A saved NIAF checkpoint is a complete, self-contained transformers remote-code r
     siren.py                    │ (transformers' loader finds them with a regex; sub-packages and
     action_function.py          │  absolute imports of our own modules would break loading)
     numpy_function.py           │ (action_function.py imports it: the numpy twin and ActionTrajectory)
+    backbones.py                │
     normalization.py            │
     processing_niaf.py          │
     hub.py                      ┘ this file (modeling_niaf.py imports it for save_pretrained)
@@ -41,6 +42,7 @@ CODE_FILES = (
     "siren.py",
     "action_function.py",
     "numpy_function.py",
+    "backbones.py",
     "normalization.py",
     "processing_niaf.py",
     "hub.py",

@@ -1,9 +1,9 @@
 """NIAF models: a vision-language backbone whose learned query tokens modulate a shared SIREN.
 
 Shipped to the Hub as remote code, flat next to ``configuration_niaf.py``, ``siren.py``,
-``action_function.py``, ``normalization.py``, ``processing_niaf.py`` and ``hub.py``. Every import of our
-own modules is a single-dot relative import (the configuration one has the tolerated try/except fallback
-for the installed two-package layout), so the Hub loader finds and copies each file.
+``action_function.py``, ``backbones.py``, ``normalization.py``, ``processing_niaf.py`` and ``hub.py``. Every
+import of our own modules is a single-dot relative import (the configuration one has the tolerated try/except
+fallback for the installed two-package layout), so the Hub loader finds and copies each file.
 
 Data flow of one observation (reference: arXiv 2603.01766 §3):
 
@@ -33,6 +33,7 @@ except ImportError:  # installed package: the configuration is its own top-level
     from configuration_niaf.configuration_niaf import NiafConfig
 
 from .action_function import ActionFunction, ActionTrajectory
+from .backbones import PATCHES, family_of, model_types_where
 from .hub import save_for_hub
 from .normalization import affine_from_stats
 from .siren import ModulatedSiren, SineLinear, SirenReadout
@@ -44,17 +45,9 @@ except ImportError:  # transformers 4.x
 
 logger = logging.get_logger(__name__)
 
-ENCODER_DECODER_BACKBONES = ("florence2",)
-"""Backbones whose decoder takes the queries (bidirectionally) while the encoder reads image + prompt."""
-
-MROPE_BACKBONES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
-"""Decoder-only backbones with 3-D multimodal rotary positions (positions from ``get_rope_index``)."""
-
-PATCH_SEQUENCE_BACKBONES = MROPE_BACKBONES
-"""Backbones whose ``pixel_values`` are flattened patch sequences described by ``image_grid_thw``."""
-
-MULTI_IMAGE_5D_BACKBONES = ("smolvlm", "idefics3")
-"""Backbones that take ``pixel_values`` as [B, images, 3, H, W] natively."""
+PATCH_SEQUENCE_BACKBONES = model_types_where(pixel_layout=PATCHES)
+"""Backbones whose ``pixel_values`` are flattened patch sequences described by ``image_grid_thw`` (derived from
+``backbones.py``, the one place that describes the families)."""
 
 # Config fields that fix the shapes of the head or the meaning of its outputs: a checkpoint cannot be loaded
 # with other values without silently changing what the model predicts.
@@ -282,6 +275,8 @@ class NiafForActionFunction(NiafPreTrainedModel):
     def __init__(self, config: NiafConfig) -> None:
         super().__init__(config)
         self.family = config.backbone_config.model_type
+        # query injection, pixel layout, positions: see backbones.py (raises for an unsupported model type)
+        self.backbone_family = family_of(config.backbone_config)
         self.backbone = AutoModel.from_config(config.backbone_config)
         # device_map="auto" must not split a decoder layer of the backbone across devices
         self._no_split_modules = list(getattr(self.backbone, "_no_split_modules", None) or [])
@@ -312,6 +307,9 @@ class NiafForActionFunction(NiafPreTrainedModel):
             backbone_kwargs: passed to ``AutoModel.from_pretrained`` (``revision``, ``cache_dir``,
                 ``local_files_only``, ``dtype``, ...).
             **config_kwargs: [`NiafConfig`] fields (``action_dim``, ``chunk_size``, ``control_hz``, ...).
+
+        The matching processor (image tokens, prompt framing of this backbone) is
+        ``NiafProcessor.from_pretrained_backbone(backbone_name_or_path, ...)``.
         """
         backbone_kwargs = dict(backbone_kwargs or {})
         backbone = AutoModel.from_pretrained(backbone_name_or_path, **backbone_kwargs)
@@ -495,7 +493,7 @@ class NiafForActionFunction(NiafPreTrainedModel):
         input_ids, attention_mask, pixel_values = self._validate_inputs(
             input_ids, attention_mask, pixel_values, image_grid_thw, state
         )
-        if self.family in ENCODER_DECODER_BACKBONES:
+        if self.backbone_family.encoder_decoder:
             return self._encode_encoder_decoder(input_ids, attention_mask, pixel_values, state)
         return self._encode_decoder_only(input_ids, attention_mask, pixel_values, image_grid_thw, state)
 
@@ -547,7 +545,7 @@ class NiafForActionFunction(NiafPreTrainedModel):
         # Queries see the prompt and each other; the prompt never sees them (state token: causal like the prompt).
         mask_4d = _query_attention_mask(full_mask, self.config.num_queries, inputs_embeds.dtype)
         kwargs: dict[str, Any] = {}
-        if self.family in MROPE_BACKBONES:
+        if self.backbone_family.mrope:
             pad_id = 0 if getattr(self.config.backbone_config, "image_token_id", None) != 0 else 1
             full_ids = torch.cat([input_ids, input_ids.new_full((batch, n_extra), pad_id)], dim=1)
             image_token = self.config.backbone_config.image_token_id
@@ -560,7 +558,7 @@ class NiafForActionFunction(NiafPreTrainedModel):
             pixels = pixel_values
         else:
             kwargs["position_ids"] = (full_mask.long().cumsum(-1) - 1).clamp_min(0)
-            pixels = pixel_values if self.family in MULTI_IMAGE_5D_BACKBONES else pixel_values.flatten(0, 1)
+            pixels = pixel_values if self.backbone_family.multi_image_native else pixel_values.flatten(0, 1)
         if _accepts(bb.forward, "token_type_ids"):
             # PaliGemma-family forwards (transformers 5.4-5.8) refuse to train without it. All zeros ("prefix")
             # changes nothing here: the attention pattern is the 4-D mask above.

@@ -39,6 +39,7 @@ try:  # Hub copy: the configuration file sits next to this one
 except ImportError:  # installed package: the configuration is its own top-level package
     from configuration_niaf.configuration_niaf import check_relative_action_state_indices
 
+from .backbones import family_of
 from .normalization import AffineNormalizer
 
 logger = logging.get_logger(__name__)
@@ -74,6 +75,30 @@ def check_prompt_template(template: Any) -> str:
             f"spec; got {template[:80]!r}" + (f" with {bad[:3]}." if bad else ".")
         )
     return template
+
+
+def check_prompt_frame(frame: Any) -> str | None:
+    """Return ``frame`` if it is None or a format string whose fields are exactly ``{images}`` and ``{prompt}``,
+    each once, without conversion or format spec (as `check_prompt_template`)."""
+    if frame is None:
+        return None
+    if not isinstance(frame, str) or len(frame) > MAX_PROMPT_TEMPLATE_CHARS:
+        raise ValueError(
+            f"NiafProcessor: `prompt_frame` must be None or a string of at most {MAX_PROMPT_TEMPLATE_CHARS} characters, "
+            f"got {type(frame).__name__}."
+        )
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(frame) if name is not None]
+    except ValueError as err:
+        raise ValueError(f"NiafProcessor: `prompt_frame` is not a valid format string ({err}): {frame[:80]!r}.") from None
+    if sorted(name for name, _, _ in fields) != ["images", "prompt"] or any(spec or conv for _, spec, conv in fields):
+        raise ValueError(
+            "NiafProcessor: `prompt_frame` must contain '{images}' and '{prompt}' once each and no other field, "
+            f"conversion or format spec; got {frame[:80]!r}."
+        )
+    return frame
+
+
 _STAT_QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 
 
@@ -161,6 +186,12 @@ class NiafProcessor(ProcessorMixin):
             dim: a state index or None). Then ``__call__`` turns absolute target ``actions`` into deltas from
             ``state`` before normalising them, and the action statistics must be those of the deltas
             (`fit_stats` computes them from chunks).
+        prompt_frame: the prompt framing the backbone was pretrained with, a format string with ``{images}``
+            (the image blocks of all cameras) and ``{prompt}`` (the formatted ``prompt_template``), e.g.
+            PaliGemma's ``"{images}<bos>{prompt}\n"`` or a Qwen-VL chat turn; the tokenizer then adds no special
+            tokens of its own. None (the default, and processors saved before it existed): the image blocks
+            followed by the prompt, special tokens added by the tokenizer. `from_pretrained_backbone` sets it
+            from ``backbones.py``.
     """
 
     def __init__(
@@ -180,9 +211,11 @@ class NiafProcessor(ProcessorMixin):
         unnormalized_action_dims: list[int] | None = None,
         max_length: int | None = None,
         relative_action_state_indices: list[int | None] | None = None,
+        prompt_frame: str | None = None,
         **kwargs: Any,
     ) -> None:
         check_prompt_template(prompt_template)
+        check_prompt_frame(prompt_frame)
         if normalization_mode not in _MODES:
             raise ValueError(f"NiafProcessor: `normalization_mode` must be one of {_MODES}, got {normalization_mode!r}.")
         for name, value in (("num_cameras", num_cameras), ("action_dim", action_dim)):
@@ -206,6 +239,7 @@ class NiafProcessor(ProcessorMixin):
         self.image_seq_length = image_seq_length
         self.image_start_token = image_start_token
         self.image_end_token = image_end_token
+        self.prompt_frame = prompt_frame
         self.num_cameras = num_cameras
         self.action_dim = action_dim
         self.state_dim = state_dim
@@ -218,6 +252,73 @@ class NiafProcessor(ProcessorMixin):
         if image_token not in self.tokenizer.get_vocab():
             raise ValueError(f"NiafProcessor: the tokenizer does not know the image token {image_token!r}.")
         self.set_stats(normalization_stats)
+
+    # ------------------------------------------------------------------------------------------------------
+    # Construction from a backbone
+    # ------------------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained_backbone(
+        cls, backbone_name_or_path: str, backbone_kwargs: dict[str, Any] | None = None, **processor_kwargs: Any
+    ) -> NiafProcessor:
+        """The processor that matches ``NiafForActionFunction.from_pretrained_backbone(backbone_name_or_path)``.
+
+        Loads the backbone's config and its own processor (``AutoConfig`` / ``AutoProcessor``) and sets image
+        token, image tokens per image, image start/end tokens and the prompt framing the backbone was pretrained
+        with, as ``backbones.py`` describes its family.
+
+        Args:
+            backbone_name_or_path: Hub id (e.g. ``"google/paligemma-3b-pt-224"``) or local folder of a
+                transformers-native vision-language model with its processor.
+            backbone_kwargs: passed to ``AutoConfig`` / ``AutoProcessor.from_pretrained`` (``revision``,
+                ``cache_dir``, ``local_files_only``, ...).
+            **processor_kwargs: the other [`NiafProcessor`] arguments (``num_cameras``, ``action_dim``,
+                ``prompt_template``, statistics, ...); a backbone-derived one given here overrides the default.
+        """
+        from transformers import AutoConfig, AutoProcessor
+
+        backbone_kwargs = dict(backbone_kwargs or {})
+        config = AutoConfig.from_pretrained(backbone_name_or_path, **backbone_kwargs)
+        family_of(config)  # an unsupported model type fails before the processor is loaded
+        base = AutoProcessor.from_pretrained(backbone_name_or_path, **backbone_kwargs)
+        image_processor = getattr(base, "image_processor", None)
+        tokenizer = getattr(base, "tokenizer", None)
+        if image_processor is None or tokenizer is None:
+            raise ValueError(
+                f"NiafProcessor.from_pretrained_backbone({backbone_name_or_path!r}): AutoProcessor gave a "
+                f"{type(base).__name__} without an image processor and a tokenizer."
+            )
+        return cls.from_backbone_parts(
+            config, image_processor, tokenizer, chat_template=getattr(base, "chat_template", None),
+            base_processor=base, **processor_kwargs,
+        )
+
+    @classmethod
+    def from_backbone_parts(
+        cls,
+        backbone_config: Any,
+        image_processor: Any,
+        tokenizer: Any,
+        chat_template: str | None = None,
+        base_processor: Any = None,
+        **processor_kwargs: Any,
+    ) -> NiafProcessor:
+        """As `from_pretrained_backbone`, from a backbone config (or config dict), image processor and tokenizer in
+        hand (e.g. built in code); ``chat_template`` is the backbone processor's, needed by chat-framed families (Qwen-VL,
+        SmolVLM). Arguments in ``processor_kwargs`` that are not None override the derived ones."""
+        family = family_of(backbone_config)
+        if isinstance(backbone_config, Mapping):  # a config dict (as NiafConfig takes): its transformers config
+            from transformers import AutoConfig
+
+            spec = dict(backbone_config)
+            backbone_config = AutoConfig.for_model(spec.pop("model_type"), **spec)
+        derived = family.niaf_processor_kwargs(
+            backbone_config, image_processor, tokenizer, num_cameras=processor_kwargs.get("num_cameras", 1),
+            chat_template=chat_template, base_processor=base_processor,
+            prompt_frame=processor_kwargs.get("prompt_frame"),
+        )
+        # an explicit (not None) argument overrides what the family derives
+        derived.update({k: v for k, v in processor_kwargs.items() if v is not None or k not in derived})
+        return cls(image_processor=image_processor, tokenizer=tokenizer, **derived)
 
     # ------------------------------------------------------------------------------------------------------
     # Statistics
@@ -438,8 +539,10 @@ class NiafProcessor(ProcessorMixin):
         prompts = []
         for b, instruction in enumerate(texts):
             blocks = "".join(self._image_block(int(n)) for n in counts[b * self.num_cameras : (b + 1) * self.num_cameras])
-            prompts.append(blocks + self.prompt_template.format(instruction=instruction))
-        tokens = self.tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=True)
+            prompt = self.prompt_template.format(instruction=instruction)
+            prompts.append(blocks + prompt if self.prompt_frame is None else self.prompt_frame.format(images=blocks, prompt=prompt))
+        # a frame carries the backbone's own special tokens (bos, chat markers): the tokenizer adds none
+        tokens = self.tokenizer(prompts, padding=True, return_tensors="pt", add_special_tokens=self.prompt_frame is None)
         if self.max_length is not None and tokens["input_ids"].shape[1] > self.max_length:
             raise ValueError(
                 f"NiafProcessor: prompt of {tokens['input_ids'].shape[1]} tokens exceeds max_length={self.max_length}."
@@ -539,4 +642,4 @@ def _same_stats(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float
     return True
 
 
-__all__ = ["NiafProcessor", "check_prompt_template", "compute_stats", "relative_to_state"]
+__all__ = ["NiafProcessor", "check_prompt_frame", "check_prompt_template", "compute_stats", "relative_to_state"]

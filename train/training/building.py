@@ -68,42 +68,21 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         # keep the checkpoint's statistics: the model was trained in those units
         return processor, NiafForActionFunction.from_pretrained(m.backbone)
     if m.backbone == "tiny":
-        from ..tiny import (
-            IMAGE_TOKEN,
-            image_tokens,
-            make_tiny_image_processor,
-            make_tiny_tokenizer,
-            tiny_backbone_config,
-            words_of,
-        )
+        from ..tiny import make_tiny_image_processor, make_tiny_tokenizer, tiny_backbone_config, words_of
 
         tokenizer = make_tiny_tokenizer(words_of(tasks + [m.prompt_template.replace("{instruction}", "")]))
-        processor = NiafProcessor(
-            image_processor=make_tiny_image_processor(m.tiny_image_size), tokenizer=tokenizer,
-            image_token=IMAGE_TOKEN, image_seq_length=image_tokens(m.tiny_image_size, m.tiny_patch_size), **proc_kwargs,
+        backbone_config = tiny_backbone_config(m.tiny_hidden_size, m.tiny_num_layers, m.tiny_image_size,
+                                               m.tiny_patch_size)
+        # a PaliGemma-architecture backbone: image tokens, count and prompt framing come from backbones.py
+        processor = NiafProcessor.from_backbone_parts(
+            backbone_config, make_tiny_image_processor(m.tiny_image_size), tokenizer, **proc_kwargs
         )
-        config = NiafConfig(backbone_config=tiny_backbone_config(m.tiny_hidden_size, m.tiny_num_layers,
-                                                                  m.tiny_image_size, m.tiny_patch_size), **head)
+        config = NiafConfig(backbone_config=backbone_config, **head)
         return processor, model_class(config)
-    from transformers import AutoProcessor
-
-    base = AutoProcessor.from_pretrained(m.backbone)
-    family_defaults = {"florence2": ("<image>", 577), "paligemma": ("<image>", None)}
-    family = None
-    try:
-        from transformers import AutoConfig
-
-        family = AutoConfig.from_pretrained(m.backbone).model_type
-    except (OSError, ValueError):
-        pass
-    token, length = family_defaults.get(family, ("<|image_pad|>", None))
-    image_seq_length = m.image_seq_length or length or getattr(base, "image_seq_length", None)
-    kwargs: dict[str, Any] = {}
-    if family in ("qwen2_vl", "qwen2_5_vl", "qwen3_vl"):
-        kwargs = {"image_start_token": "<|vision_start|>", "image_end_token": "<|vision_end|>"}
-    processor = NiafProcessor(image_processor=base.image_processor, tokenizer=base.tokenizer,
-                              image_token=m.image_token or token, image_seq_length=image_seq_length,
-                              **kwargs, **proc_kwargs)
+    # the backbone's own processor, framed as the backbone was pretrained (backbones.py); config overrides win
+    processor = NiafProcessor.from_pretrained_backbone(
+        m.backbone, image_token=m.image_token, image_seq_length=m.image_seq_length, **proc_kwargs
+    )
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[m.torch_dtype]
     model = model_class.from_pretrained_backbone(m.backbone, backbone_kwargs={"dtype": dtype}, **head)
     return processor, model
@@ -111,7 +90,7 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
 
 def head_parameter(name: str) -> bool:
     """Whether a (possibly PEFT-prefixed) parameter belongs to the NIAF head rather than the backbone."""
-    from .lora import HEAD_MODULES
+    from .lora import HEAD_MODULES  # NIAF's own modules and a comparison model's action_head
 
     parts = name.split(".")
     return any(p in HEAD_MODULES for p in parts[:6]) and "backbone" not in parts[:4]

@@ -1,8 +1,9 @@
 """LoRA on the backbone of a NIAF policy, with the NIAF head always trained in full.
 
-One function, :func:`default_lora_targets`, holds the default target modules per backbone family. The NIAF
-head (learned queries, ψ modulation heads, SIREN prior, state projection) is in PEFT's ``modules_to_save``:
-trained in full, saved with the adapter, and swapped in by ``merge_and_unload``.
+:func:`default_lora_targets` gives the default target modules of a backbone family (``modeling_niaf/backbones.py``
+holds them, with the rest of what NIAF knows per family). The NIAF head (learned queries, ψ modulation heads,
+SIREN prior, state projection) is in PEFT's ``modules_to_save``: trained in full, saved with the adapter, and
+swapped in by ``merge_and_unload``.
 
 Two ways to ship the result (``peft.save_merged``):
 
@@ -21,48 +22,39 @@ from typing import Any
 
 from torch import nn
 
+from modeling_niaf import backbones
+from modeling_niaf.backbones import SUPPORTED_MODEL_TYPES, family_of
+
 logger = logging.getLogger(__name__)
 
-HEAD_MODULES = ("query_embeddings", "modulation_heads", "siren", "state_projection", "action_head")
-"""Top-level NIAF modules that are trained in full under LoRA (``modules_to_save``); ``action_head`` is the head
-of a comparison model (``niaf_train.baselines``)."""
-
-_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
-_FAMILY_TARGETS: dict[str, tuple[str, ...]] = {
-    # decoder-only language models (Gemma, Llama, Qwen): attention projections of the language model
-    "paligemma": _ATTENTION,
-    "smolvlm": _ATTENTION,
-    "idefics3": _ATTENTION,
-    "qwen2_vl": _ATTENTION,
-    "qwen2_5_vl": _ATTENTION,
-    "qwen3_vl": _ATTENTION,
-    # Florence-2: BART-style encoder/decoder attention (self and cross) of the language model
-    "florence2": ("q_proj", "k_proj", "v_proj", "out_proj"),
-}
+HEAD_MODULES = (*backbones.HEAD_MODULES, "action_head")
+"""Top-level modules trained in full under LoRA (``modules_to_save``): NIAF's own (``backbones.HEAD_MODULES``) and
+``action_head``, the head of a comparison model (``niaf_train.baselines``)."""
 
 
 def default_lora_targets(family: str) -> str:
-    """The default LoRA ``target_modules`` of a backbone family, as a regex over full module names.
+    """The default LoRA ``target_modules`` of a backbone ``model_type``, as a regex over full module names.
 
     LoRA goes on the attention projections of the backbone's language model (encoder and decoder for
-    Florence-2); the vision tower stays frozen, the NIAF head is trained in full (``modules_to_save``).
+    Florence-2); the vision tower stays frozen, the NIAF head is trained in full (``modules_to_save``). The
+    names per family live in ``modeling_niaf/backbones.py``.
 
     Raises:
-        ValueError: for a family without a default; pass ``peft.target_modules`` explicitly then.
+        ValueError: for a model type without a family; pass ``peft.target_modules`` explicitly then.
     """
-    if family not in _FAMILY_TARGETS:
+    try:
+        return family_of(family).lora_target_regex()
+    except ValueError:
         raise ValueError(
-            f"no default LoRA target modules for backbone family {family!r}; known: {sorted(_FAMILY_TARGETS)}. "
+            f"no default LoRA target modules for backbone family {family!r}; known: {list(SUPPORTED_MODEL_TYPES)}. "
             "Set `peft.target_modules`."
-        )
-    names = "|".join(_FAMILY_TARGETS[family])
-    # only inside the language model of the backbone (not the vision tower, not the NIAF head)
-    return rf"^backbone\.(.*\.)?language_model\..*\.({names})$"
+        ) from None
 
 
 def head_modules(model: nn.Module) -> list[str]:
     """The NIAF head modules present in ``model`` (``state_projection`` only when ``use_state``)."""
-    return [name for name in HEAD_MODULES if getattr(model, name, None) is not None]
+    names = (*family_of(model.config.backbone_config).head_modules, "action_head")
+    return [name for name in names if getattr(model, name, None) is not None]
 
 
 def apply_lora(
