@@ -274,6 +274,15 @@ class NiafForActionFunction(NiafPreTrainedModel):
 
     def __init__(self, config: NiafConfig) -> None:
         super().__init__(config)
+        self._build_query_encoder(config)
+        self.modulation_heads = NiafModulationHeads(
+            config.siren_layers, config.modulation_groups, config.siren_width, config.hidden_size
+        )
+        self.siren = ModulatedSiren(config)
+        self.post_init()
+
+    def _build_query_encoder(self, config: NiafConfig) -> None:
+        """The part that turns an observation into query outputs Z: backbone, learned queries, state pathway."""
         self.family = config.backbone_config.model_type
         # query injection, pixel layout, positions: see backbones.py (raises for an unsupported model type)
         self.backbone_family = family_of(config.backbone_config)
@@ -283,11 +292,6 @@ class NiafForActionFunction(NiafPreTrainedModel):
         hidden = config.hidden_size
         self.query_embeddings = NiafQueryEmbeddings(config.num_queries, hidden, config.query_init_std)
         self.state_projection = nn.Linear(config.state_dim, hidden) if config.use_state else None
-        self.modulation_heads = NiafModulationHeads(
-            config.siren_layers, config.modulation_groups, config.siren_width, hidden
-        )
-        self.siren = ModulatedSiren(config)
-        self.post_init()
 
     # ------------------------------------------------------------------------------------------------------
     # Construction helpers

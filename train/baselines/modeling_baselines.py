@@ -20,13 +20,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, PreTrainedModel
+from transformers import PreTrainedModel
 
 from modeling_niaf.modeling_niaf import (
     NiafActionFunctionOutput,
     NiafForActionFunction,
     NiafPreTrainedModel,
-    NiafQueryEmbeddings,
 )
 
 from .functions import INTERPOLATIONS, BasisActionFunction, spline_basis, waypoint_basis
@@ -107,11 +106,7 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
     def __init__(self, config: Any) -> None:
         NiafPreTrainedModel.__init__(self, config)  # not NIAF's __init__: no ψ heads, no SIREN
         self.action_head_kind = check_head_config(config)
-        self.family = config.backbone_config.model_type
-        self.backbone = AutoModel.from_config(config.backbone_config)
-        hidden = config.hidden_size
-        self.query_embeddings = NiafQueryEmbeddings(config.num_queries, hidden, config.query_init_std)
-        self.state_projection = nn.Linear(config.state_dim, hidden) if config.use_state else None
+        self._build_query_encoder(config)  # NIAF's backbone, queries and state pathway, unchanged
         self.action_head = build_head(config)
         self.post_init()
 
