@@ -5,7 +5,8 @@ transformers' Auto API, so an installed package loads NIAF checkpoints with ``Au
 even without ``trust_remote_code``.
 """
 
-from configuration_niaf import NORMALIZATION_MODES, NiafConfig
+from configuration_niaf import NiafConfig
+from configuration_niaf.normalization import NORMALIZATION_MODES, AffineNormalizer, affine_from_stats
 
 from .action_function import ActionFunction, ActionTrajectory, NumpyActionFunction
 from .hub import render_model_card, save_for_hub
@@ -17,7 +18,6 @@ from .modeling_niaf import (
     NiafQueryEmbeddings,
     NiafSirenHead,
 )
-from .normalization import AffineNormalizer, affine_from_stats
 from .processing_niaf import NiafProcessor
 from .siren import ModulatedSiren, SineLinear, SirenReadout
 

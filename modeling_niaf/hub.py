@@ -68,7 +68,8 @@ CARD_TAGS = ("robotics", "vla", "niaf", "action-function", "siren")
 
 
 def _code_sources(model: Any, processor: Any = None) -> dict[str, Path]:
-    """Where each whitelisted file lives: next to the modeling module, the processor's module or the config class.
+    """Where each whitelisted file lives: next to the modeling module, the processor's module or the config class
+    (``normalization.py`` sits next to ``configuration_niaf.py`` in the installed package).
 
     A model loaded with ``trust_remote_code`` has only the files its import chain pulled in next to it;
     ``processing_niaf.py`` then lives next to the processor class (if one is given) or is left out with a
@@ -78,6 +79,7 @@ def _code_sources(model: Any, processor: Any = None) -> dict[str, Path]:
     if processor is not None:
         folders.append(Path(inspect.getfile(type(processor))).resolve().parent)
     config_file = Path(inspect.getfile(type(model.config))).resolve()
+    folders.append(config_file.parent)
     sources = {}
     for name in CODE_FILES:
         if name == "configuration_niaf.py":

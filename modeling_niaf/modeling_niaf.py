@@ -2,8 +2,9 @@
 
 Shipped to the Hub as remote code, flat next to ``configuration_niaf.py``, ``siren.py``,
 ``action_function.py``, ``normalization.py``, ``processing_niaf.py`` and ``hub.py``. Every import of our
-own modules is a single-dot relative import (the configuration one has the tolerated try/except fallback
-for the installed two-package layout), so the Hub loader finds and copies each file.
+own modules is a single-dot relative import (the configuration and units ones have the tolerated try/except
+fallback for the installed layout, where both live in the torch-free ``configuration_niaf`` package), so the Hub
+loader finds and copies each file.
 
 Data flow of one observation (reference: arXiv 2603.01766 §3):
 
@@ -21,20 +22,24 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
-try:  # Hub copy: the configuration file sits next to this one
+try:  # Hub copy: the configuration and units files sit next to this one
     from .configuration_niaf import NiafConfig
-except ImportError:  # installed package: the configuration is its own top-level package
+    from .normalization import AffineNormalizer, affine_from_stats, relative_offset
+except ImportError:  # installed package: both live in the torch-free configuration_niaf package
     from configuration_niaf.configuration_niaf import NiafConfig
+    from configuration_niaf.normalization import (
+        AffineNormalizer,
+        affine_from_stats,
+        relative_offset,
+    )
 
 from .action_function import ActionFunction, ActionTrajectory
 from .hub import save_for_hub
-from .normalization import affine_from_stats
 from .siren import ModulatedSiren, SineLinear, SirenReadout
 
 try:  # transformers >= 5: init functions that leave weights loaded from a checkpoint untouched
@@ -686,14 +691,18 @@ class NiafForActionFunction(NiafPreTrainedModel):
     # Inference
     # ------------------------------------------------------------------------------------------------------
     def action_affine(self) -> tuple[Any, Any]:
-        """(center, half_range) [D] float64 of the action normalisation, from ``config.normalization_stats``."""
+        """(center, half_range) [D] float64 of the action normalisation (physical = norm·half + center).
+
+        From ``config.normalization_stats``, the checkpoint's one copy of the statistics, through
+        ``normalization.affine_from_stats``, the same transform the processor normalises with.
+        """
         cfg = self.config
         stats = (cfg.normalization_stats or {}).get("action")
         if cfg.normalization_mode != "IDENTITY" and stats is None:
             raise ValueError(
                 f"denormalize=True needs action statistics for normalization_mode={cfg.normalization_mode}, but "
                 "config.normalization_stats has none; pass denormalize=False or set the statistics "
-                "(NiafProcessor.compute_stats / config.normalization_stats)."
+                "(NiafProcessor.fit_stats / config.normalization_stats)."
             )
         return affine_from_stats(
             stats, cfg.normalization_mode, cfg.action_dim, cfg.unnormalized_action_dims, feature="action"
@@ -719,16 +728,17 @@ class NiafForActionFunction(NiafPreTrainedModel):
     def relative_action_offset(self, state: torch.Tensor) -> Any:
         """[B, D] float64 physical units added back to relative actions: for each action dim i with a state
         index s in ``config.relative_action_state_indices``, the de-normalised ``state[:, s]``; 0 for absolute
-        dims. ``state`` is the normalised [B, state_dim] model input."""
+        dims. ``state`` is the normalised [B, state_dim] model input.
+
+        Both steps are ``normalization.py``'s: de-normalise the state, then `relative_offset` (the inverse of the
+        `to_relative` the processor built the training targets with)."""
         indices = self.config.relative_action_state_indices
         if indices is None:
             raise ValueError("relative_action_offset: config.relative_action_state_indices is None (absolute actions).")
-        center, half = self.state_affine()
-        raw = state.detach().to("cpu", torch.float64).numpy() * half + center  # [B, S] physical
-        offset = np.zeros((raw.shape[0], self.config.action_dim), dtype=np.float64)
-        dims = [i for i, s in enumerate(indices) if s is not None]
-        offset[:, dims] = raw[:, [indices[i] for i in dims]]
-        return offset
+        physical = AffineNormalizer(*self.state_affine(), feature="state").denormalize(
+            state.detach().to("cpu", torch.float64).numpy()
+        )  # [B, S]
+        return relative_offset(physical, indices, name="config.relative_action_state_indices")
 
     @torch.no_grad()
     def predict_action_function(

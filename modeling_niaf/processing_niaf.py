@@ -20,7 +20,8 @@ key                  shape                                                  unit
 ===================  =====================================================  =============================
 
 Normalisation uses LeRobot's mode names (QUANTILES with q01/q99 by default, MIN_MAX, MEAN_STD, IDENTITY); every
-mode is affine per dimension, so `denormalize_actions` is the exact inverse and a velocity is only scaled.
+mode is affine per dimension, so `denormalize_actions` is the exact inverse and a velocity is only scaled. The
+transforms, the statistics and their computation live in ``normalization.py``; this class applies them.
 """
 
 from __future__ import annotations
@@ -34,16 +35,24 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 from transformers.utils import logging
 
-try:  # Hub copy: the configuration file sits next to this one
-    from .configuration_niaf import check_relative_action_state_indices
-except ImportError:  # installed package: the configuration is its own top-level package
-    from configuration_niaf.configuration_niaf import check_relative_action_state_indices
-
-from .normalization import AffineNormalizer
+try:  # Hub copy: the units module sits next to this one
+    from .normalization import (
+        AffineNormalizer,
+        check_mode,
+        check_relative_action_state_indices,
+        compute_stats,
+        to_relative,
+    )
+except ImportError:  # installed package: it lives in the torch-free configuration_niaf package
+    from configuration_niaf.normalization import (
+        AffineNormalizer,
+        check_mode,
+        check_relative_action_state_indices,
+        compute_stats,
+        to_relative,
+    )
 
 logger = logging.get_logger(__name__)
-
-_MODES = ("QUANTILES", "MIN_MAX", "MEAN_STD", "IDENTITY")
 
 MAX_IMAGE_SEQ_LENGTH = 16_384
 """Most placeholder tokens per image (Florence-2 at 768 px: 577; PaliGemma-896: 4096)."""
@@ -74,67 +83,6 @@ def check_prompt_template(template: Any) -> str:
             f"spec; got {template[:80]!r}" + (f" with {bad[:3]}." if bad else ".")
         )
     return template
-_STAT_QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
-
-
-def compute_stats(values: np.ndarray | torch.Tensor | Sequence[Any], feature: str = "action") -> dict[str, list[float]]:
-    """Per-dimension statistics in LeRobot's ``stats.json`` layout.
-
-    Args:
-        values: [N, D] samples of one feature (all frames of a dataset), physical units.
-        feature: name used in error messages.
-
-    Returns:
-        ``{"min", "max", "mean", "std", "q01", "q10", "q50", "q90", "q99": [D] lists, "count": [N]}``.
-    """
-    array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
-    if array.ndim != 2 or array.shape[0] == 0:
-        raise ValueError(f"compute_stats: `{feature}` must be a non-empty [N, D] array, got shape {array.shape}.")
-    if not np.all(np.isfinite(array)):
-        rows = np.nonzero(~np.isfinite(array).all(axis=1))[0][:5].tolist()
-        raise ValueError(f"compute_stats: `{feature}` contains NaN or inf (rows {rows}...).")
-    stats = {
-        "min": array.min(axis=0).tolist(),
-        "max": array.max(axis=0).tolist(),
-        "mean": array.mean(axis=0).tolist(),
-        "std": array.std(axis=0).tolist(),
-    }
-    for key, q in _STAT_QUANTILES.items():
-        stats[key] = np.quantile(array, q, axis=0).tolist()
-    stats["count"] = [int(array.shape[0])]
-    return stats
-
-
-def relative_to_state(
-    actions: Any, state: Any, indices: Sequence[int | None], name: str = "relative_action_state_indices"
-) -> np.ndarray:
-    """Absolute chunks → deltas from the state at the observation time: ``a[..., k, i] - state[..., indices[i]]``.
-
-    Args:
-        actions: [K, D] or [B, K, D] absolute actions, physical units (numpy or torch).
-        state: [S] or [B, S], the state at each chunk's observation time, physical units.
-        indices: one entry per action dim: a state index, or None to copy the dim unchanged.
-        name: how the ValueError for bad ``indices`` names them (a config key or a flag).
-
-    Returns:
-        float64 numpy array of ``actions``' shape. Raises a ValueError for mismatched shapes or bad indices.
-    """
-    a, st = _as_array(actions), _as_array(state)
-    if a.ndim not in (2, 3):
-        raise ValueError(f"relative actions: `action` must be [K, D] or [B, K, D], got shape {a.shape}.")
-    if st.ndim != a.ndim - 1 or (a.ndim == 3 and st.shape[0] != a.shape[0]):
-        raise ValueError(
-            f"relative actions: `state` must be [S] for a [K, D] chunk or [B, S] for [B, K, D] chunks; got action "
-            f"{a.shape} and state {st.shape}."
-        )
-    checked = check_relative_action_state_indices(indices, a.shape[-1], st.shape[-1], name=name)
-    if checked is None:
-        raise ValueError(f"`{name}` is None: no action dim is relative to the state.")
-    dims = [i for i, s in enumerate(checked) if s is not None]
-    src = [checked[i] for i in dims]
-    out = a.copy()
-    out[..., dims] -= st[..., None, src]  # the same state for every chunk point
-    return out
 
 
 class NiafProcessor(ProcessorMixin):
@@ -183,8 +131,7 @@ class NiafProcessor(ProcessorMixin):
         **kwargs: Any,
     ) -> None:
         check_prompt_template(prompt_template)
-        if normalization_mode not in _MODES:
-            raise ValueError(f"NiafProcessor: `normalization_mode` must be one of {_MODES}, got {normalization_mode!r}.")
+        check_mode(normalization_mode, "NiafProcessor")
         for name, value in (("num_cameras", num_cameras), ("action_dim", action_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"NiafProcessor: `{name}` must be a positive int, got {value!r}.")
@@ -289,8 +236,8 @@ class NiafProcessor(ProcessorMixin):
         indices = self.relative_action_state_indices
         if indices is None:
             raise ValueError("NiafProcessor.relative_actions: the processor has no `relative_action_state_indices`.")
-        return relative_to_state(_checked(actions, "actions", self.action_dim), _checked(state, "state", self.state_dim),
-                                 indices)
+        return to_relative(_checked(actions, "actions", self.action_dim), _checked(state, "state", self.state_dim),
+                           indices)
 
     def check_model_config(self, config: Any) -> None:
         """Raise a ValueError if this processor would feed ``config``'s model other units or shapes."""
@@ -539,4 +486,4 @@ def _same_stats(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float
     return True
 
 
-__all__ = ["NiafProcessor", "check_prompt_template", "compute_stats", "relative_to_state"]
+__all__ = ["NiafProcessor", "check_prompt_template"]

@@ -8,8 +8,8 @@ import torch
 from niaf_tiny_backbones import IMAGE_TOKEN, image_tokens_per_image, make_image_processor, make_tokenizer
 from test_modeling import make_model
 
+from configuration_niaf.normalization import compute_stats
 from modeling_niaf import NiafProcessor
-from modeling_niaf.processing_niaf import compute_stats
 
 RNG = np.random.default_rng(0)
 FRAMES = RNG.normal(size=(500, 3)) * np.array([1.0, 5.0, 0.1]) + np.array([0.0, 2.0, -1.0])
