@@ -18,7 +18,6 @@ function, which can then be queried at any number of time points.
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +28,13 @@ from transformers.utils import ModelOutput, logging
 
 try:  # Hub copy: the configuration and units files sit next to this one
     from .configuration_niaf import NiafConfig
-    from .normalization import AffineNormalizer, affine_from_stats, relative_offset
+    from .normalization import AffineNormalizer, affine_from_stats, check_normalization_stats, relative_offset
 except ImportError:  # installed package: both live in the torch-free configuration_niaf package
     from configuration_niaf.configuration_niaf import NiafConfig
     from configuration_niaf.normalization import (
         AffineNormalizer,
         affine_from_stats,
+        check_normalization_stats,
         relative_offset,
     )
 
@@ -368,11 +368,10 @@ class NiafForActionFunction(NiafPreTrainedModel):
             wanted.update({k: getattr(given, k) for k in _CHECKPOINT_BOUND_FIELDS if k not in wanted})
         for name, value in wanted.items():
             stored = getattr(saved, name)
-            if name == "normalization_stats" and value is not None and stored is not None:
-                same = _stats_equal(value, stored)
-            else:
-                same = value == stored
-            if not same:
+            if name == "normalization_stats":  # compared as NiafConfig stores them (plain floats, no count)
+                dims = {"action": saved.action_dim, "state": saved.state_dim}
+                value = check_normalization_stats(value, saved.normalization_mode, dims, "from_pretrained")
+            if value != stored:
                 raise ValueError(
                     f"NiafForActionFunction.from_pretrained({str(path)!r}): `{name}` is {_short(value)} but the "
                     f"checkpoint was trained with {_short(stored)}. Load without overriding it, or pass "
@@ -849,20 +848,6 @@ def _refuse_partial_load(path: Any, config: Any, info: dict[str, Any]) -> None:
         "the version it was saved with (or a compatible one), or pass ignore_mismatched_sizes=True to "
         "re-initialise these weights on purpose."
     )
-
-
-def _stats_equal(a: dict, b: dict) -> bool:
-    if set(a) != set(b):
-        return False
-    for feature in a:
-        fa, fb = a[feature], b[feature]
-        keys = (set(fa) | set(fb)) - {"count"}
-        for key in keys:
-            if key not in fa or key not in fb or len(fa[key]) != len(fb[key]):
-                return False
-            if any(not math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(fa[key], fb[key], strict=True)):
-                return False
-    return True
 
 
 def _short(value: Any) -> str:

@@ -22,12 +22,18 @@ key                  shape                                                  unit
 Normalisation uses LeRobot's mode names (QUANTILES with q01/q99 by default, MIN_MAX, MEAN_STD, IDENTITY); every
 mode is affine per dimension, so `denormalize_actions` is the exact inverse and a velocity is only scaled. The
 transforms, the statistics and their computation live in ``normalization.py``; this class applies them.
+
+Statistics are stored once per checkpoint: saved with a model (``model.save_pretrained(dir, processor=...)``),
+``processor_config.json`` carries none and `from_pretrained` takes them from the same folder's ``config.json``
+(the model's ``normalization_stats``); a processor saved on its own keeps them in ``processor_config.json``.
 """
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -188,6 +194,42 @@ class NiafProcessor(ProcessorMixin):
         if self.state_dim is not None and (mode == "IDENTITY" or "state" in stats):
             self._state_norm = AffineNormalizer.from_stats(stats.get("state"), mode, self.state_dim, feature="state")
 
+    @classmethod
+    def get_processor_dict(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`ProcessorMixin.get_processor_dict`, with the statistics taken from the checkpoint's one copy.
+
+        A NIAF ``config.json`` next to ``processor_config.json`` holds the statistics
+        (``normalization_stats``) whenever the processor was saved with its model; they are used, and a copy in
+        ``processor_config.json`` (checkpoints saved before statistics were stored once) is ignored. Without a
+        NIAF config.json, the processor's own copy is used (a processor saved on its own). Raises a ValueError
+        when neither file has statistics but ``normalization_mode`` needs them.
+        """
+        processor_dict, rest = super().get_processor_dict(pretrained_model_name_or_path, **kwargs)
+        from transformers.utils import cached_file
+
+        hub_keys = ("cache_dir", "force_download", "proxies", "token", "local_files_only", "revision", "subfolder")
+        path = cached_file(pretrained_model_name_or_path, "config.json", _raise_exceptions_for_missing_entries=False,
+                           **{k: kwargs[k] for k in hub_keys if kwargs.get(k) is not None})
+        model_config = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+        model_stats = model_config.get("normalization_stats") if model_config.get("model_type") == "niaf" else None
+        if model_stats is not None:
+            for key in ("action_dim", "state_dim"):  # the statistics' shapes
+                theirs = model_config.get(key)
+                if theirs is not None and processor_dict.get(key, theirs) != theirs:
+                    raise ValueError(
+                        f"NiafProcessor.from_pretrained({str(pretrained_model_name_or_path)!r}): processor_config.json "
+                        f"has {key}={processor_dict[key]} but config.json, whose statistics it uses, has {key}={theirs}."
+                    )
+            processor_dict["normalization_stats"] = model_stats
+        elif "normalization_stats" not in processor_dict:  # saved with a model (hub.py) whose config has none
+            mode = processor_dict.get("normalization_mode", "QUANTILES")
+            if mode != "IDENTITY":
+                raise ValueError(
+                    f"NiafProcessor.from_pretrained({str(pretrained_model_name_or_path)!r}): normalization_mode={mode} "
+                    "needs statistics, but neither config.json nor processor_config.json has `normalization_stats`."
+                )
+        return processor_dict, rest
+
     def fit_stats(self, actions: Any, state: Any = None) -> dict[str, dict[str, list[float]]]:
         """Compute statistics from a dataset's frames (actions [N, D], state [N, S]), install and return them.
 
@@ -240,7 +282,11 @@ class NiafProcessor(ProcessorMixin):
                            indices)
 
     def check_model_config(self, config: Any) -> None:
-        """Raise a ValueError if this processor would feed ``config``'s model other units or shapes."""
+        """Raise a ValueError if this processor would feed ``config``'s model other shapes or another mode.
+
+        The statistics are not compared: a checkpoint stores them once (the model's config.json), and a
+        processor loaded from it uses those.
+        """
         for name in ("action_dim", "num_cameras", "normalization_mode"):
             if getattr(config, name) != getattr(self, name):
                 raise ValueError(
@@ -257,16 +303,6 @@ class NiafProcessor(ProcessorMixin):
                 f"NiafProcessor: `relative_action_state_indices` is {self.relative_action_state_indices!r} here but "
                 f"{theirs_rel!r} in the model config; the targets would be built in other units."
             )
-        mine, theirs = self.normalization_stats or {}, config.normalization_stats or {}
-        for feature in ("action", "state"):
-            a, b = mine.get(feature), theirs.get(feature)
-            if a is None and b is None:
-                continue
-            if a is None or b is None or not _same_stats(a, b):
-                raise ValueError(
-                    f"NiafProcessor: the {feature} normalisation statistics differ from the model config's; the model "
-                    "would receive and return other units. Use the processor saved with the checkpoint."
-                )
         image_token_id = getattr(config.backbone_config, "image_token_id", None)
         if image_token_id is not None and self.tokenizer.convert_tokens_to_ids(self.image_token) != image_token_id:
             raise ValueError(
@@ -474,16 +510,6 @@ def _checked(value: Any, name: str, dim: int | None) -> Any:
     if not bool(finite):
         raise ValueError(f"NiafProcessor: `{name}` contains NaN or inf.")
     return value
-
-
-def _same_stats(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]]) -> bool:
-    keys = (set(a) | set(b)) - {"count"}
-    for key in keys:
-        if key not in a or key not in b:
-            return False
-        if not np.allclose(np.asarray(a[key], dtype=np.float64), np.asarray(b[key], dtype=np.float64), rtol=1e-9, atol=1e-12):
-            return False
-    return True
 
 
 __all__ = ["NiafProcessor", "check_prompt_template"]
