@@ -45,6 +45,7 @@ try:  # Hub copy: the units module sits next to this one
     from .normalization import (
         AffineNormalizer,
         check_mode,
+        check_normalization_stats,
         check_relative_action_state_indices,
         compute_stats,
         to_relative,
@@ -53,6 +54,7 @@ except ImportError:  # installed package: it lives in the torch-free configurati
     from configuration_niaf.normalization import (
         AffineNormalizer,
         check_mode,
+        check_normalization_stats,
         check_relative_action_state_indices,
         compute_stats,
         to_relative,
@@ -176,14 +178,14 @@ class NiafProcessor(ProcessorMixin):
     # Statistics
     # ------------------------------------------------------------------------------------------------------
     def set_stats(self, stats: Mapping[str, Mapping[str, Sequence[float]]] | None) -> None:
-        """Install statistics (``{"action": {...}, "state": {...}}``) and rebuild the normalisers."""
-        self.normalization_stats = None if stats is None else {
-            feature: {k: [float(x) for x in v] for k, v in fstats.items()} for feature, fstats in stats.items()
-        }
+        """Install statistics (``{"action": {...}, "state": {...}}``) and rebuild the normalisers.
+
+        They are checked and stored as `NiafConfig` stores them (``normalization.check_normalization_stats``:
+        plain floats, one entry per dimension, the mode's keys present, ``count`` dropped).
+        """
+        dims = {"action": self.action_dim, "state": self.state_dim}
+        self.normalization_stats = check_normalization_stats(stats, self.normalization_mode, dims, "NiafProcessor")
         stats = self.normalization_stats or {}
-        unknown = set(stats) - {"action", "state"}
-        if unknown:
-            raise ValueError(f"NiafProcessor: unknown statistics features {sorted(unknown)}; expected 'action', 'state'.")
         mode = self.normalization_mode
         self._action_norm = None
         self._state_norm = None
@@ -233,6 +235,8 @@ class NiafProcessor(ProcessorMixin):
     def fit_stats(self, actions: Any, state: Any = None) -> dict[str, dict[str, list[float]]]:
         """Compute statistics from a dataset's frames (actions [N, D], state [N, S]), install and return them.
 
+        Returned in LeRobot's layout (with ``count``); installed as `set_stats` keeps them (without).
+
         With ``relative_action_state_indices`` the action statistics are those of the deltas at every chunk
         point: pass chunks ``actions`` [N, K, D] with the state at each chunk's observation, [N, S].
         """
@@ -249,16 +253,8 @@ class NiafProcessor(ProcessorMixin):
             stats = {"action": compute_stats(actions, "action")}
         if state is not None:
             stats["state"] = compute_stats(state, "state")
-        self._check_dims(stats)
         self.set_stats(stats)
-        return self.normalization_stats
-
-    def _check_dims(self, stats: Mapping[str, Any]) -> None:
-        for feature, dim in (("action", self.action_dim), ("state", self.state_dim)):
-            if feature in stats and dim is not None and len(stats[feature]["mean"]) != dim:
-                raise ValueError(
-                    f"NiafProcessor: {feature} statistics have {len(stats[feature]['mean'])} dims, expected {dim}."
-                )
+        return stats
 
     def _check_relative(self, indices: Any) -> list[int | None] | None:
         if indices is not None and self.state_dim is None:
