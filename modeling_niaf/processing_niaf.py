@@ -210,8 +210,10 @@ class NiafProcessor(ProcessorMixin):
         from transformers.utils import cached_file
 
         hub_keys = ("cache_dir", "force_download", "proxies", "token", "local_files_only", "revision", "subfolder")
-        path = cached_file(pretrained_model_name_or_path, "config.json", _raise_exceptions_for_missing_entries=False,
-                           **{k: kwargs[k] for k in hub_keys if kwargs.get(k) is not None})
+        path = None
+        if not Path(str(pretrained_model_name_or_path)).is_file():  # a folder or a Hub id, not a processor JSON file
+            path = cached_file(pretrained_model_name_or_path, "config.json", _raise_exceptions_for_missing_entries=False,
+                               **{k: kwargs[k] for k in hub_keys if kwargs.get(k) is not None})
         model_config = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
         model_stats = model_config.get("normalization_stats") if model_config.get("model_type") == "niaf" else None
         if model_stats is not None:
