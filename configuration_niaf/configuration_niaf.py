@@ -1,19 +1,28 @@
 """Configuration of a NIAF model (Neural Implicit Action Fields, arXiv 2603.01766).
 
-This file is shipped to the Hub as remote code next to ``modeling_niaf.py``. It imports no torch itself and
-has no relative imports, so the installed package and the Hub copy use the very same file.
+This file is shipped to the Hub as remote code next to ``modeling_niaf.py``. It imports no torch itself; its one
+import of ours is ``normalization.py`` (the units: mode names, statistics keys, validation), a sibling in the
+installed ``configuration_niaf`` package and on the Hub alike, so both use the very same file.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from typing import Any
 
 import transformers
 from transformers import AutoConfig, PretrainedConfig
 from transformers.utils import logging
+
+# the units module (numpy only) sits next to this file, in the installed package and on the Hub alike
+from .normalization import (
+    NORMALIZATION_MODES,
+    STATS_KEYS,
+    check_mode,
+    check_normalization_stats,
+    check_relative_action_state_indices,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -48,14 +57,6 @@ def check_transformers_version(installed: str | None = None) -> None:
 
 check_transformers_version()
 
-NORMALIZATION_MODES = ("QUANTILES", "MIN_MAX", "MEAN_STD", "IDENTITY")
-"""Normalisation modes, with LeRobot's names. All map a feature per dimension to roughly [-1, 1]."""
-
-STATS_KEYS = ("min", "max", "mean", "std", "q01", "q99", "q10", "q50", "q90", "count")
-"""Statistics keys accepted per feature, in LeRobot's ``stats.json`` layout."""
-
-_REQUIRED_STATS = {"QUANTILES": ("q01", "q99"), "MIN_MAX": ("min", "max"), "MEAN_STD": ("mean", "std"), "IDENTITY": ()}
-
 _DEFAULT_BACKBONE_TYPE = "florence2"
 
 HEAD_LIMITS: dict[str, float] = {
@@ -72,45 +73,6 @@ HEAD_LIMITS: dict[str, float] = {
 """Upper bounds of the head settings. Far above any sensible value (defaults: ω₀ = 30, L = 3, H = 256), they keep
 a hostile or mistyped config from building a head that never returns (200,000 SIREN layers), allocates
 gigabytes, or whose every output is NaN (sin(ω₀·x) with ω₀ = 1e300)."""
-
-
-def check_relative_action_state_indices(
-    indices: Any, action_dim: int, state_dim: int, name: str = "relative_action_state_indices"
-) -> list[int | None] | None:
-    """Validate a ``relative_action_state_indices`` list for actions of ``action_dim`` and a state of ``state_dim``.
-
-    One entry per action dim: an int index into the state (the dim is predicted relative to that state entry)
-    or None (absolute). Used by `NiafConfig`, `NiafProcessor` and niaf-train, each naming its own ``name``
-    (config key or command-line flag) in the ValueError. Checking that there is a state at all is the
-    caller's (its remedy differs). Returns the list with plain ints, or None for None.
-    """
-    if indices is None:
-        return None
-    if not isinstance(indices, (list, tuple)):
-        raise ValueError(
-            f"`{name}` must be None or a list of {action_dim} entries (one per action dim: an int state index or "
-            f"None), got {type(indices).__name__} ({indices!r})."
-        )
-    if len(indices) != action_dim:
-        raise ValueError(
-            f"`{name}` has {len(indices)} entries but there are {action_dim} action dims (one entry per action dim: "
-            f"an int state index or None): {list(indices)!r}."
-        )
-    out: list[int | None] = []
-    for i, s in enumerate(indices):
-        if s is None:
-            out.append(None)
-            continue
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral):
-            raise ValueError(f"`{name}[{i}]` must be an int state index or None, got {type(s).__name__} ({s!r}).")
-        if not 0 <= s < state_dim:
-            raise ValueError(f"`{name}[{i}]` = {s} is not a state index in [0, {state_dim}) (the state has {state_dim} dims).")
-        out.append(int(s))
-    if all(s is None for s in out):
-        raise ValueError(
-            f"`{name}` has no int entry, so no action dim would be relative; use None for all-absolute actions."
-        )
-    return out
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -171,7 +133,9 @@ class NiafConfig(PretrainedConfig):
         normalization_mode (`str`, defaults to "QUANTILES"): one of QUANTILES (q01/q99), MIN_MAX, MEAN_STD,
             IDENTITY; applied to actions and states.
         normalization_stats (`dict`, *optional*): ``{"action": {"q01": [...], ...}, "state": {...}}`` in
-            LeRobot's stats.json layout; each vector has the feature's dimension.
+            LeRobot's stats.json layout; each vector has the feature's dimension. The checkpoint's one copy of
+            the statistics: `generate_actions` de-normalises with them, and a `NiafProcessor` saved with the
+            model reads them from this config.json (see ``normalization.py``).
         unnormalized_action_dims (`list[int]`, *optional*): action dimensions left as they are (e.g. a
             binary gripper already in [-1, 1]).
         relative_action_state_indices (`list[int | None]`, *optional*): relative ("delta") actions, as openpi
@@ -243,11 +207,7 @@ class NiafConfig(PretrainedConfig):
             raise ValueError("NiafConfig: `state_to_queries=True` needs `use_state=True`.")
         self.state_to_queries = state_to_queries
         self.num_cameras = _check_int("num_cameras", num_cameras, 1)
-        if normalization_mode not in NORMALIZATION_MODES:
-            raise ValueError(
-                f"NiafConfig: `normalization_mode` must be one of {NORMALIZATION_MODES}, got {normalization_mode!r}."
-            )
-        self.normalization_mode = normalization_mode
+        self.normalization_mode = check_mode(normalization_mode, "NiafConfig")
         self.unnormalized_action_dims = self._check_dims(unnormalized_action_dims)
         self.normalization_stats = self._check_stats(normalization_stats)
         self.relative_action_state_indices = self._check_relative_indices(relative_action_state_indices)
@@ -347,49 +307,9 @@ class NiafConfig(PretrainedConfig):
             raise ValueError(f"NiafConfig: {err}") from None
 
     def _check_stats(self, stats: dict | None) -> dict[str, dict[str, list[float]]] | None:
-        if stats is None:
-            return None
-        if not isinstance(stats, dict):
-            raise ValueError(f"NiafConfig: `normalization_stats` must be a dict, got {type(stats).__name__}.")
-        dims = {"action": self.action_dim, "state": self.state_dim}
-        clean: dict[str, dict[str, list[float]]] = {}
-        for feature, feature_stats in stats.items():
-            if feature not in dims:
-                raise ValueError(
-                    f"NiafConfig: `normalization_stats` has unknown feature {feature!r}; expected 'action' or 'state'."
-                )
-            if not isinstance(feature_stats, dict):
-                raise ValueError(f"NiafConfig: `normalization_stats[{feature!r}]` must be a dict of lists.")
-            expected = dims[feature]
-            clean[feature] = {}
-            for key, vector in feature_stats.items():
-                if key not in STATS_KEYS:
-                    raise ValueError(
-                        f"NiafConfig: `normalization_stats[{feature!r}]` has unknown key {key!r}; expected one of {STATS_KEYS}."
-                    )
-                if key == "count":
-                    continue
-                if not isinstance(vector, (list, tuple)) or not all(
-                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector
-                ):
-                    raise ValueError(
-                        f"NiafConfig: `normalization_stats[{feature!r}][{key!r}]` must be a flat list of numbers."
-                    )
-                if expected is not None and len(vector) != expected:
-                    raise ValueError(
-                        f"NiafConfig: `normalization_stats[{feature!r}][{key!r}]` has {len(vector)} entries, "
-                        f"expected {expected} ({feature}_dim)."
-                    )
-                if not all(math.isfinite(float(x)) for x in vector):
-                    raise ValueError(f"NiafConfig: `normalization_stats[{feature!r}][{key!r}]` is not finite.")
-                clean[feature][key] = [float(x) for x in vector]
-            missing = [k for k in _REQUIRED_STATS[self.normalization_mode] if k not in clean[feature]]
-            if missing:
-                raise ValueError(
-                    f"NiafConfig: normalization_mode={self.normalization_mode} needs {missing} in "
-                    f"`normalization_stats[{feature!r}]`, which has {sorted(clean[feature])}."
-                )
-        return clean
+        return check_normalization_stats(
+            stats, self.normalization_mode, {"action": self.action_dim, "state": self.state_dim}, "NiafConfig"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()
@@ -401,7 +321,8 @@ __all__ = [
     "HEAD_LIMITS",
     "MIN_TRANSFORMERS_VERSION",
     "NiafConfig",
-    "NORMALIZATION_MODES",
+    "NORMALIZATION_MODES",  # re-exported from normalization.py, their one home
     "STATS_KEYS",
+    "check_relative_action_state_indices",
     "check_transformers_version",
 ]

@@ -12,7 +12,7 @@ The first use of a model-side name (`NiafConfig`, `NiafForActionFunction`, `Niaf
 [`register_auto_classes`].
 
 Building blocks (`ModulatedSiren`, `AffineNormalizer`, ...) are imported from their submodules
-(``modeling_niaf.siren``, ``modeling_niaf.normalization``, ...).
+(``modeling_niaf.siren``, ``configuration_niaf.normalization``, ...).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ _MODEL_SIDE = {
 _SUBMODULE_ONLY = {
     "ModulatedSiren": "siren", "SineLinear": "siren", "SirenReadout": "siren",
     "NiafModulationHeads": "modeling_niaf", "NiafQueryEmbeddings": "modeling_niaf", "NiafSirenHead": "modeling_niaf",
-    "AffineNormalizer": "normalization", "affine_from_stats": "normalization",
+    "AffineNormalizer": "configuration_niaf.normalization", "affine_from_stats": "configuration_niaf.normalization",
 }
 """Names the package exported before 0.1.0 became lazy; they live in their submodules (named in the error)."""
 
@@ -95,7 +95,7 @@ def __getattr__(name: str) -> Any:
         if name in _SUBMODULE_ONLY:
             sub = _SUBMODULE_ONLY[name]
             raise AttributeError(f"module 'modeling_niaf' does not export {name!r} (a building block, not public "
-                                 f"API): use `from modeling_niaf.{sub} import {name}`")
+                                 f"API): use `from {sub if '.' in sub else 'modeling_niaf.' + sub} import {name}`")
         raise AttributeError(f"module 'modeling_niaf' has no attribute {name!r}")
     if name in _MODEL_SIDE:
         register_auto_classes()

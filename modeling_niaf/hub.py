@@ -2,7 +2,8 @@
 
 A saved NIAF checkpoint is a complete, self-contained transformers remote-code repo::
 
-    config.json                 NiafConfig + auto_map (AutoConfig, AutoModel, AutoModelForActionFunction... see below)
+    config.json                 NiafConfig + auto_map (AutoConfig, AutoModel, AutoModelForActionFunction... see below);
+                                the checkpoint's one copy of the normalisation statistics (``normalization_stats``)
     model.safetensors           backbone + queries + ψ heads + SIREN prior (sharded above the size limit)
     configuration_niaf.py       ┐
     modeling_niaf.py            │ remote code, flat siblings connected by single-dot relative imports
@@ -13,7 +14,8 @@ A saved NIAF checkpoint is a complete, self-contained transformers remote-code r
     normalization.py            │
     processing_niaf.py          │
     hub.py                      ┘ this file (modeling_niaf.py imports it for save_pretrained)
-    processor_config.json, tokenizer*.json, ...   when a NiafProcessor is saved alongside
+    processor_config.json, tokenizer*.json, ...   when a NiafProcessor is saved alongside (without statistics:
+                                the processor reads them from config.json when loaded)
     README.md                   model card rendered from hub_cards/model_card.md
 
 The installed package is split into two top-level packages (``configuration_niaf``, ``modeling_niaf``), so
@@ -73,7 +75,8 @@ CARD_TAGS = ("robotics", "vla", "niaf", "action-function", "siren")
 
 
 def _code_sources(model: Any, processor: Any = None) -> dict[str, Path]:
-    """Where each whitelisted file lives: next to the modeling module, the processor's module or the config class.
+    """Where each whitelisted file lives: next to the modeling module, the processor's module or the config class
+    (``normalization.py`` sits next to ``configuration_niaf.py`` in the installed package).
 
     A model loaded with ``trust_remote_code`` has only the files its import chain pulled in next to it;
     ``processing_niaf.py`` then lives next to the processor class (if one is given) or is left out with a
@@ -83,6 +86,7 @@ def _code_sources(model: Any, processor: Any = None) -> dict[str, Path]:
     if processor is not None:
         folders.append(Path(inspect.getfile(type(processor))).resolve().parent)
     config_file = Path(inspect.getfile(type(model.config))).resolve()
+    folders.append(config_file.parent)
     sources = {}
     for name in CODE_FILES:
         if name == "configuration_niaf.py":
@@ -316,10 +320,15 @@ def add_eval_results(folder: str | os.PathLike, eval_results: list[Any]) -> None
 
 
 def save_processor_for_hub(processor: Any, save_directory: str | os.PathLike) -> None:
-    """Save a NiafProcessor and put its AutoProcessor ``auto_map`` into processor_config.json."""
+    """Save a NiafProcessor next to its model: ``auto_map`` in processor_config.json, and no statistics there.
+
+    The statistics are stored once, in the model's config.json; `NiafProcessor.from_pretrained` reads them
+    from there, so the two cannot disagree and nothing has to compare them.
+    """
     processor.save_pretrained(save_directory)
     path = Path(save_directory) / "processor_config.json"
     data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    data.pop("normalization_stats", None)
     data["auto_map"] = dict(PROCESSOR_AUTO_MAP)
     data["processor_class"] = type(processor).__name__
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -341,7 +350,8 @@ def save_for_hub(
     Args:
         model: a NIAF `PreTrainedModel`.
         save_directory: output folder (created).
-        processor: optional [`NiafProcessor`]; its statistics must match the model's config.
+        processor: optional [`NiafProcessor`] for the same shapes and mode (`check_model_config`); it is saved
+            without statistics, since the model's config.json holds the checkpoint's one copy.
         base_save: the plain `PreTrainedModel.save_pretrained` bound to ``model`` (weights + config); defaults
             to it. ``push_to_hub=True`` in ``save_kwargs`` uploads the folder afterwards, as transformers does.
         repo_id, base_model, datasets, eval_results: model-card metadata (`render_model_card`; ``base_model``
@@ -358,6 +368,11 @@ def save_for_hub(
 
     if processor is not None and hasattr(processor, "check_model_config"):
         processor.check_model_config(model.config)
+        if getattr(processor, "normalization_stats", None) and not model.config.normalization_stats:
+            raise ValueError(
+                "save_for_hub: the processor has normalisation statistics but the model's config has none; a checkpoint "
+                "stores them once, in config.json: set model.config.normalization_stats = processor.normalization_stats."
+            )
     push = bool(save_kwargs.pop("push_to_hub", False))
     push_kwargs = {k: save_kwargs.pop(k) for k in ("commit_message", "private", "token", "create_pr") if k in save_kwargs}
     if push and repo_id is None:

@@ -1,9 +1,10 @@
 """NIAF models: a vision-language backbone whose learned query tokens modulate a shared SIREN.
 
 Shipped to the Hub as remote code, flat next to ``configuration_niaf.py``, ``siren.py``,
-``action_function.py``, ``backbones.py``, ``normalization.py``, ``processing_niaf.py`` and ``hub.py``. Every
-import of our own modules is a single-dot relative import (the configuration one has the tolerated try/except
-fallback for the installed two-package layout), so the Hub loader finds and copies each file.
+``action_function.py``, ``backbones.py``, ``normalization.py``, ``processing_niaf.py`` and ``hub.py``. Every import of our
+own modules is a single-dot relative import (the configuration and units ones have the tolerated try/except
+fallback for the installed layout, where both live in the torch-free ``configuration_niaf`` package), so the Hub
+loader finds and copies each file.
 
 Data flow of one observation (reference: arXiv 2603.01766 §3):
 
@@ -17,25 +18,29 @@ function, which can then be queried at any number of time points.
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
-try:  # Hub copy: the configuration file sits next to this one
+try:  # Hub copy: the configuration and units files sit next to this one
     from .configuration_niaf import NiafConfig
-except ImportError:  # installed package: the configuration is its own top-level package
+    from .normalization import AffineNormalizer, affine_from_stats, check_normalization_stats, relative_offset
+except ImportError:  # installed package: both live in the torch-free configuration_niaf package
     from configuration_niaf.configuration_niaf import NiafConfig
+    from configuration_niaf.normalization import (
+        AffineNormalizer,
+        affine_from_stats,
+        check_normalization_stats,
+        relative_offset,
+    )
 
 from .action_function import ActionFunction, ActionTrajectory
 from .backbones import PATCHES, family_of, model_types_where
 from .hub import save_for_hub
-from .normalization import affine_from_stats
 from .siren import ModulatedSiren, SineLinear, SirenReadout
 
 try:  # transformers >= 5: init functions that leave weights loaded from a checkpoint untouched
@@ -365,11 +370,10 @@ class NiafForActionFunction(NiafPreTrainedModel):
             wanted.update({k: getattr(given, k) for k in _CHECKPOINT_BOUND_FIELDS if k not in wanted})
         for name, value in wanted.items():
             stored = getattr(saved, name)
-            if name == "normalization_stats" and value is not None and stored is not None:
-                same = _stats_equal(value, stored)
-            else:
-                same = value == stored
-            if not same:
+            if name == "normalization_stats":  # compared as NiafConfig stores them (plain floats, no count)
+                dims = {"action": saved.action_dim, "state": saved.state_dim}
+                value = check_normalization_stats(value, saved.normalization_mode, dims, "from_pretrained")
+            if value != stored:
                 raise ValueError(
                     f"NiafForActionFunction.from_pretrained({str(path)!r}): `{name}` is {_short(value)} but the "
                     f"checkpoint was trained with {_short(stored)}. Load without overriding it, or pass "
@@ -688,14 +692,18 @@ class NiafForActionFunction(NiafPreTrainedModel):
     # Inference
     # ------------------------------------------------------------------------------------------------------
     def action_affine(self) -> tuple[Any, Any]:
-        """(center, half_range) [D] float64 of the action normalisation, from ``config.normalization_stats``."""
+        """(center, half_range) [D] float64 of the action normalisation (physical = norm·half + center).
+
+        From ``config.normalization_stats``, the checkpoint's one copy of the statistics, through
+        ``normalization.affine_from_stats``, the same transform the processor normalises with.
+        """
         cfg = self.config
         stats = (cfg.normalization_stats or {}).get("action")
         if cfg.normalization_mode != "IDENTITY" and stats is None:
             raise ValueError(
                 f"denormalize=True needs action statistics for normalization_mode={cfg.normalization_mode}, but "
                 "config.normalization_stats has none; pass denormalize=False or set the statistics "
-                "(NiafProcessor.compute_stats / config.normalization_stats)."
+                "(NiafProcessor.fit_stats / config.normalization_stats)."
             )
         return affine_from_stats(
             stats, cfg.normalization_mode, cfg.action_dim, cfg.unnormalized_action_dims, feature="action"
@@ -721,16 +729,17 @@ class NiafForActionFunction(NiafPreTrainedModel):
     def relative_action_offset(self, state: torch.Tensor) -> Any:
         """[B, D] float64 physical units added back to relative actions: for each action dim i with a state
         index s in ``config.relative_action_state_indices``, the de-normalised ``state[:, s]``; 0 for absolute
-        dims. ``state`` is the normalised [B, state_dim] model input."""
+        dims. ``state`` is the normalised [B, state_dim] model input.
+
+        Both steps are ``normalization.py``'s: de-normalise the state, then `relative_offset` (the inverse of the
+        `to_relative` the processor built the training targets with)."""
         indices = self.config.relative_action_state_indices
         if indices is None:
             raise ValueError("relative_action_offset: config.relative_action_state_indices is None (absolute actions).")
-        center, half = self.state_affine()
-        raw = state.detach().to("cpu", torch.float64).numpy() * half + center  # [B, S] physical
-        offset = np.zeros((raw.shape[0], self.config.action_dim), dtype=np.float64)
-        dims = [i for i, s in enumerate(indices) if s is not None]
-        offset[:, dims] = raw[:, [indices[i] for i in dims]]
-        return offset
+        physical = AffineNormalizer(*self.state_affine(), feature="state").denormalize(
+            state.detach().to("cpu", torch.float64).numpy()
+        )  # [B, S]
+        return relative_offset(physical, indices, name="config.relative_action_state_indices")
 
     @torch.no_grad()
     def predict_action_function(
@@ -841,20 +850,6 @@ def _refuse_partial_load(path: Any, config: Any, info: dict[str, Any]) -> None:
         "the version it was saved with (or a compatible one), or pass ignore_mismatched_sizes=True to "
         "re-initialise these weights on purpose."
     )
-
-
-def _stats_equal(a: dict, b: dict) -> bool:
-    if set(a) != set(b):
-        return False
-    for feature in a:
-        fa, fb = a[feature], b[feature]
-        keys = (set(fa) | set(fb)) - {"count"}
-        for key in keys:
-            if key not in fa or key not in fb or len(fa[key]) != len(fb[key]):
-                return False
-            if any(not math.isclose(float(x), float(y), rel_tol=1e-9, abs_tol=1e-12) for x, y in zip(fa[key], fb[key], strict=True)):
-                return False
-    return True
 
 
 def _short(value: Any) -> str:

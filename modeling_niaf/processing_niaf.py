@@ -20,13 +20,20 @@ key                  shape                                                  unit
 ===================  =====================================================  =============================
 
 Normalisation uses LeRobot's mode names (QUANTILES with q01/q99 by default, MIN_MAX, MEAN_STD, IDENTITY); every
-mode is affine per dimension, so `denormalize_actions` is the exact inverse and a velocity is only scaled.
+mode is affine per dimension, so `denormalize_actions` is the exact inverse and a velocity is only scaled. The
+transforms, the statistics and their computation live in ``normalization.py``; this class applies them.
+
+Statistics are stored once per checkpoint: saved with a model (``model.save_pretrained(dir, processor=...)``),
+``processor_config.json`` carries none and `from_pretrained` takes them from the same folder's ``config.json``
+(the model's ``normalization_stats``); a processor saved on its own keeps them in ``processor_config.json``.
 """
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,17 +41,28 @@ import torch
 from transformers import BatchFeature, ProcessorMixin
 from transformers.utils import logging
 
-try:  # Hub copy: the configuration file sits next to this one
-    from .configuration_niaf import check_relative_action_state_indices
-except ImportError:  # installed package: the configuration is its own top-level package
-    from configuration_niaf.configuration_niaf import check_relative_action_state_indices
+try:  # Hub copy: the units module sits next to this one
+    from .normalization import (
+        AffineNormalizer,
+        check_mode,
+        check_normalization_stats,
+        check_relative_action_state_indices,
+        compute_stats,
+        to_relative,
+    )
+except ImportError:  # installed package: it lives in the torch-free configuration_niaf package
+    from configuration_niaf.normalization import (
+        AffineNormalizer,
+        check_mode,
+        check_normalization_stats,
+        check_relative_action_state_indices,
+        compute_stats,
+        to_relative,
+    )
 
 from .backbones import family_of
-from .normalization import AffineNormalizer
 
 logger = logging.get_logger(__name__)
-
-_MODES = ("QUANTILES", "MIN_MAX", "MEAN_STD", "IDENTITY")
 
 MAX_IMAGE_SEQ_LENGTH = 16_384
 """Most placeholder tokens per image (Florence-2 at 768 px: 577; PaliGemma-896: 4096)."""
@@ -99,67 +117,6 @@ def check_prompt_frame(frame: Any) -> str | None:
     return frame
 
 
-_STAT_QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
-
-
-def compute_stats(values: np.ndarray | torch.Tensor | Sequence[Any], feature: str = "action") -> dict[str, list[float]]:
-    """Per-dimension statistics in LeRobot's ``stats.json`` layout.
-
-    Args:
-        values: [N, D] samples of one feature (all frames of a dataset), physical units.
-        feature: name used in error messages.
-
-    Returns:
-        ``{"min", "max", "mean", "std", "q01", "q10", "q50", "q90", "q99": [D] lists, "count": [N]}``.
-    """
-    array = np.asarray(values.detach().cpu() if isinstance(values, torch.Tensor) else values, dtype=np.float64)
-    if array.ndim != 2 or array.shape[0] == 0:
-        raise ValueError(f"compute_stats: `{feature}` must be a non-empty [N, D] array, got shape {array.shape}.")
-    if not np.all(np.isfinite(array)):
-        rows = np.nonzero(~np.isfinite(array).all(axis=1))[0][:5].tolist()
-        raise ValueError(f"compute_stats: `{feature}` contains NaN or inf (rows {rows}...).")
-    stats = {
-        "min": array.min(axis=0).tolist(),
-        "max": array.max(axis=0).tolist(),
-        "mean": array.mean(axis=0).tolist(),
-        "std": array.std(axis=0).tolist(),
-    }
-    for key, q in _STAT_QUANTILES.items():
-        stats[key] = np.quantile(array, q, axis=0).tolist()
-    stats["count"] = [int(array.shape[0])]
-    return stats
-
-
-def relative_to_state(
-    actions: Any, state: Any, indices: Sequence[int | None], name: str = "relative_action_state_indices"
-) -> np.ndarray:
-    """Absolute chunks → deltas from the state at the observation time: ``a[..., k, i] - state[..., indices[i]]``.
-
-    Args:
-        actions: [K, D] or [B, K, D] absolute actions, physical units (numpy or torch).
-        state: [S] or [B, S], the state at each chunk's observation time, physical units.
-        indices: one entry per action dim: a state index, or None to copy the dim unchanged.
-        name: how the ValueError for bad ``indices`` names them (a config key or a flag).
-
-    Returns:
-        float64 numpy array of ``actions``' shape. Raises a ValueError for mismatched shapes or bad indices.
-    """
-    a, st = _as_array(actions), _as_array(state)
-    if a.ndim not in (2, 3):
-        raise ValueError(f"relative actions: `action` must be [K, D] or [B, K, D], got shape {a.shape}.")
-    if st.ndim != a.ndim - 1 or (a.ndim == 3 and st.shape[0] != a.shape[0]):
-        raise ValueError(
-            f"relative actions: `state` must be [S] for a [K, D] chunk or [B, S] for [B, K, D] chunks; got action "
-            f"{a.shape} and state {st.shape}."
-        )
-    checked = check_relative_action_state_indices(indices, a.shape[-1], st.shape[-1], name=name)
-    if checked is None:
-        raise ValueError(f"`{name}` is None: no action dim is relative to the state.")
-    dims = [i for i, s in enumerate(checked) if s is not None]
-    src = [checked[i] for i in dims]
-    out = a.copy()
-    out[..., dims] -= st[..., None, src]  # the same state for every chunk point
-    return out
 
 
 class NiafProcessor(ProcessorMixin):
@@ -216,8 +173,7 @@ class NiafProcessor(ProcessorMixin):
     ) -> None:
         check_prompt_template(prompt_template)
         check_prompt_frame(prompt_frame)
-        if normalization_mode not in _MODES:
-            raise ValueError(f"NiafProcessor: `normalization_mode` must be one of {_MODES}, got {normalization_mode!r}.")
+        check_mode(normalization_mode, "NiafProcessor")
         for name, value in (("num_cameras", num_cameras), ("action_dim", action_dim)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"NiafProcessor: `{name}` must be a positive int, got {value!r}.")
@@ -324,14 +280,14 @@ class NiafProcessor(ProcessorMixin):
     # Statistics
     # ------------------------------------------------------------------------------------------------------
     def set_stats(self, stats: Mapping[str, Mapping[str, Sequence[float]]] | None) -> None:
-        """Install statistics (``{"action": {...}, "state": {...}}``) and rebuild the normalisers."""
-        self.normalization_stats = None if stats is None else {
-            feature: {k: [float(x) for x in v] for k, v in fstats.items()} for feature, fstats in stats.items()
-        }
+        """Install statistics (``{"action": {...}, "state": {...}}``) and rebuild the normalisers.
+
+        They are checked and stored as `NiafConfig` stores them (``normalization.check_normalization_stats``:
+        plain floats, one entry per dimension, the mode's keys present, ``count`` dropped).
+        """
+        dims = {"action": self.action_dim, "state": self.state_dim}
+        self.normalization_stats = check_normalization_stats(stats, self.normalization_mode, dims, "NiafProcessor")
         stats = self.normalization_stats or {}
-        unknown = set(stats) - {"action", "state"}
-        if unknown:
-            raise ValueError(f"NiafProcessor: unknown statistics features {sorted(unknown)}; expected 'action', 'state'.")
         mode = self.normalization_mode
         self._action_norm = None
         self._state_norm = None
@@ -342,8 +298,48 @@ class NiafProcessor(ProcessorMixin):
         if self.state_dim is not None and (mode == "IDENTITY" or "state" in stats):
             self._state_norm = AffineNormalizer.from_stats(stats.get("state"), mode, self.state_dim, feature="state")
 
+    @classmethod
+    def get_processor_dict(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """`ProcessorMixin.get_processor_dict`, with the statistics taken from the checkpoint's one copy.
+
+        A NIAF ``config.json`` next to ``processor_config.json`` holds the statistics
+        (``normalization_stats``) whenever the processor was saved with its model; they are used, and a copy in
+        ``processor_config.json`` (checkpoints saved before statistics were stored once) is ignored. Without a
+        NIAF config.json, the processor's own copy is used (a processor saved on its own). Raises a ValueError
+        when neither file has statistics but ``normalization_mode`` needs them.
+        """
+        processor_dict, rest = super().get_processor_dict(pretrained_model_name_or_path, **kwargs)
+        from transformers.utils import cached_file
+
+        hub_keys = ("cache_dir", "force_download", "proxies", "token", "local_files_only", "revision", "subfolder")
+        path = None
+        if not Path(str(pretrained_model_name_or_path)).is_file():  # a folder or a Hub id, not a processor JSON file
+            path = cached_file(pretrained_model_name_or_path, "config.json", _raise_exceptions_for_missing_entries=False,
+                               **{k: kwargs[k] for k in hub_keys if kwargs.get(k) is not None})
+        model_config = json.loads(Path(path).read_text(encoding="utf-8")) if path else {}
+        model_stats = model_config.get("normalization_stats") if model_config.get("model_type") == "niaf" else None
+        if model_stats is not None:
+            for key in ("action_dim", "state_dim"):  # the statistics' shapes
+                theirs = model_config.get(key)
+                if theirs is not None and processor_dict.get(key, theirs) != theirs:
+                    raise ValueError(
+                        f"NiafProcessor.from_pretrained({str(pretrained_model_name_or_path)!r}): processor_config.json "
+                        f"has {key}={processor_dict[key]} but config.json, whose statistics it uses, has {key}={theirs}."
+                    )
+            processor_dict["normalization_stats"] = model_stats
+        elif "normalization_stats" not in processor_dict:  # saved with a model (hub.py) whose config has none
+            mode = processor_dict.get("normalization_mode", "QUANTILES")
+            if mode != "IDENTITY":
+                raise ValueError(
+                    f"NiafProcessor.from_pretrained({str(pretrained_model_name_or_path)!r}): normalization_mode={mode} "
+                    "needs statistics, but neither config.json nor processor_config.json has `normalization_stats`."
+                )
+        return processor_dict, rest
+
     def fit_stats(self, actions: Any, state: Any = None) -> dict[str, dict[str, list[float]]]:
         """Compute statistics from a dataset's frames (actions [N, D], state [N, S]), install and return them.
+
+        Returned in LeRobot's layout (with ``count``); installed as `set_stats` keeps them (without).
 
         With ``relative_action_state_indices`` the action statistics are those of the deltas at every chunk
         point: pass chunks ``actions`` [N, K, D] with the state at each chunk's observation, [N, S].
@@ -361,16 +357,8 @@ class NiafProcessor(ProcessorMixin):
             stats = {"action": compute_stats(actions, "action")}
         if state is not None:
             stats["state"] = compute_stats(state, "state")
-        self._check_dims(stats)
         self.set_stats(stats)
-        return self.normalization_stats
-
-    def _check_dims(self, stats: Mapping[str, Any]) -> None:
-        for feature, dim in (("action", self.action_dim), ("state", self.state_dim)):
-            if feature in stats and dim is not None and len(stats[feature]["mean"]) != dim:
-                raise ValueError(
-                    f"NiafProcessor: {feature} statistics have {len(stats[feature]['mean'])} dims, expected {dim}."
-                )
+        return stats
 
     def _check_relative(self, indices: Any) -> list[int | None] | None:
         if indices is not None and self.state_dim is None:
@@ -390,11 +378,15 @@ class NiafProcessor(ProcessorMixin):
         indices = self.relative_action_state_indices
         if indices is None:
             raise ValueError("NiafProcessor.relative_actions: the processor has no `relative_action_state_indices`.")
-        return relative_to_state(_checked(actions, "actions", self.action_dim), _checked(state, "state", self.state_dim),
-                                 indices)
+        return to_relative(_checked(actions, "actions", self.action_dim), _checked(state, "state", self.state_dim),
+                           indices)
 
     def check_model_config(self, config: Any) -> None:
-        """Raise a ValueError if this processor would feed ``config``'s model other units or shapes."""
+        """Raise a ValueError if this processor would feed ``config``'s model other shapes or another mode.
+
+        The statistics are not compared: a checkpoint stores them once (the model's config.json), and a
+        processor loaded from it uses those.
+        """
         for name in ("action_dim", "num_cameras", "normalization_mode"):
             if getattr(config, name) != getattr(self, name):
                 raise ValueError(
@@ -411,16 +403,6 @@ class NiafProcessor(ProcessorMixin):
                 f"NiafProcessor: `relative_action_state_indices` is {self.relative_action_state_indices!r} here but "
                 f"{theirs_rel!r} in the model config; the targets would be built in other units."
             )
-        mine, theirs = self.normalization_stats or {}, config.normalization_stats or {}
-        for feature in ("action", "state"):
-            a, b = mine.get(feature), theirs.get(feature)
-            if a is None and b is None:
-                continue
-            if a is None or b is None or not _same_stats(a, b):
-                raise ValueError(
-                    f"NiafProcessor: the {feature} normalisation statistics differ from the model config's; the model "
-                    "would receive and return other units. Use the processor saved with the checkpoint."
-                )
         image_token_id = getattr(config.backbone_config, "image_token_id", None)
         if image_token_id is not None and self.tokenizer.convert_tokens_to_ids(self.image_token) != image_token_id:
             raise ValueError(
@@ -632,14 +614,4 @@ def _checked(value: Any, name: str, dim: int | None) -> Any:
     return value
 
 
-def _same_stats(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]]) -> bool:
-    keys = (set(a) | set(b)) - {"count"}
-    for key in keys:
-        if key not in a or key not in b:
-            return False
-        if not np.allclose(np.asarray(a[key], dtype=np.float64), np.asarray(b[key], dtype=np.float64), rtol=1e-9, atol=1e-12):
-            return False
-    return True
-
-
-__all__ = ["NiafProcessor", "check_prompt_frame", "check_prompt_template", "compute_stats", "relative_to_state"]
+__all__ = ["NiafProcessor", "check_prompt_frame", "check_prompt_template"]

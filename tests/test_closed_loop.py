@@ -233,6 +233,9 @@ def test_niaf_eval_refuses_training_seed_unknown_task_and_wrong_layout(checkpoin
     for f in checkpoint.iterdir():
         if f.name.startswith(("processor", "tokenizer", "special_tokens")) or f.name == "training_data.json":
             shutil.copy(f, other / f.name)
+    processor_config = json.loads((other / "processor_config.json").read_text())
+    processor_config["action_dim"] = 7  # the processor takes the model's 7-d statistics from config.json
+    (other / "processor_config.json").write_text(json.dumps(processor_config))
     assert main(["--checkpoint", str(other), "--episodes", "1", "--output-dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err
     assert "--checkpoint" in err and "action_dim 7, Meta-World needs 4" in err

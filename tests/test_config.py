@@ -127,3 +127,26 @@ def test_configuration_module_imports_without_torch():
 def test_configuration_source_has_no_torch_import():
     source = (REPO / "configuration_niaf" / "configuration_niaf.py").read_text()
     assert "import torch" not in source
+
+
+def test_units_module_imports_without_torch_or_transformers():
+    """configuration_niaf.normalization (statistics, transforms) serves niaf-data and a deployment process alone."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None
+        sys.modules["transformers"] = None
+        sys.path.insert(0, {str(REPO)!r})
+        from configuration_niaf.normalization import AffineNormalizer, compute_stats, to_absolute, to_relative
+        stats = compute_stats([[0.0, 1.0], [2.0, 5.0]])
+        norm = AffineNormalizer.from_stats(stats, "MIN_MAX", 2)
+        import numpy as np
+        assert norm.normalize(np.array([2.0, 5.0])).tolist() == [1.0, 1.0]
+        chunk = [[1.0, 2.0], [3.0, 4.0]]
+        assert to_absolute(to_relative(chunk, [0.5], [0, None]), [0.5], [0, None]).tolist() == chunk
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().endswith("ok")

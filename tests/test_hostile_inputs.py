@@ -262,7 +262,7 @@ def test_head_settings_outside_sane_bounds_are_refused_at_load(tmp_path, key, va
 
 
 def test_zero_range_or_nan_statistics():
-    from modeling_niaf.normalization import MIN_STATE_HALF_RANGE, AffineNormalizer
+    from configuration_niaf.normalization import MIN_STATE_HALF_RANGE, AffineNormalizer
 
     stats = {"q01": [0.0, 2.0], "q99": [1.0, 2.0]}  # dim 1 never moved in the data
     state = AffineNormalizer.from_stats(stats, "QUANTILES", 2, feature="state")

@@ -118,7 +118,9 @@ def test_saved_folder_is_a_complete_hub_repo(saved):
                 assert line.startswith("    "), f"{name}: unguarded absolute import {stripped}"
     processor_config = json.loads((folder / "processor_config.json").read_text())
     assert processor_config["auto_map"] == {"AutoProcessor": "processing_niaf.NiafProcessor"}
-    assert processor_config["normalization_stats"]["action"]["q01"] == saved["model"].config.normalization_stats["action"]["q01"]
+    # the statistics are stored once, in config.json; the processor reads them from there
+    assert "normalization_stats" not in processor_config
+    assert config["normalization_stats"]["action"]["q01"] == saved["model"].config.normalization_stats["action"]["q01"]
     card = (folder / "README.md").read_text()
     header = card.split("---")[1]
     for needle in ("library_name: transformers", "pipeline_tag: robotics", "- niaf", "- robotics"):
@@ -232,6 +234,82 @@ def test_installed_package_registers_auto_classes(saved):
     processor = AutoProcessor.from_pretrained(folder, trust_remote_code=False)
     assert type(processor).__name__ == "NiafProcessor"
     np.testing.assert_array_equal(processor.normalize_actions(FRAMES[:3]), make_processor().normalize_actions(FRAMES[:3]))
+
+
+def _physical(processor, model, obs, state) -> dict[str, torch.Tensor]:
+    """Raw observation → processor → one `generate_actions` call: physical positions and per-second derivatives."""
+    inputs = processor(images=obs, text=["pick up the red block", "open the drawer"], state=state)
+    traj = model.generate_actions(**inputs, num_points=16, derivatives=3)
+    return {name: getattr(traj, name) for name in ("position", "velocity", "acceleration", "jerk")}
+
+
+def test_statistics_are_stored_once_and_reproduce_physical_actions(saved):
+    from transformers import AutoModel, AutoProcessor
+
+    folder = saved["folder"]
+    holders = [p.name for p in folder.iterdir() if p.suffix == ".json" and "normalization_stats" in json.loads(p.read_text())]
+    assert holders == ["config.json"]
+    processor = AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    # (in this process the installed classes answer; the isolated-interpreter tests above run the shipped copies,
+    # whose processor also reads config.json: its outputs there equal the ones computed here)
+    assert processor.normalization_stats == saved["model"].config.normalization_stats
+    obs, state = images(2, 2), FRAMES[:2, :2]
+    before = _physical(make_processor("florence2", num_cameras=2), saved["model"], obs, state)
+    after = _physical(processor, model, obs, state)
+    for name, value in before.items():
+        torch.testing.assert_close(after[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_old_layout_with_statistics_in_both_files_loads(saved):
+    """Checkpoints saved before the statistics were stored once carry a copy in processor_config.json too."""
+    from transformers import AutoProcessor
+
+    from modeling_niaf import NiafProcessor
+
+    folder = saved["root"] / f"niaf_old_layout_{uuid.uuid4().hex[:8]}"
+    shutil.copytree(saved["folder"], folder)
+    stats = json.loads((folder / "config.json").read_text())["normalization_stats"]
+    path = folder / "processor_config.json"
+    old = json.loads(path.read_text())
+    old["normalization_stats"] = stats
+    path.write_text(json.dumps(old))
+    obs, state = images(2, 2), FRAMES[:2, :2]
+    expected = _physical(make_processor("florence2", num_cameras=2), saved["model"], obs, state)
+    for processor in (NiafProcessor.from_pretrained(folder), AutoProcessor.from_pretrained(folder, trust_remote_code=True)):
+        assert processor.normalization_stats == stats
+        got = _physical(processor, saved["model"], obs, state)
+        for name, value in expected.items():
+            torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=name)
+    # config.json is the copy that counts: a stale processor copy is not compared, it is ignored
+    old["normalization_stats"] = {"action": {k: [x + 1.0 for x in v] for k, v in stats["action"].items()}}
+    path.write_text(json.dumps(old))
+    assert NiafProcessor.from_pretrained(folder).normalization_stats == stats
+
+
+def test_processor_without_statistics_anywhere_is_a_one_line_error(saved):
+    from modeling_niaf import NiafProcessor
+
+    folder = saved["root"] / f"niaf_no_stats_{uuid.uuid4().hex[:8]}"
+    shutil.copytree(saved["folder"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["normalization_stats"] = None
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"normalization_mode=QUANTILES needs statistics, but neither config.json nor "
+                                         r"processor_config.json has `normalization_stats`") as err:
+        NiafProcessor.from_pretrained(folder)
+    assert "\n" not in str(err.value)
+    # a processor_config.json for other shapes than the config.json whose statistics it would use
+    config["normalization_stats"] = json.loads((saved["folder"] / "config.json").read_text())["normalization_stats"]
+    config["action_dim"] = 4
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"processor_config.json has action_dim=3 but config.json, whose statistics it "
+                                         r"uses, has action_dim=4"):
+        NiafProcessor.from_pretrained(folder)
+    # saving a processor's statistics with a model that has none would lose them: refused
+    model = make_model("florence2", num_cameras=2, use_state=True, state_dim=2)
+    with pytest.raises(ValueError, match="the processor has normalisation statistics but the model's config has none"):
+        model.save_pretrained(saved["root"] / "refused", processor=make_processor("florence2", num_cameras=2))
 
 
 def test_push_to_hub_uploads_the_complete_folder(saved, monkeypatch):

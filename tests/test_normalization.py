@@ -1,10 +1,19 @@
-"""Affine normalisation: LeRobot's modes, exact inverse, derivatives scale only."""
+"""The units module: LeRobot's modes, exact inverse, derivatives scale only; the one statistics implementation."""
 
 import numpy as np
 import pytest
 import torch
 
-from modeling_niaf.normalization import AffineNormalizer, affine_from_stats
+from configuration_niaf.normalization import (
+    NORMALIZATION_MODES,
+    QUANTILES,
+    REQUIRED_STATS,
+    STATS_KEYS,
+    AffineNormalizer,
+    RunningStats,
+    affine_from_stats,
+    compute_stats,
+)
 
 STATS = {
     "min": [-2.0, 0.0, 5.0],
@@ -69,3 +78,50 @@ def test_errors_name_the_problem():
         affine_from_stats(STATS, "minmax", 3)
     with pytest.raises(ValueError, match="last dimension is 2, expected 3"):
         AffineNormalizer.from_stats(STATS, "QUANTILES", 3).normalize(np.zeros((4, 2)))
+
+
+def test_one_compute_stats_matches_numpy_and_streaming_running_stats():
+    rng = np.random.default_rng(7)
+    x = rng.normal(loc=[3.0, -1.0, 50.0, 0.0], scale=[1.0, 0.01, 10.0, 2.0], size=(2_000, 4))
+    got = compute_stats(x)  # one [N, D] array: the processor's fit_stats
+    assert set(got) == set(STATS_KEYS) and got["count"] == [2_000]
+    np.testing.assert_array_equal(got["min"], x.min(0))
+    np.testing.assert_array_equal(got["max"], x.max(0))
+    np.testing.assert_allclose(got["mean"], x.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(got["std"], x.std(0), rtol=1e-10)  # population std, like LeRobot
+    for key, q in QUANTILES.items():
+        np.testing.assert_allclose(got[key], np.quantile(x, q, axis=0), rtol=1e-12, atol=1e-12)
+    # the same numbers from batches (niaf-train's streaming pass), from torch, and from RunningStats itself
+    batches = np.split(x, [1, 13, 700, 701, 1999])
+    streamed = RunningStats(4)
+    for b in batches:
+        streamed.update(b)
+    for other in (compute_stats(batches), compute_stats(torch.from_numpy(x)), streamed.result()):
+        assert other["count"] == got["count"]
+        for key in set(STATS_KEYS) - {"count"}:
+            np.testing.assert_allclose(other[key], got[key], rtol=1e-12, atol=1e-12, err_msg=key)
+    # beyond exact_limit the quantiles come from a seeded reservoir sample: close, moments still exact
+    sampled = compute_stats(batches, exact_limit=1_000, reservoir_size=1_000)
+    np.testing.assert_allclose(sampled["mean"], got["mean"], rtol=1e-12)
+    for key in ("q10", "q50", "q90"):
+        spread = np.quantile(x, 0.95, axis=0) - np.quantile(x, 0.05, axis=0)
+        assert np.all(np.abs(np.asarray(sampled[key]) - got[key]) < 0.1 * spread), key
+    with pytest.raises(ValueError, match=r"`state` must be rows \[N, D\]"):
+        compute_stats(np.zeros(5), feature="state")
+    with pytest.raises(ValueError, match="`action` rows contain NaN"):
+        compute_stats(np.array([[0.0, np.nan]]))
+    with pytest.raises(ValueError, match="has no rows"):
+        compute_stats([])
+
+
+def test_mode_names_and_their_statistics_are_spelled_once():
+    """The configuration, the processor and niaf-train all take the mode names from the units module."""
+    from niaf_train.training.arguments import CHOICES
+
+    import configuration_niaf
+    from modeling_niaf import NORMALIZATION_MODES as exported
+
+    assert set(REQUIRED_STATS) == set(NORMALIZATION_MODES)
+    assert configuration_niaf.NORMALIZATION_MODES is NORMALIZATION_MODES and exported is NORMALIZATION_MODES
+    assert configuration_niaf.STATS_KEYS is STATS_KEYS
+    assert CHOICES["model.normalization_mode"] is NORMALIZATION_MODES

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from niaf_tiny_backbones import IMAGE_TOKEN, image_tokens_per_image, make_image_processor, make_tokenizer
 from test_modeling import make_model
 
+from configuration_niaf.normalization import compute_stats
 from modeling_niaf import NiafProcessor
-from modeling_niaf.processing_niaf import compute_stats
 
 RNG = np.random.default_rng(0)
 FRAMES = RNG.normal(size=(500, 3)) * np.array([1.0, 5.0, 0.1]) + np.array([0.0, 2.0, -1.0])
@@ -108,6 +110,8 @@ def test_compute_stats_matches_numpy():
 def test_save_and_load_round_trip(tmp_path):
     proc = make_processor("qwen2_5_vl", num_cameras=1)
     proc.save_pretrained(tmp_path / "proc_rt")
+    # saved on its own (no model, no config.json), the processor keeps the one copy of its statistics
+    assert json.loads((tmp_path / "proc_rt" / "processor_config.json").read_text())["normalization_stats"]
     loaded = NiafProcessor.from_pretrained(tmp_path / "proc_rt")
     assert loaded.normalization_stats == proc.normalization_stats
     assert loaded.prompt_template == proc.prompt_template and loaded.image_start_token == "<vision_start>"
@@ -131,8 +135,9 @@ def test_bad_processor_inputs():
         proc(images=images(1, 2), text="open the drawer", actions=bad)
     with pytest.raises(ValueError, match="last dimension 3"):
         proc.normalize_actions(np.zeros((2, 4)))
-    model = make_model("florence2", num_cameras=2, normalization_stats={"action": {"q01": [0, 0, 0], "q99": [1, 1, 1]}})
-    with pytest.raises(ValueError, match="action normalisation statistics differ"):
+    # a model with other shapes is refused; statistics are not compared (a checkpoint stores them once)
+    model = make_model("florence2", num_cameras=1, normalization_stats={"action": {"q01": [0, 0, 0], "q99": [1, 1, 1]}})
+    with pytest.raises(ValueError, match="`num_cameras` is 2 here but 1 in the model config"):
         proc.check_model_config(model.config)
     with pytest.raises(ValueError, match="prompt_template"):
         NiafProcessor(make_image_processor("florence2"), make_tokenizer(), prompt_template="no slot")

@@ -204,6 +204,35 @@ def test_generate_actions_adds_the_raw_state_back():
     assert not model.predict_action_function(**inputs, state=state, denormalize=False).position_offset.any()
 
 
+def test_relative_round_trip_through_the_model_offset_is_exact():
+    """to_relative (how targets are built) then the model's offset path (how positions come back) = identity.
+
+    Float64 throughout, dyadic values and power-of-two half-ranges, so every step is exact and the comparison
+    is bit for bit; by hand, the offset is the de-normalised state entries named by INDICES.
+    """
+    from configuration_niaf.normalization import relative_offset, to_absolute, to_relative
+
+    model = _model()
+    state = np.array([[1.5, -1.0, 13.0, 2.0], [0.25, 2.0, 10.5, 1.0]])  # [2, 4] physical, dyadic
+    absolute = np.arange(2 * 5 * 3, dtype=np.float64).reshape(2, 5, 3) / 8.0 - 1.5  # [B, K, D] physical
+    deltas = to_relative(absolute, state, INDICES)
+    hand = absolute.copy()
+    hand[..., 0] -= state[:, None, 0]
+    hand[..., 1] -= state[:, None, 2]
+    np.testing.assert_array_equal(deltas, hand)
+    normalised = torch.as_tensor((state - STATE_CENTER) / STATE_HALF, dtype=torch.float64)  # the model input
+    offset = model.relative_action_offset(normalised)  # [B, D]: de-normalise, then pick INDICES
+    np.testing.assert_array_equal(offset, [[1.5, 13.0, 0.0], [0.25, 10.5, 0.0]])
+    np.testing.assert_array_equal(offset, relative_offset(state, INDICES))
+    np.testing.assert_array_equal(deltas + offset[:, None, :], absolute)
+    np.testing.assert_array_equal(to_absolute(deltas, state, INDICES), absolute)
+    # random (non-dyadic) values: the same up to float64 rounding
+    rng = np.random.default_rng(4)
+    absolute, state = rng.normal(size=(3, 6, 3)) * 5.0, rng.normal(size=(3, 4)) * 3.0
+    offset = model.relative_action_offset(torch.as_tensor((state - STATE_CENTER) / STATE_HALF))
+    np.testing.assert_allclose(to_relative(absolute, state, INDICES) + offset[:, None, :], absolute, rtol=0, atol=1e-13)
+
+
 def test_missing_state_statistics_is_a_clear_error():
     model = _model(normalization_stats={"action": ACTION_STATS})
     inputs = make_inputs("paligemma", batch=2)
@@ -284,7 +313,10 @@ def test_processor_refuses_bad_indices_and_a_model_with_another_setting():
 # Training pipeline: the delta transform and the statistics of the deltas
 # --------------------------------------------------------------------------------------------------------
 def test_delta_transform_on_a_hand_written_chunk():
-    from niaf_train.relative_actions import to_relative_actions
+    from configuration_niaf.normalization import to_absolute, to_relative
+
+    def to_relative_actions(action, state, indices):  # as niaf-train calls it
+        return to_relative(action, state, indices, name="model.relative_action_state_indices")
 
     action = np.array([[1.0, 10.0, 0.0], [1.5, 11.0, 1.0], [2.0, 12.5, 1.0]])  # K = 3, D = 3
     state = np.array([0.5, 7.0, 9.0, -1.0])  # S = 4
@@ -302,6 +334,8 @@ def test_delta_transform_on_a_hand_written_chunk():
         to_relative_actions(action, state, [0, 4, None])
     with pytest.raises(ValueError, match=r"`state` must be \[S\] for a \[K, D\] chunk"):
         to_relative_actions(action, np.stack([state, state]), INDICES)
+    # the inverse, in the same module: exact on these values
+    np.testing.assert_array_equal(to_absolute(expect, state, INDICES), action)
 
 
 def test_stats_of_the_chunk_dataset_are_those_of_the_deltas():
@@ -335,8 +369,9 @@ def test_stats_of_the_chunk_dataset_are_those_of_the_deltas():
 
 
 def test_training_config_key_is_checked_early(tmp_path):
-    from niaf_train.relative_actions import check_relative_indices
     from niaf_train.training.arguments import ConfigError, build_config
+
+    from configuration_niaf.normalization import check_relative_action_state_indices
 
     cfg = build_config(None, ["--model.use_state", "true", "--model.relative_action_state_indices", "0,2,null"])
     assert cfg.model.relative_action_state_indices == [0, 2, None]
@@ -346,9 +381,9 @@ def test_training_config_key_is_checked_early(tmp_path):
         build_config(None, ["--model.relative_action_state_indices", "0,2,null"])
     with pytest.raises(ConfigError, match=r"model.relative_action_state_indices` has no int entry"):
         build_config(None, ["--model.use_state", "true", "--model.relative_action_state_indices", "null,null"])
-    with pytest.raises(ValueError, match=r"model.relative_action_state_indices` is set but the dataset has no "
-                                         r"`observation.state`"):
-        check_relative_indices([0, None], action_dim=2, state_dim=None)
+    with pytest.raises(ValueError, match=r"model.relative_action_state_indices` is set but there is no robot state "
+                                         r"\(`observation.state`\)"):
+        check_relative_action_state_indices([0, None], 2, None, name="model.relative_action_state_indices")
 
 
 # --------------------------------------------------------------------------------------------------------

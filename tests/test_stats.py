@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 from data_factories import make_episode
 from niaf_train.data.stats import (
-    RunningStats,
-    compute_stats,
     read_stats_json,
     stats_from_episodes,
     to_normalization_stats,
     write_stats_json,
 )
+
+from configuration_niaf.normalization import RunningStats, compute_stats
 
 
 def test_exact_statistics_match_numpy_over_uneven_batches():

@@ -95,7 +95,8 @@ def _parse_relative(text: str | None) -> list[int | None] | None:
 
 def _relative_stats(dataset: Any, indices: list[int | None] | None) -> dict[str, dict[str, list]]:
     """Per-dimension statistics, of the deltas when ``indices`` is given (checked against the data first)."""
-    from ..relative_actions import check_relative_indices
+    from configuration_niaf.normalization import check_relative_action_state_indices
+
     from .stats import stats_from_chunk_dataset
 
     if indices is not None:
@@ -105,8 +106,9 @@ def _relative_stats(dataset: Any, indices: list[int | None] | None) -> dict[str,
         first = row.with_format("numpy")[0]
         state = first.get("observation.state")
         try:
-            check_relative_indices(indices, int(np.asarray(first["action"]).shape[-1]),
-                                   None if state is None else int(np.asarray(state).shape[-1]), name=RELATIVE_FLAG)
+            check_relative_action_state_indices(indices, int(np.asarray(first["action"]).shape[-1]),
+                                                None if state is None else int(np.asarray(state).shape[-1]),
+                                                name=RELATIVE_FLAG)
         except ValueError as err:
             raise CliError(str(err)) from err
     return stats_from_chunk_dataset(dataset, relative_action_state_indices=indices)

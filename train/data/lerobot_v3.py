@@ -48,9 +48,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from configuration_niaf.normalization import RunningStats
+
 from .chunking import build_chunk_dataset, encode_png, file_fingerprint
 from .episodes import Episode, EpisodeError, LazyFrames
-from .stats import EpisodeStats, RunningStats, write_stats_json
+from .stats import EpisodeStats, write_stats_json
 
 logger = logging.getLogger(__name__)
 

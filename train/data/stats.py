@@ -1,15 +1,9 @@
-"""Per-dimension statistics of actions, states and velocities in LeRobot's ``stats.json`` layout.
+"""Per-dimension statistics of actions, states and velocities in LeRobot's ``stats.json`` layout: the datasets' side.
 
-One streaming pass: :class:`RunningStats` takes batches of rows ``[N, D]`` and keeps
-
-* ``count``, ``min``, ``max`` exactly;
-* ``mean`` and ``std`` (population, ddof = 0, like LeRobot) exactly, merging batches with Chan et al.'s
-  parallel update in float64 (no catastrophic cancellation of a sum of squares);
-* quantiles ``q01, q10, q50, q90, q99``: **exact** (numpy's linear interpolation over all rows) while at most
-  ``exact_limit`` rows were seen; beyond that, computed from a uniform random sample of ``reservoir_size``
-  rows kept by reservoir sampling (Vitter's algorithm R, seeded, so deterministic). The approximation error
-  of a quantile q from an n-row uniform sample is about sqrt(q(1-q)/n) in rank: with the default
-  n = 200,000, ±0.00022 in rank for q01/q99 and ±0.0011 for q50 (one standard error).
+The statistics themselves (:class:`RunningStats`: one streaming pass, exact moments, exact or reservoir-sampled
+quantiles; the keys and quantile list) are ``configuration_niaf.normalization``'s, the one home of units, which
+the processor's ``fit_stats`` uses too. This module feeds it episodes and chunk datasets and reads / writes
+LeRobot's ``stats.json``.
 
 ``stats.json`` maps a feature name (``"action"``, ``"observation.state"``, ``"observation.velocity"``,
 ``"observation.images.<cam>"``) to ``{"min", "max", "mean", "std", "count", "q01", "q10", "q50", "q90",
@@ -30,13 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from ..relative_actions import to_relative_actions
+from configuration_niaf.normalization import RunningStats, to_relative
+
 from .episodes import Episode
 
 logger = logging.getLogger(__name__)
 
-QUANTILES: dict[str, float] = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
-STATS_KEYS: tuple[str, ...] = ("min", "max", "mean", "std", "count", *QUANTILES)
+RELATIVE_KEY = "model.relative_action_state_indices"
 
 EPISODE_FEATURES: dict[str, str] = {
     "actions": "action",
@@ -44,118 +38,6 @@ EPISODE_FEATURES: dict[str, str] = {
     "velocities": "observation.velocity",
 }
 """Episode attribute → LeRobot feature name in stats.json."""
-
-
-class RunningStats:
-    """Streaming statistics of rows of width ``dim``.
-
-    Args:
-        dim: D, the width of each row.
-        exact_limit: quantiles are exact while at most this many rows were added.
-        reservoir_size: rows kept for approximate quantiles beyond ``exact_limit`` (<= exact_limit).
-        seed: seed of the reservoir sampler.
-    """
-
-    def __init__(self, dim: int, exact_limit: int = 1_000_000, reservoir_size: int = 200_000, seed: int = 0) -> None:
-        if dim < 1:
-            raise ValueError(f"RunningStats: dim must be >= 1, got {dim}")
-        if not 1 <= reservoir_size <= exact_limit:
-            raise ValueError(f"RunningStats: need 1 <= reservoir_size ({reservoir_size}) <= exact_limit ({exact_limit})")
-        self.dim = dim
-        self.exact_limit = exact_limit
-        self.reservoir_size = reservoir_size
-        self.count = 0
-        self._mean = np.zeros(dim, np.float64)
-        self._m2 = np.zeros(dim, np.float64)
-        self._min = np.full(dim, np.inf)
-        self._max = np.full(dim, -np.inf)
-        self._rows: list[np.ndarray] = []  # exact mode: every batch
-        self._reservoir: np.ndarray | None = None  # sample mode
-        self._rng = np.random.default_rng(seed)
-
-    @property
-    def exact(self) -> bool:
-        """Whether the quantiles are exact (False once more than ``exact_limit`` rows were added)."""
-        return self._reservoir is None
-
-    def update(self, rows: np.ndarray) -> None:
-        """Add a batch of rows, float [N, D] (a [D] vector counts as one row)."""
-        x = np.asarray(rows, dtype=np.float64)
-        if x.ndim == 1:
-            x = x[None]
-        if x.ndim != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"RunningStats: expected rows of shape [N, {self.dim}], got {x.shape}")
-        n = x.shape[0]
-        if n == 0:
-            return
-        if not np.isfinite(x).all():
-            raise ValueError("RunningStats: rows contain NaN or inf; validate the episodes first")
-        # Chan et al. parallel merge of (count, mean, M2)
-        b_mean = x.mean(axis=0)
-        b_m2 = ((x - b_mean) ** 2).sum(axis=0)
-        total = self.count + n
-        delta = b_mean - self._mean
-        self._mean = self._mean + delta * (n / total)
-        self._m2 = self._m2 + b_m2 + delta**2 * (self.count * n / total)
-        self._min = np.minimum(self._min, x.min(axis=0))
-        self._max = np.maximum(self._max, x.max(axis=0))
-        seen = self.count
-        self.count = total
-        if self._reservoir is None:
-            self._rows.append(x)
-            if total > self.exact_limit:
-                self._start_reservoir()
-        else:
-            self._reservoir_add(x, seen)
-
-    def _start_reservoir(self) -> None:
-        all_rows = np.concatenate(self._rows)
-        self._rows = []
-        r = self.reservoir_size
-        # process sequentially: the first r rows fill the reservoir, the rest go through algorithm R
-        self._reservoir = all_rows[:r].copy()
-        self._reservoir_add(all_rows[r:], r)
-        logger.info("RunningStats: more than %d rows, quantiles now from a %d-row reservoir sample", self.exact_limit, r)
-
-    def _reservoir_add(self, x: np.ndarray, seen: int) -> None:
-        """Algorithm R for rows x whose global positions are seen, seen+1, ... (all >= reservoir_size)."""
-        assert self._reservoir is not None
-        positions = seen + np.arange(x.shape[0], dtype=np.float64)
-        accept = self._rng.random(x.shape[0]) < self.reservoir_size / (positions + 1.0)
-        idx = np.nonzero(accept)[0]
-        slots = self._rng.integers(0, self.reservoir_size, size=idx.size)
-        for i, s in zip(idx, slots, strict=True):  # in order: a later row replaces an earlier one
-            self._reservoir[s] = x[i]
-
-    def result(self) -> dict[str, list[float]]:
-        """The statistics as lists (LeRobot layout); raises if no row was added."""
-        if self.count == 0:
-            raise ValueError("RunningStats: no rows were added")
-        sample = np.concatenate(self._rows) if self._reservoir is None else self._reservoir
-        qs = np.quantile(sample, list(QUANTILES.values()), axis=0)
-        out = {
-            "min": self._min.tolist(),
-            "max": self._max.tolist(),
-            "mean": self._mean.tolist(),
-            "std": np.sqrt(np.maximum(self._m2 / self.count, 0.0)).tolist(),
-            "count": [int(self.count)],
-        }
-        for (key, _), q in zip(QUANTILES.items(), qs, strict=True):
-            out[key] = q.tolist()
-        return out
-
-
-def compute_stats(batches: Iterable[np.ndarray], dim: int | None = None, **kwargs: Any) -> dict[str, list[float]]:
-    """Statistics of the rows of all ``batches`` (each float [N, D]) in one pass."""
-    acc: RunningStats | None = None
-    for b in batches:
-        b = np.asarray(b)
-        if acc is None:
-            acc = RunningStats(dim if dim is not None else b.reshape(b.shape[0], -1).shape[1], **kwargs)
-        acc.update(b)
-    if acc is None:
-        raise ValueError("compute_stats: no data")
-    return acc.result()
 
 
 class EpisodeStats:
@@ -175,7 +57,7 @@ class EpisodeStats:
 
     def _add(self, name: str, rows: np.ndarray) -> None:
         if name not in self.acc:
-            self.acc[name] = RunningStats(rows.shape[1], **self.kwargs)
+            self.acc[name] = RunningStats(rows.shape[1], feature=name, **self.kwargs)
         self.acc[name].update(rows)
 
     def update(self, episode: Episode) -> None:
@@ -222,7 +104,7 @@ def stats_from_chunk_dataset(
     Uses, per row, the first chunk point (never padded) of ``action`` and ``velocity`` and the row's
     ``observation.state``: the statistics of the frames the dataset samples (every frame at stride 1).
 
-    With ``relative_action_state_indices`` (see :mod:`niaf_train.relative_actions`) the ``action`` entry is the
+    With ``relative_action_state_indices`` (``configuration_niaf.normalization.to_relative``) the ``action`` entry is the
     statistics of the delta targets ``a_i(t_k) - state_s(t_obs)`` at **every real (non-padded) chunk point**:
     a delta grows with the horizon k, and its first point alone (about 0) would understate the range the
     model has to fit. ``observation.state`` and ``observation.velocity`` are unchanged.
@@ -245,14 +127,14 @@ def stats_from_chunk_dataset(
         for col in present:
             rows = np.asarray(batch[col], dtype=np.float64)
             if col == "action" and relative:
-                deltas = to_relative_actions(rows, np.asarray(batch["observation.state"]), relative_action_state_indices)
+                deltas = to_relative(rows, batch["observation.state"], relative_action_state_indices, name=RELATIVE_KEY)
                 real = ~np.asarray(batch["action_is_pad"], dtype=bool) if "action_is_pad" in batch else None
                 rows = deltas[real] if real is not None else deltas.reshape(-1, deltas.shape[-1])
             elif col in ("action", "velocity"):
                 rows = rows[:, 0, :]
             name = columns[col]
             if name not in acc:
-                acc[name] = RunningStats(rows.shape[1], **kwargs)
+                acc[name] = RunningStats(rows.shape[1], feature=name, **kwargs)
             acc[name].update(rows)
     return {name: a.result() for name, a in acc.items()}
 
@@ -334,10 +216,6 @@ def to_normalization_stats(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, 
 __all__ = [
     "EPISODE_FEATURES",
     "EpisodeStats",
-    "QUANTILES",
-    "RunningStats",
-    "STATS_KEYS",
-    "compute_stats",
     "merge_stats_json",
     "read_stats_json",
     "stats_from_chunk_dataset",

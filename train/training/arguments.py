@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from configuration_niaf.normalization import NORMALIZATION_MODES
+
 from ..data.sources import SOURCES
 
 DATA_SOURCES = tuple(SOURCES)  # the registry niaf-data reads too
@@ -395,7 +397,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "training.lr_scheduler": ("tri_stage", "cosine", "linear", "constant"),
     "training.report_to": ("tensorboard", "trackio", "none"),
     "peft.method": ("none", "lora"),
-    "model.normalization_mode": ("QUANTILES", "MIN_MAX", "MEAN_STD", "IDENTITY"),
+    "model.normalization_mode": NORMALIZATION_MODES,
     "model.torch_dtype": ("float32", "bfloat16", "float16"),
     "model.action_head": ("niaf", "waypoints", "bspline", "flow"),
     "model.waypoint_loss": ("l1", "l2"),

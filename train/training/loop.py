@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..relative_actions import check_relative_indices
+from configuration_niaf.normalization import check_relative_action_state_indices
+
 from . import run_folder
 from .arguments import ConfigError, FinetuneConfig
 from .building import build_processor_and_model, head_parameter
@@ -169,7 +170,8 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     relative = m.relative_action_state_indices
     if relative is not None:
         try:
-            check_relative_indices(relative, layout["action_dim"], layout["state_dim"])
+            check_relative_action_state_indices(relative, layout["action_dim"], layout["state_dim"],
+                                                name="model.relative_action_state_indices")
         except ValueError as err:
             raise ConfigError(str(err)) from None
     train_rows, val_rows = split_episodes(dataset, d.val_fraction, t.seed)

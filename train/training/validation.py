@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..relative_actions import to_relative_actions
+from configuration_niaf.normalization import to_relative
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def evaluate_model(model: Any, processor: Any, loader: Any, baseline: np.ndarray
         actions = processor.denormalize_actions(batch["actions"].double()).cpu().numpy()
         position = at_k.position.double().cpu().numpy()
         if relative is not None:  # absolute prediction → delta, like the targets (physical state from the processor)
-            position = to_relative_actions(position, processor.denormalize_state(batch["state"].double()), relative)
+            position = to_relative(position, processor.denormalize_state(batch["state"].double()), relative)
         preds.append(position)
         refs.append(actions)
         masks.append(batch["action_mask"].cpu().numpy())
