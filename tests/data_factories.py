@@ -1,7 +1,7 @@
 """Synthetic data fixtures for the data-loader tests (shared by the data test modules).
 
 Everything here is written by code paths independent of the package's writers: LeRobot v3 folders are
-built with pyarrow/pandas directly from the format description (formats.md §3), so a reader test compares
+built with pyarrow/pandas directly from the LeRobot v3.0 format description, so a reader test compares
 the package's reader against a separately written file.
 """
 
@@ -168,7 +168,7 @@ def random_lerobot_episodes(
 
 
 # ------------------------------------------------------------------------------------------------------------
-# CALVIN release layout (formats.md §1), built around the real frame in ../shared/fixtures/calvin
+# CALVIN release layout (github.com/mees/calvin), built around the real frame in ../shared/fixtures/calvin
 
 
 CALVIN_FRAME_KEYS = (
@@ -184,7 +184,7 @@ def calvin_real_frame(fixtures_dir: Path) -> dict[str, np.ndarray]:
 
 
 def _calvin_rel_action(a: np.ndarray, o: np.ndarray) -> np.ndarray:
-    # calvin_env's rule (formats.md §1.4), written independently of niaf_train.data.calvin
+    # calvin_env's rule, written independently of niaf_train.data.calvin
     pos = np.clip(a[:3] - o[:3], -0.02, 0.02) / 0.02
     orn = np.clip((a[3:6] - o[3:6] + np.pi) % (2 * np.pi) - np.pi, -0.05, 0.05) / 0.05
     return np.concatenate([pos, orn, a[6:7]])
@@ -281,7 +281,7 @@ def write_calvin_split(
 
 
 # ------------------------------------------------------------------------------------------------------------
-# LIBERO original HDF5 demonstrations (formats.md §2.2), written with h5py
+# LIBERO original HDF5 demonstrations (LIBERO's HDF5 layout), written with h5py
 
 
 

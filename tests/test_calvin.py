@@ -39,7 +39,7 @@ REAL_KEYS = [
 
 
 def _hand_rel_action(a: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """formats.md §1.4, written out element by element with the math module."""
+    """calvin_env's segment rule, written out element by element with the math module."""
     out = []
     for i in range(3):
         out.append(min(max(a[i] - o[i], -0.02), 0.02) / 0.02)

@@ -21,7 +21,7 @@ def test_derived_quantities():
     assert c.chunk_duration == pytest.approx(49 / 50)  # T = (K-1)/f
     assert c.tau_to_seconds == pytest.approx(2 / 0.98)
     c10 = NiafConfig(chunk_size=10, control_hz=30.0)
-    assert c10.chunk_duration == pytest.approx(0.3)  # method.md §2: K=10 at 30 Hz → T = 0.3 s
+    assert c10.chunk_duration == pytest.approx(0.3)  # K=10 at 30 Hz → T = 0.3 s
     assert c10.hidden_size == 1024  # default Florence-2 config: d_model of the language model
 
 

@@ -24,7 +24,7 @@ numeric, shapes as in the release (actions (7,), robot_obs (15,), images (H, W, 
 headers without decoding pixels), values finite. A bad file raises :class:`~niaf_train.data.episodes.EpisodeError`
 naming the file, the episode and the key, or is skipped and counted with ``skip_invalid=True``.
 
-Facts this module relies on (``reference/formats.md`` §0-§1): numeric arrays are float64 on disk (cast to
+Facts this module relies on (the CALVIN release, https://github.com/mees/calvin): numeric arrays are float64 on disk (cast to
 float32 here); ``rel_actions`` is computed inside a frame from its ``actions`` and ``robot_obs``
 (:func:`calvin_relative_action`); gripper +1 = open, -1 = close; no velocities are stored.
 """

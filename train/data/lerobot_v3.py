@@ -1,6 +1,6 @@
 """LeRobotDataset v3.0 folders: reader (real-robot episodes, LeRobot-format LIBERO) and writer.
 
-Layout (``reference/formats.md`` §3)::
+Layout (LeRobot v3.0, https://huggingface.co/docs/lerobot)::
 
     <root>/meta/info.json                 fps, features, data_path / video_path templates
     <root>/meta/stats.json                per-feature statistics

@@ -1,6 +1,6 @@
 """Scripted Meta-World (v3, MT1) demonstrations rendered offscreen and written as a LeRobot v3.0 dataset.
 
-Facts used (``reference/formats.md`` §4): an MT1 benchmark gives 50 variations of one skill; every task has a
+Facts used (Meta-World v3, https://github.com/Farama-Foundation/Metaworld): an MT1 benchmark gives 50 variations of one skill; every task has a
 bundled stateless expert (``metaworld.policies.ENV_POLICY_MAP``); the action is Box(-1, 1, (4,)) =
 end-effector displacement dx, dy, dz (× 1 cm per step) + gripper effort (positive closes); one environment step
 is 0.0025 s × 5 = 12.5 ms, so the true control rate is **80 Hz**; an episode may not exceed 500 steps.

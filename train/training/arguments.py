@@ -6,7 +6,7 @@ when the name is unique across sections, bare (``--output_dir out``, ``--max_ste
 checked against the dataclass fields: an unknown key or a value of the wrong type is an error that names the
 key and the file, raised before anything is built.
 
-Defaults follow ``reference/method.md`` §12 item 9: AdamW, lr 2e-5, betas (0.9, 0.95), weight decay 0, a
+Defaults follow the paper's fine-tuning recipe (arXiv 2603.01766): AdamW, lr 2e-5, betas (0.9, 0.95), weight decay 0, a
 tri-stage schedule (linear warm-up, constant hold, exponential-style decay), bf16 autocast for the backbone with
 the SIREN head in float32.
 """
