@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("mujoco")
 pytest.importorskip("matplotlib")
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "impedance_control"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "impedance_control"
 sys.path.insert(0, str(EXAMPLE))
 
 from arm import DOF, Arm, make_reference  # noqa: E402

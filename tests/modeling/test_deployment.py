@@ -26,7 +26,7 @@ from test_modeling import STATS, make_model
 from modeling_niaf import NumpyActionFunction
 from modeling_niaf.numpy_function import FORMAT_VERSION, LIMITS, MAX_DERIVATIVE_ORDER
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NAMES = ("position", "velocity", "acceleration", "jerk")
 
 BLOCK_TORCH = """

@@ -24,7 +24,7 @@ from test_processing import FRAMES, images, make_processor
 
 from modeling_niaf.hub import CODE_FILES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 ISOLATE = """
 import sys, importlib.util

@@ -10,7 +10,7 @@ import pytest
 
 from configuration_niaf import NiafConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 STATS = {"action": {"q01": [-1.5, 0.0, 2.0], "q99": [1.5, 0.25, 2.5], "mean": [0.1, 0.2, 0.3], "std": [1.0, 0.5, 0.1]}}
 
