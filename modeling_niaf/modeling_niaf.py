@@ -212,13 +212,13 @@ def _left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[
     """Move right padding to the left, so that the queries appended at the end follow every prompt directly.
 
     input_ids, attention_mask: [B, L]. Each row is rolled right by its number of trailing padding tokens.
+    The roll is computed unconditionally (a no-op gather for left-padded rows): testing first whether any
+    row has trailing padding would read a value back from the device on every batch.
     """
     length = attention_mask.shape[1]
     positions = torch.arange(length, device=attention_mask.device)
     last_valid = torch.where(attention_mask.bool(), positions, -1).amax(dim=1)  # [B]
     trailing = (length - 1 - last_valid).clamp_min(0)
-    if not bool(trailing.any()):
-        return input_ids, attention_mask
     index = (positions.unsqueeze(0) - trailing.unsqueeze(1)) % length
     return input_ids.gather(1, index), attention_mask.gather(1, index)
 
