@@ -47,7 +47,7 @@ class Collator:
                              "from the state).")
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        images = [[_hwc(row[c]) for c in self.cameras] for row in rows]
+        images = [[row[c] for c in self.cameras] for row in rows]  # uint8 [3, H, W]: the processor takes them as they are
         kwargs: dict[str, Any] = {
             "images": images,
             "text": [row["task"] for row in rows],
@@ -61,7 +61,3 @@ class Collator:
         batch = dict(self.processor(**kwargs))
         batch["sample_index"] = torch.tensor([int(row["index"]) for row in rows])
         return batch
-
-
-def _hwc(image: torch.Tensor) -> np.ndarray:
-    return image.permute(1, 2, 0).contiguous().numpy()
