@@ -1,6 +1,16 @@
 """Training-step cost of NIAF: step time and peak memory, split into backbone vs head + loss.
 
     python benchmarks/bench_train.py [--sizes tiny medium] [--repeats 5] [--threads 2]
+    python benchmarks/bench_train.py --end-to-end [--config train/configs/default.yaml] [--steps 60] [--compile]
+
+``--end-to-end`` times the training step the way ``niaf-train`` runs it, on the real chunk dataset of a
+training config (the embedded default: Meta-World demonstrations, generated once and cached): the same
+processor, model, optimiser, seeded sampler and DataLoader with the run's :class:`Collator` (a real chunk
+batch → processor → model inputs), then forward + losses + backward + gradient clipping + AdamW step + the
+loop's loss bookkeeping. It reports the medians of the data time (DataLoader + collator + processor), the
+compute time and the whole step, after a few warm-up steps (``--compile``: ``torch.compile`` of the model,
+``--backend``). Accelerate's wrapping is left out (one process, CPU or one GPU). The mode works on older
+checkouts too (it feature-detects the collator's ``check``), so a commit can be timed against its parent.
 
 For each size, on random inputs of the right shapes (PaliGemma-architecture backbone built from a config,
 nothing downloaded), it times with the median of ``--repeats`` steps:
@@ -148,13 +158,117 @@ def run_size(name: str, repeats: int, threads: int) -> dict:
     return results
 
 
+def end_to_end(config_path: str, steps: int, warmup: int, threads: int, compile_model: bool, backend: str) -> dict:
+    """Median data / compute / step seconds of ``niaf-train``'s training step on the config's real chunk data."""
+    import inspect
+    import math
+
+    import numpy as np
+    import torch
+    from niaf_train.data.chunking import with_torch_format
+    from niaf_train.data.stats import stats_from_chunk_dataset, to_normalization_stats
+    from niaf_train.training import loop
+    from niaf_train.training.arguments import load_config
+    from niaf_train.training.building import build_processor_and_model, head_parameter
+    from niaf_train.training.collation import Collator, EpochSampler
+    from niaf_train.training.dataset import dataset_layout, load_chunks, split_episodes
+
+    torch.set_num_threads(threads)
+    cfg = load_config(config_path, [])
+    t, d, m = cfg.training, cfg.data, cfg.model
+    torch.manual_seed(t.seed)
+    dataset = load_chunks(cfg)
+    layout = dataset_layout(dataset)
+    if d.cameras:
+        layout["cameras"] = [c if c.startswith("observation.images.") else f"observation.images.{c}" for c in d.cameras]
+    train_rows, _ = split_episodes(dataset, d.val_fraction, t.seed)
+    train_stats = stats_from_chunk_dataset(dataset.select(train_rows), relative_action_state_indices=m.relative_action_state_indices)
+    stats = {k: v for k, v in to_normalization_stats(train_stats).items() if k in ("action", "state")}
+    if not m.use_state:
+        stats.pop("state", None)
+    tasks = sorted(set(dataset.select_columns(["task"])["task"]))
+    processor, model = build_processor_and_model(cfg, layout, stats, tasks)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).train()
+    use_velocity = layout["velocity"] and m.loss_weight_velocity > 0
+    collate_kwargs = {}
+    if "check" in inspect.signature(Collator).parameters:  # this checkout validates on the CPU side (as niaf-train)
+        collate_kwargs["check"] = model.input_value_checker()
+        model.check_inputs_in_forward = False
+    collate = Collator(processor, layout["cameras"], m.use_state, use_velocity, **collate_kwargs)
+    loader = torch.utils.data.DataLoader(
+        with_torch_format(dataset), batch_size=t.per_device_batch_size, sampler=EpochSampler(train_rows, t.seed),
+        collate_fn=collate, drop_last=True, num_workers=d.num_workers,
+    )
+    groups = [{"params": [q for n, q in model.named_parameters() if q.requires_grad and not head_parameter(n)], "lr": t.learning_rate},
+              {"params": [q for n, q in model.named_parameters() if q.requires_grad and head_parameter(n)],
+               "lr": t.head_learning_rate or t.learning_rate}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], betas=(t.adam_beta1, t.adam_beta2),
+                                  eps=t.adam_epsilon, weight_decay=t.weight_decay)
+    forward = torch.compile(model, backend=backend) if compile_model else model
+    detached = getattr(loop, "_detached", None) or (lambda v: float(v.detach()) if isinstance(v, torch.Tensor) else float(v))
+    running: dict = {}
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    data_s, compute_s = [], []
+    iterator = iter(loader)
+    for _ in range(warmup + steps):
+        start = time.perf_counter()
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            iterator = iter(loader)
+            batch = next(iterator)
+        batch.pop("sample_index")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        got = time.perf_counter()
+        output = forward(**batch)
+        output.loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf)
+        running["grad_norm"] = running.get("grad_norm", 0.0) + detached(norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        for name in ("loss", "loss_pos", "loss_vel", "loss_jerk"):
+            value = getattr(output, name)
+            if value is not None:
+                running[name] = running.get(name, 0.0) + detached(value)
+        sync()
+        done = time.perf_counter()
+        data_s.append(got - start)
+        compute_s.append(done - got)
+    data_s, compute_s = data_s[warmup:], compute_s[warmup:]
+    step_s = [a + b for a, b in zip(data_s, compute_s, strict=True)]
+    return {"config": config_path, "batch": t.per_device_batch_size, "device": device, "threads": threads,
+            "compile": backend if compile_model else None, "steps": steps,
+            "data_ms": 1e3 * statistics.median(data_s), "compute_ms": 1e3 * statistics.median(compute_s),
+            "step_ms": 1e3 * statistics.median(step_s), "steps_per_s": 1.0 / statistics.median(step_s),
+            "finite_loss": bool(np.isfinite(float(output.loss.detach())))}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "medium"], choices=sorted(SIZES))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--end-to-end", action="store_true", help="time niaf-train's step on a config's real data")
+    parser.add_argument("--config", default="train/configs/default.yaml", help="training config (--end-to-end)")
+    parser.add_argument("--steps", type=int, default=60, help="timed steps (--end-to-end)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed first steps (--end-to-end)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (--end-to-end)")
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend (--end-to-end --compile)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.end_to_end:
+        r = end_to_end(args.config, args.steps, args.warmup, args.threads, args.compile, args.backend)
+        print(f"niaf-train step, {r['config']}, batch {r['batch']}, {r['device']}, {r['threads']} threads, "
+              f"compile: {r['compile'] or 'no'}, median of {r['steps']} steps after {args.warmup} warm-up")
+        print(f"data {r['data_ms']:.1f} ms | compute {r['compute_ms']:.1f} ms | step {r['step_ms']:.1f} ms "
+              f"({r['steps_per_s']:.2f} steps/s) | loss finite: {r['finite_loss']}")
+        print(json.dumps(r))
+        return
     if args.child:
         print(json.dumps(run_size(args.child, args.repeats, args.threads)))
         return

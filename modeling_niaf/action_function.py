@@ -24,12 +24,42 @@ import torch
 
 from .numpy_function import (
     _DERIVATIVE_NAMES,
+    TAU_TOLERANCE,
     ActionTrajectory,
     NumpyActionFunction,
     _position_offset,
     _resolve_tau_numpy,
 )
 from .siren import MAX_DERIVATIVE_ORDER, ModulatedSiren
+
+
+def _check_tau_tensor(tau: Any, times: Any, num_points: Any, duration: float, extrapolate: bool) -> None:
+    """`_resolve_tau_numpy`'s checks for a ``tau`` or ``times`` given as a torch tensor, on the tensor's device.
+
+    Same errors; the tensor is never copied to numpy: its finiteness, minimum and maximum come back to the
+    host together (one small transfer; none on CPU).
+    """
+    given = [name for name, v in (("tau", tau), ("times", times), ("num_points", num_points)) if v is not None]
+    if len(given) > 1:
+        raise ValueError(f"Give at most one of `tau`, `times`, `num_points`; got {given}.")
+    name = "tau" if tau is not None else "times"
+    t = tau if tau is not None else times
+    shape = (1,) if t.ndim == 0 else tuple(t.shape)
+    if len(shape) not in (1, 2) or shape[-1] == 0 or t.numel() == 0:
+        raise ValueError(f"`{name}` must have shape [N] or [B, N] with N >= 1, got {shape}.")
+    t = t.detach()
+    values = t if t.is_floating_point() else t.double()
+    finite, lo, hi = torch.stack([torch.isfinite(values).all().to(values.dtype), values.min(), values.max()]).tolist()
+    if not finite:
+        raise ValueError(f"`{name}` contains NaN or inf.")
+    if name == "times":  # τ = 2t/T - 1 is increasing: the extreme τ are those of the extreme times (as in float64)
+        lo, hi = 2.0 * lo / duration - 1.0, 2.0 * hi / duration - 1.0
+    if not extrapolate and (lo < -1.0 - TAU_TOLERANCE or hi > 1.0 + TAU_TOLERANCE):
+        span = f"t ∈ [0, {duration:g}] s" if name == "times" else "τ ∈ [-1, 1]"
+        raise ValueError(
+            f"`{name}` leaves the chunk ({span}): range [{lo:g}, {hi:g}] in τ. "
+            "The field was only trained inside the chunk; pass `extrapolate=True` to evaluate outside it anyway."
+        )
 
 
 class ActionFunction:
@@ -137,13 +167,9 @@ class ActionFunction:
         device = self.gamma.device
         float_dtype = torch.float64 if self.gamma.dtype == torch.float64 else torch.float32
         if isinstance(tau, torch.Tensor) or isinstance(times, torch.Tensor):
-            # Validate on a numpy copy, but compute from the caller's tensor so that its graph is kept.
+            # Validate and compute on the caller's tensor (no numpy round trip; its graph is kept).
             src = tau if isinstance(tau, torch.Tensor) else times
-            _resolve_tau_numpy(
-                None if tau is None else np.asarray(tau.detach().cpu(), dtype=np.float64),
-                None if times is None else np.asarray(times.detach().cpu(), dtype=np.float64),
-                num_points, self.chunk_duration, self.chunk_size, extrapolate,
-            )
+            _check_tau_tensor(tau, times, num_points, self.chunk_duration, extrapolate)
             src = src.reshape(1) if src.ndim == 0 else src
             src = src.to(device=device, dtype=torch.float64 if src.dtype == torch.float64 else float_dtype)
             tau_t = src if tau is not None else src * (2.0 / self.chunk_duration) - 1.0

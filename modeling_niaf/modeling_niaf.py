@@ -17,6 +17,7 @@ function, which can then be queried at any number of time points.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -210,13 +211,13 @@ def _left_align(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[
     """Move right padding to the left, so that the queries appended at the end follow every prompt directly.
 
     input_ids, attention_mask: [B, L]. Each row is rolled right by its number of trailing padding tokens.
+    The roll is computed unconditionally (a no-op gather for left-padded rows): testing first whether any
+    row has trailing padding would read a value back from the device on every batch.
     """
     length = attention_mask.shape[1]
     positions = torch.arange(length, device=attention_mask.device)
     last_valid = torch.where(attention_mask.bool(), positions, -1).amax(dim=1)  # [B]
     trailing = (length - 1 - last_valid).clamp_min(0)
-    if not bool(trailing.any()):
-        return input_ids, attention_mask
     index = (positions.unsqueeze(0) - trailing.unsqueeze(1)) % length
     return input_ids.gather(1, index), attention_mask.gather(1, index)
 
@@ -252,9 +253,88 @@ def _check_finite_weights(model: nn.Module, source: Any) -> None:
             )
 
 
-def _check_finite(name: str, tensor: torch.Tensor) -> None:
-    if not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"`{name}` contains NaN or inf; clean the data (padded steps should repeat the last action).")
+def _non_finite_message(name: str) -> str:
+    return f"`{name}` contains NaN or inf; clean the data (padded steps should repeat the last action)."
+
+
+def check_input_values(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    pixel_values: torch.Tensor | None = None,
+    image_grid_thw: torch.Tensor | None = None,
+    state: torch.Tensor | None = None,
+    actions: torch.Tensor | None = None,
+    velocities: torch.Tensor | None = None,
+    *,
+    vocab_size: int,
+    image_token_id: int | None,
+    num_cameras: int,
+    **ignored: Any,
+) -> None:
+    """The checks of a batch that must read tensor values: token ids inside the vocabulary, at least one prompt
+    token per row, the patch count of ``image_grid_thw``, image-token counts per row, and finiteness of
+    ``pixel_values``, ``state``, ``actions`` and ``velocities``. Raises the ValueError `forward` would raise.
+
+    All values come back to the host in one transfer, so a batch costs one host synchronisation; on CPU
+    tensors (a collator, before the batch is moved to the accelerator) none. Shapes are checked by `forward`
+    (no value is read for them). Other keys of a batch (``action_mask``, ``sample_index``) are ignored. Get one
+    bound to a model with [`NiafForActionFunction.input_value_checker`].
+    """
+    device = input_ids.device
+    scalars: list[torch.Tensor] = []  # 0-d int64 tensors, read back together with the per-row counts below
+
+    def add(value: torch.Tensor) -> int:
+        scalars.append(value.to(device=device, dtype=torch.int64).reshape(()))
+        return len(scalars) - 1
+
+    has_ids = input_ids.numel() > 0
+    i_min = add(input_ids.min()) if has_ids else None
+    i_max = add(input_ids.max()) if has_ids else None
+    i_rows = add(attention_mask.bool().any(dim=1).all()) if attention_mask is not None else None
+    i_patches = add(image_grid_thw.prod(dim=-1).sum()) if image_grid_thw is not None else None
+    finite = {
+        name: add(torch.isfinite(t).all())
+        for name, t in (("pixel_values", pixel_values), ("state", state), ("actions", actions), ("velocities", velocities))
+        if t is not None
+    }
+    counts = (input_ids == image_token_id).sum(dim=1).to(torch.int64) if image_token_id is not None else None
+    packed = torch.stack(scalars) if scalars else input_ids.new_zeros(0, dtype=torch.int64)
+    if counts is not None:
+        packed = torch.cat([packed, counts])
+    values = packed.tolist()  # the one host synchronisation
+    for name in ("actions", "velocities"):  # `forward` checked the targets first: keep that precedence
+        if name in finite and not values[finite[name]]:
+            raise ValueError(_non_finite_message(name))
+    if has_ids and (values[i_min] < 0 or values[i_max] >= vocab_size):
+        raise ValueError(
+            f"`input_ids` holds token ids in [{values[i_min]}, {values[i_max]}], outside the "
+            f"backbone's vocabulary [0, {vocab_size}); tokenise with the processor saved with the checkpoint."
+        )
+    if i_rows is not None and not values[i_rows]:
+        raise ValueError("`attention_mask`: every sample needs at least one prompt token.")
+    if i_patches is not None and pixel_values is not None and (
+        pixel_values.ndim != 2 or pixel_values.shape[0] != values[i_patches]
+    ):
+        raise ValueError(
+            f"`pixel_values` must be [{values[i_patches]}, C·t·p·p] flattened patches matching `image_grid_thw`, "
+            f"got {tuple(pixel_values.shape)}."
+        )
+    if "pixel_values" in finite and not values[finite["pixel_values"]]:
+        raise ValueError(_non_finite_message("pixel_values"))
+    if counts is not None:
+        per_row = values[len(scalars):]
+        if not per_row or any(c != per_row[0] for c in per_row) or per_row[0] == 0 or per_row[0] % num_cameras != 0:
+            raise ValueError(
+                f"`input_ids` must hold the same number of image tokens (id {image_token_id}) in every sample, a "
+                f"multiple of num_cameras={num_cameras} and > 0; got per-sample counts {per_row}."
+            )
+    if "state" in finite and not values[finite["state"]]:
+        raise ValueError(_non_finite_message("state"))
+
+
+def _is_compiling() -> bool:
+    check = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(check()) if check is not None else False
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -386,6 +466,42 @@ class NiafForActionFunction(NiafPreTrainedModel):
     # ------------------------------------------------------------------------------------------------------
     # Input validation
     # ------------------------------------------------------------------------------------------------------
+    check_inputs_in_forward: bool = True
+    """Whether `forward`, `encode_queries` and `predict_action_function` check the values of their inputs
+    (token ids, padding, image-token counts, finiteness; see `check_input_values`). Reading values back costs
+    one host synchronisation per call. A training loop whose collator already ran `input_value_checker()` on
+    the CPU side sets it to False; shapes are always checked. Under `torch.compile` the value checks are
+    skipped (they would break the graph): check the batch before, with `check_inputs`."""
+
+    def input_value_checker(self) -> Any:
+        """A picklable callable ``check(**batch)`` running [`check_input_values`] with this model's vocabulary,
+        image token and number of cameras: for a collator (also in data-loader worker processes), so that the
+        value checks run once per batch on the CPU side, before the batch is moved to the accelerator."""
+        return functools.partial(
+            check_input_values,
+            vocab_size=self.get_input_embeddings().num_embeddings,
+            image_token_id=getattr(self.config.backbone_config, "image_token_id", None),
+            num_cameras=self.config.num_cameras,
+        )
+
+    def check_inputs(self, **batch: Any) -> None:
+        """Every check `forward` makes on a batch (shapes and values), without running the model.
+
+        Raises the ValueError `forward` would raise. Call it on the CPU side (e.g. on the processor's output)
+        before a compiled forward, or with ``check_inputs_in_forward = False``.
+        """
+        actions, velocities, action_mask = (batch.get(k) for k in ("actions", "velocities", "action_mask"))
+        if actions is not None:
+            self._validate_targets(actions, velocities, action_mask)
+        elif velocities is not None or action_mask is not None:
+            raise ValueError("`velocities` and `action_mask` need `actions`.")
+        inputs = {k: batch.get(k) for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "state")}
+        input_ids, _, _ = self._validate_inputs(**inputs)
+        self.input_value_checker()(**dict(inputs, input_ids=input_ids, actions=actions, velocities=velocities))
+
+    def _checks_values(self) -> bool:
+        return self.check_inputs_in_forward and not _is_compiling()
+
     def _validate_inputs(
         self,
         input_ids: torch.Tensor | None,
@@ -405,12 +521,6 @@ class NiafForActionFunction(NiafPreTrainedModel):
             or input_ids.dtype == torch.bool
         ):
             raise ValueError(f"`input_ids` must be a LongTensor [B, L] (the tokenised prompt), got {_describe(input_ids)}.")
-        vocab = self.get_input_embeddings().num_embeddings
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
-            raise ValueError(
-                f"`input_ids` holds token ids in [{int(input_ids.min())}, {int(input_ids.max())}], outside the "
-                f"backbone's vocabulary [0, {vocab}); tokenise with the processor saved with the checkpoint."
-            )
         batch = input_ids.shape[0]
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -418,8 +528,6 @@ class NiafForActionFunction(NiafPreTrainedModel):
             raise ValueError(
                 f"`attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)}, got {tuple(attention_mask.shape)}."
             )
-        if not bool(attention_mask.bool().any(dim=1).all()):
-            raise ValueError("`attention_mask`: every sample needs at least one prompt token.")
         if pixel_values is None:
             raise ValueError(
                 f"`pixel_values` is required: NIAF reads {cams} image(s) per observation "
@@ -433,10 +541,9 @@ class NiafForActionFunction(NiafPreTrainedModel):
                     f"wrong number of images: `image_grid_thw` must be [{batch * cams}, 3] (batch {batch} × "
                     f"num_cameras {cams}), got {tuple(image_grid_thw.shape)}."
                 )
-            patches = int(image_grid_thw.prod(dim=-1).sum())
-            if pixel_values.ndim != 2 or pixel_values.shape[0] != patches:
+            if pixel_values.ndim != 2:  # the patch count is a value: `check_input_values` compares it
                 raise ValueError(
-                    f"`pixel_values` must be [{patches}, C·t·p·p] flattened patches matching `image_grid_thw`, "
+                    f"`pixel_values` must be [Σ t·h·w, C·t·p·p] flattened patches matching `image_grid_thw`, "
                     f"got {tuple(pixel_values.shape)}."
                 )
         else:
@@ -447,21 +554,11 @@ class NiafForActionFunction(NiafPreTrainedModel):
                     f"wrong number of images: `pixel_values` must be [B={batch}, num_cameras={cams}, 3, H, W], "
                     f"got {tuple(pixel_values.shape)}."
                 )
-        _check_finite("pixel_values", pixel_values)
-        image_token = getattr(self.config.backbone_config, "image_token_id", None)
-        if image_token is not None:
-            counts = (input_ids == image_token).sum(dim=1)
-            if bool((counts != counts[0]).any()) or int(counts[0]) == 0 or int(counts[0]) % cams != 0:
-                raise ValueError(
-                    f"`input_ids` must hold the same number of image tokens (id {image_token}) in every sample, a "
-                    f"multiple of num_cameras={cams} and > 0; got per-sample counts {counts.tolist()}."
-                )
         if cfg.use_state:
             if state is None:
                 raise ValueError(f"`state` [B, {cfg.state_dim}] is required: the model was configured with use_state=True.")
             if state.ndim != 2 or state.shape != (batch, cfg.state_dim):
                 raise ValueError(f"`state` must be [B={batch}, state_dim={cfg.state_dim}], got {tuple(state.shape)}.")
-            _check_finite("state", state)
         elif state is not None:
             raise ValueError("`state` was given but the model was configured with use_state=False.")
         return input_ids, attention_mask, pixel_values
@@ -501,6 +598,19 @@ class NiafForActionFunction(NiafPreTrainedModel):
         input_ids, attention_mask, pixel_values = self._validate_inputs(
             input_ids, attention_mask, pixel_values, image_grid_thw, state
         )
+        if self._checks_values():
+            self.input_value_checker()(input_ids, attention_mask, pixel_values, image_grid_thw, state)
+        return self._encode_checked(input_ids, attention_mask, pixel_values, image_grid_thw, state)
+
+    def _encode_checked(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.Tensor | None,
+        state: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """`encode_queries` after validation."""
         if self.backbone_family.encoder_decoder:
             return self._encode_encoder_decoder(input_ids, attention_mask, pixel_values, state)
         return self._encode_decoder_only(input_ids, attention_mask, pixel_values, image_grid_thw, state)
@@ -635,14 +745,20 @@ class NiafForActionFunction(NiafPreTrainedModel):
             self._validate_targets(actions, velocities, action_mask)
         elif velocities is not None or action_mask is not None:
             raise ValueError("`velocities` and `action_mask` need `actions`.")
-        gamma, beta, z = self.modulations(
-            input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-            image_grid_thw=image_grid_thw, state=state,
+        input_ids, attention_mask, pixel_values = self._validate_inputs(
+            input_ids, attention_mask, pixel_values, image_grid_thw, state
         )
+        if self._checks_values():  # inputs and targets together: one host synchronisation
+            self.input_value_checker()(
+                input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, velocities
+            )
+        z = self._encode_checked(input_ids, attention_mask, pixel_values, image_grid_thw, state)
+        gamma, beta = self.modulation_heads(z)
         want_vel = actions is not None and velocities is not None
         want_jerk = actions is not None and cfg.loss_weight_jerk > 0
         order = 3 if want_jerk else (1 if want_vel else 0)
-        values = self.siren(self.training_tau(gamma.device), gamma, beta, derivatives=order)
+        # τ is our own grid and γ, β come from checked inputs: no finiteness check (a host synchronisation each)
+        values = self.siren(self.training_tau(gamma.device), gamma, beta, derivatives=order, check_finite=False)
         per_second = cfg.tau_to_seconds
         positions = values[0]
         pred_vel = values[1] * per_second if order >= 1 else None
@@ -684,7 +800,6 @@ class NiafForActionFunction(NiafPreTrainedModel):
                 raise ValueError(f"`{name}` must be {expected}, got {_describe(t)}.")
             if t.shape[0] != actions.shape[0]:
                 raise ValueError(f"`{name}` has batch {t.shape[0]}, `actions` has {actions.shape[0]}.")
-            _check_finite(name, t)
         if action_mask is not None and tuple(action_mask.shape) != tuple(actions.shape[:2]):
             raise ValueError(f"`action_mask` must be [B, K] = {tuple(actions.shape[:2])}, got {tuple(action_mask.shape)}.")
 
@@ -864,6 +979,7 @@ def _describe(value: Any) -> str:
 
 
 __all__ = [
+    "check_input_values",
     "NiafActionFunctionOutput",
     "NiafForActionFunction",
     "NiafModulationHeads",

@@ -466,7 +466,11 @@ class NiafProcessor(ProcessorMixin):
                     f"NiafProcessor: wrong number of images for sample {b}: expected {self.num_cameras} "
                     f"(num_cameras), got {len(obs) if isinstance(obs, (list, tuple)) else 1}."
                 )
-        return [_rgb_uint8_hwc(im, f"images[{b}][{c}]") for b, obs in enumerate(images) for c, im in enumerate(obs)]
+        flat = [(im, f"images[{b}][{c}]") for b, obs in enumerate(images) for c, im in enumerate(obs)]
+        if all(_is_uint8_chw_tensor(im) for im, _ in flat):
+            # a dataset's CHW uint8 tensors go to the image processor as they are (same pixel_values as HWC)
+            return [_rgb_uint8_chw_tensor(im, name) for im, name in flat]
+        return [_rgb_uint8_hwc(im, name) for im, name in flat]
 
     def __call__(
         self,
@@ -549,6 +553,24 @@ class NiafProcessor(ProcessorMixin):
         if action_mask is not None:
             data["action_mask"] = torch.as_tensor(np.asarray(action_mask), dtype=torch.bool)
         return BatchFeature(data=data)
+
+
+def _is_uint8_chw_tensor(image: Any) -> bool:
+    """A uint8 torch tensor [3, H, W] that `_rgb_uint8_hwc` would read as CHW (its last axis is not 3)."""
+    return (
+        isinstance(image, torch.Tensor) and image.dtype == torch.uint8 and image.ndim == 3
+        and image.shape[0] == 3 and image.shape[-1] != 3
+    )
+
+
+def _rgb_uint8_chw_tensor(image: torch.Tensor, name: str) -> torch.Tensor:
+    """A uint8 [3, H, W] frame (see `_is_uint8_chw_tensor`) as a contiguous CPU tensor, for the image processor.
+
+    Image processors read CHW tensors directly: no HWC numpy round trip, identical ``pixel_values``.
+    """
+    if image.shape[1] == 0 or image.shape[2] == 0:
+        raise ValueError(f"NiafProcessor: `{name}` is empty ({image.shape[1]}×{image.shape[2]} pixels).")
+    return image.detach().cpu().contiguous()
 
 
 def _rgb_uint8_hwc(image: Any, name: str) -> np.ndarray:

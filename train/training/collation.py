@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -34,11 +34,17 @@ class Collator:
 
     Physical actions/velocities/state are normalised by the processor; ``action_mask`` = not ``action_is_pad``.
     With relative actions the processor (its ``relative_action_state_indices``) turns the absolute chunks into
-    deltas from the row's ``observation.state``; velocities are unchanged.
+    deltas from the row's ``observation.state``; velocities are unchanged. ``check`` (e.g. the model's
+    ``input_value_checker()``) runs on every batch the processor returns, before it reaches the device, so the
+    model's forward can skip its own value checks (``check_inputs_in_forward = False``).
     """
 
-    def __init__(self, processor: Any, cameras: list[str], use_state: bool, use_velocity: bool) -> None:
+    def __init__(
+        self, processor: Any, cameras: list[str], use_state: bool, use_velocity: bool,
+        check: Callable[..., None] | None = None,
+    ) -> None:
         self.processor = processor
+        self.check = check
         self.cameras = cameras
         self.use_state = use_state
         self.use_velocity = use_velocity
@@ -47,7 +53,7 @@ class Collator:
                              "from the state).")
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        images = [[_hwc(row[c]) for c in self.cameras] for row in rows]
+        images = [[row[c] for c in self.cameras] for row in rows]  # uint8 [3, H, W]: the processor takes them as they are
         kwargs: dict[str, Any] = {
             "images": images,
             "text": [row["task"] for row in rows],
@@ -59,9 +65,7 @@ class Collator:
         if self.use_velocity:
             kwargs["velocities"] = torch.stack([row["velocity"] for row in rows])
         batch = dict(self.processor(**kwargs))
+        if self.check is not None:  # the model's value checks, here on CPU tensors: no device synchronisation
+            self.check(**batch)
         batch["sample_index"] = torch.tensor([int(row["index"]) for row in rows])
         return batch
-
-
-def _hwc(image: torch.Tensor) -> np.ndarray:
-    return image.permute(1, 2, 0).contiguous().numpy()

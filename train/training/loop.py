@@ -240,7 +240,11 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, tri_stage_lambda(t.max_steps, t.warmup_ratio, t.decay_ratio, t.final_lr_scale, t.lr_scheduler))
 
-    collate = Collator(processor, cameras, m.use_state, use_velocity)
+    # The model's input value checks run in the collator on CPU tensors, once per batch; the forward then reads
+    # nothing back from the device (shapes are still checked there).
+    check = base_model.input_value_checker()
+    base_model.check_inputs_in_forward = False
+    collate = Collator(processor, cameras, m.use_state, use_velocity, check=check)
     torch_view = with_torch_format(dataset)
     sampler = EpochSampler(train_rows, t.seed)
     train_loader = torch.utils.data.DataLoader(
@@ -250,7 +254,7 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     val_loader = None
     if len(val_rows):
         pick = val_rows[np.linspace(0, len(val_rows) - 1, min(d.max_val_samples, len(val_rows))).round().astype(int)]
-        val_collate = Collator(processor, cameras, m.use_state, layout["velocity"])
+        val_collate = Collator(processor, cameras, m.use_state, layout["velocity"], check=check)
         val_loader = torch.utils.data.DataLoader(torch.utils.data.Subset(torch_view, np.unique(pick).tolist()),
                                                  batch_size=32, collate_fn=val_collate)
     baseline = np.asarray(train_stats["action"]["mean"], dtype=np.float64)
@@ -312,22 +316,22 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
                 if accelerator.sync_gradients:  # max_norm inf: only measured, not clipped
                     norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm or math.inf)
                     if norm is not None:
-                        running["grad_norm"] = running.get("grad_norm", 0.0) + float(norm)
+                        running["grad_norm"] = running.get("grad_norm", 0.0) + _detached(norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             consumed += 1
             for name in ("loss", "loss_pos", "loss_vel", "loss_jerk"):
                 value = getattr(output, name)
-                if value is not None:
-                    running[name] = running.get(name, 0.0) + float(value.detach())
+                if value is not None:  # summed on the device, read back once per logging interval
+                    running[name] = running.get(name, 0.0) + _detached(value)
             n_running += 1
             if not accelerator.sync_gradients:
                 continue
             step += 1
             bar.update(1)
             if step % t.logging_steps == 0 or step == t.max_steps:
-                logs = {f"train/{k}": accelerator.reduce(torch.tensor(v / n_running, device=accelerator.device),
+                logs = {f"train/{k}": accelerator.reduce(torch.as_tensor(v / n_running, device=accelerator.device),
                                                          "mean").item() for k, v in running.items()}
                 logs["train/lr"] = scheduler.get_last_lr()[0]
                 now = time.perf_counter()
@@ -403,10 +407,17 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     if report:
         accelerator.end_training()
+    base_model.check_inputs_in_forward = True  # the model leaves the loop checking its inputs again
     result["metrics"] = metrics
     result["process_index"] = accelerator.process_index
     result["baseline"] = baseline.tolist()
     return result
+
+
+def _detached(value: Any) -> Any:
+    """A loss or gradient norm to sum over a logging interval: a detached tensor stays on its device (no host
+    synchronisation per step), anything else becomes a float."""
+    return value.detach() if isinstance(value, torch.Tensor) else float(value)
 
 
 def _timed(loader: Any) -> Iterator[tuple[Any, float]]:

@@ -43,7 +43,8 @@ def evaluate_model(model: Any, processor: Any, loader: Any, baseline: np.ndarray
         preds.append(position)
         refs.append(actions)
         masks.append(batch["action_mask"].cpu().numpy())
-        norm_pred = model.predict_action_function(**batch, denormalize=False)(derivatives=0).position
+        # the same function in normalised units (no offset): no second backbone pass
+        norm_pred = fn(derivatives=0, denormalize=False).position
         norm_err.append(((norm_pred.float() - batch["actions"].float()) ** 2).mean(-1)[batch["action_mask"]].cpu().numpy())
         if "velocities" in batch:
             pvel.append(at_k.velocity.double().cpu().numpy())
