@@ -738,9 +738,28 @@ class NiafForActionFunction(NiafPreTrainedModel):
         Returns:
             [`NiafActionFunctionOutput`], or a tuple with ``return_dict=False``.
         """
-        if kwargs:
-            raise ValueError(f"NiafForActionFunction.forward got unexpected arguments {sorted(kwargs)}.")
-        cfg = self.config
+        z = self._checked_query_outputs(
+            kwargs, input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, velocities, action_mask
+        )
+        out = self._chunk_and_losses(z, actions, velocities, action_mask)
+        return out if return_dict is not False else out.to_tuple()
+
+    def _checked_query_outputs(
+        self,
+        unexpected: dict[str, Any],
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        pixel_values: torch.Tensor | None,
+        image_grid_thw: torch.Tensor | None,
+        state: torch.Tensor | None,
+        actions: torch.Tensor | None,
+        velocities: torch.Tensor | None,
+        action_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """`forward`'s checks of inputs and targets (values in one host synchronisation), then the backbone pass:
+        the query outputs Z [B, Q, d]."""
+        if unexpected:
+            raise ValueError(f"{type(self).__name__}.forward got unexpected arguments {sorted(unexpected)}.")
         if actions is not None:
             self._validate_targets(actions, velocities, action_mask)
         elif velocities is not None or action_mask is not None:
@@ -752,7 +771,27 @@ class NiafForActionFunction(NiafPreTrainedModel):
             self.input_value_checker()(
                 input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, velocities
             )
-        z = self._encode_checked(input_ids, attention_mask, pixel_values, image_grid_thw, state)
+        return self._encode_checked(input_ids, attention_mask, pixel_values, image_grid_thw, state)
+
+    @staticmethod
+    def masked_step_mean(per_element: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
+        """A loss term from per-element values [B, K, D]: summed over D, averaged over the valid chunk steps
+        (``action_mask`` [B, K], 1 = real step; None = all steps)."""
+        if action_mask is None:
+            weight = torch.ones(per_element.shape[:2], dtype=per_element.dtype, device=per_element.device)
+        else:
+            weight = action_mask.to(device=per_element.device, dtype=per_element.dtype)
+        return (per_element.sum(-1) * weight).sum() / weight.sum().clamp_min(1.0)
+
+    def _chunk_and_losses(
+        self,
+        z: torch.Tensor,
+        actions: torch.Tensor | None,
+        velocities: torch.Tensor | None,
+        action_mask: torch.Tensor | None,
+    ) -> NiafActionFunctionOutput:
+        """ψ heads + SIREN at the K training points, and the losses when ``actions`` are given."""
+        cfg = self.config
         gamma, beta = self.modulation_heads(z)
         want_vel = actions is not None and velocities is not None
         want_jerk = actions is not None and cfg.loss_weight_jerk > 0
@@ -766,27 +805,18 @@ class NiafForActionFunction(NiafPreTrainedModel):
             positions=positions, velocities=pred_vel, gamma=gamma, beta=beta, query_hidden_states=z
         )
         if actions is None:
-            return out if return_dict is not False else out.to_tuple()
-        if action_mask is None:
-            weight = torch.ones(actions.shape[:2], dtype=positions.dtype, device=positions.device)
-        else:
-            weight = action_mask.to(device=positions.device, dtype=positions.dtype)
-        denom = weight.sum().clamp_min(1.0)
-
-        def masked_mean(err: torch.Tensor) -> torch.Tensor:  # err [B, K, D] → sum over D, mean over valid steps
-            return (err.pow(2).sum(-1) * weight).sum() / denom
-
-        loss_pos = masked_mean(positions - actions.to(positions.dtype))
+            return out
+        loss_pos = self.masked_step_mean((positions - actions.to(positions.dtype)).pow(2), action_mask)
         loss = cfg.loss_weight_position * loss_pos
         loss_vel = loss_jerk = None
         if want_vel:
-            loss_vel = masked_mean(pred_vel - velocities.to(positions.dtype))
+            loss_vel = self.masked_step_mean((pred_vel - velocities.to(positions.dtype)).pow(2), action_mask)
             loss = loss + cfg.loss_weight_velocity * loss_vel
         if want_jerk:
-            loss_jerk = masked_mean(values[3] * per_second**3)
+            loss_jerk = self.masked_step_mean((values[3] * per_second**3).pow(2), action_mask)
             loss = loss + cfg.loss_weight_jerk * loss_jerk
         out.loss, out.loss_pos, out.loss_vel, out.loss_jerk = loss, loss_pos, loss_vel, loss_jerk
-        return out if return_dict is not False else out.to_tuple()
+        return out
 
     def _validate_targets(
         self, actions: torch.Tensor, velocities: torch.Tensor | None, action_mask: torch.Tensor | None
@@ -880,14 +910,19 @@ class NiafForActionFunction(NiafPreTrainedModel):
             kwargs.pop(key, None)  # a training batch can be passed as is
         if kwargs:
             raise ValueError(f"predict_action_function got unexpected arguments {sorted(kwargs)}.")
-        gamma, beta, _ = self.modulations(
+        z = self.encode_queries(
             input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
             image_grid_thw=image_grid_thw, state=state,
         )
         center, half = self.action_affine() if denormalize else (None, None)
         offset = None
         if denormalize and self.config.relative_action_state_indices is not None:
-            offset = self.relative_action_offset(state)  # `state` was checked by `modulations`
+            offset = self.relative_action_offset(state)  # `state` was checked by `encode_queries`
+        return self._action_function(z, center, half, offset)
+
+    def _action_function(self, z: torch.Tensor, center: Any, half: Any, offset: Any) -> ActionFunction:
+        """The batch's action functions from the query outputs Z (ψ heads → γ, β; the shared SIREN)."""
+        gamma, beta = self.modulation_heads(z)
         return ActionFunction(
             self.siren, gamma, beta, self.config.chunk_duration, center, half, chunk_size=self.config.chunk_size,
             position_offset=offset,

@@ -132,47 +132,27 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
     def _chunk_tau(self) -> torch.Tensor:
         return self.training_tau()
 
-    def forward(
+    def _chunk_and_losses(
         self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.FloatTensor | None = None,
-        image_grid_thw: torch.LongTensor | None = None,
-        state: torch.FloatTensor | None = None,
-        actions: torch.FloatTensor | None = None,
-        velocities: torch.FloatTensor | None = None,
-        action_mask: torch.Tensor | None = None,
-        return_dict: bool | None = None,
-        **kwargs: Any,
+        z: torch.Tensor,
+        actions: torch.Tensor | None,
+        velocities: torch.Tensor | None,
+        action_mask: torch.Tensor | None,
     ) -> NiafActionFunctionOutput:
-        """One backbone pass and the head's losses; ``positions`` [B, K, D] are the chunk at τ_k (for ``flow``
-        only without targets: sampling 10 steps per training step would only cost time)."""
-        if kwargs:
-            raise ValueError(f"{type(self).__name__}.forward got unexpected arguments {sorted(kwargs)}.")
+        """The head's chunk and losses (NIAF's `forward` does the checks and the backbone pass). ``positions``
+        [B, K, D] are the chunk at τ_k; for ``flow`` only without targets (sampling its Euler steps at every
+        training step would only cost time)."""
         cfg = self.config
-        if actions is not None:
-            self._validate_targets(actions, velocities, action_mask)
-        elif velocities is not None or action_mask is not None:
-            raise ValueError("`velocities` and `action_mask` need `actions`.")
-        z = self.encode_queries(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                                image_grid_thw=image_grid_thw, state=state)
         kind = self.action_head_kind
         out = NiafActionFunctionOutput(query_hidden_states=z)
         if actions is None:
-            coefficients = self._coefficients(z)
-            fn = self._function(coefficients, None, None, None)
-            traj = fn(derivatives=1, denormalize=False)
+            traj = self._function(self._coefficients(z), None, None, None)(derivatives=1, denormalize=False)
             out.positions, out.velocities = traj.position, traj.velocity
             return out
         target = actions.to(torch.float32)
-        if action_mask is None:
-            weight = torch.ones(actions.shape[:2], dtype=torch.float32, device=actions.device)
-        else:
-            weight = action_mask.to(device=actions.device, dtype=torch.float32)
-        denom = weight.sum().clamp_min(1.0)
 
-        def masked(err: torch.Tensor) -> torch.Tensor:  # [B, K, D] → sum over D, mean over valid steps
-            return (err.sum(-1) * weight).sum() / denom
+        def masked(per_element: torch.Tensor) -> torch.Tensor:
+            return self.masked_step_mean(per_element, action_mask)
 
         loss_vel = loss_jerk = None
         if kind == "waypoints":
@@ -231,33 +211,12 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
         return BasisActionFunction(coefficients, self._basis_function(), cfg.chunk_duration, center, half,
                                    chunk_size=cfg.chunk_size, position_offset=offset, kind=self.action_head_kind)
 
-    @torch.no_grad()
-    def predict_action_function(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        pixel_values: torch.FloatTensor | None = None,
-        image_grid_thw: torch.LongTensor | None = None,
-        state: torch.FloatTensor | None = None,
-        denormalize: bool = True,
-        **kwargs: Any,
-    ) -> BasisActionFunction:
-        """One backbone pass + the head; returns the batch's chunks as a [`BasisActionFunction`] (NIAF's call
-        signature and units; de-normalised with the checkpoint's statistics and relative-action offset exactly
-        as NIAF's). ``flow`` samples its ``flow_steps`` Euler steps from noise seeded with ``config.flow_seed``,
-        so the same observation always gives the same chunk."""
-        for key in ("actions", "velocities", "action_mask"):
-            kwargs.pop(key, None)  # a training batch can be passed as is
-        if kwargs:
-            raise ValueError(f"predict_action_function got unexpected arguments {sorted(kwargs)}.")
-        z = self.encode_queries(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
-                                image_grid_thw=image_grid_thw, state=state)
-        coefficients = self._coefficients(z).float()
-        center, half = self.action_affine() if denormalize else (None, None)
-        offset = None
-        if denormalize and self.config.relative_action_state_indices is not None:
-            offset = self.relative_action_offset(state)
-        return self._function(coefficients, center, half, offset)
+    def _action_function(self, z: torch.Tensor, center: Any, half: Any, offset: Any) -> BasisActionFunction:
+        """The batch's chunks as a [`BasisActionFunction`] (NIAF's `predict_action_function` does the backbone pass
+        and the units: the checkpoint's statistics and relative-action offset exactly as NIAF's). ``flow`` samples
+        its ``flow_steps`` Euler steps from noise seeded with ``config.flow_seed``, so the same observation always
+        gives the same chunk."""
+        return self._function(self._coefficients(z).float(), center, half, offset)
 
     # ------------------------------------------------------------------------------------------------------
     # Saving: plain weights + config (+ processor), never NIAF's remote code
