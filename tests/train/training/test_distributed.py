@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 pytest.importorskip("metaworld")
 
 
+@pytest.mark.slow  # end to end: niaf-train in subprocesses
 def test_two_process_ddp(tmp_path):
     out, cache = tmp_path / "ddp", tmp_path / "cache"
     launcher = shutil.which("accelerate")

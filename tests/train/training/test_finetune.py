@@ -212,6 +212,7 @@ def test_help_shows_every_key_with_description_choices_and_the_value_in_force(ca
     assert "--peft.method str {none,lora}  (default: none)" in text
 
 
+@pytest.mark.slow  # end to end: niaf-train in subprocesses
 def test_terminal_output_log_lines_parameter_counts_and_quiet_third_parties(tmp_path, cache_dir):
     """niaf-train as a user runs it: periodic lines with every term, on their own lines next to the bar."""
     import re

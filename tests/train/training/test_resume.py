@@ -35,6 +35,7 @@ def _history(out: Path) -> dict[int, float]:
     return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
 
 
+@pytest.mark.slow  # end to end: niaf-train in subprocesses
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     cache = tmp_path / "cache"
     ref = _run(tmp_path / "ref", cache)
