@@ -1,4 +1,4 @@
-"""Hostile inputs (issue #14): each class of input that used to be accepted, crash or hang is refused by name,
+"""Hostile inputs: each class of input that used to be accepted, crash or hang is refused by name,
 rebuilt, or held to a bound. Every case builds its input in code; the expected numbers come from the input
 itself (the limits it was given, the size it claims), never from the code under test.
 """

@@ -1,4 +1,4 @@
-"""Comparison heads for NIAF's head ablation (issue 15): waypoints (OFT), B-spline (BEAST-CT), flow matching (π0).
+"""Comparison heads for NIAF's head ablation (the paper's comparison): waypoints (OFT), B-spline (BEAST-CT), flow matching (π0).
 
 Each comparison head sits on NIAF's own backbone, learned query tokens, state pathway and data pipeline
 (:class:`NiafBaselineForActionFunction`, a subclass of ``NiafForActionFunction``); only the map from the query

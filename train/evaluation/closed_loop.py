@@ -314,7 +314,7 @@ def load_policy(checkpoint: str | os.PathLike[str], settings: EvalSettings) -> N
     from ..baselines import checkpoint_action_head, load_model, load_processor
 
     try:
-        if checkpoint_action_head(checkpoint) != "niaf":  # a comparison head (issue 15): no remote code
+        if checkpoint_action_head(checkpoint) != "niaf":  # a comparison head (niaf_train.baselines): no remote code
             model, processor = load_model(checkpoint).eval(), load_processor(checkpoint)
         else:
             model = AutoModel.from_pretrained(str(checkpoint), trust_remote_code=True).eval()

@@ -1,4 +1,4 @@
-"""Comparison heads (issue 15): B-spline maths against scipy, the flow sampler against known fields, the
+"""Comparison heads: B-spline maths against scipy, the flow sampler against known fields, the
 waypoint loss and masking, save → reload of every head, NIAF checkpoints unchanged, niaf-train / niaf-eval wiring."""
 
 from __future__ import annotations
