@@ -783,6 +783,25 @@ def test_resume_refuses_another_data_or_sample_stream(tmp_path, capsys):
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint-000001"]  # untouched
 
 
+def test_resume_of_a_run_saved_before_an_option_existed(tmp_path, capsys):
+    """A run_config.json without a key a newer niaf-train added resumes when the option keeps its default; a
+    changed value of that option is still refused by name."""
+    import json
+
+    data, cache, out = _lerobot_dataset(tmp_path / "ds"), tmp_path / "cache", tmp_path / "run"
+    assert _niaf_train(capsys, *_train_args(data, out, cache, "--max_steps", "1"))[0] == 0
+    run_config = out / "run_config.json"
+    saved = json.loads(run_config.read_text())
+    for key in ("action_head", "head_hidden_size", "bspline_control_points", "waypoint_loss", "flow_steps"):
+        del saved["model"][key]
+    run_config.write_text(json.dumps(saved))
+    code, err = _niaf_train(capsys, *_train_args(data, out, cache, "--resume", "true", "--model.action_head", "bspline"))
+    assert code == 2 and "action_head" in _error_line(err) and "differ" in err
+    code, err = _niaf_train(capsys, *_train_args(data, out, cache, "--resume", "true"))
+    assert code == 0, err
+    assert (out / "checkpoints" / "checkpoint-000002").is_dir()
+
+
 def test_resume_checks_the_checkpoint_up_front(tmp_path, capsys):
     data, cache, out = _lerobot_dataset(tmp_path / "ds"), tmp_path / "cache", tmp_path / "run"
     assert _niaf_train(capsys, *_train_args(data, out, cache))[0] == 0

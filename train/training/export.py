@@ -58,6 +58,11 @@ def public_config(cfg: FinetuneConfig) -> dict[str, dict[str, Any]]:
     out["data"]["cache_dir"] = public(out["data"]["cache_dir"], local=True)
     out["data"]["path"] = public(out["data"]["path"])
     out["model"]["backbone"] = public(out["model"]["backbone"])
+    if out["model"].get("action_head") == "niaf":  # a NIAF run's card lists no comparison-head option
+        from ..baselines import MODEL_ARGUMENT_KEYS
+
+        for key in ("action_head", *MODEL_ARGUMENT_KEYS):
+            out["model"].pop(key, None)
     return out
 
 

@@ -317,10 +317,13 @@ def check_output_dir(cfg: FinetuneConfig) -> None:
         if not (out / RUN_CONFIG).is_file():
             raise ConfigError(f"--resume: {out} holds no niaf-train run to resume from (no {RUN_CONFIG})")
         previous = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
+        defaults = FinetuneConfig().to_dict()
         for section in ("model", "data"):
-            if previous.get(section) != cfg.to_dict()[section]:
-                changed = sorted(k for k in cfg.to_dict()[section]
-                                 if previous.get(section, {}).get(k) != cfg.to_dict()[section][k])
+            # a key the run's config predates counts as its default (a newer niaf-train added the option)
+            before = {**defaults[section], **previous.get(section, {})}
+            now = cfg.to_dict()[section]
+            changed = sorted(k for k in now if before.get(k) != now[k])
+            if changed:
                 raise ConfigError(f"--resume: `{section}` settings differ from the run in {out}: {changed}")
         changed = [f"training.{k}" for k in SAMPLE_STREAM_KEYS if previous.get("training", {}).get(k) != getattr(t, k)]
         if changed:

@@ -184,6 +184,10 @@ def test_card_metadata_and_public_config_of_a_hub_dataset_run(tmp_path):
     meta = card_metadata(cfg, {})
     assert meta == {"base_model": None, "datasets": None, "eval_results": None}
     assert public_config(cfg)["data"]["path"] == "<local>/my_data"
+    # a NIAF run's card lists no comparison-head option; a comparison run's card does
+    assert not {"action_head", "head_hidden_size", "flow_steps"} & set(public_config(cfg)["model"])
+    flow = build_config(None, ["--data.source", "lerobot", "--data.path", str(local), "--model.action_head", "flow"])
+    assert public_config(flow)["model"]["action_head"] == "flow" and public_config(flow)["model"]["flow_steps"] == 10
 
 
 def test_help_shows_every_key_with_description_choices_and_the_value_in_force(capsys):
