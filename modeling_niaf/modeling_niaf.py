@@ -432,6 +432,12 @@ class NiafForActionFunction(NiafPreTrainedModel):
         want_info = bool(kwargs.pop("output_loading_info", False))
         loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs)
         model, info = loaded
+        head = getattr(model.config, "action_head", "niaf")
+        if head != "niaf" and getattr(model, "action_head", None) is None:
+            raise ValueError(
+                f"NiafForActionFunction.from_pretrained({str(pretrained_model_name_or_path)!r}): the checkpoint holds a "
+                f"{head!r} comparison head, not NIAF's modulated SIREN; load it with niaf_train.baselines.load_model."
+            )
         _check_finite_weights(model, pretrained_model_name_or_path)
         if not reinitialize:
             _refuse_partial_load(pretrained_model_name_or_path, model.config, info)

@@ -260,6 +260,8 @@ def test_comparison_head_checkpoint_saves_and_reloads(kind, tmp_path):
     generated = loaded.generate_actions(**batch, num_points=15, derivatives=1)  # NIAF's one-call API works too
     torch.testing.assert_close(generated.position, b.position, rtol=0, atol=0)
     assert 0 < head_parameter_count(loaded) == sum(p.numel() for p in loaded.action_head.parameters())
+    with pytest.raises(ValueError, match=f"holds a '{kind}' comparison head.*niaf_train.baselines.load_model"):
+        NiafForActionFunction.from_pretrained(tmp_path)  # NIAF's class names the loader instead of the weights
 
 
 def test_niaf_config_and_checkpoint_unchanged(tmp_path):
