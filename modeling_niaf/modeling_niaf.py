@@ -39,9 +39,12 @@ except ImportError:  # installed package: both live in the torch-free configurat
         relative_offset,
     )
 
-from .action_function import ActionFunction, ActionTrajectory
+# transformers 5.5 copies only the *direct* relative imports of a local checkpoint's module file into its module
+# cache, so every flat file the model needs is imported here directly (numpy_function also via action_function)
+from .action_function import ActionFunction
 from .backbones import PATCHES, family_of, model_types_where
 from .hub import save_for_hub
+from .numpy_function import ActionTrajectory
 from .siren import ModulatedSiren, SineLinear, SirenReadout
 
 try:  # transformers >= 5: init functions that leave weights loaded from a checkpoint untouched

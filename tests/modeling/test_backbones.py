@@ -97,8 +97,11 @@ def make_family_image_processor(family: str):
         return Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2, min_pixels=side * side,
                                         max_pixels=side * side)
     if family == "smolvlm":
-        return SmolVLMImageProcessorPil(do_image_splitting=False, size={"longest_edge": side},
-                                        max_image_size={"longest_edge": side})
+        try:
+            return SmolVLMImageProcessorPil(do_image_splitting=False, size={"longest_edge": side},
+                                            max_image_size={"longest_edge": side})
+        except ImportError as err:  # transformers 5.5's PIL processor still asks for torchvision; newer ones do not
+            pytest.skip(f"SmolVLM's image processor needs torchvision in this transformers version: {err}"[:200])
     processor = SiglipImageProcessorPil(size={"height": side, "width": side})
     processor.image_seq_length = image_tokens_per_image(family)  # as in the Hub's preprocessor_config.json
     return processor

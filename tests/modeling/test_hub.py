@@ -424,3 +424,29 @@ def test_quickstart_figure_names_dims_with_units_shares_scales_and_says_untraine
     assert fig._suptitle.get_text().startswith("UNTRAINED model (random weights)")
     trained = module.make_figure(traj)
     assert "UNTRAINED" not in trained._suptitle.get_text() and trained.axes[0].get_title() == "dim 0 [units]"
+
+
+def test_entry_files_import_every_flat_file_they_need_directly():
+    """transformers 5.5 copies only the *direct* relative imports of a local checkpoint's module file (and of the
+    configuration file, into the same folder) into its module cache, then imports the whole chain: every flat file
+    reachable from modeling_niaf.py or processing_niaf.py must be imported directly by it or by the configuration."""
+    import re
+
+    files = {p.stem: p for folder in ("modeling_niaf", "configuration_niaf")
+             for p in (REPO_ROOT / folder).glob("*.py") if p.stem != "__init__"}
+
+    def direct(name: str) -> set[str]:
+        return set(re.findall(r"^\s*from\s+\.(\w+)\s+import", files[name].read_text(encoding="utf-8"), flags=re.M))
+
+    def reachable(name: str) -> set[str]:
+        seen, todo = set(), [name]
+        while todo:
+            for imported in direct(todo.pop()) - seen:
+                seen.add(imported)
+                todo.append(imported)
+        return seen
+
+    copied_with_config = direct("configuration_niaf") | {"configuration_niaf"}
+    for entry in ("modeling_niaf", "processing_niaf"):
+        missing = reachable(entry) - direct(entry) - copied_with_config
+        assert not missing, f"{entry}.py reaches {sorted(missing)} only through another flat file"
