@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         name = "expert (every step)"
     else:
         execution = "zoh" if args.policy == "random" and settings.execution == "function" else settings.execution
-        name = f"{args.policy} {execution}@{settings.execute_hz:g}Hz"
+        name = f"{result.get('label', args.policy)} {execution}@{settings.execute_hz:g}Hz"
     print(format_table({name: result}, f"closed-loop success, benchmark seed {result['benchmark_seed']}, "
                                         f"{settings.episodes} episodes per task"))
     print(f"results: {args.output_dir}/results.json ({result['seconds']:.0f} s)")

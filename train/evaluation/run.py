@@ -57,10 +57,15 @@ def evaluate_checkpoint(
     record = training_record(checkpoint, train_data)
     seed = resolve_seed(settings.seed, record)
     chunk_size, control_hz = 8, 20.0
+    label = policy  # what the figure calls the policy: a comparison-head checkpoint by its head
     if policy == "niaf":
         if checkpoint is None and policy_object is None:
             raise EvalError("--checkpoint is required with --policy niaf")
         runner = policy_object if policy_object is not None else load_policy(checkpoint, settings)
+        if checkpoint is not None:
+            from ..baselines import checkpoint_action_head
+
+            label = checkpoint_action_head(checkpoint)
     elif policy == "expert":
         runner = ExpertPolicy()
     elif policy == "random":
@@ -81,6 +86,7 @@ def evaluate_checkpoint(
     summary = summarize(results)
     meta = {
         "policy": policy,
+        "label": label,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "settings": {k: v for k, v in vars(settings).items()},
         "benchmark_seed": seed,
@@ -88,8 +94,8 @@ def evaluate_checkpoint(
         "seconds": round(time.perf_counter() - start, 2),
     }
     write_results(out / RESULTS_FILE, summary, meta)
-    plot_success(out / FIGURE_FILE, {policy: summary},
-                 f"{policy}: closed-loop success, {settings.episodes} held-out episodes per task "
+    plot_success(out / FIGURE_FILE, {label: summary},
+                 f"{label}: closed-loop success, {settings.episodes} held-out episodes per task "
                  f"(execution {settings.execution} at {settings.execute_hz:g} Hz)")
     summary.update(meta)
     return summary

@@ -344,6 +344,8 @@ def test_niaf_train_and_niaf_eval_run_a_comparison_head_end_to_end(tmp_path, cap
     assert (final / "training_data.json").is_file()
     rc = eval_main(["--checkpoint", str(final), "--episodes", "1", "--max-steps", "10", "--execute-hz", "80",
                     "--no-video", "--output-dir", str(tmp_path / "eval")])
-    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert results["tasks"]["reach-v3"]["episodes"] == 1 and results["benchmark_seed"] == 1000
+    assert results["label"] == "bspline" and "bspline function@80Hz" in printed.out  # named by its head
