@@ -70,21 +70,27 @@ MAX_CAMERAS = 16
 MAX_PROMPT_TEMPLATE_CHARS = 100_000
 
 
+def _format_fields(text: Any, key: str, expected: str) -> list[tuple[str, str, str | None]]:
+    """``(name, format spec, conversion)`` of every field of the format string ``text``; a ValueError naming
+    ``key`` for a non-string, an over-long string or an unparsable one (``expected`` says what it must be)."""
+    if not isinstance(text, str) or len(text) > MAX_PROMPT_TEMPLATE_CHARS:
+        raise ValueError(
+            f"NiafProcessor: `{key}` must be {expected} of at most {MAX_PROMPT_TEMPLATE_CHARS} characters, got "
+            f"{type(text).__name__} of length {len(text) if hasattr(text, '__len__') else '?'}."
+        )
+    try:
+        return [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(text) if name is not None]
+    except ValueError as err:
+        raise ValueError(f"NiafProcessor: `{key}` is not a valid format string ({err}): {text[:80]!r}.") from None
+
+
 def check_prompt_template(template: Any) -> str:
     """Return ``template`` if it is a format string whose only field is a plain ``{instruction}``.
 
     A conversion or format spec (``{instruction:>999999999}``), attribute access, positional or other named
     fields are refused: formatting such a template can allocate gigabytes or reach into the instruction object.
     """
-    if not isinstance(template, str) or len(template) > MAX_PROMPT_TEMPLATE_CHARS:
-        raise ValueError(
-            f"NiafProcessor: `prompt_template` must be a string of at most {MAX_PROMPT_TEMPLATE_CHARS} characters, got "
-            f"{type(template).__name__} of length {len(template) if hasattr(template, '__len__') else '?'}."
-        )
-    try:
-        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
-    except ValueError as err:
-        raise ValueError(f"NiafProcessor: `prompt_template` is not a valid format string ({err}): {template[:80]!r}.") from None
+    fields = _format_fields(template, "prompt_template", "a string")
     bad = [f"{{{name}{'!' + conv if conv else ''}{':' + spec if spec else ''}}}" for name, spec, conv in fields
            if name != "instruction" or spec or conv]
     if bad or not fields:
@@ -100,23 +106,13 @@ def check_prompt_frame(frame: Any) -> str | None:
     each once, without conversion or format spec (as `check_prompt_template`)."""
     if frame is None:
         return None
-    if not isinstance(frame, str) or len(frame) > MAX_PROMPT_TEMPLATE_CHARS:
-        raise ValueError(
-            f"NiafProcessor: `prompt_frame` must be None or a string of at most {MAX_PROMPT_TEMPLATE_CHARS} characters, "
-            f"got {type(frame).__name__}."
-        )
-    try:
-        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(frame) if name is not None]
-    except ValueError as err:
-        raise ValueError(f"NiafProcessor: `prompt_frame` is not a valid format string ({err}): {frame[:80]!r}.") from None
+    fields = _format_fields(frame, "prompt_frame", "None or a string")
     if sorted(name for name, _, _ in fields) != ["images", "prompt"] or any(spec or conv for _, spec, conv in fields):
         raise ValueError(
             "NiafProcessor: `prompt_frame` must contain '{images}' and '{prompt}' once each and no other field, "
             f"conversion or format spec; got {frame[:80]!r}."
         )
     return frame
-
-
 
 
 class NiafProcessor(ProcessorMixin):
