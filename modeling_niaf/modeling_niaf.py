@@ -604,11 +604,27 @@ class NiafForActionFunction(NiafPreTrainedModel):
         state: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One backbone pass; returns Z [B, Q, d], the last hidden states at the Q query tokens."""
+        return self._validated_encode(input_ids, attention_mask, pixel_values, image_grid_thw, state)
+
+    def _validated_encode(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        pixel_values: torch.Tensor | None,
+        image_grid_thw: torch.Tensor | None,
+        state: torch.Tensor | None,
+        actions: torch.Tensor | None = None,
+        velocities: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Shape checks, the value checks of inputs and targets together (one host synchronisation), then
+        `_encode_checked`."""
         input_ids, attention_mask, pixel_values = self._validate_inputs(
             input_ids, attention_mask, pixel_values, image_grid_thw, state
         )
         if self._checks_values():
-            self.input_value_checker()(input_ids, attention_mask, pixel_values, image_grid_thw, state)
+            self.input_value_checker()(
+                input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, velocities
+            )
         return self._encode_checked(input_ids, attention_mask, pixel_values, image_grid_thw, state)
 
     def _encode_checked(
@@ -747,40 +763,15 @@ class NiafForActionFunction(NiafPreTrainedModel):
         Returns:
             [`NiafActionFunctionOutput`], or a tuple with ``return_dict=False``.
         """
-        z = self._checked_query_outputs(
-            kwargs, input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, velocities, action_mask
-        )
-        out = self._chunk_and_losses(z, actions, velocities, action_mask)
-        return out if return_dict is not False else out.to_tuple()
-
-    def _checked_query_outputs(
-        self,
-        unexpected: dict[str, Any],
-        input_ids: torch.Tensor | None,
-        attention_mask: torch.Tensor | None,
-        pixel_values: torch.Tensor | None,
-        image_grid_thw: torch.Tensor | None,
-        state: torch.Tensor | None,
-        actions: torch.Tensor | None,
-        velocities: torch.Tensor | None,
-        action_mask: torch.Tensor | None,
-    ) -> torch.Tensor:
-        """`forward`'s checks of inputs and targets (values in one host synchronisation), then the backbone pass:
-        the query outputs Z [B, Q, d]."""
-        if unexpected:
-            raise ValueError(f"{type(self).__name__}.forward got unexpected arguments {sorted(unexpected)}.")
+        if kwargs:
+            raise ValueError(f"{type(self).__name__}.forward got unexpected arguments {sorted(kwargs)}.")
         if actions is not None:
             self._validate_targets(actions, velocities, action_mask)
         elif velocities is not None or action_mask is not None:
             raise ValueError("`velocities` and `action_mask` need `actions`.")
-        input_ids, attention_mask, pixel_values = self._validate_inputs(
-            input_ids, attention_mask, pixel_values, image_grid_thw, state
-        )
-        if self._checks_values():  # inputs and targets together: one host synchronisation
-            self.input_value_checker()(
-                input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, velocities
-            )
-        return self._encode_checked(input_ids, attention_mask, pixel_values, image_grid_thw, state)
+        z = self._validated_encode(input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, velocities)
+        out = self._chunk_and_losses(z, actions, velocities, action_mask)
+        return out if return_dict is not False else out.to_tuple()
 
     @staticmethod
     def masked_step_mean(per_element: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
