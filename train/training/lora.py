@@ -27,7 +27,8 @@ from modeling_niaf.backbones import SUPPORTED_MODEL_TYPES, family_of
 
 logger = logging.getLogger(__name__)
 
-HEAD_MODULES = (*backbones.HEAD_MODULES, "action_head")
+COMPARISON_HEAD_MODULE = "action_head"
+HEAD_MODULES = (*backbones.HEAD_MODULES, COMPARISON_HEAD_MODULE)
 """Top-level modules trained in full under LoRA (``modules_to_save``): NIAF's own (``backbones.HEAD_MODULES``) and
 ``action_head``, the head of a comparison model (``niaf_train.baselines``)."""
 
@@ -53,7 +54,7 @@ def default_lora_targets(family: str) -> str:
 
 def head_modules(model: nn.Module) -> list[str]:
     """The NIAF head modules present in ``model`` (``state_projection`` only when ``use_state``)."""
-    names = (*family_of(model.config.backbone_config).head_modules, "action_head")
+    names = (*family_of(model.config.backbone_config).head_modules, COMPARISON_HEAD_MODULE)
     return [name for name in names if getattr(model, name, None) is not None]
 
 
