@@ -133,6 +133,10 @@ def load_source(name: str, path: str | os.PathLike[str], options: LoadOptions) -
 # ----------------------------------------------------------------------------------------------------------
 # Meta-World: generated once per setting, then read like any LeRobot dataset
 # ----------------------------------------------------------------------------------------------------------
+METAWORLD_SETTINGS = ("tasks", "episodes", "size", "camera", "stride", "seed", "noise")
+"""The generation settings of :func:`metaworld_demonstrations` (all part of the cache folder's name)."""
+
+
 def metaworld_cache_dir(settings: dict[str, Any], cache_root: str | os.PathLike[str] | None = None) -> Path:
     """Folder of the demonstrations generated with ``settings`` (keys of :func:`metaworld_demonstrations`),
     named by a hash of every setting so that a change regenerates rather than reuses."""
@@ -151,6 +155,9 @@ def metaworld_demonstrations(settings: dict[str, Any], cache_root: str | os.Path
     """
     from .metaworld import generate_metaworld_dataset
 
+    missing = sorted(set(METAWORLD_SETTINGS) - set(settings))
+    if missing:
+        raise ValueError(f"metaworld_demonstrations: `settings` lacks {missing}; expected the keys {list(METAWORLD_SETTINGS)}")
     target = metaworld_cache_dir(settings, cache_root)
     if (target / "meta" / "info.json").is_file():
         logger.info("using cached Meta-World demonstrations %s", target)
