@@ -147,7 +147,8 @@ def evaluate_run(args: argparse.Namespace, head: str, final: Path, cfg: Any, run
                 continue
             settings = EvalSettings(tasks=list(d.metaworld_tasks), episodes=args.episodes, seed=args.eval_seed,
                                     execution=execution, execute_hz=hz, replan_every=args.replan_every,
-                                    cameras=[d.metaworld_camera], image_size=d.metaworld_image_size, video=False)
+                                    cameras=list(d.metaworld_camera), image_size=d.metaworld_image_size, video=False,
+                                    state=d.metaworld_state, crop=d.metaworld_crop)
             if folder.exists():  # an interrupted evaluation (no results.json): run it again
                 import shutil
 
@@ -175,8 +176,9 @@ def measure_head(final: Path, cfg: Any, eval_seed: int, repeats: int) -> dict[st
         processor = AutoProcessor.from_pretrained(str(final), trust_remote_code=True)
     else:
         processor = load_processor(final)
-    obs = first_observation(d.metaworld_tasks[0], eval_seed, 0, [d.metaworld_camera], d.metaworld_image_size)
-    kwargs: dict[str, Any] = {"images": [[obs[f"observation.images.{d.metaworld_camera}"]]], "text": [obs["task"]]}
+    obs = first_observation(d.metaworld_tasks[0], eval_seed, 0, list(d.metaworld_camera), d.metaworld_image_size,
+                            d.metaworld_state, d.metaworld_crop)
+    kwargs: dict[str, Any] = {"images": [[obs[f"observation.images.{c}"] for c in d.metaworld_camera]], "text": [obs["task"]]}
     if model.config.use_state:
         kwargs["state"] = torch.as_tensor(obs["observation.state"][None])
     batch = processor(**kwargs)

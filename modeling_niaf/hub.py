@@ -121,7 +121,7 @@ def find_card_template() -> Path | None:
 def _action_kind(config: Any) -> str:
     indices = getattr(config, "relative_action_state_indices", None)
     if indices is None:
-        return "absolute"
+        return "as recorded in the training data (not made relative to the state)"
     pairs = ", ".join(f"{i}→{s}" for i, s in enumerate(indices) if s is not None)
     return f"relative to the state at the observation time (action dim → state index: {pairs}; others absolute)"
 
@@ -283,6 +283,8 @@ def render_model_card(
         "num_points_4x": 4 * config.chunk_size,
         "chunk_size": config.chunk_size,
         "action_dim": config.action_dim,
+        "state_argument": (f", state=robot_state  # [1, {config.state_dim}]: the model reads the robot state"
+                           if config.use_state else ""),
     }
     template = template or find_card_template()
     if template is None:

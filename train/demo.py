@@ -21,6 +21,7 @@ episodes per task (default 50). Steps:
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import sys
@@ -106,29 +107,38 @@ def closed_loop(final_dir: Path, cfg: Any, out: Path, episodes: int, replan_ever
     expert in the same harness. Returns ``{run name: results}``; files under ``out / "closed_loop"``."""
     from .data.metaworld import METAWORLD_FPS
     from .evaluation import EvalSettings
-    from .evaluation.closed_loop import load_policy
-    from .evaluation.report import plot_success
+    from .evaluation.closed_loop import load_policy, observation_ablation
+    from .evaluation.report import input_reliance_section, plot_success, write_input_reliance
     from .evaluation.run import evaluate_checkpoint
 
     d = cfg.data
     train_hz = METAWORLD_FPS / d.metaworld_stride
     fast_hz = min(METAWORLD_FPS, 4 * train_hz)
-    base = {"tasks": list(d.metaworld_tasks), "episodes": episodes, "cameras": [d.metaworld_camera],
-            "image_size": d.metaworld_image_size, "replan_every": replan_every}
-    runs = [  # (name, policy, folder under closed_loop/, settings); the NIAF runs share one loaded policy
+    base = {"tasks": list(d.metaworld_tasks), "episodes": episodes, "cameras": list(d.metaworld_camera),
+            "image_size": d.metaworld_image_size, "replan_every": replan_every, "state": d.metaworld_state,
+            "crop": d.metaworld_crop}
+    runs = [  # (name, policy, folder under closed_loop/, settings); the NIAF runs share one loaded model
         (f"NIAF @ {train_hz:g} Hz (training rate)", "niaf", "niaf_train_rate", EvalSettings(execute_hz=train_hz, **base)),
         (f"NIAF @ {fast_hz:g} Hz ({fast_hz / train_hz:g}x)", "niaf", "niaf_4x_rate", EvalSettings(execute_hz=fast_hz, **base)),
+        (f"NIAF @ {train_hz:g} Hz, black frames", "niaf", "niaf_black_frames",
+         EvalSettings(execute_hz=train_hz, ablate=["images"], video=False, **base)),
         ("scripted expert", "expert", "expert", EvalSettings(video=False, **base)),
     ]
     policy = load_policy(final_dir, runs[0][3])
     results = {}
     for name, kind, folder, settings in runs:
+        runner = None
+        if kind == "niaf":  # the same model, with the run's inputs withheld
+            runner = copy.copy(policy)
+            runner.ablation = observation_ablation(policy.model.config, settings)
         results[name] = evaluate_checkpoint(str(final_dir), settings, out / "closed_loop" / folder, policy=kind,
-                                            policy_object=policy if kind == "niaf" else None, progress=progress)
+                                            policy_object=runner, progress=progress)
     # the model card's model-index gets the success at the training rate (niaf-eval's results, as a user would add them)
     from modeling_niaf.hub import add_eval_results, closed_loop_eval_results
 
     add_eval_results(final_dir, closed_loop_eval_results(next(iter(results.values())), "metaworld"))
+    write_input_reliance(final_dir / "README.md", input_reliance_section(
+        results[runs[0][0]], {"images": results[runs[2][0]]}))
     plot_success(out / "closed_loop_success.png", results,
                  f"closed loop, {episodes} held-out episodes per task (benchmark seed "
                  f"{next(iter(results.values()))['benchmark_seed']})")

@@ -67,6 +67,12 @@ STATE_NAMES = _FRAME_NAMES + [f"prev.{n}" for n in _FRAME_NAMES] + ["goal.x", "g
 in metres (world frame), gripper opening in [0, 1], quaternions (x, y, z, w); zeros where a task has no second
 object; ``prev.*`` is the same frame one environment step (12.5 ms) earlier."""
 STATE_DIM = len(STATE_NAMES)
+AGENT_POS_NAMES = _FRAME_NAMES[:4]
+"""What a real robot measures of itself: end-effector position (m) and gripper opening, the first 4 entries of
+Meta-World's observation (LeRobot's Meta-World environment calls it ``agent_pos``). No object or goal position."""
+STATE_KINDS: dict[str, list[str]] = {"full": STATE_NAMES, "agent_pos": AGENT_POS_NAMES}
+"""``observation.state`` of a Meta-World policy: ``full`` (the 39-d privileged observation, with object and goal
+positions) or ``agent_pos`` (hand position and gripper, 4-d: what a robot has; the goal must come from pixels)."""
 ACTION_NAMES = ["ee.dx", "ee.dy", "ee.dz", "gripper.effort"]
 DEFAULT_CAMERAS = ("corner2",)
 DEFAULT_TASKS = ("reach-v3", "push-v3", "pick-place-v3", "door-open-v3", "drawer-close-v3")
@@ -135,6 +141,65 @@ def _import_metaworld():
     return metaworld, mujoco, ENV_POLICY_MAP
 
 
+def check_state_kind(state: str) -> str:
+    """``state`` if it names a :data:`STATE_KINDS` entry, else a ValueError naming the choices."""
+    if state not in STATE_KINDS:
+        raise ValueError(f"Meta-World state must be one of {sorted(STATE_KINDS)}, got {state!r}")
+    return state
+
+
+def check_crop(crop: Sequence[float] | None) -> tuple[float, float, float, float] | None:
+    """``crop`` as (top, left, height, width), fractions of the upright image, or a ValueError naming it."""
+    if crop is None:
+        return None
+    values = tuple(float(c) for c in crop)
+    if len(values) != 4 or not all(np.isfinite(values)):
+        raise ValueError(f"crop must be 4 finite fractions (top, left, height, width), got {list(crop)}")
+    top, left, height, width = values
+    if not (0 <= top < 1 and 0 <= left < 1 and 0 < height <= 1 - top + 1e-9 and 0 < width <= 1 - left + 1e-9):
+        raise ValueError(f"crop (top, left, height, width) must lie inside the image (fractions in [0, 1]), "
+                         f"got {list(values)}")
+    return values
+
+
+def camera_crops(crop: Sequence[float] | None, cameras: Sequence[str]) -> dict[str, tuple[float, ...] | None]:
+    """The crop box of each camera: ``crop`` holds 4 fractions (one box for every camera), 4 per camera (in the
+    order of ``cameras``), or is None (whole images)."""
+    if crop is None:
+        return {cam: None for cam in cameras}
+    values = list(crop)
+    if len(values) == 4:
+        box = check_crop(values)
+        return {cam: box for cam in cameras}
+    if len(values) != 4 * len(cameras):
+        raise ValueError(f"crop must hold 4 fractions (every camera) or 4 per camera ({4 * len(cameras)} for "
+                         f"{list(cameras)}), got {len(values)}")
+    return {cam: check_crop(values[4 * i:4 * i + 4]) for i, cam in enumerate(cameras)}
+
+
+def crop_render_size(image_size: int, crop: Sequence[float] | None) -> int:
+    """Side in pixels at which a camera is rendered so that the ``crop`` box is ``image_size`` pixels high."""
+    if crop is None:
+        return int(image_size)
+    return max(int(image_size), int(round(image_size / min(crop[2], crop[3]))))
+
+
+def crop_and_resize(image: np.ndarray, crop: Sequence[float] | None, image_size: int) -> np.ndarray:
+    """The ``crop`` box (fractions of ``image``'s height and width) of an upright uint8 [H, W, 3] image, resized
+    to ``image_size``² with area averaging (PIL BOX), so that small objects fade rather than vanish. Resolution
+    independent: a 480 px frame of the same camera gives the same box as a 150 px one."""
+    if crop is None and image.shape[0] == image.shape[1] == image_size:
+        return image
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    top, left, ch, cw = crop if crop is not None else (0.0, 0.0, 1.0, 1.0)
+    y0, x0 = int(round(top * h)), int(round(left * w))
+    y1, x1 = min(h, y0 + max(1, int(round(ch * h)))), min(w, x0 + max(1, int(round(cw * w))))
+    box = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1]))
+    return np.asarray(box.resize((image_size, image_size), Image.Resampling.BOX))
+
+
 def camera_needs_rotation(model: Any, data: Any, camera: str) -> bool:
     """True when ``camera``'s image-up axis points downward in the world (the camera is rolled ~180°)."""
     import mujoco
@@ -180,11 +245,17 @@ class MetaWorldScene:
         task: MT1 task name, e.g. ``"push-v3"``.
         benchmark_seed: seed of ``metaworld.MT1`` (it draws the 50 variations).
         cameras: Meta-World camera names; empty for state-only observations.
-        image_size: H = W of the rendered images in pixels.
+        image_size: H = W of the images the policy sees, in pixels.
+        state: ``observation.state`` kind (:data:`STATE_KINDS`): ``full`` (39-d, privileged) or ``agent_pos``
+            (4-d, what a robot measures).
+        crop: (top, left, height, width) box of the upright camera image, as fractions, that the policy sees
+            (the cameras are rendered at :func:`crop_render_size` of the smallest box and each box resized to
+            ``image_size``): 4 values for every camera, or 4 per camera (:func:`camera_crops`); None: the whole
+            image.
     """
 
     def __init__(self, task: str, benchmark_seed: int, cameras: Sequence[str] = DEFAULT_CAMERAS,
-                 image_size: int = 96) -> None:
+                 image_size: int = 96, state: str = "full", crop: Sequence[float] | None = None) -> None:
         metaworld, _mujoco, policy_map = _import_metaworld()
         known = set(metaworld.MT1.ENV_NAMES)
         if task not in known or task not in policy_map:
@@ -195,6 +266,8 @@ class MetaWorldScene:
         self.benchmark_seed = int(benchmark_seed)
         self.cameras = tuple(cameras)
         self.image_size = int(image_size)
+        self.state = check_state_kind(state)
+        self.crops = camera_crops(crop, self.cameras)
         self.instruction = instruction_for(task)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -203,7 +276,8 @@ class MetaWorldScene:
             self.env.set_task(self.benchmark.train_tasks[0])
             self.env.reset()
         self._policy_class = policy_map[task]
-        self.renderer = _FastRenderer(self.env.model, self.image_size, self.image_size) if self.cameras else None
+        side = max([crop_render_size(self.image_size, box) for box in self.crops.values()] or [self.image_size])
+        self.renderer = _FastRenderer(self.env.model, side, side) if self.cameras else None
         self.rotate = {c: camera_needs_rotation(self.env.model, self.env.data, c) for c in self.cameras}
         self.steps = 0
 
@@ -225,11 +299,13 @@ class MetaWorldScene:
         return np.asarray(obs, dtype=np.float64)
 
     def observe(self, obs: np.ndarray) -> dict[str, Any]:
-        """The policy's view of the current state: ``{"observation.state": float32 [39], "task": str,
-        "observation.images.<cam>": uint8 [H, W, 3] upright}``."""
-        out: dict[str, Any] = {"observation.state": np.asarray(obs, dtype=np.float32).copy(), "task": self.instruction}
+        """The policy's view of the current state: ``{"observation.state": float32 [39] or [4] (``state``),
+        "task": str, "observation.images.<cam>": uint8 [image_size, image_size, 3] upright (and cropped)}``."""
+        state = np.asarray(obs, dtype=np.float32)[: len(STATE_KINDS[self.state])].copy()
+        out: dict[str, Any] = {"observation.state": state, "task": self.instruction}
         for cam in self.cameras:
-            out[f"observation.images.{cam}"] = self.renderer.render(self.env.data, cam, self.rotate[cam])
+            frame = self.renderer.render(self.env.data, cam, self.rotate[cam])
+            out[f"observation.images.{cam}"] = crop_and_resize(frame, self.crops[cam], self.image_size)
         return out
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, bool, bool]:
@@ -312,6 +388,8 @@ def generate_episodes(
     summary: GenerationSummary | None = None,
     progress: bool = True,
     action_noise: float = 0.0,
+    state: str = "full",
+    crop: Sequence[float] | None = None,
 ) -> Iterator[Episode]:
     """Yield expert demonstrations as :class:`Episode` (fps = 80 / stride), task by task.
 
@@ -331,6 +409,8 @@ def generate_episodes(
         progress: show a tqdm bar.
         action_noise: σ of the Gaussian noise added to the executed (not the recorded) expert actions; see
             :func:`rollout`. The noise of episode i is seeded by (seed, task, i).
+        state: recorded ``observation.state`` (:data:`STATE_KINDS`); the expert always reads the full one.
+        crop: the box of each camera image the policy sees (:class:`MetaWorldScene`).
     """
     import zlib
 
@@ -343,6 +423,8 @@ def generate_episodes(
         raise ValueError(f"stride must be >= 1, got {stride}")
     if episodes_per_task < 1:
         raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
+    check_state_kind(state)
+    camera_crops(crop, cameras)
     known = set(metaworld.MT1.ENV_NAMES)
     unknown = [t for t in tasks if t not in known or t not in policy_map]
     if unknown:
@@ -364,7 +446,7 @@ def generate_episodes(
                 if scene is None or scene.benchmark_seed != bench_seed:
                     if scene is not None:
                         scene.close()
-                    scene = MetaWorldScene(task, bench_seed, cameras, image_size)
+                    scene = MetaWorldScene(task, bench_seed, cameras, image_size, state, crop)
                 variation = i % scene.num_variations
                 rng = np.random.default_rng([seed, zlib.crc32(task.encode()), i]) if action_noise > 0 else None
                 rec, success = rollout(scene, variation, stride, max_steps, action_noise, rng)
@@ -404,6 +486,93 @@ def generate_episodes(
     summary.seconds = time.perf_counter() - start
 
 
+CONTRACT_FILE = "observation_contract.json"
+"""File in a checkpoint trained on Meta-World: everything a user's own loop needs to build the policy's inputs and
+to apply its outputs (:func:`observation_contract`)."""
+CONTRACT_FORMAT = "niaf-metaworld-observation-contract"
+
+
+def observation_contract(record: dict[str, Any], chunk_size: int, replan_every: int = 8) -> dict[str, Any]:
+    """The observation contract of a policy trained on the Meta-World demonstrations of ``record`` (the
+    ``"metaworld"`` entry of the dataset's ``info.json``): cameras (rendering, rotation, crop, resolution), state,
+    instructions, what an action means, the time alignment of a chunk and the held-out evaluation protocol, as
+    plain JSON. A loop built from this alone (``examples/metaworld_from_contract.py``) reproduces ``niaf-eval``'s
+    observations and actions.
+
+    Args:
+        record: the dataset's Meta-World record (:func:`read_provenance`).
+        chunk_size: K, points per chunk (the model's ``chunk_size``).
+        replan_every: environment steps between two policy calls in the evaluation protocol.
+    """
+    tasks = list(record["tasks"])
+    cameras = list(record.get("cameras") or [])
+    image_size = int(record.get("image_size", 32))
+    crop = record.get("crop")
+    crops = camera_crops(crop, cameras)
+    state = check_state_kind(record.get("state", "full"))
+    stride = int(record.get("stride", 1))
+    rotate: dict[str, bool] = {}
+    render_size = image_size
+    if cameras:
+        with MetaWorldScene(tasks[0], 0, cameras, image_size, state, crop) as scene:
+            rotate = dict(scene.rotate)
+            render_size = scene.renderer.renderer.height
+    control_hz = METAWORLD_FPS / stride
+    return {
+        "format": CONTRACT_FORMAT,
+        "version": 1,
+        "environment": {
+            "suite": "metaworld", "benchmark": "MT1", "tasks": tasks, "env_hz": METAWORLD_FPS,
+            "env_step_seconds": 1.0 / METAWORLD_FPS, "max_steps": MAX_PATH_LENGTH,
+            "variations_per_benchmark_seed": VARIATIONS_PER_BENCHMARK,
+            "task_setup": "env = MT1(task, seed=benchmark_seed).train_classes[task](); "
+                          "env.set_task(benchmark.train_tasks[variation]); obs, _ = env.reset()",
+        },
+        "cameras": [{
+            "key": f"observation.images.{cam}", "camera": cam,
+            "render_size": render_size,
+            "renderer": {"offscreen_multisamples": 0, "shadow": False, "reflection": False, "skybox": False,
+                         "haze": False},
+            "rotate_180": bool(rotate.get(cam, False)),
+            "rotate_180_means": "image[::-1, ::-1] of the rendered frame (the camera is mounted rolled ~180°)",
+            "crop": list(crops[cam]) if crops[cam] is not None else None,
+            "crop_means": "(top, left, height, width) fractions of the upright rendered frame; pixel box "
+                          "round(top*H) : round(top*H) + max(1, round(height*H)), likewise for columns",
+            "image_size": image_size,
+            "resize": "PIL Image.resize((image_size, image_size), Image.Resampling.BOX) of the crop",
+            "format": "uint8 RGB, [H, W, 3], upright",
+        } for cam in cameras],
+        "state": {
+            "key": "observation.state", "kind": state, "dim": len(STATE_KINDS[state]), "names": STATE_KINDS[state],
+            "from_env_observation": f"obs[:{len(STATE_KINDS[state])}] of Meta-World's 39-d observation vector",
+            "units": "metres (world frame); gripper opening in [0, 1]",
+        },
+        "instructions": {task: instruction_for(task) for task in tasks},
+        "action": {
+            "key": "action", "names": ACTION_NAMES, "kind": "displacement command",
+            "meaning": "per environment step (12.5 ms): end-effector target displacement dx, dy, dz (x 1 cm; "
+                       "Meta-World's action scale) and gripper effort (> 0 closes)",
+            "clip": [-1.0, 1.0],
+        },
+        "timing": {
+            "control_hz": control_hz, "env_steps_per_chunk_point": stride, "chunk_size": int(chunk_size),
+            "chunk_duration_seconds": (int(chunk_size) - 1) / control_hz,
+            "time_zero": "the observation: chunk point k is the command for environment step k * "
+                         "env_steps_per_chunk_point after the observation; tau = -1 + 2 t / chunk_duration",
+            "replan_every_env_steps": int(replan_every),
+            "command": "between policy calls, step n (n = 0, 1, ... env steps after the observation) executes "
+                       "clip(A(t = n / env_hz), -1, 1); at the training rate the function is read every "
+                       "env_steps_per_chunk_point steps and held in between",
+        },
+        "evaluation": {
+            "training_benchmark_seeds": [int(s) for s in record.get("benchmark_seeds", [])],
+            "held_out_benchmark_seed": "the first seed >= 1000 not among training_benchmark_seeds",
+            "variation_of_episode": "episode i runs variation i % 50 of the held-out benchmark seed",
+            "success": "info['success'] >= 1 at any step within max_steps",
+        },
+    }
+
+
 def read_provenance(root: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The ``"metaworld"`` record of a dataset's ``meta/info.json`` (benchmark seeds, tasks, cameras, image size,
     stride, variations per task and seed), or None when the file or the record is absent."""
@@ -433,30 +602,37 @@ def generate_metaworld_dataset(
     keep_failures: bool = False,
     progress: bool = True,
     action_noise: float = 0.0,
+    state: str = "full",
+    crop: Sequence[float] | None = None,
 ) -> tuple[Path, GenerationSummary]:
     """Generate demonstrations (see :func:`generate_episodes`) into a new LeRobot v3.0 folder ``out``.
 
     The dataset has ``fps`` = 80 / stride, ``robot_type`` "sawyer", ``observation.state`` (names
-    :data:`STATE_NAMES`), ``action`` (names :data:`ACTION_NAMES`), one PNG image feature
+    ``STATE_KINDS[state]``), ``action`` (names :data:`ACTION_NAMES`), one PNG image feature
     ``observation.images.<camera>`` per camera, one task per Meta-World task, and ``info["metaworld"]``: the
-    benchmark seeds, tasks, cameras, image size, stride and the variations recorded per task and seed (what a closed-loop
-    evaluation must not reuse). Returns (out, summary).
+    benchmark seeds, tasks, cameras, image size, crop, state kind, stride and the variations recorded per task and
+    seed (what a closed-loop evaluation must not reuse). Returns (out, summary).
     """
     from .lerobot_v3 import write_lerobot_dataset
 
+    camera_crops(crop, cameras)
+    check_state_kind(state)
     summary = GenerationSummary()
     episodes = generate_episodes(tasks, episodes_per_task, cameras=cameras, image_size=image_size, stride=stride,
                                  seed=seed, max_steps=max_steps, keep_failures=keep_failures, summary=summary,
-                                 progress=progress, action_noise=action_noise)
+                                 progress=progress, action_noise=action_noise, state=state, crop=crop)
+
     def provenance() -> dict[str, Any]:  # called after the last episode, when the variations are known
         seeds = sorted({int(s) for per_task in summary.variations.values() for s in per_task})
         return {"metaworld": {"benchmark_seeds": seeds, "tasks": list(tasks), "cameras": list(cameras),
                               "image_size": int(image_size), "stride": int(stride),
+                              "state": state, "crop": list(crop) if crop is not None else None,
                               "action_noise": float(action_noise), "variations": {t: {k: sorted(v) for k, v in per.items()}
                                              for t, per in summary.variations.items()}}}
 
     root = write_lerobot_dataset(out, episodes, fps=METAWORLD_FPS / stride, robot_type="sawyer",
-                                 action_names=ACTION_NAMES, state_names=STATE_NAMES, extra_info=provenance)
+                                 action_names=ACTION_NAMES, state_names=STATE_KINDS[state],
+                                 extra_info=provenance)
     kept = sum(summary.attempted.values()) - len(summary.failed)
     logger.info("metaworld: %d episodes kept of %d in %.1f s -> %s", kept, sum(summary.attempted.values()),
                 summary.seconds, root)
@@ -465,18 +641,26 @@ def generate_metaworld_dataset(
 
 __all__ = [
     "ACTION_NAMES",
+    "CONTRACT_FILE",
+    "AGENT_POS_NAMES",
     "DEFAULT_CAMERAS",
     "DEFAULT_TASKS",
     "GenerationSummary",
     "METAWORLD_FPS",
     "MetaWorldScene",
     "STATE_DIM",
+    "STATE_KINDS",
     "STATE_NAMES",
     "TASK_INSTRUCTIONS",
+    "camera_crops",
     "camera_needs_rotation",
+    "check_crop",
+    "check_state_kind",
+    "crop_and_resize",
     "generate_episodes",
     "generate_metaworld_dataset",
     "instruction_for",
+    "observation_contract",
     "read_provenance",
     "rollout",
 ]

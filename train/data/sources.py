@@ -133,7 +133,7 @@ def load_source(name: str, path: str | os.PathLike[str], options: LoadOptions) -
 # ----------------------------------------------------------------------------------------------------------
 # Meta-World: generated once per setting, then read like any LeRobot dataset
 # ----------------------------------------------------------------------------------------------------------
-METAWORLD_SETTINGS = ("tasks", "episodes", "size", "camera", "stride", "seed", "noise")
+METAWORLD_SETTINGS = ("tasks", "episodes", "size", "camera", "stride", "seed", "noise", "state", "crop")
 """The generation settings of :func:`metaworld_demonstrations` (all part of the cache folder's name)."""
 
 
@@ -150,8 +150,9 @@ def metaworld_demonstrations(settings: dict[str, Any], cache_root: str | os.Path
     """Generate the Meta-World demonstrations of ``settings`` once (into a temporary folder renamed when
     complete) and return their folder.
 
-    ``settings``: ``tasks``, ``episodes`` (per task), ``size`` (image pixels), ``camera``, ``stride``, ``seed``
-    and ``noise`` (expert action noise), as :func:`.metaworld.generate_metaworld_dataset` takes them.
+    ``settings``: ``tasks``, ``episodes`` (per task), ``size`` (image pixels), ``camera`` (comma-separated
+    names), ``stride``, ``seed``,
+    ``noise`` (expert action noise), ``state`` (``full`` or ``agent_pos``) and ``crop`` (image box or None), as :func:`.metaworld.generate_metaworld_dataset` takes them.
     """
     from .metaworld import generate_metaworld_dataset
 
@@ -168,7 +169,8 @@ def metaworld_demonstrations(settings: dict[str, Any], cache_root: str | os.Path
     logger.info("generating Meta-World demonstrations (%s x %d episodes) into %s",
                 settings["tasks"], settings["episodes"], target)
     generate_metaworld_dataset(tmp, tasks=settings["tasks"], episodes_per_task=settings["episodes"],
-                               cameras=(settings["camera"],), image_size=settings["size"],
-                               stride=settings["stride"], seed=settings["seed"], action_noise=settings["noise"])
+                               cameras=tuple(settings["camera"].split(",")), image_size=settings["size"],
+                               stride=settings["stride"], seed=settings["seed"], action_noise=settings["noise"],
+                               state=settings["state"], crop=settings["crop"])
     os.rename(tmp, target)
     return target

@@ -4,6 +4,7 @@
     niaf-eval --checkpoint DIR --execute-hz 80 --output-dir outputs/eval-80hz        # 4x a 20 Hz training rate
     niaf-eval --checkpoint DIR --execution linear --output-dir outputs/eval-linear   # waypoints, interpolated
     niaf-eval --policy expert --tasks push-v3 --output-dir outputs/eval-expert       # the scripted upper bound
+    niaf-eval --checkpoint DIR --ablate images --output-dir outputs/eval-black       # every frame black
 
 Writes ``results.json`` (per task: success rate with a 95 % Wilson interval, mean steps to success, mean
 squared jerk and SPARC of the executed actions; the settings, seeds and checkpoint), ``success.png`` and
@@ -16,7 +17,7 @@ import argparse
 import logging
 import sys
 
-from .closed_loop import EXECUTIONS, POLICIES, EvalError, EvalSettings
+from .closed_loop import ABLATIONS, EXECUTIONS, POLICIES, EvalError, EvalSettings
 from .report import format_table
 
 
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="default: the training data's image size")
     p.add_argument("--train-data", default=None,
                    help="training dataset folder (default: the checkpoint's training_data.json) to keep seeds disjoint")
+    p.add_argument("--ablate", nargs="+", choices=ABLATIONS, default=[],
+                   help="inputs to withhold from the policy: images (black frames), state (its training mean), "
+                        "instruction (empty), other_instruction (another task's); combinable")
     p.add_argument("--no-video", action="store_true")
     p.add_argument("--output-dir", required=True)
     return p
@@ -64,6 +68,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         max_steps=args.max_steps,
         cameras=list(args.cameras) if args.cameras is not None else list(record.get("cameras", ["corner2"])),
         image_size=args.image_size or int(record.get("image_size", 32)), video=not args.no_video,
+        crop=record.get("crop"), state=record.get("state", "full"), ablate=list(args.ablate),
     )
 
 
@@ -84,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         execution = "zoh" if args.policy == "random" and settings.execution == "function" else settings.execution
         name = f"{result.get('label', args.policy)} {execution}@{settings.execute_hz:g}Hz"
+        if settings.ablate:
+            name += f" without {'+'.join(settings.ablate)}"
     print(format_table({name: result}, f"closed-loop success, benchmark seed {result['benchmark_seed']}, "
                                         f"{settings.episodes} episodes per task"))
     print(f"results: {args.output_dir}/results.json ({result['seconds']:.0f} s)")

@@ -43,13 +43,27 @@ import numpy as np
 from modeling_niaf import ActionTrajectory
 from modeling_niaf.runtime import SWITCH_MODES, ActionStream
 
-from ..data.metaworld import MAX_PATH_LENGTH, METAWORLD_FPS, STATE_DIM, MetaWorldScene, read_provenance
+from ..data.metaworld import (
+    MAX_PATH_LENGTH,
+    METAWORLD_FPS,
+    STATE_KINDS,
+    TASK_INSTRUCTIONS,
+    MetaWorldScene,
+    camera_crops,
+    check_state_kind,
+    read_provenance,
+)
 
 logger = logging.getLogger(__name__)
 
 EXECUTIONS = ("function", "zoh", "linear")
 """How a chunk is turned into commands: the continuous function, or its waypoints held / interpolated."""
 POLICIES = ("niaf", "expert", "random")
+ABLATIONS = ("images", "state", "instruction", "other_instruction")
+"""Inputs a NIAF policy can be denied in closed loop (``--ablate``, combinable): ``images`` every frame black;
+``state`` the state replaced by its training mean (the checkpoint's statistics); ``instruction`` an empty
+instruction; ``other_instruction`` the instruction of another task (the next one in the evaluation's task list,
+or a fixed other Meta-World task when only one is evaluated)."""
 TRAINING_RECORD = "training_data.json"
 """File in a checkpoint folder: where its Meta-World demonstrations came from (benchmark seed, variations)."""
 DEFAULT_EVAL_SEED = 1000
@@ -83,12 +97,29 @@ class EvalSettings:
     max_steps: int = MAX_PATH_LENGTH
     cameras: list[str] = field(default_factory=lambda: ["corner2"])
     image_size: int = 32
+    crop: list[float] | None = None
+    """Box of each upright camera image the policy sees (top, left, height, width fractions; 4 values for every
+    camera or 4 per camera); None: all of it."""
+    state: str = "full"
+    """``observation.state`` kind: ``full`` (39-d) or ``agent_pos`` (4-d); a checkpoint's training record says which."""
+    ablate: list[str] = field(default_factory=list)
+    """Inputs withheld from the policy (:data:`ABLATIONS`)."""
     video: bool = True
     """Record the first episode of each task as an MP4."""
 
     def check(self) -> None:
         if not self.tasks:
             raise EvalError("--tasks: give at least one Meta-World task")
+        try:
+            check_state_kind(self.state)
+            camera_crops(self.crop, self.cameras)
+        except ValueError as err:
+            raise EvalError(f"the observation settings (the training record's state and crop): {err}") from None
+        unknown = [a for a in self.ablate if a not in ABLATIONS]
+        if unknown:
+            raise EvalError(f"--ablate must be among {ABLATIONS}, got {unknown}")
+        if "instruction" in self.ablate and "other_instruction" in self.ablate:
+            raise EvalError("--ablate: choose one of instruction and other_instruction")
         if self.episodes < 1:
             raise EvalError(f"--episodes must be >= 1, got {self.episodes}")
         if self.execution not in EXECUTIONS:
@@ -202,16 +233,20 @@ class _OneSample:
 class NiafPolicy:
     """A NIAF checkpoint as a closed-loop policy: observation → action function (or its waypoints)."""
 
-    def __init__(self, model: Any, processor: Any, cameras: Sequence[str], execution: str) -> None:
+    def __init__(self, model: Any, processor: Any, cameras: Sequence[str], execution: str,
+                 ablation: ObservationAblation | None = None) -> None:
         self.model, self.processor = model, processor
         self.cameras = [f"observation.images.{c}" for c in cameras]
         self.execution = execution
         self.use_state = bool(model.config.use_state)
         self.dt = 1.0 / float(model.config.control_hz)
+        self.ablation = ablation
 
     def plan(self, observations: Sequence[dict[str, Any]]) -> list[Any]:
         import torch
 
+        if self.ablation is not None:
+            observations = [self.ablation(obs) for obs in observations]
         kwargs: dict[str, Any] = {
             "images": [[obs[c] for c in self.cameras] for obs in observations],
             "text": [obs["task"] for obs in observations],
@@ -226,6 +261,42 @@ class NiafPolicy:
                 return [_OneSample(fast, i) for i in range(len(observations))]
             waypoints = fn(derivatives=0).position.double().cpu().numpy()  # [B, K, D] at the training points
         return [WaypointFunction(w, self.dt, self.execution) for w in waypoints]
+
+
+class ObservationAblation:
+    """Withholds inputs from a policy's observation (:data:`ABLATIONS`); the simulator is untouched.
+
+    Args:
+        ablate: the inputs to withhold.
+        state_mean: what ``state`` ablation puts in place of the state (the training mean).
+        tasks: the evaluation's tasks, for ``other_instruction``.
+    """
+
+    def __init__(self, ablate: Sequence[str], state_mean: np.ndarray | None = None,
+                 tasks: Sequence[str] = ()) -> None:
+        self.ablate = tuple(ablate)
+        if "state" in self.ablate and state_mean is None:
+            raise EvalError("--ablate state: the checkpoint has no state statistics to take the mean from")
+        self.state_mean = None if state_mean is None else np.asarray(state_mean, dtype=np.float32)
+        names = list(tasks)
+        spare = [t for t in TASK_INSTRUCTIONS if t not in names]
+        # each task's instruction is replaced by the next task's (cyclically); a lone task by an unrelated one
+        order = names[1:] + names[:1] if len(names) > 1 else spare[:1]
+        self.other = {TASK_INSTRUCTIONS.get(a, a): TASK_INSTRUCTIONS.get(b, b) for a, b in zip(names, order)}
+
+    def __call__(self, obs: dict[str, Any]) -> dict[str, Any]:
+        out = dict(obs)
+        if "images" in self.ablate:
+            for key in obs:
+                if key.startswith("observation.images."):
+                    out[key] = np.zeros_like(obs[key])
+        if "state" in self.ablate:
+            out["observation.state"] = self.state_mean.copy()
+        if "instruction" in self.ablate:
+            out["task"] = ""
+        if "other_instruction" in self.ablate:
+            out["task"] = self.other.get(obs["task"], obs["task"])
+        return out
 
 
 class RandomPolicy:
@@ -327,24 +398,37 @@ def load_policy(checkpoint: str | os.PathLike[str], settings: EvalSettings) -> N
     if cfg.action_dim != ACTION_DIM:
         raise EvalError(f"--checkpoint {checkpoint}: action_dim {cfg.action_dim}, Meta-World needs {ACTION_DIM} "
                         "(dx, dy, dz, gripper)")
-    if cfg.use_state and cfg.state_dim != STATE_DIM:
-        raise EvalError(f"--checkpoint {checkpoint}: state_dim {cfg.state_dim}, Meta-World's observation vector "
-                        f"has {STATE_DIM} (a checkpoint trained on other data?)")
+    state_dim = len(STATE_KINDS[settings.state])
+    if cfg.use_state and cfg.state_dim != state_dim:
+        raise EvalError(f"--checkpoint {checkpoint}: state_dim {cfg.state_dim}, Meta-World's {settings.state!r} state "
+                        f"has {state_dim} (a checkpoint trained on other data?)")
     if cfg.num_cameras != len(settings.cameras):
         raise EvalError(f"--checkpoint {checkpoint}: the model reads {cfg.num_cameras} camera(s), --cameras "
                         f"gives {settings.cameras}")
     if cfg.relative_action_state_indices is not None:
         raise EvalError(f"--checkpoint {checkpoint}: relative actions are not meaningful for Meta-World's "
                         "displacement actions")
-    return NiafPolicy(model, processor, settings.cameras, settings.execution)
+    return NiafPolicy(model, processor, settings.cameras, settings.execution, observation_ablation(cfg, settings))
+
+
+def observation_ablation(config: Any, settings: EvalSettings) -> ObservationAblation | None:
+    """The :class:`ObservationAblation` of ``settings.ablate`` for a model with ``config`` (None: ablate nothing).
+    The state is replaced by the mean of the checkpoint's own state statistics."""
+    if not settings.ablate:
+        return None
+    if "state" in settings.ablate and not config.use_state:
+        raise EvalError("--ablate state: the checkpoint reads no state")
+    mean = ((config.normalization_stats or {}).get("state") or {}).get("mean") if config.use_state else None
+    return ObservationAblation(settings.ablate, None if mean is None else np.asarray(mean), settings.tasks)
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Episodes
 # ------------------------------------------------------------------------------------------------------------
-def first_observation(task: str, seed: int, variation: int, cameras: Sequence[str], image_size: int) -> dict[str, Any]:
+def first_observation(task: str, seed: int, variation: int, cameras: Sequence[str], image_size: int,
+                      state: str = "full", crop: Sequence[float] | None = None) -> dict[str, Any]:
     """The observation an evaluation episode starts from (what the policy sees at step 0)."""
-    with MetaWorldScene(task, seed, cameras, image_size) as scene:
+    with MetaWorldScene(task, seed, cameras, image_size, state, crop) as scene:
         return scene.observe(scene.reset(variation))
 
 
@@ -429,7 +513,7 @@ def evaluate(policy: Any, settings: EvalSettings, seed: int, *, progress: bool =
                disable=not progress)
     for task in settings.tasks:
         try:
-            scene = MetaWorldScene(task, seed, settings.cameras, settings.image_size)
+            scene = MetaWorldScene(task, seed, settings.cameras, settings.image_size, settings.state, settings.crop)
         except ValueError as err:
             raise EvalError(f"--tasks: {err}") from err
         try:
@@ -454,6 +538,7 @@ def evaluate(policy: Any, settings: EvalSettings, seed: int, *, progress: bool =
 
 
 __all__ = [
+    "ABLATIONS",
     "DEFAULT_EVAL_SEED",
     "EXECUTIONS",
     "EpisodeResult",
@@ -461,6 +546,7 @@ __all__ = [
     "EvalSettings",
     "ExpertPolicy",
     "NiafPolicy",
+    "ObservationAblation",
     "POLICIES",
     "RandomPolicy",
     "TRAINING_RECORD",
@@ -468,6 +554,7 @@ __all__ = [
     "evaluate",
     "first_observation",
     "load_policy",
+    "observation_ablation",
     "resolve_seed",
     "run_episode",
     "training_record",

@@ -89,6 +89,48 @@ def format_table(rows: dict[str, dict[str, Any]], title: str = "") -> str:
     return "\n".join(lines)
 
 
+RELIANCE_HEADING = "## Inputs the policy relies on (closed loop)"
+
+
+def input_reliance_section(normal: dict[str, Any], ablated: dict[str, dict[str, Any]]) -> str:
+    """Markdown for the model card: closed-loop success with all inputs and with each ablation of
+    ``ablated`` (``{"images": results, ...}``, as ``niaf-eval --ablate`` writes them), and which inputs the
+    policy relies on: an input whose removal costs more than the 95 % interval of the normal run."""
+    tasks = list(normal["tasks"])
+
+    def row(name: str, results: dict[str, Any]) -> str:
+        cells = [f"{100 * results['tasks'][t]['success_rate']:.0f} %" for t in tasks]
+        return f"| {name} | " + " | ".join(cells) + f" | {100 * results['mean_success']:.0f} % |"
+
+    low = float(np.mean([normal["tasks"][t]["wilson95"][0] for t in tasks]))
+    relied = [name for name, res in ablated.items() if res["mean_success"] < low]
+    lines = ["", RELIANCE_HEADING, "",
+             f"Measured with `niaf-eval --ablate` on held-out variations (benchmark seed {normal['benchmark_seed']}, "
+             f"{normal['tasks'][tasks[0]]['episodes']} episodes per task):", "",
+             "| inputs | " + " | ".join(tasks) + " | mean |", "|---" * (len(tasks) + 2) + "|",
+             row("all", normal)]
+    lines += [row(f"without {name} ({_ABLATION_WORDS.get(name, name)})", res) for name, res in ablated.items()]
+    lines += ["", ("The policy relies on: " + ", ".join(relied) + " (success drops below the 95 % interval of the "
+                   "run with all inputs).") if relied else
+              "No ablated input lowers success below the 95 % interval of the run with all inputs: the policy "
+              "does not rely on them.", ""]
+    return "\n".join(lines)
+
+
+_ABLATION_WORDS = {"images": "black frames", "state": "state at its training mean", "instruction": "empty instruction",
+                   "other_instruction": "another task's instruction"}
+
+
+def write_input_reliance(card: Path, section: str) -> None:
+    """Put ``section`` (:func:`input_reliance_section`) into a checkpoint's README.md, replacing an earlier one."""
+    text = card.read_text(encoding="utf-8")
+    start = text.find(RELIANCE_HEADING)
+    if start >= 0:
+        end = text.find("\n## ", start + len(RELIANCE_HEADING))
+        text = text[:start].rstrip("\n") + ("\n" + text[end:] if end >= 0 else "\n")
+    card.write_text(text.rstrip("\n") + "\n" + section, encoding="utf-8")
+
+
 def plot_success(path: Path, runs: dict[str, dict[str, Any]], title: str) -> Path:
     """Bar chart of success per task (one bar per run) with 95 % Wilson intervals."""
     import matplotlib

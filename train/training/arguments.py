@@ -23,6 +23,7 @@ from typing import Any
 
 from configuration_niaf.normalization import NORMALIZATION_MODES
 
+from ..data.metaworld import camera_crops
 from ..data.sources import SOURCES
 
 DATA_SOURCES = tuple(SOURCES)  # the registry niaf-data reads too
@@ -131,8 +132,14 @@ class DataOptions:
     """Demonstrations generated per Meta-World task."""
     metaworld_image_size: int = 32
     """Rendered Meta-World image side in pixels."""
-    metaworld_camera: str = "corner2"
-    """Meta-World camera to render (e.g. corner2, topview, gripperPOV)."""
+    metaworld_camera: list[str] = field(default_factory=lambda: ["corner2"])
+    """Meta-World camera(s) to render, in order, comma-separated (e.g. corner2, topview, gripperPOV)."""
+    metaworld_crop: list[float] | None = None
+    """Box of each upright camera image the policy sees, as fractions (top, left, height, width), resized to
+    metaworld_image_size: 4 values (every camera) or 4 per camera; None: the whole image."""
+    metaworld_state: str = "full"
+    """Meta-World observation.state: full (39-d, with object and goal positions) or agent_pos (hand position and
+    gripper, 4-d, what a robot measures: the goal must come from the images)."""
     metaworld_stride: int = 4
     """Record every n-th Meta-World step (80 Hz / n)."""
     metaworld_seed: int = 0
@@ -211,6 +218,9 @@ class TrainingOptions:
     final weights to ``weights_rank<r>.safetensors`` (for tests of data sharding and DDP synchronisation)."""
     ddp_find_unused_parameters: bool = True
     """DDP: tolerate backbone parameters that get no gradient (SigLIP pooling head, unused vision layers)."""
+    image_shift: int = 0
+    """Random-shift augmentation of training images: pad by this many pixels (edges repeated) and crop back at
+    a random offset (0: off). Held-out evaluation sees the images as they are."""
     num_threads: int = 0
     """torch intra-op threads per process (0: leave torch's default)."""
 
@@ -402,6 +412,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.action_head": ("niaf", "waypoints", "bspline", "flow"),
     "model.waypoint_loss": ("l1", "l2"),
     "model.chunk_interpolation": ("zoh", "linear"),
+    "data.metaworld_state": ("full", "agent_pos"),
 }
 """Allowed values of the keys that take one of a fixed set of strings (checked and shown by ``--help``)."""
 
@@ -416,6 +427,11 @@ def validate_config(cfg: FinetuneConfig) -> None:
             raise ConfigError(f"`{key}` must be one of {options}, got {value!r}")
     if d.source != "metaworld" and not d.path:
         raise ConfigError(f"`data.path` is required for data.source={d.source!r}")
+    if d.metaworld_crop is not None:
+        try:
+            camera_crops(d.metaworld_crop, d.metaworld_camera)
+        except ValueError as err:
+            raise ConfigError(f"`data.metaworld_crop`: {err}") from None
     for key, value, low in (
         ("training.max_steps", t.max_steps, 1), ("training.per_device_batch_size", t.per_device_batch_size, 1),
         ("training.gradient_accumulation_steps", t.gradient_accumulation_steps, 1),
@@ -424,7 +440,7 @@ def validate_config(cfg: FinetuneConfig) -> None:
         ("data.sample_every", d.sample_every, 1), ("model.chunk_size", m.chunk_size, 2), ("peft.r", p.r, 1),
         ("data.max_val_samples", d.max_val_samples, 1), ("training.save_total_limit", t.save_total_limit, 1),
         ("model.head_hidden_size", m.head_hidden_size, 1), ("model.bspline_control_points", m.bspline_control_points, 4),
-        ("model.flow_steps", m.flow_steps, 1),
+        ("model.flow_steps", m.flow_steps, 1), ("training.image_shift", t.image_shift, 0),
     ):
         if value < low:
             raise ConfigError(f"`{key}` must be >= {low}, got {value}")

@@ -41,8 +41,12 @@ class Collator:
 
     def __init__(
         self, processor: Any, cameras: list[str], use_state: bool, use_velocity: bool,
-        check: Callable[..., None] | None = None,
+        check: Callable[..., None] | None = None, image_shift: int = 0, seed: int = 0,
     ) -> None:
+        if image_shift < 0:
+            raise ValueError(f"Collator: image_shift must be >= 0 pixels, got {image_shift}")
+        self.image_shift, self.seed = int(image_shift), int(seed)
+        self._calls = 0  # batches collated so far: a new draw of shifts for every batch
         self.processor = processor
         self.check = check
         self.cameras = cameras
@@ -54,6 +58,8 @@ class Collator:
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         images = [[row[c] for c in self.cameras] for row in rows]  # uint8 [3, H, W]: the processor takes them as they are
+        if self.image_shift:
+            images = self._shifted(images, rows)
         kwargs: dict[str, Any] = {
             "images": images,
             "text": [row["task"] for row in rows],
@@ -69,3 +75,22 @@ class Collator:
             self.check(**batch)
         batch["sample_index"] = torch.tensor([int(row["index"]) for row in rows])
         return batch
+
+    def _shifted(self, images: list[list[torch.Tensor]], rows: list[dict[str, Any]]) -> list[list[torch.Tensor]]:
+        """Random-shift augmentation: each image padded by ``image_shift`` pixels (edges repeated) and cropped
+        back to its size at a random offset, per image. The offsets depend on the seed, the samples' indices
+        and how often this collator has been called, so a run is reproducible (a resumed run draws new ones)."""
+        self._calls += 1
+        rng = np.random.default_rng([self.seed, self._calls, *(int(row["index"]) for row in rows)])
+        n = self.image_shift
+        out = []
+        for per_sample in images:
+            shifted = []
+            for image in per_sample:
+                image = torch.as_tensor(image)
+                h, w = image.shape[-2:]
+                padded = torch.nn.functional.pad(image[None].float(), (n, n, n, n), mode="replicate")[0]
+                dy, dx = rng.integers(0, 2 * n + 1, size=2)
+                shifted.append(padded[:, dy:dy + h, dx:dx + w].to(image.dtype))
+            out.append(shifted)
+        return out

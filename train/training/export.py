@@ -80,8 +80,10 @@ def _export_model(model: Any, merge: bool) -> Any:
 
 
 def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: int, n_val: int,
-                          metrics: dict[str, float], step: int, datasets_meta: list[str]) -> str:
-    """Markdown appended to the model card: data, configuration, evaluation metrics."""
+                          metrics: dict[str, float], step: int, datasets_meta: list[str],
+                          contract: dict[str, Any] | None = None) -> str:
+    """Markdown appended to the model card: data, configuration, evaluation metrics, and (Meta-World) the
+    observation contract in words."""
     d, t, p = cfg.data, cfg.training, cfg.peft
     lines = ["", "## Training", "",
              f"Fine-tuned with `niaf-train` for {step} optimiser steps "
@@ -97,7 +99,9 @@ def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: 
              f"velocity labels: {'yes' if layout['velocity'] else 'no'}"]
     if d.source == "metaworld":
         lines.append(f"- Meta-World tasks {d.metaworld_tasks}, {d.metaworld_episodes_per_task} episodes each, "
-                     f"{d.metaworld_image_size} px, camera {d.metaworld_camera}")
+                     f"{d.metaworld_image_size} px, camera(s) {', '.join(d.metaworld_camera)}, state {d.metaworld_state}")
+    if contract is not None:
+        lines += contract_card_lines(contract)
     lines += ["", "### Evaluation on held-out episodes (physical units)", ""]
     if metrics:
         lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {v:.5g} |" for k, v in metrics.items()]
@@ -106,6 +110,35 @@ def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: 
         lines.append("No held-out episodes (val_fraction 0).")
     lines += ["", "### Configuration", "", "```json", json.dumps(public_config(cfg), indent=1), "```", ""]
     return "\n".join(lines)
+
+
+def contract_card_lines(contract: dict[str, Any]) -> list[str]:
+    """The observation contract (``observation_contract.json``) in words, for the model card."""
+    from ..data.metaworld import CONTRACT_FILE
+
+    st, act, tm = contract["state"], contract["action"], contract["timing"]
+    lines = ["", "### Observation contract", "",
+             f"`{CONTRACT_FILE}` holds, machine-readable, everything needed to build this policy's inputs and "
+             "apply its outputs in your own Meta-World loop (`examples/metaworld_from_contract.py` in the NIAF "
+             "repository is such a loop).", ""]
+    for cam in contract["cameras"]:
+        crop = (f", crop (top, left, height, width) {cam['crop']} of the upright frame" if cam["crop"] else "")
+        lines.append(f"- `{cam['key']}`: camera `{cam['camera']}` rendered at {cam['render_size']} px "
+                     f"(anti-aliasing, shadows, reflections, skybox and haze off)"
+                     f"{', rotated 180°' if cam['rotate_180'] else ''}{crop}, resized to {cam['image_size']} px "
+                     "(area averaging)")
+    lines.append(f"- `{st['key']}`: {st['kind']} ({st['dim']}-d: {', '.join(st['names'][:6])}"
+                 f"{', ...' if st['dim'] > 6 else ''}), {st['from_env_observation']}")
+    lines.append("- instruction: " + "; ".join(f"{t}: \"{s}\"" for t, s in contract["instructions"].items()))
+    lines.append(f"- actions are {act['kind']}s, not positions: {act['meaning']}; clipped to {act['clip']}")
+    lines.append(f"- timing: chunk point k is the command for environment step {tm['env_steps_per_chunk_point']}·k "
+                 f"after the observation ({tm['control_hz']:g} Hz, {tm['chunk_size']} points, "
+                 f"{tm['chunk_duration_seconds']:.4g} s); the evaluation replans every "
+                 f"{tm['replan_every_env_steps']} environment steps")
+    ev = contract["evaluation"]
+    lines.append(f"- held-out evaluation: trained on benchmark seeds {ev['training_benchmark_seeds']}; "
+                 f"{ev['held_out_benchmark_seed']}; {ev['variation_of_episode']}; success = {ev['success']}")
+    return lines
 
 
 def push_final(folder: Path, repo_id: str, private: bool) -> None:

@@ -34,6 +34,7 @@ import torch
 
 from configuration_niaf.normalization import check_relative_action_state_indices
 
+from ..data.metaworld import CONTRACT_FILE, observation_contract
 from . import run_folder
 from .arguments import ConfigError, FinetuneConfig
 from .building import build_processor_and_model, head_parameter
@@ -244,7 +245,8 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     # nothing back from the device (shapes are still checked there).
     check = base_model.input_value_checker()
     base_model.check_inputs_in_forward = False
-    collate = Collator(processor, cameras, m.use_state, use_velocity, check=check)
+    collate = Collator(processor, cameras, m.use_state, use_velocity, check=check, image_shift=t.image_shift,
+                       seed=t.seed)
     torch_view = with_torch_format(dataset)
     sampler = EpochSampler(train_rows, t.seed)
     train_loader = torch.utils.data.DataLoader(
@@ -391,13 +393,16 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
         if p.method == "lora" and not p.save_merged:
             unwrapped.save_pretrained(tmp / "adapter")
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        provenance = data_provenance(cfg)
+        provenance, contract = data_provenance(cfg), None
         if provenance is not None:
             from ..evaluation.closed_loop import TRAINING_RECORD
 
             (tmp / TRAINING_RECORD).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
+            contract = observation_contract(provenance, export.config.chunk_size)
+            (tmp / CONTRACT_FILE).write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")
         with open(tmp / "README.md", "a", encoding="utf-8") as card:
-            card.write(training_card_section(cfg, layout, len(train_rows), len(val_rows), metrics, step, datasets_meta))
+            card.write(training_card_section(cfg, layout, len(train_rows), len(val_rows), metrics, step, datasets_meta,
+                                             contract))
         ckpt.atomic_replace_dir(tmp, out / FINAL_DIR)
         with open(out / HISTORY_FILE, "w", encoding="utf-8") as f:
             for row in history:
