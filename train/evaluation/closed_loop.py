@@ -281,8 +281,9 @@ class ObservationAblation:
         names = list(tasks)
         spare = [t for t in TASK_INSTRUCTIONS if t not in names]
         # each task's instruction is replaced by the next task's (cyclically); a lone task by an unrelated one
-        order = names[1:] + names[:1] if len(names) > 1 else spare[:1]
-        self.other = {TASK_INSTRUCTIONS.get(a, a): TASK_INSTRUCTIONS.get(b, b) for a, b in zip(names, order)}
+        order = names[1:] + names[:1] if len(names) > 1 else spare[:len(names)]
+        self.other = {TASK_INSTRUCTIONS.get(a, a): TASK_INSTRUCTIONS.get(b, b)
+                      for a, b in zip(names, order, strict=True)}
 
     def __call__(self, obs: dict[str, Any]) -> dict[str, Any]:
         out = dict(obs)
