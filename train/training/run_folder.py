@@ -328,7 +328,15 @@ def check_output_dir(cfg: FinetuneConfig) -> None:
     if t.resume:
         if not (out / RUN_CONFIG).is_file():
             raise ConfigError(f"--resume: {out} holds no niaf-train run to resume from (no {RUN_CONFIG})")
-        previous = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
+        try:
+            previous = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise ConfigError(f"--resume: {out / RUN_CONFIG} is not the JSON a niaf-train run writes "
+                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        if not isinstance(previous, dict) or not all(
+                isinstance(previous.get(k, {}), dict) for k in ("model", "data", "training")):
+            raise ConfigError(f"--resume: {out / RUN_CONFIG} must be a JSON object with 'model', 'data' and "
+                              f"'training' objects, got {type(previous).__name__}")
         defaults = FinetuneConfig().to_dict()
         for section in ("model", "data"):
             # a key the run's config predates counts as its default (a newer niaf-train added the option)
