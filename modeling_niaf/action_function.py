@@ -129,9 +129,21 @@ class ActionFunction:
         return self.batch_size
 
     def __getitem__(self, index: int | slice) -> ActionFunction:
-        """The action function(s) of some samples of the batch."""
-        if isinstance(index, int):
-            index = slice(index, index + 1 if index != -1 else None)
+        """The action function(s) of some samples of the batch.
+
+        Raises:
+            IndexError: an integer outside ``-B .. B-1`` or a slice that selects no sample (never an empty function).
+            TypeError: any other index (a bool, a float, an array).
+        """
+        if isinstance(index, (int, np.integer)) and not isinstance(index, bool):
+            if not -self.batch_size <= index < self.batch_size:
+                raise IndexError(f"ActionFunction: sample {int(index)} is out of range for a batch of {self.batch_size}")
+            start = int(index) % self.batch_size
+            index = slice(start, start + 1)
+        elif not isinstance(index, slice):
+            raise TypeError(f"ActionFunction: index must be an int or a slice, got {type(index).__name__}")
+        elif len(range(*index.indices(self.batch_size))) == 0:
+            raise IndexError(f"ActionFunction: {index} selects no sample of a batch of {self.batch_size}")
         return ActionFunction(
             self.siren, self.gamma[index], self.beta[index], self.chunk_duration,
             self.action_center, self.action_half_range, self.chunk_size, keep_graph=self.keep_graph,

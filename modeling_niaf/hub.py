@@ -406,7 +406,41 @@ def save_for_hub(
         )
 
 
+SAFETENSORS_MAX_HEADER = 100_000_000
+"""The largest header the safetensors format allows (bytes); a larger claim is a damaged file."""
+
+
+def check_weight_files(folder: str | os.PathLike) -> None:
+    """Refuse a local checkpoint whose ``*.safetensors`` files are truncated or damaged, in one line naming the
+    file and what was expected, before transformers reads them (its error names neither).
+
+    Checked per file: the 8-byte header length (at most :data:`SAFETENSORS_MAX_HEADER` and within the file),
+    the header (a JSON object) and every tensor's data range (within the file).
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return
+    for path in sorted(root.glob("*.safetensors")):
+        size = path.stat().st_size
+        expected = "a safetensors file (8-byte header length, JSON header, tensor data)"
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+                n = int.from_bytes(head, "little") if len(head) == 8 else -1
+                if n < 0 or n > SAFETENSORS_MAX_HEADER or 8 + n > size:
+                    raise ValueError(f"{path}: truncated or damaged ({size} bytes; its header claims "
+                                     f"{max(n, 0)} bytes, at most {SAFETENSORS_MAX_HEADER}); expected {expected}")
+                header = json.loads(fh.read(n))
+            ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, IndexError, AttributeError) as err:
+            raise ValueError(f"{path}: damaged header ({type(err).__name__}); expected {expected}") from None
+        if 8 + n + max(ends, default=0) > size:
+            raise ValueError(f"{path}: truncated ({size} bytes, its tensors need {8 + n + max(ends)}); expected "
+                             f"{expected}")
+
+
 __all__ = [
+    "check_weight_files",
     "CARD_TAGS",
     "CODE_FILES",
     "MODEL_AUTO_MAP",

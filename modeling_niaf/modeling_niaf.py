@@ -43,7 +43,7 @@ except ImportError:  # installed package: both live in the torch-free configurat
 # cache, so every flat file the model needs is imported here directly (numpy_function also via action_function)
 from .action_function import ActionFunction
 from .backbones import PATCHES, family_of, model_types_where
-from .hub import save_for_hub
+from .hub import check_weight_files, save_for_hub
 from .numpy_function import ActionTrajectory
 from .siren import ModulatedSiren, SineLinear, SirenReadout
 
@@ -430,10 +430,20 @@ class NiafForActionFunction(NiafPreTrainedModel):
         a warning.
         """
         reinitialize = bool(kwargs.get("ignore_mismatched_sizes", False))
+        if pretrained_model_name_or_path is not None:
+            check_weight_files(pretrained_model_name_or_path)  # a truncated file: one line naming it
         if pretrained_model_name_or_path is not None and not reinitialize:
             cls._check_checkpoint_overrides(pretrained_model_name_or_path, kwargs)
         want_info = bool(kwargs.pop("output_loading_info", False))
-        loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True, **kwargs)
+        try:
+            loaded = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True,
+                                             **kwargs)
+        except Exception as err:  # safetensors' own errors (a Hub checkpoint damaged in the cache) name no file
+            if "safetensor" not in type(err).__name__.lower():
+                raise
+            raise ValueError(f"NiafForActionFunction.from_pretrained({str(pretrained_model_name_or_path)!r}): its "
+                             f"model.safetensors is damaged ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                             "expected a complete safetensors file (download it again)") from None
         model, info = loaded
         head = getattr(model.config, "action_head", "niaf")
         if head != "niaf" and getattr(model, "action_head", None) is None:

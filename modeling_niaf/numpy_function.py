@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass, fields
@@ -46,8 +47,16 @@ LIMITS = {"omega_0": 1000.0, "chunk_size": 10_000}
 """Upper bounds `from_dict` accepts: the same as ``configuration_niaf.HEAD_LIMITS`` for ``siren_omega0`` and
 ``chunk_size`` (checked by the tests; that module needs transformers, so they are repeated here)."""
 
+CHUNK_DURATION_RANGE = (1e-4, 1e4)
+"""Accepted chunk durations T in seconds: outside it the per-second derivatives ((2/T)³ for the jerk) lose
+all precision or overflow."""
+
 MAX_FILE_BYTES = 1 << 30
 """`NumpyActionFunction.load` refuses an ``.npz`` whose arrays would take more memory than this (1 GiB)."""
+
+MAX_MEMORY_BYTES = 1 << 30
+"""What a function may hold (its float64 inputs and the evaluator's own arrays) and what one call may allocate
+for its intermediate arrays: a larger function or query is refused before it is allocated."""
 
 _DERIVATIVE_NAMES = ("position", "velocity", "acceleration", "jerk")
 _ARRAY_KEYS = ("action_center", "action_half_range", "position_offset", "readout_weight", "readout_bias",
@@ -144,8 +153,10 @@ def _resolve_tau_numpy(tau, times, num_points, duration: float, default_points: 
 class NumpyActionFunction:
     """Torch-free evaluator of a batch of action functions (numpy, float32 or float64).
 
-    The modulations are folded into per-sample weights once at construction (B·L small matrices), so each
-    query is a handful of small matrix-vector products. Same call signature and units as
+    The shared weights are kept once and the modulations as per-row scales (FiLM: ``(1+γ) ⊙ (W h)``), so the
+    memory is that of the inputs (never B·L·H² per-sample weights) and each query is a handful of small
+    matrix-vector products. A function that would hold more than [`MAX_MEMORY_BYTES`], or a call whose
+    intermediate arrays would, is refused before anything is allocated. Same call signature and units as
     [`ActionFunction`]; returns an [`ActionTrajectory`] of numpy arrays. ``position_offset`` ([B, D] or [D],
     physical units, None = zeros) is added to de-normalised positions only, as in [`ActionFunction`].
 
@@ -178,6 +189,17 @@ class NumpyActionFunction:
         dtype: type | np.dtype = np.float64,
         position_offset: np.ndarray | None = None,
     ) -> None:
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"`dtype` must be float32 or float64, got {self.dtype}.")
+        self.chunk_duration = _chunk_duration(chunk_duration, "`chunk_duration`")
+        shapes = [np.shape(gamma)] + [np.shape(w) for w in weights] + [np.shape(readout_weight)]
+        if len(shapes[0]) != 3 or any(len(x) != 2 for x in shapes[1:]):
+            raise ValueError(f"`gamma` must be [B, L, H] and the weights 2-d, got shapes {shapes}.")
+        footprint = _footprint(*shapes[0], shapes[-1][0], self.dtype.itemsize)
+        if footprint > MAX_MEMORY_BYTES:
+            raise ValueError(f"the function would hold {footprint} bytes (B, L, H = {list(shapes[0])}), more than "
+                             f"MAX_MEMORY_BYTES = {MAX_MEMORY_BYTES}.")
         # float64 copies of the inputs: everything below is computed from them, and to_dict writes them, so a
         # function rebuilt by from_dict computes exactly the same numbers (float32 inputs are widened exactly)
         self._inputs = {
@@ -192,24 +214,13 @@ class NumpyActionFunction:
         gamma, beta = self._inputs["gamma"], self._inputs["beta"]
         readout_weight, readout_bias = self._inputs["readout_weight"], self._inputs["readout_bias"]
         self.omega_0 = float(omega_0)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-            raise ValueError(f"`dtype` must be float32 or float64, got {self.dtype}.")
-        self.chunk_duration = float(chunk_duration)
         self.chunk_size = int(chunk_size)
-        # Per sample b and layer l: the transposed modulated weight (w0 (1+gamma) * W)^T, contiguous for BLAS,
-        # and the modulated bias w0 (b + beta).
-        self._wt = [
-            [
-                np.ascontiguousarray((self.omega_0 * (1.0 + gamma[s, i, :, None]) * w).T, dtype=self.dtype)
-                for i, w in enumerate(weights)
-            ]
-            for s in range(gamma.shape[0])
-        ]
-        self._b = [
-            [(self.omega_0 * (bias + beta[s, i])).astype(self.dtype) for i, bias in enumerate(biases)]
-            for s in range(gamma.shape[0])
-        ]
+        # The shared weights once, transposed and contiguous for BLAS ([in, H]); per sample b and layer l the
+        # row scale w0 (1 + gamma) and the modulated bias w0 (b + beta), [B, L, H]: the modulated layer is
+        # (w0 (1+gamma) * W) h = w0 (1+gamma) * (W h), so no per-sample weight matrix is ever built.
+        self._wt = [np.ascontiguousarray(w.T, dtype=self.dtype) for w in weights]
+        self._scale = (self.omega_0 * (1.0 + gamma)).astype(self.dtype)
+        self._b = (self.omega_0 * (np.stack(biases)[None] + beta)).astype(self.dtype)
         self._wot = np.ascontiguousarray(np.asarray(readout_weight).T, dtype=self.dtype)
         self._bo = np.asarray(readout_bias, dtype=self.dtype)
         self.action_half_range = np.asarray(action_half_range, dtype=np.float64)
@@ -230,11 +241,13 @@ class NumpyActionFunction:
         denormalize: bool = True,
         extrapolate: bool = False,
     ) -> ActionTrajectory:
-        if isinstance(derivatives, bool) or not isinstance(derivatives, int) or not 0 <= derivatives <= MAX_DERIVATIVE_ORDER:
-            raise ValueError(f"`derivatives` must be an int in 0..{MAX_DERIVATIVE_ORDER}, got {derivatives!r}.")
+        derivatives = _derivative_order(derivatives)
+        if isinstance(num_points, (int, np.integer)) and not isinstance(num_points, bool):
+            self._check_query_memory(derivatives, int(num_points))  # before linspace allocates the points
         tau_arr = _resolve_tau_numpy(tau, times, num_points, self.chunk_duration, self.chunk_size, extrapolate)
         if tau_arr.ndim == 2 and tau_arr.shape[0] != self.batch_size:
             raise ValueError(f"`tau` of shape [B, N] must have B={self.batch_size}, got {tau_arr.shape}.")
+        self._check_query_memory(derivatives, tau_arr.shape[-1])
         if self.batch_size == 1:
             out = self._evaluate_one(0, tau_arr.reshape(-1), derivatives)[:, None]  # [k+1, 1, N, D]
         else:
@@ -250,6 +263,15 @@ class NumpyActionFunction:
         time = (tau_arr + 1.0) * (self.chunk_duration / 2.0)
         return ActionTrajectory(tau=tau_arr, time=time, denormalized=denormalize, **result)
 
+    def _check_query_memory(self, derivatives: int, points: int) -> None:
+        """Refuse a call whose intermediate arrays (about 4 of [k+1, N, H] per sample, and the [k+1, B, N, D]
+        result) would exceed MAX_MEMORY_BYTES."""
+        width = max(self._wt[0].shape[1], self._wot.shape[1])
+        need = 8 * (derivatives + 1) * points * (4 * width + 2 * self.batch_size * self._wot.shape[1])
+        if need > MAX_MEMORY_BYTES:
+            raise ValueError(f"{points} query points would need about {need} bytes of intermediate arrays, more "
+                             f"than MAX_MEMORY_BYTES = {MAX_MEMORY_BYTES}; query fewer points per call.")
+
     def at(self, time: float, derivatives: int = 1, sample: int = 0) -> np.ndarray:
         """The hot path of a control loop: one sample at one time, physical units, no dataclass.
 
@@ -262,11 +284,17 @@ class NumpyActionFunction:
             [derivatives + 1, D]: position (including the sample's ``position_offset``), then velocity
             (per s), acceleration (per s²), jerk (per s³).
         """
+        if isinstance(time, bool) or not isinstance(time, (int, float, np.integer, np.floating)):
+            raise ValueError(f"`time` must be a real number of seconds, got {time!r}.")
         tau = 2.0 * float(time) / self.chunk_duration - 1.0
         if not -1.0 - TAU_TOLERANCE <= tau <= 1.0 + TAU_TOLERANCE:  # also false for NaN
             raise ValueError(f"`time` {time!r} s is outside the chunk [0, {self.chunk_duration:g}] s.")
-        if not 0 <= derivatives <= MAX_DERIVATIVE_ORDER:
-            raise ValueError(f"`derivatives` must be in 0..{MAX_DERIVATIVE_ORDER}, got {derivatives!r}.")
+        derivatives = _derivative_order(derivatives)
+        if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) \
+                or not 0 <= sample < self.batch_size:
+            raise ValueError(f"`sample` must be an int in 0..{self.batch_size - 1} (the batch holds "
+                             f"{self.batch_size} function(s)), got {sample!r}.")
+        sample = int(sample)
         out = self._evaluate_one(sample, np.array([tau], dtype=self.dtype), derivatives)[:, 0, :]
         out = out * self._scales_physical[: derivatives + 1]
         out[0] += self.action_center + self.position_offset[sample]
@@ -274,8 +302,8 @@ class NumpyActionFunction:
 
     def _evaluate_one(self, s: int, tau: np.ndarray, k: int) -> np.ndarray:
         """Orders 0..k of sample s at the points tau [N]: [k+1, N, D], normalised units per unit tau."""
-        wt, bias = self._wt[s], self._b[s]
-        du = wt[0][0]  # [H]: the first layer's u' (scalar input), constant in tau
+        wt, scale, bias = self._wt, self._scale[s], self._b[s]
+        du = scale[0] * wt[0][0]  # [H]: the first layer's u' (scalar input), constant in tau
         u = np.multiply.outer(tau.astype(self.dtype, copy=False), du) + bias[0]  # [N, H]
         sin_u = np.sin(u)
         hs = np.empty((k + 1,) + u.shape, dtype=self.dtype)
@@ -289,8 +317,8 @@ class NumpyActionFunction:
                 if k >= 3:
                     hs[3] = -cos_u * (du2 * du)
         n, width = u.shape
-        for w, b in zip(wt[1:], bias[1:], strict=True):
-            us = (hs.reshape(-1, width) @ w).reshape(k + 1, n, -1)  # one BLAS call for every order
+        for w, g, b in zip(wt[1:], scale[1:], bias[1:], strict=True):
+            us = (hs.reshape(-1, width) @ w).reshape(k + 1, n, -1) * g  # one BLAS call for every order, then FiLM
             u = us[0] + b
             sin_u = np.sin(u)
             hs = np.empty_like(us)
@@ -370,12 +398,18 @@ class NumpyActionFunction:
         if dtype not in ("float32", "float64"):
             raise ValueError(f"{source}: key 'dtype' must be 'float32' or 'float64', got {dtype!r}")
         omega_0 = _positive_number(data, "omega_0", source)
-        chunk_duration = _positive_number(data, "chunk_duration", source)
+        chunk_duration = _chunk_duration(data["chunk_duration"], f"{source}: key 'chunk_duration'")
         chunk_size = data["chunk_size"]
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) \
                 or not 1 <= chunk_size <= LIMITS["chunk_size"]:
             raise ValueError(f"{source}: key 'chunk_size' must be an int (K) in 1..{LIMITS['chunk_size']}, "
                              f"got {chunk_size!r}")
+        gamma_shape, d_shapes = _shape(data["gamma"]), [_shape(data[k]) for k in _D_KEYS]
+        if len(gamma_shape) == 3 and all(len(x) >= 1 for x in d_shapes):
+            footprint = _footprint(*gamma_shape, d_shapes[0][0], np.dtype(dtype).itemsize)
+            if footprint > MAX_MEMORY_BYTES:
+                raise ValueError(f"{source}: the function would hold {footprint} bytes (B, L, H = "
+                                 f"{list(gamma_shape)}), more than MAX_MEMORY_BYTES = {MAX_MEMORY_BYTES}")
         gamma = _array(data, "gamma", source, ("B", "L", "H"))
         b, n_layers, h = gamma.shape
         beta = _array(data, "beta", source, ("B", "L", "H"), (b, n_layers, h))
@@ -387,11 +421,10 @@ class NumpyActionFunction:
         weights = [_array(data["weights"], i, source, ("H", "in"), (h, 1 if i == 0 else h), f"weights[{i}]")
                    for i in range(n_layers)]
         biases = [_array(data["biases"], i, source, ("H",), (h,), f"biases[{i}]") for i in range(n_layers)]
-        readout_weight = _array(data, "readout_weight", source, ("D", "H"))
-        d = readout_weight.shape[0]
-        if readout_weight.shape[1] != h:
-            raise ValueError(f"{source}: key 'readout_weight' must have shape [D, H] with H = {h} (from 'gamma'), "
-                             f"got {list(readout_weight.shape)}")
+        # D, the action dimension, is what most of the keys that carry it agree on: the odd one out is named
+        sizes = [x[0] if len(x) >= 1 else None for x in d_shapes]
+        d = max((v for v in sizes if v), key=lambda v: (sizes.count(v), v == sizes[1]), default=0)
+        readout_weight = _array(data, "readout_weight", source, ("D", "H"), (d, h))
         return cls(
             weights=weights,
             biases=biases,
@@ -449,8 +482,15 @@ class NumpyActionFunction:
         suffix = path.suffix.lower()
         if suffix not in (".json", ".npz"):
             raise ValueError(f"{source}: expected a .json or .npz file written by NumpyActionFunction.save")
-        if not path.is_file():
-            raise FileNotFoundError(f"{source}: no such file")
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{source}: no such file") from None
+        except OSError as err:
+            raise ValueError(f"{source}: cannot be read ({err.strerror})") from None
+        if not stat.S_ISREG(mode):  # a FIFO would block the control process forever, a device read endlessly
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a folder" if stat.S_ISDIR(mode) else "a device or socket"
+            raise ValueError(f"{source}: {kind}, not a regular file written by NumpyActionFunction.save")
         if suffix == ".json":
             try:
                 data = json.loads(path.read_text(encoding="utf-8"))
@@ -459,6 +499,40 @@ class NumpyActionFunction:
         else:
             data = _read_npz(path, source)
         return cls.from_dict(data, source=source)
+
+
+_D_KEYS = ("readout_weight", "action_center", "readout_bias", "action_half_range")
+"""Keys whose first axis is the action dimension D."""
+
+
+def _footprint(batch: int, layers: int, width: int, dim: int, itemsize: int) -> int:
+    """Bytes a function of this shape holds: float64 inputs plus the evaluator's arrays in ``itemsize``."""
+    shared = layers * width * width + layers * width + dim * width + 3 * dim
+    per_sample = 2 * batch * layers * width + batch * dim
+    return 8 * (shared + per_sample) + itemsize * (layers * width * width + dim * width + dim + 2 * batch * layers * width)
+
+
+def _shape(value: Any) -> tuple[int, ...]:
+    """The shape of nested lists or an array without copying it; () when ragged (refused later, by name)."""
+    try:
+        return tuple(np.shape(value))
+    except (ValueError, TypeError):
+        return ()
+
+
+def _chunk_duration(value: Any, name: str) -> float:
+    low, high = CHUNK_DURATION_RANGE
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(float(value)) and low <= float(value) <= high):
+        raise ValueError(f"{name} must be a number of seconds in [{low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
+def _derivative_order(derivatives: Any) -> int:
+    if isinstance(derivatives, bool) or not isinstance(derivatives, (int, np.integer)) \
+            or not 0 <= derivatives <= MAX_DERIVATIVE_ORDER:
+        raise ValueError(f"`derivatives` must be an int in 0..{MAX_DERIVATIVE_ORDER}, got {derivatives!r}.")
+    return int(derivatives)
 
 
 def _positive_number(data: dict, key: str, source: str) -> float:
@@ -536,4 +610,5 @@ def _read_npz(path: Path, source: str) -> dict[str, Any]:
     return data
 
 
-__all__ = ["ActionTrajectory", "FORMAT_VERSION", "MAX_DERIVATIVE_ORDER", "NumpyActionFunction", "TAU_TOLERANCE"]
+__all__ = ["ActionTrajectory", "CHUNK_DURATION_RANGE", "FORMAT_VERSION", "MAX_DERIVATIVE_ORDER", "MAX_MEMORY_BYTES",
+           "NumpyActionFunction", "TAU_TOLERANCE"]

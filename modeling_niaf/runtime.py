@@ -38,8 +38,10 @@ needs, at every tick, a desired position, velocity and acceleration. [`ActionStr
   commanded velocity·dt) that converges back to the source. Such a command has ``limited=True``, is counted
   in [`ActionStream.num_limited`] and described in [`ActionStream.last_violation`].
 * **Faults.** A function that raises or returns a non-finite value when [`ActionStream.command`] queries it
-  is dropped: the command stops from the last good command (then holds), an error is logged and kept in
-  [`ActionStream.last_fault`]. No exception from an action function reaches the control loop.
+  (alone, or as the old or new side of a switch) is dropped: the command stops from the last good command
+  (then holds), an error is logged and kept in [`ActionStream.last_fault`]. A function that fails while
+  [`ActionStream.submit`] checks it or builds the switch to it is refused and changes nothing. No exception
+  from an action function reaches the control loop, on any path.
 
 The module needs only numpy and imports neither torch nor transformers (``import modeling_niaf.runtime`` in a
 control process pays for numpy only). It consumes anything that follows [`ActionFunctionLike`]: NIAF's
@@ -552,19 +554,33 @@ class ActionStream:
         the function raised, returned the wrong shape, or a non-finite value on the probe grid over
         ``[now - observation_time, T]``; velocity, position-limit or position-jump checks failed.
         Raises ValueError for caller errors (non-finite or backward times, observation in the future, an
-        object without ``chunk_duration``).
+        object without a finite positive ``chunk_duration``). Anything the function itself raises (its
+        ``chunk_duration`` property, ``to_numpy()``, a call on the probe grid, at the chunk's end or while the
+        switch is built) is a refusal: no exception from the function leaves ``submit``.
         """
         observation_time = _time("observation_time", observation_time)
         now = _time("now", now)
         self._check_clock("now", now)
         if observation_time > now + TIME_TOLERANCE:
             raise ValueError(f"`observation_time` ({observation_time} s) is later than `now` ({now} s).")
-        duration = getattr(fn, "chunk_duration", None)
-        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
-            raise ValueError(f"`fn` must have a positive `chunk_duration` in seconds, got {duration!r}.")
+        try:
+            duration = getattr(fn, "chunk_duration", None)
+        except Exception as err:  # a property that raises: the function is faulty, not the caller's call
+            return self._refuse(f"reading `chunk_duration` failed: {type(err).__name__}: {err}")
+        if isinstance(duration, bool) or not isinstance(duration, (int, float, np.floating, np.integer)) \
+                or not (math.isfinite(duration) and duration > 0):
+            raise ValueError(f"`fn` must have a finite positive `chunk_duration` in seconds, got {duration!r}.")
+        try:  # everything below runs the function: whatever it raises is a refusal, never the caller's exception
+            return self._check_and_switch(fn, float(duration), observation_time, now)
+        except Exception as err:
+            return self._refuse(f"the function failed while it was checked or switched to: {type(err).__name__}: "
+                                f"{err}")
+
+    def _check_and_switch(self, fn: ActionFunctionLike, duration: float, observation_time: float,
+                          now: float) -> bool:
+        """The body of [`submit`] once the caller's arguments are valid (any exception is the function's)."""
         if hasattr(fn, "to_numpy") and callable(fn.to_numpy):
             fn = fn.to_numpy()
-        duration = float(duration)
         latency = now - observation_time
         if latency > self.max_latency:
             return self._refuse(
@@ -606,13 +622,18 @@ class ActionStream:
             return self._refuse(f"evaluation failed at the chunk's end: {type(err).__name__}: {err}")
         if not all(np.all(np.isfinite(x)) for x in new.end_state):
             return self._refuse("non-finite state at the chunk's end")
+        # the switch is built completely before it replaces the source in force: a function that fails here
+        # (or gives a non-finite offset) is refused and the stream goes on with what it followed
         if self.blend_duration > 0.0 and self.switch == "offset_decay":
-            self._source = _OffsetDecaySource(self._current_state(now), new, now, self.blend_duration)
+            switched: _Source = _OffsetDecaySource(self._current_state(now), new, now, self.blend_duration)
+            if not all(np.all(np.isfinite(x)) for x in switched.delta):
+                return self._refuse("non-finite offset between the command and the function at the switch")
         elif self.blend_duration > 0.0:
             self._current_state(now)  # drops finished blends, and a source that has failed since
-            self._source = _BlendSource(self._source, new, now, self.blend_duration)
+            switched = _BlendSource(self._source, new, now, self.blend_duration)
         else:
-            self._source = new
+            switched = new
+        self._source = switched
         self._anchor = observation_time
         self._last_time = now
         self.num_accepted += 1

@@ -226,8 +226,8 @@ _DROP = object()
         ({"omega_0": 1e300}, "key 'omega_0' must be a finite number > 0 and <= 1000"),
         ({"omega_0": 10**400}, "key 'omega_0' must be a finite number > 0"),
         ({"omega_0": [30.0]}, "key 'omega_0' must be a finite number > 0"),
-        ({"chunk_duration": float("nan")}, "key 'chunk_duration' must be a finite number > 0"),
-        ({"chunk_duration": "0.45"}, "key 'chunk_duration' must be a finite number > 0"),
+        ({"chunk_duration": float("nan")}, "key 'chunk_duration' must be a number of seconds in [0.0001, 10000]"),
+        ({"chunk_duration": "0.45"}, "key 'chunk_duration' must be a number of seconds in [0.0001, 10000]"),
         ({"chunk_size": True}, "key 'chunk_size' must be an int (K)"),
         ({"chunk_size": 2.5}, "key 'chunk_size' must be an int (K) in 1..10000"),
         ({"chunk_size": 10**30}, "key 'chunk_size' must be an int (K) in 1..10000"),
@@ -240,7 +240,7 @@ _DROP = object()
         ({"weights": "abc"}, "key 'weights' must be a list of L = 2 arrays"),
         ({"biases": [[0.0] * 16]}, "key 'biases' must be a list of L = 2 arrays"),
         ({"weights": [[[0.0, 0.0]] * 16, [[0.0] * 16] * 16]}, "key weights[0] must have shape [H, in] = [16, 1]"),
-        ({"readout_weight": [[0.0] * 15] * 3}, "key 'readout_weight' must have shape [D, H] with H = 16"),
+        ({"readout_weight": [[0.0] * 15] * 3}, "key 'readout_weight' must have shape [D, H] = [3, 16]"),
         ({"readout_bias": [0.0] * 4}, "key 'readout_bias' must have shape [D] = [3]"),
         ({"position_offset": [0.0, 0.0, 0.0]}, "key 'position_offset' must have shape [B, D] = [2, 3]"),
         ({"action_half_range": None}, "key 'action_half_range' must be a numeric array"),
@@ -351,3 +351,129 @@ def test_public_names_and_auto_registration_on_first_model_side_use(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Bounded memory, degenerate durations, argument types, batch indexing, FIFOs, the key at fault
+# --------------------------------------------------------------------------------------------------------
+def _wide(batch: int, layers: int, width: int, dim: int = 4, seed: int = 0) -> dict:
+    """A function whose per-sample weights (B·L·H²) would be far larger than its arrays (L·H² + B·L·H)."""
+    rng = np.random.default_rng(seed)
+    weights = [rng.uniform(-1, 1, (width, 1))] + [rng.uniform(-0.01, 0.01, (width, width)) for _ in range(layers - 1)]
+    return dict(weights=weights, biases=[rng.uniform(-1, 1, width) for _ in range(layers)],
+                readout_weight=rng.normal(0, 0.01, (dim, width)), readout_bias=np.zeros(dim), omega_0=30.0,
+                gamma=rng.normal(0, 0.1, (batch, layers, width)), beta=rng.normal(0, 0.1, (batch, layers, width)),
+                chunk_duration=0.5, action_center=np.zeros(dim), action_half_range=np.ones(dim))
+
+
+def test_load_allocates_in_proportion_to_the_file_not_to_per_sample_weights(tmp_path):
+    """B = 64, L = 3, H = 384: per-sample weights would be 64·3·384²·8 B = 226 MB from 4.6 MB of arrays. Loading
+    and evaluating stay within a small multiple of the arrays, and the modulation form gives the per-sample
+    weights' numbers."""
+    import tracemalloc
+
+    kwargs = _wide(64, 3, 384)
+    NumpyActionFunction(**kwargs).save(tmp_path / "wide.npz")
+    arrays = sum(np.asarray(v).nbytes for v in kwargs.values() if isinstance(v, np.ndarray))
+    arrays += sum(w.nbytes for w in kwargs["weights"]) + sum(b.nbytes for b in kwargs["biases"])
+    tracemalloc.start()
+    try:
+        fn = NumpyActionFunction.load(tmp_path / "wide.npz")
+        fn.at(0.2, 3, sample=63)
+        fn(num_points=20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 6 * arrays < 64 * 3 * 384 * 384 * 8 / 5, (peak, arrays)
+    # reference: the per-sample modulated weights, built explicitly for one sample
+    s, t = 17, np.array([0.0, 0.13, 0.5])
+    h = np.sin(30.0 * (1 + kwargs["gamma"][s, 0]) * kwargs["weights"][0][:, 0] * (2 * t[:, None] / 0.5 - 1)
+               + 30.0 * (kwargs["biases"][0] + kwargs["beta"][s, 0]))
+    for layer in (1, 2):
+        w = 30.0 * (1 + kwargs["gamma"][s, layer])[:, None] * kwargs["weights"][layer]
+        h = np.sin(h @ w.T + 30.0 * (kwargs["biases"][layer] + kwargs["beta"][s, layer]))
+    want = h @ kwargs["readout_weight"].T
+    got = fn(times=np.broadcast_to(t, (64, 3)).copy(), derivatives=0).position[s]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-13)
+
+
+def test_memory_cap_bounds_what_a_function_holds_and_a_call_allocates(good, tmp_path, monkeypatch):
+    from modeling_niaf import numpy_function
+
+    fn = NumpyActionFunction.from_dict(good)
+    with pytest.raises(ValueError, match="query points would need about .* MAX_MEMORY_BYTES"):
+        fn(num_points=10**10)  # refused before np.linspace allocates 80 GB
+    with pytest.raises(ValueError, match="query points would need"):
+        fn(tau=np.zeros(2 * 10**7))
+    monkeypatch.setattr(numpy_function, "MAX_MEMORY_BYTES", 5_000)
+    with pytest.raises(ValueError, match=r"^NumpyActionFunction.from_dict: the function would hold \d+ bytes"):
+        NumpyActionFunction.from_dict(good)
+    fn.save(tmp_path / "plan.npz")
+    with pytest.raises(ValueError, match="the function would hold"):
+        NumpyActionFunction.load(tmp_path / "plan.npz")
+    with pytest.raises(ValueError, match="the function would hold"):
+        NumpyActionFunction(**_wide(4, 2, 64))
+
+
+@pytest.mark.parametrize("duration", [1e-300, 0.0, -1.0, float("inf"), float("nan"), 1e300, "0.45", True])
+def test_degenerate_chunk_durations_are_refused_everywhere(good, duration):
+    with pytest.raises(ValueError, match=r"chunk_duration.* must be a number of seconds in \[0.0001, 10000\]"):
+        NumpyActionFunction.from_dict(_bad(good, chunk_duration=duration))
+    with pytest.raises(ValueError, match="chunk_duration"):
+        NumpyActionFunction(**{**_wide(1, 2, 8), "chunk_duration": duration})
+
+
+def test_numpy_scalars_are_accepted_and_wrong_types_named(good):
+    fn = NumpyActionFunction(**{**_wide(1, 2, 8), "chunk_duration": np.float32(0.5)})
+    assert fn.chunk_duration == float(np.float32(0.5))
+    out = fn.at(np.float32(0.25), np.int64(3), np.int64(0))
+    assert out.shape == (4, 4) and np.all(np.isfinite(out))
+    assert fn(times=[0.1], derivatives=np.int64(2)).acceleration.shape == (1, 1, 4)
+    for kwargs, needle in [({"derivatives": 1.5}, "`derivatives` must be an int in 0..3, got 1.5"),
+                           ({"derivatives": True}, "`derivatives` must be an int"),
+                           ({"sample": 5}, "`sample` must be an int in 0..0 (the batch holds 1 function(s)), got 5"),
+                           ({"sample": -1}, "`sample` must be an int in 0..0"),
+                           ({"sample": 0.0}, "`sample` must be an int"),
+                           ({"time": "0.1"}, "`time` must be a real number of seconds")]:
+        with pytest.raises(ValueError) as err:
+            fn.at(**{"time": 0.1, **kwargs})
+        assert needle in str(err.value)
+    with pytest.raises(ValueError, match="`derivatives` must be an int in 0..3, got 1.5"):
+        fn(times=[0.1], derivatives=1.5)
+
+
+def test_indexing_a_batch_out_of_range_is_an_error(model_and_inputs):
+    model, inputs = model_and_inputs
+    fn = model.predict_action_function(**inputs)  # B = 2
+    assert len(fn[1]) == 1 and len(fn[-2]) == 1 and len(fn[np.int64(1)]) == 1 and len(fn[0:5]) == 2
+    torch.testing.assert_close(fn[-1].gamma, fn.gamma[1:2])
+    for index in (2, -3, 10**6):
+        with pytest.raises(IndexError, match=f"sample {index} is out of range for a batch of 2"):
+            fn[index]
+    for index in (slice(2, 5), slice(1, 1)):
+        with pytest.raises(IndexError, match="selects no sample of a batch of 2"):
+            fn[index]
+    for index in (True, 0.0, np.array([0])):
+        with pytest.raises(TypeError, match="index must be an int or a slice"):
+            fn[index]
+
+
+def test_a_fifo_or_folder_as_plan_file_is_named_not_waited_on(tmp_path):
+    os.mkfifo(tmp_path / "plan.npz")
+    (tmp_path / "dir.json").mkdir()
+    for name, kind in (("plan.npz", "a FIFO"), ("dir.json", "a folder")):
+        with pytest.raises(ValueError) as err:
+            NumpyActionFunction.load(tmp_path / name)
+        message = str(err.value)
+        assert message == (f"NumpyActionFunction.load({str(tmp_path / name)!r}): {kind}, not a regular file written "
+                           "by NumpyActionFunction.save")
+
+
+@pytest.mark.parametrize("key", ["readout_weight", "readout_bias", "action_center", "action_half_range"])
+def test_a_missing_row_is_blamed_on_the_key_that_lacks_it(good, key):
+    """D is what most keys agree on: the one key with a row too few is the one named."""
+    data = _bad(good)
+    data[key] = data[key][:-1]
+    with pytest.raises(ValueError) as err:
+        NumpyActionFunction.from_dict(data)
+    assert f"key '{key}' must have shape" in str(err.value) and "= [3" in str(err.value), str(err.value)

@@ -450,3 +450,26 @@ def test_entry_files_import_every_flat_file_they_need_directly():
     for entry in ("modeling_niaf", "processing_niaf"):
         missing = reachable(entry) - direct(entry) - copied_with_config
         assert not missing, f"{entry}.py reaches {sorted(missing)} only through another flat file"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "oversized_header", "short_header", "garbage_header"])
+def test_damaged_model_safetensors_is_one_line_naming_the_file(tmp_path, damage):
+    from modeling_niaf import NiafForActionFunction
+
+    folder = tmp_path / "ckpt"
+    make_model("florence2").save_pretrained(folder)
+    path = folder / "model.safetensors"
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "oversized_header":
+        path.write_bytes((10**12).to_bytes(8, "little") + data[8:])
+    elif damage == "short_header":
+        path.write_bytes(data[:5])
+    else:
+        n = int.from_bytes(data[:8], "little")
+        path.write_bytes(data[:8] + b"\xff" * n + data[8 + n:])
+    with pytest.raises(ValueError) as err:
+        NiafForActionFunction.from_pretrained(folder)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message and "expected a safetensors file" in message

@@ -436,3 +436,103 @@ def test_niaf_action_function_is_streamed_with_its_analytic_derivatives():
         np.testing.assert_allclose(c[name], getattr(ref, name)[0].numpy(), rtol=1e-9, atol=1e-9)
     p, v, _, _ = evaluate_function(fn.to_numpy(), times, 2)
     np.testing.assert_allclose(p, c["position"], atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exception safety: every path of ActionStream turns a faulting function into a refusal or a safe stop
+# ---------------------------------------------------------------------------------------------------------------
+class FaultAfter(SineFunction):
+    """A sine function whose calls from the (n+1)-th on raise (``fault="raise"``) or return NaN (``"nan"``)."""
+
+    def __init__(self, seed: int, ok_calls: int, fault: str = "raise", **kw):
+        base = sine(seed, **kw)
+        super().__init__(base.a, base.w, base.ph, base.c, chunk_duration=base.chunk_duration)
+        self.ok_calls, self.fault = ok_calls, fault
+
+    def __call__(self, times=None, derivatives=3, **kwargs):
+        if self.calls >= self.ok_calls:
+            self.calls += 1
+            if self.fault == "raise":
+                raise RuntimeError("the policy's function broke")
+            t = super().__call__(times=times, derivatives=derivatives)
+            return _Traj(*(np.full_like(x, np.nan) for x in (t.position, t.velocity, t.acceleration, t.jerk)))
+        return super().__call__(times=times, derivatives=derivatives)
+
+
+class BadAttribute(SineFunction):
+    """A sine function whose ``chunk_duration`` property or ``to_numpy()`` raises."""
+
+    def __init__(self, what: str):
+        base = sine(3)
+        super().__init__(base.a, base.w, base.ph, base.c)
+        self.what = what
+
+    def __getattribute__(self, name):
+        if name == object.__getattribute__(self, "what"):
+            raise RuntimeError(f"{name} broke")
+        return super().__getattribute__(name)
+
+    def to_numpy(self):
+        return self
+
+
+def _assert_safe(stream: ActionStream, start: float, stop_duration: float) -> None:
+    """Every later command is finite and the stream ends at rest (a stop, or the old plan's own end)."""
+    for t in np.arange(start, start + 2.0, 0.002):
+        c = stream.command(t)
+        assert all(np.all(np.isfinite(x)) for x in (c.position, c.velocity, c.acceleration, c.jerk))
+    np.testing.assert_array_equal(stream.command(start + 2.0).velocity, 0.0)
+
+
+@pytest.mark.parametrize("switch", ["crossfade", "offset_decay"])
+@pytest.mark.parametrize("where", ["chunk_duration", "to_numpy", "probe", "chunk_end", "switch", "switch_nan"])
+def test_submit_refuses_a_function_that_faults_on_any_path(switch, where):
+    """No exception leaves submit(): the function's failure at each step of submit is a refusal that changes
+    nothing (the same commands as a stream that never saw it)."""
+    streams = [ActionStream(np.zeros(3), 0.0, blend_duration=0.1, switch=switch, stop_duration=0.2)
+               for _ in range(2)]
+    for s in streams:
+        assert s.submit(sine(1), 0.0, 0.0)
+        s.command(0.05)
+    stream, reference = streams
+    fn = {"chunk_duration": lambda: BadAttribute("chunk_duration"), "to_numpy": lambda: BadAttribute("to_numpy"),
+          "probe": lambda: FaultAfter(2, 0), "chunk_end": lambda: FaultAfter(2, 1),
+          "switch": lambda: FaultAfter(2, 2), "switch_nan": lambda: FaultAfter(2, 2, "nan")}[where]()
+    accepted = stream.submit(fn, observation_time=0.08, now=0.1)
+    if switch == "crossfade" and where.startswith("switch"):
+        # a crossfade evaluates nothing more at the switch: the fault surfaces in command(), as a stop
+        assert accepted
+        c = stream.command(0.11)
+        assert stream.num_faults == 1 and ("broke" in stream.last_fault or where == "switch_nan")
+        assert c.mode == "stop" and np.all(np.isfinite(c.position))
+        _assert_safe(stream, 0.11, 0.2)
+        return
+    assert accepted is False and stream.num_refused == 1 and stream.num_faults == 0
+    for t in np.arange(0.1, 1.5, 0.01):
+        got, want = stream.command(t), reference.command(t)
+        np.testing.assert_array_equal(got.position, want.position)
+
+
+@pytest.mark.parametrize("fault", ["raise", "nan"])
+@pytest.mark.parametrize("path", ["track", "crossfade_new", "crossfade_old", "offset_decay_new"])
+def test_command_turns_a_function_that_faults_on_any_path_into_a_stop(path, fault, caplog):
+    """command() never raises: the fault of the function alone, of either side of a crossfade, or of the new
+    side of an offset decay gives a smooth stop from the last good command."""
+    switch = "offset_decay" if path.startswith("offset") else "crossfade"
+    stream = ActionStream(np.zeros(3), 0.0, blend_duration=0.1, switch=switch, stop_duration=0.2)
+    first = FaultAfter(1, 10**9, fault)
+    assert stream.submit(first, 0.0, 0.0)
+    for t in np.arange(0.0, 0.1, 0.01):
+        stream.command(t)
+    if path == "track":
+        first.ok_calls = first.calls
+    else:
+        second = FaultAfter(2, 10**9, fault)
+        assert stream.submit(second, 0.09, 0.1)
+        stream.command(0.1)
+        (first if path == "crossfade_old" else second).ok_calls = 0  # fails from now on, inside the window
+    with caplog.at_level(logging.ERROR, logger="modeling_niaf.runtime"):
+        last = stream.command(0.12)
+    assert stream.num_faults == 1 and stream.last_fault and last.mode == "stop"
+    assert "stopping from the last good command" in caplog.text
+    _assert_safe(stream, 0.12, 0.2)

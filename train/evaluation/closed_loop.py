@@ -22,13 +22,15 @@ exactly as a downstream user loads it), ``expert`` (Meta-World's scripted policy
 upper bound) and ``random`` (uniform random waypoints in [-1, 1], executed like a chunk).
 
 Held-out variations: the demonstrations of a task are variations of ``MT1(task, seed=s)`` for the benchmark
-seeds ``s`` recorded in the dataset's ``info.json`` (and copied into the checkpoint as ``training_data.json``);
-the evaluation draws its variations from another benchmark seed and refuses one that was used in training.
+seeds ``s`` recorded in the dataset's ``info.json`` (and copied into the checkpoint as ``training_data.json``;
+the model card's configuration names them too). The evaluation checks every record against the others
+(:mod:`.provenance`), draws its variations from benchmark seeds none of them used, and refuses a seed that was
+used in training. Episode i runs variation ``i % 50`` of the ``i // 50``-th held-out seed, so no variation is
+run twice.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -48,10 +50,21 @@ from ..data.metaworld import (
     METAWORLD_FPS,
     STATE_KINDS,
     TASK_INSTRUCTIONS,
+    VARIATIONS_PER_BENCHMARK,
     MetaWorldScene,
     camera_crops,
     check_state_kind,
-    read_provenance,
+)
+from .provenance import (
+    DEFAULT_EVAL_SEED,
+    MAX_BENCHMARK_SEED,
+    TRAINING_RECORD,
+    ProvenanceError,
+    held_out_seeds,
+    merged_record,
+    record_seeds,
+    seeds_needed,
+    training_records,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,11 +77,12 @@ ABLATIONS = ("images", "state", "instruction", "other_instruction")
 ``state`` the state replaced by its training mean (the checkpoint's statistics); ``instruction`` an empty
 instruction; ``other_instruction`` the instruction of another task (the next one in the evaluation's task list,
 or a fixed other Meta-World task when only one is evaluated)."""
-TRAINING_RECORD = "training_data.json"
-"""File in a checkpoint folder: where its Meta-World demonstrations came from (benchmark seed, variations)."""
-DEFAULT_EVAL_SEED = 1000
-"""First benchmark seed tried for held-out variations (the next free one if training used it)."""
 ACTION_DIM = 4
+MAX_EPISODES = 5000
+"""Episodes per task an evaluation accepts (100 benchmark seeds of 50 distinct variations each)."""
+EPISODE_SECONDS = MAX_PATH_LENGTH / METAWORLD_FPS
+"""The longest Meta-World episode (6.25 s): the bound on ``latency_ms`` and ``blend_ms``."""
+MAX_IMAGE_SIZE = 1024
 
 
 class EvalError(ValueError):
@@ -81,9 +95,9 @@ class EvalSettings:
 
     tasks: list[str]
     episodes: int = 50
-    """Episodes per task; episode i runs held-out variation i % 50."""
+    """Episodes per task (1..MAX_EPISODES); episode i runs variation i % 50 of the (i // 50)-th held-out seed."""
     seed: int | None = None
-    """Benchmark seed of the held-out variations; None = the first seed >= 1000 not used in training."""
+    """First benchmark seed of the held-out variations; None = the first seed >= 1000 not used in training."""
     execution: str = "function"
     execute_hz: float = METAWORLD_FPS
     """Rate at which the controller reads a new command (must divide 80 Hz)."""
@@ -108,36 +122,66 @@ class EvalSettings:
     """Record the first episode of each task as an MP4."""
 
     def check(self) -> None:
-        if not self.tasks:
-            raise EvalError("--tasks: give at least one Meta-World task")
+        """Every setting's type and range, and the task and camera names, before anything runs.
+
+        Raises:
+            EvalError: naming the argument (as ``niaf-eval`` spells it) and what was expected.
+        """
+        if not isinstance(self.tasks, (list, tuple)) or not self.tasks \
+                or not all(isinstance(t, str) for t in self.tasks):
+            raise EvalError(f"--tasks: give at least one Meta-World task name, got {self.tasks!r}")
+        repeated = sorted({t for t in self.tasks if list(self.tasks).count(t) > 1})
+        if repeated:
+            raise EvalError(f"--tasks: {repeated} given more than once (each task is evaluated once)")
+        _int_in("--episodes", self.episodes, 1, MAX_EPISODES)
+        if self.seed is not None:
+            _int_in("--seed", self.seed, 0, MAX_BENCHMARK_SEED)
+        _int_in("--replan-every", self.replan_every, 1, MAX_PATH_LENGTH)
+        _int_in("--max-steps", self.max_steps, 1, MAX_PATH_LENGTH)
+        _int_in("--image-size", self.image_size, 1, MAX_IMAGE_SIZE)
+        for name, value in (("--execute-hz", self.execute_hz), ("--latency-ms", self.latency_ms),
+                            ("--blend-ms", self.blend_ms)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise EvalError(f"{name} must be a number, got {value!r}")
+        for name, value in (("--latency-ms", self.latency_ms), ("--blend-ms", self.blend_ms)):
+            if not (math.isfinite(value) and 0 <= value <= 1000 * EPISODE_SECONDS):
+                raise EvalError(f"{name} must be in [0, {1000 * EPISODE_SECONDS:g}] ms (one {MAX_PATH_LENGTH}-step "
+                                f"episode), got {value}")
+        if not isinstance(self.cameras, (list, tuple)) or not all(isinstance(c, str) and c for c in self.cameras):
+            raise EvalError(f"--cameras must be Meta-World camera names, got {self.cameras!r}")
+        if not isinstance(self.video, bool):
+            raise EvalError(f"video must be True or False, got {self.video!r}")
+        from ..data.metaworld import _import_metaworld
+
+        metaworld, _mujoco, policy_map = _import_metaworld()
+        unknown = [t for t in self.tasks if t not in metaworld.MT1.ENV_NAMES or t not in policy_map]
+        if unknown:
+            raise EvalError(f"--tasks: unknown Meta-World MT1 task(s) {unknown}; choose from "
+                            f"{sorted(metaworld.MT1.ENV_NAMES)}")
         try:
             check_state_kind(self.state)
             camera_crops(self.crop, self.cameras)
         except ValueError as err:
             raise EvalError(f"the observation settings (the training record's state and crop): {err}") from None
-        unknown = [a for a in self.ablate if a not in ABLATIONS]
-        if unknown:
-            raise EvalError(f"--ablate must be among {ABLATIONS}, got {unknown}")
+        if not isinstance(self.ablate, (list, tuple)) or [a for a in self.ablate if a not in ABLATIONS]:
+            raise EvalError(f"--ablate must be among {ABLATIONS}, got {self.ablate!r}")
         if "instruction" in self.ablate and "other_instruction" in self.ablate:
             raise EvalError("--ablate: choose one of instruction and other_instruction")
-        if self.episodes < 1:
-            raise EvalError(f"--episodes must be >= 1, got {self.episodes}")
         if self.execution not in EXECUTIONS:
             raise EvalError(f"--execution must be one of {EXECUTIONS}, got {self.execution!r}")
         period = METAWORLD_FPS / self.execute_hz if self.execute_hz > 0 else math.inf
         if not (math.isfinite(period) and abs(period - round(period)) < 1e-9 and round(period) >= 1):
             raise EvalError(f"--execute-hz must divide Meta-World's {METAWORLD_FPS:g} Hz (80, 40, 20, 16, 10, ...), "
                             f"got {self.execute_hz}")
-        if self.replan_every < 1:
-            raise EvalError(f"--replan-every must be >= 1 environment step, got {self.replan_every}")
-        if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
-            raise EvalError(f"--latency-ms must be >= 0, got {self.latency_ms}")
-        if not 1 <= self.max_steps <= MAX_PATH_LENGTH:
-            raise EvalError(f"--max-steps must be in [1, {MAX_PATH_LENGTH}], got {self.max_steps}")
         if self.switch not in SWITCH_MODES:
             raise EvalError(f"--switch must be one of {SWITCH_MODES}, got {self.switch!r}")
-        if not (math.isfinite(self.blend_ms) and self.blend_ms >= 0):
-            raise EvalError(f"--blend-ms must be >= 0, got {self.blend_ms}")
+
+    def check_cameras(self) -> None:
+        """Build the first task's scene once (no episode) so that a bad camera is refused before any work."""
+        try:
+            MetaWorldScene(self.tasks[0], DEFAULT_EVAL_SEED, self.cameras, self.image_size, self.state, self.crop).close()
+        except ValueError as err:
+            raise EvalError(f"--cameras: {err}") from None
 
     @property
     def query_period(self) -> int:
@@ -147,6 +191,11 @@ class EvalSettings:
     @property
     def latency_steps(self) -> int:
         return int(math.ceil(self.latency_ms * 1e-3 * METAWORLD_FPS - 1e-9))
+
+
+def _int_in(name: str, value: Any, low: int, high: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= high:
+        raise EvalError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
 
 
 @dataclass
@@ -162,6 +211,8 @@ class EpisodeResult:
     switch_action_jump: float | None = None
     """Mean |new plan's dx, dy, dz − the command being executed| at the switches (no blending)."""
     actions: np.ndarray | None = field(default=None, repr=False)
+    benchmark_seed: int | None = None
+    """The MT1 benchmark seed ``variation`` belongs to."""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -322,59 +373,40 @@ class ExpertPolicy:
 # ------------------------------------------------------------------------------------------------------------
 def training_record(checkpoint: str | os.PathLike[str] | None = None,
                     train_data: str | os.PathLike[str] | None = None) -> dict[str, Any] | None:
-    """Where the training demonstrations came from (``info.json["metaworld"]`` of the dataset), or None.
+    """Where the training demonstrations came from, or None when nothing records it.
 
-    Read from ``train_data`` (a dataset folder) when given, else from the checkpoint's ``training_data.json``
-    (a local folder, or a Hub repository through the local cache).
+    Every record is read and checked (:mod:`.provenance`): the checkpoint's ``training_data.json`` and model
+    card (a local folder, or a Hub repository through the local cache) and, with ``train_data``, that
+    dataset's ``meta/info.json``. They must agree; the result is the most detailed one with the union of their
+    benchmark seeds.
+
+    Raises:
+        EvalError: a malformed record, or two that disagree (one line naming the files).
     """
-    if train_data is not None:
-        if not (Path(train_data) / "meta" / "info.json").is_file():
-            raise EvalError(f"--train-data {train_data}: not a LeRobot dataset (no meta/info.json)")
-        try:
-            record = read_provenance(train_data)
-        except ValueError as err:
-            raise EvalError(f"--train-data {err}") from None
-        if record is None:
-            raise EvalError(f"--train-data {train_data}: meta/info.json has no 'metaworld' record of its variations")
-        return record
-    if checkpoint is None:
-        return None
-    local = Path(checkpoint)
-    if local.is_dir():
-        path = local / TRAINING_RECORD
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     try:
-        from huggingface_hub import hf_hub_download
-
-        return json.loads(Path(hf_hub_download(str(checkpoint), TRAINING_RECORD)).read_text(encoding="utf-8"))
-    except Exception:  # noqa: BLE001 - no record on the Hub (or offline without it): evaluation goes on
-        return None
+        return merged_record(training_records(checkpoint, train_data))
+    except ProvenanceError as err:
+        raise EvalError(str(err)) from None
 
 
 def training_seeds(record: dict[str, Any] | None) -> list[int]:
-    """The benchmark seeds a training record says its demonstrations came from."""
-    if record is None:
-        return []
-    if "benchmark_seeds" in record:
-        return [int(s) for s in record["benchmark_seeds"]]
-    return [int(record["benchmark_seed"])]
+    """The benchmark seeds a (checked) training record says its demonstrations came from."""
+    return record_seeds(record)
 
 
 def resolve_seed(requested: int | None, record: dict[str, Any] | None) -> int:
-    """The benchmark seed of the held-out variations: ``requested`` unless training used it (error), or the
-    first seed >= :data:`DEFAULT_EVAL_SEED` that training did not use."""
-    used = set(training_seeds(record))
-    if requested is not None:
-        if requested in used:
-            raise EvalError(
-                f"--seed {requested}: the training demonstrations include variations of benchmark seed {requested}; "
-                "choose another seed so that evaluation variations are held out"
-            )
-        return int(requested)
-    seed = DEFAULT_EVAL_SEED
-    while seed in used:
-        seed += 1
-    return seed
+    """The first benchmark seed of the held-out variations (see :func:`resolve_seeds`)."""
+    return resolve_seeds(requested, record, 1)[0]
+
+
+def resolve_seeds(requested: int | None, record: dict[str, Any] | None, episodes: int) -> list[int]:
+    """The benchmark seeds ``episodes`` held-out episodes per task draw from: ``requested`` (error if training
+    used it) or the first seed >= :data:`DEFAULT_EVAL_SEED` not used in training, then the next unused seeds,
+    one per 50 episodes."""
+    try:
+        return held_out_seeds(requested, record, seeds_needed(episodes))
+    except ProvenanceError as err:
+        raise EvalError(str(err)) from None
 
 
 def load_policy(checkpoint: str | os.PathLike[str], settings: EvalSettings) -> NiafPolicy:
@@ -501,39 +533,55 @@ def run_episode(scene: MetaWorldScene, variation: int, policy: Any, settings: Ev
                          float(np.mean(switch_jumps)) if switch_jumps else None, actions)
 
 
-def evaluate(policy: Any, settings: EvalSettings, seed: int, *, progress: bool = True,
+def evaluate(policy: Any, settings: EvalSettings, seed: int | Sequence[int], *, progress: bool = True,
              video_dir: Path | None = None) -> dict[str, list[EpisodeResult]]:
-    """Run ``settings.episodes`` held-out episodes per task (variations ``i % 50`` of ``MT1(task, seed)``)."""
+    """Run ``settings.episodes`` held-out episodes per task: episode i runs variation ``i % 50`` of
+    ``MT1(task, seeds[i // 50])``, so no variation runs twice.
+
+    Args:
+        seed: the held-out benchmark seeds (:func:`resolve_seeds`), at least one per 50 episodes; a single int
+            ``s`` stands for ``s, s + 1, ...``.
+    """
     from tqdm.auto import tqdm
 
     from .report import VideoWriter
 
     settings.check()
+    need = seeds_needed(settings.episodes)
+    seeds = list(range(int(seed), int(seed) + need)) if isinstance(seed, (int, np.integer)) else [int(s) for s in seed]
+    if len(seeds) < need or len(set(seeds)) != len(seeds):
+        raise EvalError(f"evaluate: {settings.episodes} episodes per task need {need} distinct benchmark seeds, "
+                        f"got {seeds}")
     results: dict[str, list[EpisodeResult]] = {}
     bar = tqdm(total=len(settings.tasks) * settings.episodes, desc="closed-loop episodes", unit="ep",
                disable=not progress)
     for task in settings.tasks:
-        try:
-            scene = MetaWorldScene(task, seed, settings.cameras, settings.image_size, settings.state, settings.crop)
-        except ValueError as err:
-            raise EvalError(f"--tasks: {err}") from err
+        scene: MetaWorldScene | None = None
         try:
             results[task] = []
             for i in range(settings.episodes):
+                bench_seed = seeds[i // VARIATIONS_PER_BENCHMARK]
+                if scene is None or scene.benchmark_seed != bench_seed:
+                    if scene is not None:
+                        scene.close()
+                    scene = MetaWorldScene(task, bench_seed, settings.cameras, settings.image_size, settings.state,
+                                           settings.crop)
                 writer = None
                 if settings.video and video_dir is not None and i == 0:
                     writer = VideoWriter(video_dir / f"{task}.mp4", scene, settings.cameras[0] if settings.cameras else None)
                 try:
-                    res = run_episode(scene, i % scene.num_variations, policy, settings,
+                    res = run_episode(scene, i % VARIATIONS_PER_BENCHMARK, policy, settings,
                                       frame_hook=writer.add if writer else None)
                 finally:
                     if writer is not None:
                         writer.close()
+                res.benchmark_seed = bench_seed
                 results[task].append(res)
                 bar.update(1)
                 bar.set_postfix_str(f"{task} {sum(r.success for r in results[task])}/{len(results[task])}")
         finally:
-            scene.close()
+            if scene is not None:
+                scene.close()
     bar.close()
     return results
 
@@ -550,6 +598,7 @@ __all__ = [
     "ObservationAblation",
     "POLICIES",
     "RandomPolicy",
+    "MAX_EPISODES",
     "TRAINING_RECORD",
     "WaypointFunction",
     "evaluate",
@@ -557,6 +606,7 @@ __all__ = [
     "load_policy",
     "observation_ablation",
     "resolve_seed",
+    "resolve_seeds",
     "run_episode",
     "training_record",
 ]

@@ -35,9 +35,17 @@ def _finite_mean(values: Sequence[float | None]) -> float | None:
 
 def summarize(results: dict[str, list[Any]]) -> dict[str, Any]:
     """Per task: success rate, its 95 % Wilson interval, episodes, mean steps to success, mean squared jerk and
-    SPARC of the executed actions; ``mean_success`` over tasks."""
+    SPARC of the executed actions; ``mean_success`` over tasks.
+
+    Every episode of a task must run another (benchmark seed, variation): a repeat is refused (ValueError),
+    since the interval counts each episode as an independent trial."""
     tasks = {}
     for task, episodes in results.items():
+        trials = [(getattr(e, "benchmark_seed", None), e.variation) for e in episodes]
+        repeated = sorted({t for t in trials if trials.count(t) > 1}, key=str)
+        if repeated:  # a deterministic policy replays a repeated variation: it is not a new Bernoulli trial
+            raise ValueError(f"summarize: task {task} runs (benchmark seed, variation) {repeated[:3]} more than "
+                             "once; the Wilson interval needs independent trials")
         n = len(episodes)
         wins = sum(e.success for e in episodes)
         low, high = wilson_interval(wins, n)
@@ -48,6 +56,7 @@ def summarize(results: dict[str, list[Any]]) -> dict[str, Any]:
             "sparc": _finite_mean([e.sparc for e in episodes]),
             "switch_action_jump": _finite_mean([e.switch_action_jump for e in episodes]),
             "variations": [e.variation for e in episodes],
+            "benchmark_seeds": [getattr(e, "benchmark_seed", None) for e in episodes],
             "success_per_episode": [bool(e.success) for e in episodes],
         }
     mean = float(np.mean([t["success_rate"] for t in tasks.values()])) if tasks else float("nan")

@@ -109,6 +109,22 @@ def atomic_replace_dir(tmp: Path, final: Path) -> None:
     _fsync_dir(final.parent)
 
 
+def write_error(folder: Path, err: BaseException) -> OSError:
+    """The OSError (file and cause, one line) for a checkpoint that could not be written: torch.save reports a
+    full disk as a RuntimeError from its zip writer, which names neither."""
+    import errno
+
+    try:
+        free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
+    except OSError:
+        free = -1
+    first = str(err).splitlines()[0] if str(err) else type(err).__name__
+    if "inline_container" in first or "file write failed" in first or 0 <= free < (64 << 20):
+        return OSError(errno.ENOSPC, f"writing the checkpoint failed: no space left on the device ({free} bytes "
+                                     "free)", str(folder))
+    return OSError(errno.EIO, f"writing the checkpoint failed ({type(err).__name__}: {first})", str(folder))
+
+
 def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
     return json.loads((checkpoint / STATE_FILE).read_text(encoding="utf-8"))
 

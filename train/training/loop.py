@@ -286,11 +286,15 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         accelerator.wait_for_everyone()
-        accelerator.save_state(str(tmp / "training_state"))
+        try:
+            accelerator.save_state(str(tmp / "training_state"))
+            if main:
+                unwrapped = accelerator.unwrap_model(model)
+                export = _export_model(unwrapped, p.method == "lora")
+                export.save_pretrained(tmp / "model", processor=processor)
+        except RuntimeError as err:  # torch.save reports a full disk as a RuntimeError from inline_container.cc
+            raise ckpt.write_error(tmp, err) from None
         if main:
-            unwrapped = accelerator.unwrap_model(model)
-            export = _export_model(unwrapped, p.method == "lora")
-            export.save_pretrained(tmp / "model", processor=processor)
             ckpt.commit(out, at_step, {"step": at_step, "micro_batches": consumed, "history": history}, t.save_total_limit)
         accelerator.wait_for_everyone()
 

@@ -61,9 +61,11 @@ class RunLock:
     def __init__(self, output_dir: Path) -> None:
         self.path = Path(output_dir) / LOCK_FILE
         self._fd: int | None = None
+        self._created: list[Path] = []
 
     def acquire(self) -> RunLock:
         try:
+            self._created = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
@@ -87,10 +89,20 @@ class RunLock:
         return self
 
     def release(self) -> None:
+        """Drop the lock. A folder the lock created and in which the run wrote nothing (it was refused before
+        its first file, e.g. for a bad data path) is removed with the lock file: a refusal leaves no folder."""
         if self._fd is not None:
+            if self._created and [p.name for p in self.path.parent.iterdir()] == [LOCK_FILE]:
+                self.path.unlink(missing_ok=True)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+        for folder in self._created:  # deepest first; only while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        self._created = []
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -316,7 +328,15 @@ def check_output_dir(cfg: FinetuneConfig) -> None:
     if t.resume:
         if not (out / RUN_CONFIG).is_file():
             raise ConfigError(f"--resume: {out} holds no niaf-train run to resume from (no {RUN_CONFIG})")
-        previous = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
+        try:
+            previous = json.loads((out / RUN_CONFIG).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+            raise ConfigError(f"--resume: {out / RUN_CONFIG} is not the JSON a niaf-train run writes "
+                              f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+        if not isinstance(previous, dict) or not all(
+                isinstance(previous.get(k, {}), dict) for k in ("model", "data", "training")):
+            raise ConfigError(f"--resume: {out / RUN_CONFIG} must be a JSON object with 'model', 'data' and "
+                              f"'training' objects, got {type(previous).__name__}")
         defaults = FinetuneConfig().to_dict()
         for section in ("model", "data"):
             # a key the run's config predates counts as its default (a newer niaf-train added the option)

@@ -228,3 +228,53 @@ def test_hub_dataset_id_from_a_prefilled_cache_offline(tmp_path, capsys, monkeyp
     assert len(load_chunks(cfg)) == 13
     with pytest.raises(ConfigError, match="data.path someone/other: not a local folder"):
         load_chunks(build_config(None, ["--data.source", "lerobot", "--data.path", "someone/other"]))
+
+
+@pytest.mark.parametrize("revision", ["../../../outside", "v1/../../../../outside", ".hidden", "x.lock",
+                                      "main~1", "a//b"])
+def test_hub_revision_that_is_no_ref_name_is_refused_before_the_cache_is_read(tmp_path, capsys, monkeypatch, revision):
+    """A revision is a commit hash or a git ref name, checked before huggingface_hub joins it into cache paths;
+    niaf-train then leaves no output folder (not even its lock file)."""
+    from huggingface_hub import constants
+    from niaf_train.training.arguments import ConfigError, build_config
+    from niaf_train.training.loop import train
+
+    src = random_lerobot_episodes(n=2, lengths=[7, 6], seed=23)
+    local = write_lerobot_v3_fixture(tmp_path / "ds", src, fps=10)
+    hub_cache = tmp_path / "hf_home" / "hub"
+    _prefill_hub_cache(hub_cache, "someone/tiny-robot", local, revision="v1")
+    # what the traversal would reach: a ref-like file outside the cache naming a dataset outside it
+    (tmp_path / "outside").write_text(str(local))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, ["inspect", "--format", "lerobot", f"someone/tiny-robot@{revision}",
+                                   "--cache-dir", str(tmp_path / "c"), "--chunk-size", "3"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert f"revision {revision!r} is not a commit hash or a git branch/tag name" in err
+    run_dir = tmp_path / "runs" / "new"
+    cfg = build_config(None, ["--data.source", "lerobot", "--data.path", f"someone/tiny-robot@{revision}",
+                              "--data.cache_dir", str(tmp_path / "c"), "--model.chunk_size", "3",
+                              "--training.output_dir", str(run_dir)])
+    with pytest.raises(ConfigError, match="is not a commit hash or a git branch/tag name"):
+        train(cfg)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_hub_ref_that_points_outside_the_cache_is_refused(tmp_path, capsys, monkeypatch):
+    """A tampered refs/<branch> naming a folder outside the cache's snapshots is refused, not read."""
+    from huggingface_hub import constants
+
+    src = random_lerobot_episodes(n=2, lengths=[7, 6], seed=24)
+    local = write_lerobot_v3_fixture(tmp_path / "ds", src, fps=10)
+    hub_cache = tmp_path / "hf_home" / "hub"
+    _prefill_hub_cache(hub_cache, "someone/tiny-robot", local, revision="main")
+    ref = hub_cache / "datasets--someone--tiny-robot" / "refs" / "main"
+    ref.write_text("../../../../ds")  # snapshots/<this> is the dataset outside the cache
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _run(capsys, ["inspect", "--format", "lerobot", "someone/tiny-robot",
+                                   "--cache-dir", str(tmp_path / "c"), "--chunk-size", "3"])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+    assert "refusing to read outside the Hub cache" in err or "from the cache failed" in err

@@ -208,7 +208,7 @@ def test_niaf_eval_writes_results_video_and_figure(checkpoint, tmp_path, capsys)
     assert TASK in printed and "mean" in printed
     # the same folder again is refused (nothing is overwritten)
     assert main(["--checkpoint", str(checkpoint), "--episodes", "1", "--output-dir", str(out)]) == 2
-    assert "already holds a results.json" in capsys.readouterr().err
+    assert "already holds results.json, success.png, videos/reach-v3.mp4" in capsys.readouterr().err
 
 
 def test_niaf_eval_refuses_training_seed_unknown_task_and_wrong_layout(checkpoint, tmp_path, capsys):
@@ -219,7 +219,7 @@ def test_niaf_eval_refuses_training_seed_unknown_task_and_wrong_layout(checkpoin
     assert err.startswith("niaf-eval: error: --seed 0") and "\n" not in err
     assert main(["--checkpoint", str(checkpoint), "--tasks", "fly-v3", "--episodes", "1",
                  "--output-dir", str(tmp_path / "b")]) == 2
-    assert "unknown Meta-World MT1 task 'fly-v3'" in capsys.readouterr().err
+    assert "--tasks: unknown Meta-World MT1 task(s) ['fly-v3']" in capsys.readouterr().err
     # a checkpoint whose action layout is not Meta-World's (7-d actions), with the same processor files
     import shutil
 
@@ -250,3 +250,187 @@ def test_expert_and_random_baselines_run_in_the_same_harness(tmp_path):
     settings = EvalSettings(tasks=[TASK], episodes=2, max_steps=40, video=False)
     rand = evaluate_checkpoint(None, settings, tmp_path / "random", policy="random", progress=False)
     assert rand["tasks"][TASK]["episodes"] == 2 and rand["benchmark_seed"] == expert["benchmark_seed"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation integrity: provenance, distinct trials, limits, the output folder, early refusals
+# ---------------------------------------------------------------------------------------------------------------
+def _copy_checkpoint(checkpoint: Path, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(checkpoint, dest)
+    return dest
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: {**r, "benchmark_seeds": "1000"}, "'benchmark_seeds' must be a non-empty list of integers"),
+    (lambda r: {**r, "benchmark_seeds": [True]}, "'benchmark_seeds' entry must be a benchmark seed"),
+    (lambda r: {**r, "benchmark_seeds": [0.0]}, "'benchmark_seeds' entry must be a benchmark seed"),
+    (lambda r: {**r, "benchmark_seeds": [-1]}, "'benchmark_seeds' entry must be a benchmark seed"),
+    (lambda r: {**r, "benchmark_seeds": None}, "'benchmark_seeds' must be a non-empty list"),
+    (lambda r: None, "expected a JSON object"),
+    (lambda r: [0], "expected a JSON object"),
+    (lambda r: {k: v for k, v in r.items() if k != "benchmark_seeds"}, "no 'benchmark_seeds'"),
+    (lambda r: {**r, "stride": "4"}, "'stride' must be a positive integer"),
+    (lambda r: {**r, "tasks": "reach-v3"}, "'tasks' must be a list of non-empty strings"),
+    (lambda r: {**r, "variations": {"reach-v3": {"7": [0]}}}, "has seed '7', which is not among"),
+    (lambda r: {**r, "variations": {"reach-v3": {"0": [50]}}}, "must be a list of variations 0..49"),
+    (lambda r: {**r, "variations": {"push-v3": {"0": [1]}}}, "names task 'push-v3', which is not in 'tasks'"),
+    # well-formed, but not what the model card says the run generated (seed 0, 3 episodes of reach-v3)
+    (lambda r: {**r, "benchmark_seeds": [1000], "variations": {}}, "disagree on the benchmark seeds: [1000]"),
+    (lambda r: {**r, "tasks": ["push-v3"], "variations": {}}, "disagree on 'tasks'"),
+    (lambda r: {**r, "stride": 2}, "disagree on 'stride'"),
+])
+def test_edited_training_record_is_refused_before_the_model_loads(checkpoint, tmp_path, capsys, edit, message):
+    """A malformed or disagreeing training_data.json is one line naming the file; no model is loaded and no
+    output folder is made."""
+    from niaf_train.evaluation.cli import main
+
+    ckpt = _copy_checkpoint(checkpoint, tmp_path / "ckpt")
+    record = json.loads((ckpt / "training_data.json").read_text())
+    (ckpt / "training_data.json").write_text(json.dumps(edit(record)))
+    out = tmp_path / "eval"
+    assert main(["--checkpoint", str(ckpt), "--episodes", "1", "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("niaf-eval: error: ") and "\n" not in err and message in err, err
+    assert "training_data.json" in err and not out.exists()
+
+
+@pytest.mark.parametrize("text", ["", "{", "null", "not json", '{"benchmark_seeds": [0]} trailing', "\ud800"])
+def test_unreadable_training_record_is_one_line(checkpoint, tmp_path, capsys, text):
+    from niaf_train.evaluation.cli import main
+
+    ckpt = _copy_checkpoint(checkpoint, tmp_path / "ckpt")
+    (ckpt / "training_data.json").write_bytes(text.encode("utf-8", "surrogatepass"))
+    assert main(["--checkpoint", str(ckpt), "--output-dir", str(tmp_path / "eval")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("niaf-eval: error: --checkpoint") and "training_data.json" in err and "\n" not in err
+
+
+def test_every_record_of_the_checkpoint_excludes_its_seeds(checkpoint, tmp_path):
+    """Without training_data.json the model card still names the training seeds; a --train-data dataset that
+    disagrees with the checkpoint's records is refused."""
+    from niaf_train.evaluation.closed_loop import training_record
+
+    ckpt = _copy_checkpoint(checkpoint, tmp_path / "ckpt")
+    (ckpt / "training_data.json").unlink()
+    record = training_record(ckpt)
+    assert record["benchmark_seeds"] == [0] and record["tasks"] == [TASK]
+    with pytest.raises(EvalError, match="--seed 0: the training demonstrations include"):
+        resolve_seed(0, record)
+    other = tmp_path / "data"
+    (other / "meta").mkdir(parents=True)
+    (other / "meta" / "info.json").write_text(json.dumps({"metaworld": {"benchmark_seeds": [5], "tasks": [TASK]}}))
+    with pytest.raises(EvalError, match="disagree on the benchmark seeds"):
+        training_record(ckpt, other)
+
+
+def test_more_episodes_than_variations_draw_new_held_out_seeds(tmp_path):
+    """120 episodes = 50 + 50 + 20 distinct variations from three seeds none of which training used; summarize
+    refuses repeated trials."""
+    from niaf_train.evaluation import closed_loop
+    from niaf_train.evaluation.closed_loop import EpisodeResult, resolve_seeds
+    from niaf_train.evaluation.report import summarize
+
+    record = {"benchmark_seeds": [1000, 1002]}
+    assert resolve_seeds(None, record, 120) == [1001, 1003, 1004]
+    assert resolve_seeds(1001, record, 101) == [1001, 1003, 1004]
+    assert resolve_seeds(None, None, 50) == [1000]
+    with pytest.raises(EvalError, match="--seed 4294967295: 2 held-out benchmark seeds"):
+        resolve_seeds(2**32 - 1, None, 51)
+    ran: list[tuple[int, int]] = []
+
+    class FakeScene:
+        def __init__(self, task, seed, cameras, size, state="full", crop=None):
+            self.task, self.benchmark_seed, self.num_variations = task, seed, 50
+
+        def close(self):
+            pass
+
+    def fake_episode(scene, variation, policy, settings, frame_hook=None):
+        ran.append((scene.benchmark_seed, variation))
+        return EpisodeResult(scene.task, variation, variation % 2 == 0, 1, 0.0, 0.0)
+
+    settings = EvalSettings(tasks=[TASK], episodes=120, video=False)
+    original = closed_loop.MetaWorldScene, closed_loop.run_episode
+    closed_loop.MetaWorldScene, closed_loop.run_episode = FakeScene, fake_episode
+    try:
+        results = closed_loop.evaluate(None, settings, resolve_seeds(None, record, 120), progress=False)
+    finally:
+        closed_loop.MetaWorldScene, closed_loop.run_episode = original
+    assert len(set(ran)) == 120 and [s for s, _ in ran].count(1004) == 20
+    summary = summarize(results)["tasks"][TASK]
+    assert summary["episodes"] == 120 and summary["benchmark_seeds"][50] == 1003
+    repeated = {TASK: [EpisodeResult(TASK, 3, True, 1, 0.0, 0.0, benchmark_seed=1000)] * 2}
+    with pytest.raises(ValueError, match="more than once"):
+        summarize(repeated)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"episodes": 10**12}, "--episodes must be an integer in [1, 5000]"),
+    ({"episodes": 2.0}, "--episodes must be an integer"),
+    ({"episodes": True}, "--episodes must be an integer"),
+    ({"seed": 2**32}, "--seed must be an integer in [0, 4294967295]"),
+    ({"seed": -1}, "--seed must be an integer"),
+    ({"latency_ms": 1e308}, "--latency-ms must be in [0, 6250] ms"),
+    ({"latency_ms": "5"}, "--latency-ms must be a number"),
+    ({"blend_ms": 1e9}, "--blend-ms must be in [0, 6250] ms"),
+    ({"replan_every": 10**9}, "--replan-every must be an integer in [1, 500]"),
+    ({"image_size": 10**6}, "--image-size must be an integer in [1, 1024]"),
+    ({"tasks": ["reach-v3", "reach-v3"]}, "--tasks: ['reach-v3'] given more than once"),
+    ({"tasks": ["fly-v3"]}, "--tasks: unknown Meta-World MT1 task(s) ['fly-v3']"),
+])
+def test_settings_state_and_enforce_their_limits(override, message):
+    settings = EvalSettings(**{"tasks": [TASK], **override})
+    with pytest.raises(EvalError) as err:
+        settings.check()
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", str(2**32)], "--seed must be an integer in [0, 4294967295]"),
+    (["--seed", "0"], "--seed 0: the training demonstrations include"),
+    (["--latency-ms", "1e308"], "--latency-ms must be in [0, 6250] ms"),
+    (["--episodes", "1000000000000"], "--episodes must be an integer in [1, 5000]"),
+    (["--cameras", "nowhere"], "--cameras: Meta-World has no camera 'nowhere'"),
+])
+def test_niaf_eval_refuses_arguments_before_loading_and_leaves_no_folder(checkpoint, tmp_path, capsys, monkeypatch,
+                                                                          argv, message):
+    from niaf_train.evaluation import closed_loop, run
+    from niaf_train.evaluation.cli import main
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(closed_loop, "load_policy", no_load)
+    monkeypatch.setattr(run, "load_policy", no_load)
+    out = tmp_path / "new" / "eval"
+    assert main(["--checkpoint", str(checkpoint), *argv, "--output-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"niaf-eval: error: {message}") and "\n" not in err, err
+    assert not (tmp_path / "new").exists()
+
+
+def test_output_folder_is_locked_and_nothing_in_it_is_overwritten(tmp_path):
+    """A second evaluation on a folder in use is refused; an earlier figure or video is never overwritten; a
+    refused run leaves no folder it made."""
+    from niaf_train.evaluation.run import LOCK_FILE, OutputLock, evaluate_checkpoint
+
+    settings = EvalSettings(tasks=[TASK], episodes=1, max_steps=5, video=True)
+    out = tmp_path / "eval"
+    held = OutputLock(out).acquire()
+    try:
+        with pytest.raises(EvalError, match="is in use by another niaf-eval run"):
+            evaluate_checkpoint(None, settings, out, policy="expert", progress=False)
+    finally:
+        held.release()
+    assert not out.exists()  # the lock made the folder, and nothing else was written: removed again
+    for earlier in ("success.png", f"videos/{TASK}.mp4"):
+        folder = tmp_path / earlier.replace("/", "_")
+        (folder / earlier).parent.mkdir(parents=True)
+        (folder / earlier).write_bytes(b"earlier work")
+        with pytest.raises(EvalError, match=f"already holds {earlier}"):
+            evaluate_checkpoint(None, settings, folder, policy="expert", progress=False)
+        assert (folder / earlier).read_bytes() == b"earlier work" and not (folder / "results.json").exists()
+    result = evaluate_checkpoint(None, settings, out, policy="expert", progress=False)
+    assert result["benchmark_seeds"] == [1000] and (out / "results.json").is_file() and (out / LOCK_FILE).exists()

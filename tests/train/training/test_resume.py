@@ -72,3 +72,40 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("text", ["{", "null", "[1, 2]", '{"model": 3}', "\xff"])
+def test_garbage_run_config_on_resume_is_one_line(tmp_path, text):
+    from niaf_train.training.arguments import ConfigError, build_config
+    from niaf_train.training.run_folder import check_output_dir
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run_config.json").write_bytes(text.encode("latin-1"))
+    cfg = build_config(None, ["--training.output_dir", str(out), "--training.resume", "true"])
+    with pytest.raises(ConfigError) as err:
+        check_output_dir(cfg)
+    message = str(err.value)
+    assert message.startswith(f"--resume: {out / 'run_config.json'}") and "\n" not in message, message
+
+
+def test_disk_full_while_writing_a_checkpoint_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
+    """torch.save reports a full disk as a RuntimeError from inline_container.cc: niaf-train names the
+    checkpoint folder and the cause in one line and exits 1."""
+    import torch
+    from niaf_train.training.cli import main
+
+    def full_disk(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 384")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    code = main(["--output_dir", str(out), "--max_steps", "2", "--data.metaworld_tasks", "reach-v3",
+                 "--data.metaworld_episodes_per_task", "2", "--model.tiny_hidden_size", "32",
+                 "--model.siren_width", "32", "--model.modulation_groups", "8", "--training.per_device_batch_size",
+                 "4", "--training.report_to", "none", "--training.num_threads", "1", "--training.save_steps", "1",
+                 "--training.eval_steps", "0", "--data.cache_dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len([line for line in err if "error" in line]) == 1, err
+    line = [line for line in err if "niaf-train: error" in line][0]
+    assert "checkpoint" in line and "no space left on the device" in line and "inline_container" not in line
