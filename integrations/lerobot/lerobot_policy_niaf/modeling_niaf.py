@@ -251,16 +251,14 @@ class NiafPolicy(PreTrainedPolicy):
         """Waypoints of the action function over its chunk, [B, N, D] (normalised units), at ``rate_hz``
         (N = floor(T · rate_hz) + 1 points at t = n / rate_hz); default: the model's ``control_hz``, i.e. the K
         points it was trained on."""
+        if rate_hz is not None and not rate_hz > 0:
+            raise ValueError(f"predict_action_chunk: rate_hz must be positive, got {rate_hz}.")
         fn = self.action_function(batch)
+        if rate_hz is None:  # the K training points (τ_k exactly as in training)
+            return fn(derivatives=0, denormalize=False).position
         duration = self.model.config.chunk_duration
-        if rate_hz is None:
-            times = np.arange(self.model.config.chunk_size, dtype=np.float64) / self.model.config.control_hz
-        else:
-            if not rate_hz > 0:
-                raise ValueError(f"predict_action_chunk: rate_hz must be positive, got {rate_hz}.")
-            n = int(np.floor(duration * rate_hz + 1e-9)) + 1
-            times = np.arange(n, dtype=np.float64) / float(rate_hz)
-        times = np.minimum(times, duration)  # rounding at the chunk's end
+        n = int(np.floor(duration * rate_hz + 1e-9)) + 1
+        times = np.minimum(np.arange(n, dtype=np.float64) / float(rate_hz), duration)  # rounding at the end
         return fn(times=times, derivatives=0, denormalize=False).position
 
     @torch.no_grad()

@@ -4,8 +4,10 @@ The pipelines hold the steps ``lerobot-eval`` and ``lerobot-train`` address by n
 (``rename_observations_processor``, ``device_processor``, ``normalizer_processor``, ``unnormalizer_processor``).
 The normaliser steps get NIAF's affine map as ``mean``/``std`` statistics with ``eps=0``: LeRobot's MEAN_STD
 formula ``(x - mean) / (std + eps)`` and its inverse ``x · std + mean`` then are exactly `NiafProcessor`'s
-``(x - centre) / half`` and ``x · half + centre`` (``configuration_niaf.normalization.AffineNormalizer``), in the
-same float32 arithmetic: the numbers are identical, not merely close.
+``(x - centre) / half`` and ``x · half + centre`` (``configuration_niaf.normalization.AffineNormalizer``) with the
+same float32 centre and half-range. De-normalised actions are bit-identical to NIAF's; on float32 inputs the
+normalised state is too. `NiafProcessor.__call__` normalises the state in float64 and rounds once, so there the
+two can differ by one float32 ulp (tests/test_plugin.py measures both).
 """
 
 from __future__ import annotations
