@@ -11,15 +11,15 @@ start=$(date +%s)
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MUJOCO_GL="${MUJOCO_GL:-egl}" WANDB_MODE=disabled
 
-py312="${NIAF_PYTHON312:-}"
-if [ -z "$py312" ]; then
-  py312="$(command -v python3.12 || true)"
-fi
-if [ -z "$py312" ]; then
-  for candidate in "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /root/.pyenv/versions/3.12*/bin/python3.12; do
-    if [ -x "$candidate" ]; then py312="$candidate"; break; fi
-  done
-fi
+# The first candidate that really runs Python 3.12 (a pyenv shim on PATH may exist and still refuse to run).
+py312=""
+for candidate in "${NIAF_PYTHON312:-}" "$(command -v python3.12 || true)" \
+    "$HOME"/.pyenv/versions/3.12*/bin/python3.12 /root/.pyenv/versions/3.12*/bin/python3.12; do
+  if [ -n "$candidate" ] && [ -x "$candidate" ] \
+      && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1; then
+    py312="$candidate"; break
+  fi
+done
 if [ -z "$py312" ]; then
   echo "integrations/lerobot/ci.sh: SKIPPED: no Python 3.12 interpreter found (lerobot 0.6 needs >= 3.12)." >&2
   exit 0
