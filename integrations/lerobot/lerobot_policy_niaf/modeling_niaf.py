@@ -119,9 +119,15 @@ class NiafPolicy(PreTrainedPolicy):
 
     @staticmethod
     def _fresh_tiny(config: NiafConfig, dataset_stats, dataset_meta):
+        from niaf_train.tiny import (
+            make_tiny_image_processor,
+            make_tiny_tokenizer,
+            tiny_backbone_config,
+            words_of,
+        )
+
         from modeling_niaf import NiafConfig as NiafModelConfig
         from modeling_niaf import NiafForActionFunction, NiafProcessor
-        from niaf_train.tiny import make_tiny_image_processor, make_tiny_tokenizer, tiny_backbone_config, words_of
 
         action_dim = int(config.action_feature.shape[0])
         state_dim = int(config.robot_state_feature.shape[0]) if config.use_state else None

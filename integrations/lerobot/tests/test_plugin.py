@@ -23,10 +23,10 @@ from lerobot.configs import PreTrainedConfig  # noqa: E402
 from lerobot.policies.factory import get_policy_class, make_pre_post_processors  # noqa: E402
 from lerobot.policies.utils import prepare_observation_for_inference  # noqa: E402
 from lerobot.utils.import_utils import register_third_party_plugins  # noqa: E402
+from niaf_train.tiny import make_tiny_image_processor, make_tiny_tokenizer, tiny_backbone_config  # noqa: E402
 
 from modeling_niaf import NiafConfig as NiafModelConfig  # noqa: E402
 from modeling_niaf import NiafForActionFunction, NiafProcessor  # noqa: E402
-from niaf_train.tiny import make_tiny_image_processor, make_tiny_tokenizer, tiny_backbone_config  # noqa: E402
 
 ACTION_DIM, STATE_DIM, K, HZ, IMAGE = 4, 5, 6, 20.0, 32
 TASK = "reach the red goal point"
@@ -156,9 +156,8 @@ def test_normalisation_is_niaf_processors_exactly(niaf_checkpoint, tmp_path):
 
 
 def test_strict_loading(niaf_checkpoint, tmp_path):
-    from safetensors.torch import load_file, save_file
-
     from lerobot_policy_niaf.convert import niaf_to_lerobot
+    from safetensors.torch import load_file, save_file
 
     folder = niaf_to_lerobot(str(niaf_checkpoint), tmp_path / "pm")
     cls = get_policy_class("niaf")
@@ -195,7 +194,7 @@ def test_select_action_executes_the_function_as_lerobot_rollout_calls_it(niaf_ch
     assert policy.config.execute_hz == 4 * HZ and policy.config.n_action_steps == 6
     rng = np.random.default_rng(4)
     policy.reset()
-    for call in range(2):  # two backbone passes, 6 ticks each
+    for _plan in range(2):  # two backbone passes, 6 ticks each
         obs = _observation(rng, batch=1)
         frame = {"observation.image": obs["image"][0], "observation.state": obs["state"][0]}
         expected = _niaf_actions(niaf_checkpoint, obs, times=np.arange(6) / (4 * HZ))[0]
@@ -208,7 +207,7 @@ def test_select_action_executes_the_function_as_lerobot_rollout_calls_it(niaf_ch
             commands.append(action[0])
             torch.testing.assert_close(action[0], expected[tick], rtol=0, atol=1e-5)  # numpy evaluator
         # ticks at 4x the training rate fall between the training points: the command moves at every tick
-        assert all(not torch.equal(a, b) for a, b in zip(commands, commands[1:]))
+        assert all(not torch.equal(a, b) for a, b in zip(commands, commands[1:], strict=False))
 
 
 @pytest.mark.skipif(not os.environ.get("NIAF_LEROBOT_DATASET"), reason="set NIAF_LEROBOT_DATASET (see ci.sh)")
