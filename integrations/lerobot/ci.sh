@@ -36,7 +36,10 @@ echo "lerobot venv ready after $(( $(date +%s) - start )) s: $venv"
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-python integrations/lerobot/tests/make_metaworld_dataset.py "$work/metaworld_reach" --episodes 3 --image-size 32
+# pixels + the 4-d agent_pos state, as LeRobot's own Meta-World datasets have; written by niaf-data in the niaf
+# environment (its metaworld>=3.1.1 cannot share the LeRobot venv, whose [metaworld] extra pins 3.0.0)
+niaf-data metaworld --tasks reach-v3 --episodes 3 --image-size 32 --state agent_pos --stride 1 --quiet \
+  --out "$work/metaworld_reach"
 export NIAF_LEROBOT_DATASET="$work/metaworld_reach"
 "$venv/bin/python" -m pytest integrations/lerobot/tests -p no:cacheprovider -q
 echo "integrations/lerobot/ci.sh: done in $(( $(date +%s) - start )) s"

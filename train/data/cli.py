@@ -5,6 +5,7 @@ Subcommands::
     niaf-data inspect  --format {calvin,libero,libero-lerobot,lerobot} PATH [--chunk-size K] [--stride S] ...
     niaf-data stats    --format ... PATH [--out FILE] [--overwrite] [--relative-action-state-indices 0,1,null]
     niaf-data metaworld --tasks reach-v3 push-v3 --episodes 50 --out DIR [--image-size 96] [--stride 1] ...
+    niaf-data metaworld --tasks reach-v3 --state agent_pos --image-size 64 --crop 0.34 0.38 0.36 0.36 --out DIR
 
 ``inspect`` builds (or reuses from the cache) the chunk dataset exactly as training will, validating every
 episode, and prints one JSON object on stdout: episode/frame/sample counts, skipped episodes with their
@@ -205,6 +206,7 @@ def cmd_metaworld(args: argparse.Namespace) -> dict[str, Any]:
     root, summary = generate_metaworld_dataset(
         out, args.tasks, args.episodes, cameras=args.cameras, image_size=args.image_size, stride=args.stride,
         seed=args.seed, max_steps=args.max_steps, keep_failures=args.keep_failures, progress=not args.quiet,
+        state=args.state, crop=args.crop,
     )
     return {"out": str(root), "fps": 80.0 / args.stride, **summary.to_dict()}
 
@@ -249,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_mw.add_argument("--cameras", nargs="*", default=["corner2"], help="cameras (default corner2; none: state only)")
     p_mw.add_argument("--image-size", type=int, default=96, help="image height = width in pixels (default 96)")
     p_mw.add_argument("--stride", type=int, default=1, help="record every s-th 80 Hz step (fps 80/s)")
+    p_mw.add_argument("--state", choices=("full", "agent_pos"), default="full",
+                      help="observation.state: full (39-d, with object and goal positions) or agent_pos (hand "
+                           "position and gripper, 4-d, as LeRobot's Meta-World)")
+    p_mw.add_argument("--crop", type=float, nargs="+", default=None,
+                      help="box of each upright image the policy sees: top left height width as fractions (4 values "
+                           "for every camera, or 4 per camera), resized to --image-size")
     p_mw.add_argument("--seed", type=int, default=0)
     p_mw.add_argument("--max-steps", type=int, default=500)
     p_mw.add_argument("--keep-failures", action="store_true", help="also keep episodes the expert failed")
