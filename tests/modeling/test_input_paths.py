@@ -225,5 +225,5 @@ def test_instruction_only_target_is_learnt_from_the_tokens(family, lora):
     blue = prompt_inputs(family, [INSTRUCTIONS[1]] * 4)
     image = rows(family, inputs, torch.arange(4))
     ends = [predict(model, {**image, **prompt})[:, -1] for prompt in (red, blue)]
-    for end, goal in zip(ends, GOALS[:2]):
+    for end, goal in zip(ends, GOALS[:2], strict=True):
         assert torch.linalg.vector_norm(end - goal, dim=-1).max() < 0.3
