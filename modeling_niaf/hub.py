@@ -74,7 +74,7 @@ CARD_TAGS = ("robotics", "vla", "niaf", "action-function", "siren")
 """Tags of every NIAF model card (the backbone family and caller's tags are added)."""
 
 
-def _code_sources(model: Any, processor: Any = None) -> dict[str, Path]:
+def code_sources(model: Any, processor: Any = None) -> dict[str, Path]:
     """Where each whitelisted file lives: next to the modeling module, the processor's module or the config class
     (``normalization.py`` sits next to ``configuration_niaf.py`` in the installed package).
 
@@ -382,7 +382,7 @@ def save_for_hub(
     save_directory.mkdir(parents=True, exist_ok=True)
     model.config.auto_map = dict(MODEL_AUTO_MAP)
     base_save(str(save_directory), **save_kwargs)
-    for name, source in _code_sources(model, processor).items():
+    for name, source in code_sources(model, processor).items():
         shutil.copyfile(source, save_directory / name)
     if processor is not None:
         save_processor_for_hub(processor, save_directory)

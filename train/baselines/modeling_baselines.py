@@ -15,6 +15,7 @@ processor with :func:`niaf_train.baselines.load_processor`.
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
+from modeling_niaf.hub import MODEL_AUTO_MAP, code_sources
 from modeling_niaf.modeling_niaf import (
     NiafActionFunctionOutput,
     NiafForActionFunction,
@@ -224,18 +226,21 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
     def save_pretrained(self, save_directory: Any, *args: Any, processor: Any = None, repo_id: str | None = None,
                         base_model: str | None = None, datasets: Any = None, eval_results: Any = None,
                         **kwargs: Any) -> None:
-        """Weights (safetensors) + config.json (with ``action_head``, without ``auto_map``) + the processor, and a
-        short README. No remote code: NIAF's Hub code cannot build this head; reload with
-        :func:`niaf_train.baselines.load_model`. The card metadata arguments of NIAF's save are accepted and
-        ignored; ``push_to_hub`` is refused (upload the folder yourself)."""
+        """Weights (safetensors) + config.json (with ``action_head``) + the processor, and a short README.
+        NIAF's Hub code cannot build this head; reload with :func:`niaf_train.baselines.load_model`. The folder
+        still carries NIAF's ``auto_map`` and remote-code files, only so that ``AutoModel.from_pretrained(...,
+        trust_remote_code=True)`` in a fresh Python reaches NIAF's loader, which names that function, instead of
+        transformers' "unknown model type". The card metadata arguments of NIAF's save are accepted and ignored;
+        ``push_to_hub`` is refused (upload the folder yourself)."""
         if kwargs.pop("push_to_hub", False):
             raise ValueError("comparison-head checkpoints are research artefacts: save locally, then upload the folder "
                              "(huggingface_hub.upload_folder); push_to_hub is not supported")
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        if hasattr(self.config, "auto_map"):
-            del self.config.auto_map
+        self.config.auto_map = dict(MODEL_AUTO_MAP)
         PreTrainedModel.save_pretrained(self, str(out), *args, **kwargs)
+        for name, source in code_sources(self, processor).items():
+            shutil.copyfile(source, out / name)
         if processor is not None:
             if hasattr(processor, "check_model_config"):
                 processor.check_model_config(self.config)
@@ -243,7 +248,8 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
         card = (f"# NIAF comparison head: `{self.action_head_kind}`\n\n"
                 f"A research baseline trained with `niaf-train --model.action_head {self.action_head_kind}`: NIAF's "
                 "backbone, learned query tokens and data pipeline with a comparison head instead of the modulated "
-                "SIREN (see `niaf_train.baselines`). No remote code; load it with the installed package:\n\n"
+                "SIREN (see `niaf_train.baselines`). NIAF's remote code cannot build this head; load it with the "
+                "installed package:\n\n"
                 "```python\nfrom niaf_train.baselines import load_model, load_processor\n"
                 "model, processor = load_model(path), load_processor(path)\n```\n")
         (out / "README.md").write_text(card, encoding="utf-8")

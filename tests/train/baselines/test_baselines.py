@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -243,8 +245,9 @@ def test_comparison_head_checkpoint_saves_and_reloads(kind, tmp_path):
     processor = _processor()
     model.save_pretrained(tmp_path, processor=processor)
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["action_head"] == kind and "auto_map" not in config
-    assert not list(tmp_path.glob("*.py"))  # no NIAF remote code in a comparison-head checkpoint
+    # NIAF's auto_map and code travel along only so that AutoModel reaches NIAF's loader, which names the right one
+    assert config["action_head"] == kind and config["auto_map"]["AutoModel"].endswith("NiafForActionFunction")
+    assert (tmp_path / "modeling_niaf.py").is_file()
     assert "auto_map" not in json.loads((tmp_path / "processor_config.json").read_text())
     assert checkpoint_action_head(tmp_path) == kind
     loaded = load_model(tmp_path).eval()
@@ -262,6 +265,13 @@ def test_comparison_head_checkpoint_saves_and_reloads(kind, tmp_path):
     assert 0 < head_parameter_count(loaded) == sum(p.numel() for p in loaded.action_head.parameters())
     with pytest.raises(ValueError, match=f"holds a '{kind}' comparison head.*niaf_train.baselines.load_model"):
         NiafForActionFunction.from_pretrained(tmp_path)  # NIAF's class names the loader instead of the weights
+    if kind == COMPARISON_HEADS[0]:  # the same through AutoModel in a fresh Python, where nothing is registered
+        script = ("from transformers import AutoModel\n"
+                  f"AutoModel.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)\n")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode != 0
+        assert f"holds a '{kind}' comparison head" in done.stderr and "niaf_train.baselines.load_model" in done.stderr
 
 
 def test_niaf_config_and_checkpoint_unchanged(tmp_path):
