@@ -46,9 +46,8 @@ ACTION_DIM, CHUNK, STATE_DIM, TEXT_TOKENS = 7, 50, 8, 20
 # ------------------------------------------------------------------------------------------------------------
 def backbone_config(name: str) -> Any:
     if name == "tiny":
-        from transformers import AutoConfig
-
         from niaf_train.tiny import tiny_backbone_config
+        from transformers import AutoConfig
 
         values = tiny_backbone_config(64, num_layers=2, image_size=56, patch_size=14, vocab_size=512)
         values = dict(values)
@@ -197,7 +196,7 @@ def bench_training(name: str, batches: list[int], device: str, lora: bool, check
         x = make_inputs(base, name, batch, device)
         x["actions"] = torch.rand(batch, CHUNK, ACTION_DIM, device=device) * 2 - 1
 
-        def step() -> None:
+        def step(x: dict[str, torch.Tensor] = x) -> None:
             with torch.autocast(device_type=device.split(":")[0], dtype=dtype):
                 out = model(**x)
             out.loss.backward()
@@ -253,7 +252,6 @@ def bench_inference(name: str, device: str, groups: int, repeats: int, dtype: to
     row: dict[str, Any] = {"backbone": name, "device": device, "batch": 1, "dtype": str(dtype).replace("torch.", ""),
                            "niaf_ms": niaf_ms, "backbone_ms": backbone_ms, "queries": model.config.num_queries,
                            "prompt_tokens": x["input_ids"].shape[1], "pi0_ms": None}
-    del model
     if backbone_config(name).model_type == "paligemma":
         pi0 = build_pi0(name, device).to(dtype)
         row["pi0_ms"] = timed(lambda: pi0.sample_actions(

@@ -4,7 +4,6 @@ values with random weights, on the meta device, their parameter counts within 1 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from modeling_niaf.backbones import family_of
 from modeling_niaf.published_backbones import (
