@@ -120,6 +120,7 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     from ..data.chunking import with_torch_format
     from ..data.stats import stats_from_chunk_dataset, to_normalization_stats
     from . import checkpointing as ckpt
+    from . import sharding
 
     t, d, m, p = cfg.training, cfg.data, cfg.model, cfg.peft
     check_output_dir(cfg)
@@ -138,6 +139,8 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
         cpu=multi_cpu, kwargs_handlers=[ddp], mixed_precision=t.mixed_precision, gradient_accumulation_steps=t.gradient_accumulation_steps,
         log_with=report, project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
     )
+    # `accelerate launch` with an FSDP config on CPU processes: FSDP2 over gloo (Accelerate alone would run DDP)
+    sharding.enable_cpu_fsdp(accelerator, t.mixed_precision)
     main = accelerator.is_main_process
     set_seed(t.seed)
 
@@ -228,7 +231,18 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     elif p.freeze_backbone:
         for param in model.backbone.parameters():
             param.requires_grad_(False)
+    if sharding.is_sharded(accelerator):
+        sharding.freeze_unused_parameters(model)
     from ..console_logging import count_parameters, format_step_line
+
+    def rebuild() -> Any:
+        """A fresh, unsharded model of the trained structure (FSDP gathers its weights into it)."""
+        plain = type(base_model)(base_model.config)
+        if p.method == "lora":
+            from .lora import apply_lora
+
+            plain = apply_lora(plain, p.r, p.lora_alpha, p.lora_dropout, p.target_modules)
+        return plain
 
     total_params, trainable_params = count_parameters(model)
     logger.info("model: %s parameters, %s trainable (%.1f%%)", f"{total_params:,}", f"{trainable_params:,}",
@@ -238,8 +252,12 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     groups = [{"params": body_params, "lr": t.learning_rate}, {"params": head_params, "lr": t.head_learning_rate or t.learning_rate}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], betas=(t.adam_beta1, t.adam_beta2),
                                   eps=t.adam_epsilon, weight_decay=t.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, tri_stage_lambda(t.max_steps, t.warmup_ratio, t.decay_ratio, t.final_lr_scale, t.lr_scheduler))
+    lr_scale = tri_stage_lambda(t.max_steps, t.warmup_ratio, t.decay_ratio, t.final_lr_scale, t.lr_scheduler)
+    # Accelerate steps a prepared scheduler once per process for every optimiser step (it assumes a schedule
+    # written for one process's batches); the schedule here counts optimiser steps, so divide that back out, or N
+    # processes would run through warm-up and decay N times too fast.
+    n_proc = accelerator.num_processes
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_scale(s // n_proc))
 
     # The model's input value checks run in the collator on CPU tensors, once per batch; the forward then reads
     # nothing back from the device (shapes are still checked there).
@@ -288,8 +306,8 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
         accelerator.wait_for_everyone()
         try:
             accelerator.save_state(str(tmp / "training_state"))
+            unwrapped = sharding.full_model(accelerator, model, rebuild)  # under FSDP: gathered, every process
             if main:
-                unwrapped = accelerator.unwrap_model(model)
                 export = _export_model(unwrapped, p.method == "lora")
                 export.save_pretrained(tmp / "model", processor=processor)
         except RuntimeError as err:  # torch.save reports a full disk as a RuntimeError from inline_container.cc
@@ -356,8 +374,9 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
                     accelerator.log(logs, step=step)
                 running, n_running = {}, 0
             if val_loader is not None and t.eval_steps and step % t.eval_steps == 0 and step < t.max_steps:
+                evaluated = sharding.full_model(accelerator, model, rebuild)
                 if main:
-                    metrics = evaluate_model(accelerator.unwrap_model(model), processor, val_loader, baseline,
+                    metrics = evaluate_model(evaluated, processor, val_loader, baseline,
                                              _num_points(t, m))
                     history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})
                     logger.info("step %d eval: %s", step, _fmt(metrics))
@@ -371,6 +390,7 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     bar.close()
     if sample_log is not None:
         sample_log.close()
+    if sample_log is not None and not sharding.is_sharded(accelerator):  # per-rank weights: the DDP test's check
         from safetensors.torch import save_file
 
         weights = {k: v.detach().float().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
@@ -381,8 +401,8 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     save_checkpoint(step)
     result: dict[str, Any] = {"final_dir": str(out / FINAL_DIR), "history": history, "train_seconds": train_seconds}
     metrics: dict[str, float] = {}
+    unwrapped = sharding.full_model(accelerator, model, rebuild)  # under FSDP: gathered, every process
     if main:
-        unwrapped = accelerator.unwrap_model(model)
         if val_loader is not None:
             metrics = evaluate_model(unwrapped, processor, val_loader, baseline, _num_points(t, m))
             history.append({"step": step, **{f"eval/{k}": v for k, v in metrics.items()}})

@@ -229,8 +229,12 @@ def check_training_state(checkpoint: Path, num_processes: int) -> None:
     state = checkpoint / "training_state"
     needed = [state / "optimizer.bin", state / "scheduler.bin"]
     needed += [state / f"random_states_{i}.pkl" for i in range(num_processes)]
-    model = [state / "model.safetensors", state / "pytorch_model.bin"]
-    if not any(p.is_file() for p in model):
+    # one process / DDP: model.safetensors (or .bin); FSDP: pytorch_model_fsdp.bin (full state dict) or the folder
+    # pytorch_model_fsdp_0 (sharded state dict)
+    model = [state / "model.safetensors", state / "pytorch_model.bin", state / "pytorch_model_fsdp.bin"]
+    if (state / "pytorch_model_fsdp_0").is_dir():
+        model = [state / "pytorch_model_fsdp_0"]
+    elif not any(p.is_file() for p in model):
         raise ConfigError(f"--resume: {model[0]} is missing (model state of checkpoint {checkpoint.name})")
     for path in needed:
         if not path.is_file():
