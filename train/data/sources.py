@@ -39,8 +39,9 @@ class LoadOptions:
     stride: int = 1
     cache_dir: str | os.PathLike[str] | None = None  # the chunk cache folder (chunking.chunk_cache_dir)
     cameras: Sequence[str] | None = None  # None: the format's cameras; (): none (statistics only, no images)
-    velocity: str = "auto"  # lerobot formats: "auto" | "require" | "none"
+    velocity: str = "auto"  # lerobot formats: "auto" | "require" | "none" | "difference" (of the actions)
     sample_every: int | None = None  # None: the loader's default
+    dense_every: int | None = None  # lerobot formats: dense targets every d source frames (chunking.py)
     skip_invalid: bool = False
     max_episodes: int | None = None
     fps: float | None = None  # lerobot formats: the true control rate when info.json's is wrong
@@ -71,7 +72,13 @@ def _load_lerobot(path: Path, o: LoadOptions, *, libero: bool = False) -> Any:
     from .lerobot_v3 import load_lerobot, load_libero_lerobot
 
     state_only = o.cameras is not None and len(o.cameras) == 0  # statistics only: no image or video is read
-    kw = dict(_common(o, "episodes", cameras=not state_only), velocity=o.velocity)
+    # "difference": velocity labels are the actions' finite differences, whatever the dataset holds
+    kw = dict(_common(o, "episodes", cameras=not state_only),
+              velocity="none" if o.velocity == "difference" else o.velocity)
+    if o.velocity == "difference":
+        kw["difference_velocities"] = True
+    if o.dense_every is not None:
+        kw["dense_every"] = o.dense_every
     if state_only:
         kw["state_only"] = True
     if o.fps is not None:
@@ -96,13 +103,13 @@ def _load_calvin(path: Path, o: LoadOptions) -> Any:
 SOURCES: dict[str, DataSource] = {
     s.name: s
     for s in (
-        DataSource("lerobot", "LeRobot v3.0 dataset", _load_lerobot, frozenset({"fps", "velocity"})),
+        DataSource("lerobot", "LeRobot v3.0 dataset", _load_lerobot, frozenset({"fps", "velocity", "dense_every"})),
         DataSource("libero_lerobot", "LIBERO converted to LeRobot v3.0",
-                   lambda path, o: _load_lerobot(path, o, libero=True), frozenset({"fps", "velocity"})),
+                   lambda path, o: _load_lerobot(path, o, libero=True), frozenset({"fps", "velocity", "dense_every"})),
         DataSource("libero", "LIBERO HDF5 release", _load_libero),
         DataSource("calvin", "CALVIN release layout", _load_calvin, frozenset({"split"})),
         DataSource("metaworld", "generated Meta-World demonstrations (LeRobot v3.0)", _load_lerobot,
-                   frozenset({"velocity"})),
+                   frozenset({"velocity", "dense_every"})),
     )
 }
 ALIASES = {"libero-lerobot": "libero_lerobot"}
@@ -124,7 +131,7 @@ def load_source(name: str, path: str | os.PathLike[str], options: LoadOptions) -
         ValueError: an unknown source, or an option the source does not have (e.g. ``fps`` for CALVIN).
     """
     source = get_source(name)
-    for option in ("fps", "split"):
+    for option in ("fps", "split", "dense_every"):
         if getattr(options, option) != getattr(_DEFAULTS, option) and option not in source.options:
             raise ValueError(f"{option} does not apply to data source {source.name!r}")
     return source.load(Path(path), options)
