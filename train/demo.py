@@ -109,9 +109,10 @@ def closed_loop(final_dir: Path, cfg: Any, out: Path, episodes: int, replan_ever
     from .evaluation.closed_loop import load_policy
     from .evaluation.report import plot_success
     from .evaluation.run import evaluate_checkpoint
+    from .training.dataset import metaworld_control_hz
 
     d = cfg.data
-    train_hz = METAWORLD_FPS / d.metaworld_stride
+    train_hz = metaworld_control_hz(cfg)
     fast_hz = min(METAWORLD_FPS, 4 * train_hz)
     base = {"tasks": list(d.metaworld_tasks), "episodes": episodes, "cameras": [d.metaworld_camera],
             "image_size": d.metaworld_image_size, "replan_every": replan_every}
