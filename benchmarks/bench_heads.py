@@ -328,6 +328,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"points, batch 1, on this machine (torch threads {args.threads or 'default'}). Wall time of the "
                 f"benchmark: {minutes:.1f} min.\n")
     out.mkdir(parents=True, exist_ok=True)
+    if "niaf" in runs and 0 in runs["niaf"]:  # what each execution sends to the robot over one episode
+        from niaf_train.evaluation.command_plot import plot_executed_commands
+
+        waypoints = runs.get("waypoints", {}).get(0, {}).get("final")
+        figure = plot_executed_commands(runs["niaf"][0]["final"], out / "executed_commands.png", seed=eval_seed,
+                                        waypoint_checkpoint=waypoints)
+        markdown += f"\nExecuted commands over one held-out episode at 80 Hz (training seed 0): `{figure.name}`.\n"
     (out / "results.md").write_text(markdown, encoding="utf-8")
     public = {head: {seed: {"final": r["final"], "measure": r["measure"],
                             "eval": {ex: {hz: {k: v for k, v in res.items() if k != "settings"}
