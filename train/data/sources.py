@@ -39,9 +39,9 @@ class LoadOptions:
     stride: int = 1
     cache_dir: str | os.PathLike[str] | None = None  # the chunk cache folder (chunking.chunk_cache_dir)
     cameras: Sequence[str] | None = None  # None: the format's cameras; (): none (statistics only, no images)
-    velocity: str = "auto"  # lerobot formats: "auto" | "require" | "none" | "difference" (of the actions)
+    velocity: str = "auto"  # lerobot formats: "auto" | "require" | "none"; every format: "difference" (of the actions)
     sample_every: int | None = None  # None: the loader's default
-    dense_every: int | None = None  # lerobot formats: dense targets every d source frames (chunking.py)
+    dense_every: int | None = None  # dense targets every d source frames (chunking.py), every format
     skip_invalid: bool = False
     max_episodes: int | None = None
     fps: float | None = None  # lerobot formats: the true control rate when info.json's is wrong
@@ -63,6 +63,10 @@ def _common(o: LoadOptions, episodes_key: str, *, cameras: bool = True) -> dict[
         kw["cameras"] = list(o.cameras)
     if o.sample_every is not None:
         kw["sample_every"] = o.sample_every
+    if o.dense_every is not None:
+        kw["dense_every"] = o.dense_every
+    if o.velocity == "difference":  # velocity labels from the actions' finite differences (chunking.py)
+        kw["difference_velocities"] = True
     if o.max_episodes is not None:
         kw[episodes_key] = list(range(o.max_episodes)) if episodes_key == "episodes" else o.max_episodes
     return kw
@@ -75,10 +79,6 @@ def _load_lerobot(path: Path, o: LoadOptions, *, libero: bool = False) -> Any:
     # "difference": velocity labels are the actions' finite differences, whatever the dataset holds
     kw = dict(_common(o, "episodes", cameras=not state_only),
               velocity="none" if o.velocity == "difference" else o.velocity)
-    if o.velocity == "difference":
-        kw["difference_velocities"] = True
-    if o.dense_every is not None:
-        kw["dense_every"] = o.dense_every
     if state_only:
         kw["state_only"] = True
     if o.fps is not None:
@@ -103,13 +103,13 @@ def _load_calvin(path: Path, o: LoadOptions) -> Any:
 SOURCES: dict[str, DataSource] = {
     s.name: s
     for s in (
-        DataSource("lerobot", "LeRobot v3.0 dataset", _load_lerobot, frozenset({"fps", "velocity", "dense_every"})),
+        DataSource("lerobot", "LeRobot v3.0 dataset", _load_lerobot, frozenset({"fps", "velocity"})),
         DataSource("libero_lerobot", "LIBERO converted to LeRobot v3.0",
-                   lambda path, o: _load_lerobot(path, o, libero=True), frozenset({"fps", "velocity", "dense_every"})),
+                   lambda path, o: _load_lerobot(path, o, libero=True), frozenset({"fps", "velocity"})),
         DataSource("libero", "LIBERO HDF5 release", _load_libero),
         DataSource("calvin", "CALVIN release layout", _load_calvin, frozenset({"split"})),
         DataSource("metaworld", "generated Meta-World demonstrations (LeRobot v3.0)", _load_lerobot,
-                   frozenset({"velocity", "dense_every"})),
+                   frozenset({"velocity"})),
     )
 }
 ALIASES = {"libero-lerobot": "libero_lerobot"}
@@ -131,7 +131,7 @@ def load_source(name: str, path: str | os.PathLike[str], options: LoadOptions) -
         ValueError: an unknown source, or an option the source does not have (e.g. ``fps`` for CALVIN).
     """
     source = get_source(name)
-    for option in ("fps", "split", "dense_every"):
+    for option in ("fps", "split"):
         if getattr(options, option) != getattr(_DEFAULTS, option) and option not in source.options:
             raise ValueError(f"{option} does not apply to data source {source.name!r}")
     return source.load(Path(path), options)
