@@ -128,13 +128,13 @@ def train_run(args: argparse.Namespace, head: str, seed: int, run_dir: Path) -> 
 # ------------------------------------------------------------------------------------------------------------
 def evaluate_run(args: argparse.Namespace, head: str, final: Path, cfg: Any, run_dir: Path) -> dict[str, Any]:
     """niaf-eval at 1×, 2×, 4× the training rate for each execution of ``head``: {execution: {hz: results}}."""
-    from niaf_train.data.metaworld import METAWORLD_FPS
     from niaf_train.evaluation import EvalSettings
     from niaf_train.evaluation.closed_loop import load_policy
     from niaf_train.evaluation.run import RESULTS_FILE, evaluate_checkpoint
+    from niaf_train.training.dataset import metaworld_control_hz
 
     d = cfg.data
-    train_hz = METAWORLD_FPS / d.metaworld_stride
+    train_hz = metaworld_control_hz(cfg)
     out: dict[str, Any] = {}
     for execution in EXECUTIONS[head]:
         policy = None
@@ -279,7 +279,7 @@ def budget_line(cfg: Any, args: argparse.Namespace, eval_seed: int) -> str:
             f"{t.learning_rate:g} ({t.lr_scheduler}, warm-up {t.warmup_ratio:g}, decay {t.decay_ratio:g}), "
             f"{args.seeds} training seed(s) per head ({', '.join(map(str, range(args.seeds)))}); data: "
             f"{len(d.metaworld_tasks)} Meta-World task(s) ({', '.join(d.metaworld_tasks)}), "
-            f"{d.metaworld_episodes_per_task} scripted demonstrations each at {80 / d.metaworld_stride:g} Hz, "
+            f"{d.metaworld_episodes_per_task} scripted demonstrations each, chunks at {80 / (d.metaworld_stride * d.chunk_stride):g} Hz, "
             f"config {args.config}; evaluation: {args.episodes} held-out episode(s) per task and rate on benchmark "
             f"seed {eval_seed}, replanning every {args.replan_every} environment steps (80 Hz). Success: mean ± "
             "sample std over training seeds of the mean over tasks.")
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_heads: error: {err}", file=sys.stderr)
         return 2
     assert cfg is not None
-    train_hz = 80.0 / cfg.data.metaworld_stride
+    train_hz = 80.0 / (cfg.data.metaworld_stride * cfg.data.chunk_stride)
     rates = [f"{train_hz * m:g}" for m in RATE_MULTIPLES]
     rows = aggregate(runs, rates)
     eval_seed = int(next(iter(next(iter(runs.values()))[0]["eval"].values()))[rates[0]]["benchmark_seed"])
@@ -330,6 +330,13 @@ def main(argv: list[str] | None = None) -> int:
                 f"points, batch 1, on this machine (torch threads {args.threads or 'default'}). Wall time of the "
                 f"benchmark: {minutes:.1f} min.\n")
     out.mkdir(parents=True, exist_ok=True)
+    if "niaf" in runs and 0 in runs["niaf"]:  # what each execution sends to the robot over one episode
+        from niaf_train.evaluation.command_plot import plot_executed_commands
+
+        waypoints = runs.get("waypoints", {}).get(0, {}).get("final")
+        figure = plot_executed_commands(runs["niaf"][0]["final"], out / "executed_commands.png", seed=eval_seed,
+                                        waypoint_checkpoint=waypoints)
+        markdown += f"\nExecuted commands over one held-out episode at 80 Hz (training seed 0): `{figure.name}`.\n"
     (out / "results.md").write_text(markdown, encoding="utf-8")
     public = {head: {seed: {"final": r["final"], "measure": r["measure"],
                             "eval": {ex: {hz: {k: v for k, v in res.items() if k != "settings"}

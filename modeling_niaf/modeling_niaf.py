@@ -78,7 +78,8 @@ class NiafActionFunctionOutput(ModelOutput):
         loss (`torch.FloatTensor` of shape `()`, *optional*): λ_p·L_pos + λ_v·L_vel + λ_j·L_jerk, returned
             when `actions` is given.
         loss_pos (`torch.FloatTensor` of shape `()`, *optional*): L_pos, mean over valid (sample, step) of
-            the squared L2 error (summed over action dimensions), in normalised action units².
+            the squared L2 error (summed over action dimensions), in normalised action units². With dense
+            targets (`dense_actions`) every loss term is taken over the dense points instead of the K points.
         loss_vel (`torch.FloatTensor` of shape `()`, *optional*): L_vel, same reduction, velocity in
             normalised units per second (the τ-derivative times 2/T); only when `velocities` is given.
         loss_jerk (`torch.FloatTensor` of shape `()`, *optional*): L_jerk = mean ‖(2/T)³ d³Φ/dτ³‖², the
@@ -102,6 +103,66 @@ class NiafActionFunctionOutput(ModelOutput):
     gamma: torch.FloatTensor | None = None
     beta: torch.FloatTensor | None = None
     query_hidden_states: torch.FloatTensor | None = None
+
+
+DENSE_KEYS = ("dense_tau", "dense_actions", "dense_velocities", "dense_mask")
+"""Batch keys of the dense targets (`NiafForActionFunction.forward`)."""
+
+
+@dataclass
+class DenseTargets:
+    """Dense supervision of one batch: ``tau`` [M] on the chunk's τ axis, ``actions`` [B, M, D] normalised,
+    ``velocities`` [B, M, D] normalised per second (or None), ``mask`` [B, M] (1 = real point, or None)."""
+
+    tau: torch.Tensor
+    actions: torch.Tensor
+    velocities: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+
+
+def _masked_mean(per_element: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Summed over D, averaged over valid (sample, point) pairs (``mask`` [B, N], None = all)."""
+    if mask is None:
+        weight = torch.ones(per_element.shape[:2], dtype=per_element.dtype, device=per_element.device)
+    else:
+        weight = mask.to(device=per_element.device, dtype=per_element.dtype)
+    return (per_element.sum(-1) * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def dense_supervised_losses(
+    cfg: Any,
+    chunk: list[torch.Tensor],
+    actions: torch.Tensor,
+    velocities: torch.Tensor | None,
+    action_mask: torch.Tensor | None,
+    dense_values: list[torch.Tensor] | None = None,
+    dense: DenseTargets | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(loss, L_pos, L_vel, L_jerk) of a function head, shared by NIAF and the B-spline comparison head.
+
+    ``chunk`` / ``dense_values``: [position, velocity per s, acceleration per s², jerk per s³] (as many as were
+    computed) at the K chunk points / the M dense points, each [B, N, D]. Without ``dense`` every term is taken
+    over the K points (masked by ``action_mask``); with it, L_pos and L_jerk over the dense points (masked by
+    ``dense.mask``), L_vel over the dense points when ``dense.velocities`` is given, else over the K points
+    with ``velocities``. L_vel is computed when velocity targets exist, L_jerk when λ_j > 0.
+    """
+    if dense is None:
+        values, mask, pos_target, vel_target = chunk, action_mask, actions, velocities
+        vel_values, vel_mask = chunk, action_mask
+    else:
+        values, mask, pos_target = dense_values, dense.mask, dense.actions
+        vel_target = dense.velocities if dense.velocities is not None else velocities
+        vel_values, vel_mask = (dense_values, dense.mask) if dense.velocities is not None else (chunk, action_mask)
+    loss_pos = _masked_mean((values[0] - pos_target.to(values[0].dtype)).pow(2), mask)
+    loss = cfg.loss_weight_position * loss_pos
+    loss_vel = loss_jerk = None
+    if vel_target is not None:
+        loss_vel = _masked_mean((vel_values[1] - vel_target.to(values[0].dtype)).pow(2), vel_mask)
+        loss = loss + cfg.loss_weight_velocity * loss_vel
+    if cfg.loss_weight_jerk > 0:
+        loss_jerk = _masked_mean(values[3].pow(2), mask)
+        loss = loss + cfg.loss_weight_jerk * loss_jerk
+    return loss, loss_pos, loss_vel, loss_jerk
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -272,6 +333,8 @@ def check_input_values(
     vocab_size: int,
     image_token_id: int | None,
     num_cameras: int,
+    dense_actions: torch.Tensor | None = None,
+    dense_velocities: torch.Tensor | None = None,
     **ignored: Any,
 ) -> None:
     """The checks of a batch that must read tensor values: token ids inside the vocabulary, at least one prompt
@@ -297,7 +360,8 @@ def check_input_values(
     i_patches = add(image_grid_thw.prod(dim=-1).sum()) if image_grid_thw is not None else None
     finite = {
         name: add(torch.isfinite(t).all())
-        for name, t in (("pixel_values", pixel_values), ("state", state), ("actions", actions), ("velocities", velocities))
+        for name, t in (("pixel_values", pixel_values), ("state", state), ("actions", actions), ("velocities", velocities),
+                        ("dense_actions", dense_actions), ("dense_velocities", dense_velocities))
         if t is not None
     }
     counts = (input_ids == image_token_id).sum(dim=1).to(torch.int64) if image_token_id is not None else None
@@ -305,7 +369,7 @@ def check_input_values(
     if counts is not None:
         packed = torch.cat([packed, counts])
     values = packed.tolist()  # the one host synchronisation
-    for name in ("actions", "velocities"):  # `forward` checked the targets first: keep that precedence
+    for name in ("actions", "velocities", "dense_actions", "dense_velocities"):  # targets first, as `forward`
         if name in finite and not values[finite[name]]:
             raise ValueError(_non_finite_message(name))
     if has_ids and (values[i_min] < 0 or values[i_max] >= vocab_size):
@@ -510,13 +574,17 @@ class NiafForActionFunction(NiafPreTrainedModel):
         before a compiled forward, or with ``check_inputs_in_forward = False``.
         """
         actions, velocities, action_mask = (batch.get(k) for k in ("actions", "velocities", "action_mask"))
+        dense = {k: batch.get(k) for k in DENSE_KEYS}
         if actions is not None:
             self._validate_targets(actions, velocities, action_mask)
-        elif velocities is not None or action_mask is not None:
-            raise ValueError("`velocities` and `action_mask` need `actions`.")
+            self._validate_dense(actions, **dense)
+        elif velocities is not None or action_mask is not None or any(v is not None for v in dense.values()):
+            raise ValueError("`velocities`, `action_mask` and the dense targets need `actions`.")
         inputs = {k: batch.get(k) for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "state")}
         input_ids, _, _ = self._validate_inputs(**inputs)
-        self.input_value_checker()(**dict(inputs, input_ids=input_ids, actions=actions, velocities=velocities))
+        self.input_value_checker()(**dict(inputs, input_ids=input_ids, actions=actions, velocities=velocities,
+                                          dense_actions=dense["dense_actions"],
+                                          dense_velocities=dense["dense_velocities"]))
 
     def _checks_values(self) -> bool:
         return self.check_inputs_in_forward and not _is_compiling()
@@ -625,6 +693,8 @@ class NiafForActionFunction(NiafPreTrainedModel):
         state: torch.Tensor | None,
         actions: torch.Tensor | None = None,
         velocities: torch.Tensor | None = None,
+        dense_actions: torch.Tensor | None = None,
+        dense_velocities: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Shape checks, the value checks of inputs and targets together (one host synchronisation), then
         `_encode_checked`."""
@@ -633,7 +703,8 @@ class NiafForActionFunction(NiafPreTrainedModel):
         )
         if self._checks_values():
             self.input_value_checker()(
-                input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, velocities
+                input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, velocities,
+                dense_actions=dense_actions, dense_velocities=dense_velocities,
             )
         return self._encode_checked(input_ids, attention_mask, pixel_values, image_grid_thw, state)
 
@@ -749,6 +820,10 @@ class NiafForActionFunction(NiafPreTrainedModel):
         actions: torch.FloatTensor | None = None,
         velocities: torch.FloatTensor | None = None,
         action_mask: torch.Tensor | None = None,
+        dense_tau: torch.Tensor | None = None,
+        dense_actions: torch.FloatTensor | None = None,
+        dense_velocities: torch.FloatTensor | None = None,
+        dense_mask: torch.Tensor | None = None,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> NiafActionFunctionOutput:
@@ -766,6 +841,12 @@ class NiafForActionFunction(NiafPreTrainedModel):
                 units **per second** (`normalize_velocities`); enables L_vel.
             action_mask (`torch.Tensor` [B, K], *optional*): 1/True for real steps, 0/False for steps padded
                 past the episode end; padded steps are left out of every loss term.
+            dense_tau (`torch.Tensor` [M], *optional*): dense supervision points on the chunk's τ axis, in
+                [-1, 1] (the source frames between chunk points, `niaf_train.data.chunking`); with
+                `dense_actions` [B, M, D] (normalised like `actions`), optional `dense_velocities` [B, M, D]
+                (normalised units per second) and `dense_mask` [B, M] (1 = real point). When given, L_pos, L_vel
+                and L_jerk are taken over the M dense points instead of the K chunk points (L_vel over the
+                chunk points when only `velocities` are given); `positions` stay the K points.
 
             return_dict (`bool`, *optional*): ``False`` returns ``output.to_tuple()`` (the non-None fields in
                 order) instead of the [`NiafActionFunctionOutput`].
@@ -775,23 +856,47 @@ class NiafForActionFunction(NiafPreTrainedModel):
         """
         if kwargs:
             raise ValueError(f"{type(self).__name__}.forward got unexpected arguments {sorted(kwargs)}.")
+        dense = {"dense_tau": dense_tau, "dense_actions": dense_actions, "dense_velocities": dense_velocities,
+                 "dense_mask": dense_mask}
         if actions is not None:
             self._validate_targets(actions, velocities, action_mask)
-        elif velocities is not None or action_mask is not None:
-            raise ValueError("`velocities` and `action_mask` need `actions`.")
-        z = self._validated_encode(input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, velocities)
-        out = self._chunk_and_losses(z, actions, velocities, action_mask)
+            self._validate_dense(actions, **dense)
+        elif velocities is not None or action_mask is not None or any(v is not None for v in dense.values()):
+            raise ValueError("`velocities`, `action_mask` and the dense targets need `actions`.")
+        z = self._validated_encode(input_ids, attention_mask, pixel_values, image_grid_thw, state, actions, velocities,
+                                   dense_actions, dense_velocities)
+        targets = DenseTargets(dense_tau, dense_actions, dense_velocities, dense_mask) if dense_actions is not None else None
+        out = self._chunk_and_losses(z, actions, velocities, action_mask, targets)
         return out if return_dict is not False else out.to_tuple()
 
     @staticmethod
     def masked_step_mean(per_element: torch.Tensor, action_mask: torch.Tensor | None) -> torch.Tensor:
         """A loss term from per-element values [B, K, D]: summed over D, averaged over the valid chunk steps
         (``action_mask`` [B, K], 1 = real step; None = all steps)."""
-        if action_mask is None:
-            weight = torch.ones(per_element.shape[:2], dtype=per_element.dtype, device=per_element.device)
-        else:
-            weight = action_mask.to(device=per_element.device, dtype=per_element.dtype)
-        return (per_element.sum(-1) * weight).sum() / weight.sum().clamp_min(1.0)
+        return _masked_mean(per_element, action_mask)
+
+    def _validate_dense(
+        self,
+        actions: torch.Tensor,
+        dense_tau: torch.Tensor | None = None,
+        dense_actions: torch.Tensor | None = None,
+        dense_velocities: torch.Tensor | None = None,
+        dense_mask: torch.Tensor | None = None,
+    ) -> None:
+        """Shapes of the dense targets (see `forward`): all or nothing around `dense_tau` and `dense_actions`."""
+        if dense_actions is None:
+            if any(t is not None for t in (dense_tau, dense_velocities, dense_mask)):
+                raise ValueError("`dense_tau`, `dense_velocities` and `dense_mask` need `dense_actions`.")
+            return
+        if not isinstance(dense_tau, torch.Tensor) or dense_tau.ndim != 1 or not dense_tau.dtype.is_floating_point:
+            raise ValueError(f"`dense_tau` must be a float tensor [M] of τ in [-1, 1], got {_describe(dense_tau)}.")
+        expected = f"[B={actions.shape[0]}, M={dense_tau.shape[0]}, action_dim={self.config.action_dim}]"
+        for name, t in (("dense_actions", dense_actions), ("dense_velocities", dense_velocities)):
+            if t is not None and (not isinstance(t, torch.Tensor)
+                                  or tuple(t.shape) != (actions.shape[0], dense_tau.shape[0], self.config.action_dim)):
+                raise ValueError(f"`{name}` must be {expected}, got {_describe(t)}.")
+        if dense_mask is not None and tuple(dense_mask.shape) != tuple(dense_actions.shape[:2]):
+            raise ValueError(f"`dense_mask` must be [B, M] = {tuple(dense_actions.shape[:2])}, got {_describe(dense_mask)}.")
 
     def _chunk_and_losses(
         self,
@@ -799,32 +904,35 @@ class NiafForActionFunction(NiafPreTrainedModel):
         actions: torch.Tensor | None,
         velocities: torch.Tensor | None,
         action_mask: torch.Tensor | None,
+        dense: DenseTargets | None = None,
     ) -> NiafActionFunctionOutput:
-        """ψ heads + SIREN at the K training points, and the losses when ``actions`` are given."""
+        """ψ heads + SIREN at the K training points (and the dense points), and the losses when ``actions`` are
+        given: over the dense points when ``dense`` is given, else over the K points."""
         cfg = self.config
         gamma, beta = self.modulation_heads(z)
-        want_vel = actions is not None and velocities is not None
+        want_vel = actions is not None and (velocities is not None or (dense is not None and dense.velocities is not None))
         want_jerk = actions is not None and cfg.loss_weight_jerk > 0
         order = 3 if want_jerk else (1 if want_vel else 0)
-        # τ is our own grid and γ, β come from checked inputs: no finiteness check (a host synchronisation each)
-        values = self.siren(self.training_tau(gamma.device), gamma, beta, derivatives=order, check_finite=False)
+        k = cfg.chunk_size
+        tau = self.training_tau(gamma.device)
+        if dense is not None:  # one SIREN pass over both grids
+            tau = torch.cat([tau, dense.tau.to(device=tau.device, dtype=tau.dtype)])
+        # τ is our own grid (or a checked one) and γ, β come from checked inputs: no finiteness check (a host
+        # synchronisation each)
+        values = self.siren(tau, gamma, beta, derivatives=order, check_finite=False)
         per_second = cfg.tau_to_seconds
-        positions = values[0]
-        pred_vel = values[1] * per_second if order >= 1 else None
+        positions = values[0][:, :k]
+        pred_vel = values[1][:, :k] * per_second if order >= 1 else None
         out = NiafActionFunctionOutput(
             positions=positions, velocities=pred_vel, gamma=gamma, beta=beta, query_hidden_states=z
         )
         if actions is None:
             return out
-        loss_pos = self.masked_step_mean((positions - actions.to(positions.dtype)).pow(2), action_mask)
-        loss = cfg.loss_weight_position * loss_pos
-        loss_vel = loss_jerk = None
-        if want_vel:
-            loss_vel = self.masked_step_mean((pred_vel - velocities.to(positions.dtype)).pow(2), action_mask)
-            loss = loss + cfg.loss_weight_velocity * loss_vel
-        if want_jerk:
-            loss_jerk = self.masked_step_mean((values[3] * per_second**3).pow(2), action_mask)
-            loss = loss + cfg.loss_weight_jerk * loss_jerk
+        derivatives = [v * per_second**i for i, v in enumerate(values)]
+        loss, loss_pos, loss_vel, loss_jerk = dense_supervised_losses(
+            cfg, [d[:, :k] for d in derivatives], actions, velocities, action_mask,
+            None if dense is None else [d[:, k:] for d in derivatives], dense,
+        )
         out.loss, out.loss_pos, out.loss_vel, out.loss_jerk = loss, loss_pos, loss_vel, loss_jerk
         return out
 
@@ -1024,7 +1132,9 @@ def _describe(value: Any) -> str:
 
 
 __all__ = [
+    "DenseTargets",
     "check_input_values",
+    "dense_supervised_losses",
     "NiafActionFunctionOutput",
     "NiafForActionFunction",
     "NiafModulationHeads",

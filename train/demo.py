@@ -16,7 +16,10 @@ episodes per task (default 50). Steps:
 5. the checkpoint runs in closed loop (:mod:`niaf_train.evaluation`) on held-out Meta-World variations, with its
    action function executed at the training rate and at 4× that rate, next to the scripted expert in the same
    harness; ``closed_loop/`` holds each run's ``results.json``, figure and rollout videos, and
-   ``closed_loop_success.png`` compares them.
+   ``closed_loop_success.png`` compares them;
+6. ``executed_commands.png``: the commands executed at 80 Hz over one held-out episode, position and rate of
+   change, for the function and for its chunk points held and linearly interpolated
+   (:mod:`niaf_train.evaluation.command_plot`).
 """
 
 from __future__ import annotations
@@ -110,9 +113,10 @@ def closed_loop(final_dir: Path, cfg: Any, out: Path, episodes: int, replan_ever
     from .evaluation.closed_loop import load_policy, observation_ablation
     from .evaluation.report import input_reliance_section, plot_success, write_input_reliance
     from .evaluation.run import evaluate_checkpoint
+    from .training.dataset import metaworld_control_hz
 
     d = cfg.data
-    train_hz = METAWORLD_FPS / d.metaworld_stride
+    train_hz = metaworld_control_hz(cfg)
     fast_hz = min(METAWORLD_FPS, 4 * train_hz)
     base = {"tasks": list(d.metaworld_tasks), "episodes": episodes, "cameras": list(d.metaworld_camera),
             "image_size": d.metaworld_image_size, "replan_every": replan_every, "state": d.metaworld_state,
@@ -196,6 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     query = reload_and_query(final_dir, cfg, out / "demo_trajectories.png")
     try:
         loop = closed_loop(final_dir, cfg, out, episodes, replan)
+        from .evaluation.command_plot import plot_executed_commands
+
+        commands_png = plot_executed_commands(
+            final_dir, out / "executed_commands.png",
+            seed=next(iter(loop.values()))["benchmark_seed"])
     except EvalError as err:
         print(f"niaf_train.demo: error: {err}", file=sys.stderr)
         return 2
@@ -217,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(ratio {ratio:.2f}); mean squared jerk at 4x {m['mean_squared_jerk']:.4g} (per s^3)^2")
     print(f"checkpoint (Hub layout): {final_dir}")
     print(f"closed-loop results, videos: {out / 'closed_loop'}; figure: {out / 'closed_loop_success.png'}")
+    print(f"executed commands at 80 Hz over one episode (function, held, interpolated): {commands_png}")
     print(f"wall time: {summary['wall_seconds']:.0f} s (training {result['train_seconds']:.0f} s)")
     return 0
 

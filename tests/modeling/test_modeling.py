@@ -256,6 +256,60 @@ def test_losses_match_an_independent_float64_reference():
     torch.testing.assert_close(out.loss.double(), total, rtol=1e-3, atol=1e-6)
 
 
+def test_dense_losses_match_an_independent_float64_reference():
+    """Dense targets: L_pos, L_vel and L_jerk over the M dense points (masked), by hand in float64."""
+    model = make_model("qwen3_vl", loss_weight_velocity=0.7, loss_weight_jerk=1e-3, loss_weight_position=2.0)
+    inputs = make_inputs("qwen3_vl", batch=2)
+    g = torch.Generator().manual_seed(2)
+    actions = torch.randn(2, 6, 3, generator=g)
+    m = 11  # K = 6 points every 2 source frames: M = (K-1)·2 + 1
+    tau = torch.linspace(-1, 1, m)
+    dense_actions, dense_velocities = torch.randn(2, m, 3, generator=g), torch.randn(2, m, 3, generator=g)
+    dense_mask = torch.ones(2, m, dtype=torch.bool)
+    dense_mask[1, 7:] = False
+    with torch.no_grad():
+        out = model(**inputs, actions=actions, dense_tau=tau, dense_actions=dense_actions,
+                    dense_velocities=dense_velocities, dense_mask=dense_mask)
+        plain = model(**inputs, actions=actions)
+    torch.testing.assert_close(out.positions, plain.positions)  # `positions` stay the K chunk points
+    siren = _double_siren(model)
+    c = 2.0 / ((6 - 1) / 10.0)  # 2/T with T = (K-1)/f
+    ref_pos = ref_vel = ref_jerk = 0.0
+    count = 0
+    for b in range(2):
+        gam, bet = out.gamma[b : b + 1].double(), out.beta[b : b + 1].double()
+        phi, d1, _d2, d3 = _autograd_derivatives(siren, gam, bet, tau.double(), 3)
+        for j in range(m):
+            if not dense_mask[b, j]:
+                continue
+            count += 1
+            ref_pos += ((phi[0, j] - dense_actions[b, j].double()) ** 2).sum()
+            ref_vel += ((c * d1[0, j] - dense_velocities[b, j].double()) ** 2).sum()
+            ref_jerk += ((c**3 * d3[0, j]) ** 2).sum()
+    ref_pos, ref_vel, ref_jerk = ref_pos / count, ref_vel / count, ref_jerk / count
+    torch.testing.assert_close(out.loss_pos.double(), ref_pos, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out.loss_vel.double(), ref_vel, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(out.loss_jerk.double(), ref_jerk, rtol=2e-3, atol=1e-6)
+    torch.testing.assert_close(out.loss.double(), 2.0 * ref_pos + 0.7 * ref_vel + 1e-3 * ref_jerk, rtol=1e-3, atol=1e-6)
+    # a padded dense point changes nothing; a real one does
+    moved = dense_actions.clone()
+    moved[1, 8] += 100.0
+    with torch.no_grad():
+        assert float(model(**inputs, actions=actions, dense_tau=tau, dense_actions=moved, dense_velocities=dense_velocities,
+                           dense_mask=dense_mask).loss) == float(out.loss)
+        moved[1, 3] += 1.0
+        assert float(model(**inputs, actions=actions, dense_tau=tau, dense_actions=moved, dense_velocities=dense_velocities,
+                           dense_mask=dense_mask).loss_pos) != float(out.loss_pos)
+    with pytest.raises(ValueError, match="dense_actions"):
+        model(**inputs, actions=actions, dense_tau=tau, dense_actions=dense_actions[:, :5])
+    with pytest.raises(ValueError, match="need `dense_actions`"):
+        model(**inputs, actions=actions, dense_tau=tau)
+    bad = dense_actions.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="dense_actions"):
+        model(**inputs, actions=actions, dense_tau=tau, dense_actions=bad)
+
+
 def test_padded_steps_do_not_affect_loss_or_gradients():
     model = make_model("smolvlm", loss_weight_jerk=1e-4).train()
     inputs = make_inputs("smolvlm")

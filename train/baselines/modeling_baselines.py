@@ -19,15 +19,18 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from transformers import PreTrainedModel
 
 from modeling_niaf.hub import MODEL_AUTO_MAP, code_sources
 from modeling_niaf.modeling_niaf import (
+    DenseTargets,
     NiafActionFunctionOutput,
     NiafForActionFunction,
     NiafPreTrainedModel,
+    dense_supervised_losses,
 )
 
 from .functions import INTERPOLATIONS, BasisActionFunction, spline_basis, waypoint_basis
@@ -140,10 +143,15 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
         actions: torch.Tensor | None,
         velocities: torch.Tensor | None,
         action_mask: torch.Tensor | None,
+        dense: DenseTargets | None = None,
     ) -> NiafActionFunctionOutput:
         """The head's chunk and losses (NIAF's `forward` does the checks and the backbone pass). ``positions``
         [B, K, D] are the chunk at τ_k; for ``flow`` only without targets (sampling its Euler steps at every
-        training step would only cost time)."""
+        training step would only cost time).
+
+        Dense targets (``dense``, between the chunk points): the B-spline is a function of τ and is trained on
+        them exactly as NIAF is (`dense_supervised_losses`); the waypoint and flow heads output the K points
+        only, so they ignore them (using them would take (K-1)·s/d + 1 outputs instead of K)."""
         cfg = self.config
         kind = self.action_head_kind
         out = NiafActionFunctionOutput(query_hidden_states=z)
@@ -165,23 +173,23 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
             out.positions = positions
         elif kind == "bspline":
             control = self.action_head(z)  # [B, M, D]
-            order = 3 if cfg.loss_weight_jerk > 0 else (1 if velocities is not None else 0)
-            basis = torch.as_tensor(self._basis(self._chunk_tau().numpy(), order), dtype=control.dtype,
-                                    device=control.device)  # [k+1, K, M]
-            values = torch.einsum("jkm,bmd->jbkd", basis, control)
+            has_vel = velocities is not None or (dense is not None and dense.velocities is not None)
+            order = 3 if cfg.loss_weight_jerk > 0 else (1 if has_vel else 0)
             per_second = cfg.tau_to_seconds
-            positions = values[0]
-            loss_pos = masked((positions - target).pow(2))
-            loss = cfg.loss_weight_position * loss_pos
-            out.positions = positions
+
+            def at(tau: Any) -> list[torch.Tensor]:  # [position, per s, per s², per s³] at tau [N]: [B, N, D] each
+                basis = torch.as_tensor(self._basis(np.asarray(tau, dtype=np.float64), order), dtype=control.dtype,
+                                        device=control.device)  # [k+1, N, M]
+                values = torch.einsum("jkm,bmd->jbkd", basis, control)
+                return [values[i] * per_second**i for i in range(order + 1)]
+
+            chunk = at(self._chunk_tau().numpy())
+            out.positions = chunk[0]
             if velocities is not None:
-                pred_vel = values[1] * per_second
-                out.velocities = pred_vel
-                loss_vel = masked((pred_vel - velocities.to(pred_vel.dtype)).pow(2))
-                loss = loss + cfg.loss_weight_velocity * loss_vel
-            if cfg.loss_weight_jerk > 0:
-                loss_jerk = masked((values[3] * per_second**3).pow(2))
-                loss = loss + cfg.loss_weight_jerk * loss_jerk
+                out.velocities = chunk[1]
+            dense_values = None if dense is None else at(dense.tau.detach().to("cpu", torch.float64).numpy())
+            loss, loss_pos, loss_vel, loss_jerk = dense_supervised_losses(
+                cfg, chunk, target, velocities, action_mask, dense_values, dense)
         else:  # flow
             predicted, wanted = self.action_head.loss_terms(z, target)
             loss_pos = masked((predicted - wanted).pow(2))

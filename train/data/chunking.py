@@ -19,6 +19,17 @@ Chunking, with chunk size K and stride s (both counted in source frames):
 * points past the episode end are padding: the action repeats the last real action of the chunk, the
   velocity is zero, and ``action_is_pad`` is True. Losses must mask them.
 
+Dense supervision (``dense_every`` = d, a divisor of s; off by default): each sample also keeps the source
+frames between its chunk points, every d-th one, t, t+d, ..., t+(K-1)s: M = (K-1)·s/d + 1 points at
+τ_j = -1 + 2j/(M-1), on the same time axis as the chunk (the chunk point k is dense point j = k·s/d). A function
+head (NIAF, B-spline) is evaluated there at no extra output cost; a waypoint head cannot use them. Padding as
+for the chunk: points past the episode end repeat the last real source frame, velocity zero, ``dense_is_pad``.
+
+Velocities from the actions (``difference_velocities=True``): for episodes without velocity labels, the
+velocity at every source frame is the finite difference of the actions at the source rate, per second
+(:func:`finite_difference_velocities`: central inside, one-sided at the episode ends); the ``velocity`` (and
+``dense_velocity``) columns then hold them.
+
 One sample (row) has these columns (LeRobot names):
 
 =================================  ====================  ===========================================
@@ -35,6 +46,10 @@ column                             type                  content
                                                          episodes have velocities); 0 where padded
 ``action_is_pad``                  bool [K]              True for padded points
 ``tau``                            float32 [K]           τ_k = -1 + 2k/(K-1)
+``dense_action``                   float32 [M, D]        actions at t + j·d (only with ``dense_every``)
+``dense_velocity``                 float32 [M, D]        velocities there, per second (with velocities)
+``dense_is_pad``                   bool [M]              True for padded dense points
+``dense_tau``                      float32 [M]           τ_j = -1 + 2j/(M-1)
 ``episode_index``                  int64                 ``Episode.index``, else the reading order
 ``frame_index``                    int64                 t, in source frames (before the stride)
 ``timestamp``                      float32               t / fps seconds
@@ -115,6 +130,29 @@ def chunk_indices(length: int, start: int, chunk_size: int, stride: int = 1) -> 
     return np.where(is_pad, last_real, raw), is_pad
 
 
+def dense_points(chunk_size: int, stride: int, dense_every: int) -> int:
+    """M = (K-1)·s/d + 1, the dense points of a chunk of K points at stride s kept every d source frames.
+
+    Raises ValueError unless d >= 1 divides s (then every chunk point is a dense point)."""
+    tau_grid(chunk_size)
+    stride = _check_positive_int("stride", stride)
+    dense_every = _check_positive_int("dense_every", dense_every)
+    if stride % dense_every:
+        raise ValueError(f"dense_every={dense_every} must divide the chunk stride {stride} (so that every chunk "
+                         "point is a dense point)")
+    return (chunk_size - 1) * stride // dense_every + 1
+
+
+def finite_difference_velocities(actions: np.ndarray, fps: float) -> np.ndarray:
+    """Velocities [T, D] per second of actions [T, D] sampled at ``fps`` Hz: central differences
+    (a[t+1] - a[t-1])·fps/2 inside, one-sided (a[1] - a[0])·fps and (a[T-1] - a[T-2])·fps at the ends; zeros for a
+    one-frame episode. float32."""
+    a = np.asarray(actions, dtype=np.float64)
+    if len(a) < 2:
+        return np.zeros_like(a, dtype=np.float32)
+    return np.gradient(a, 1.0 / float(fps), axis=0).astype(np.float32)
+
+
 def _check_positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -126,18 +164,29 @@ def chunk_episode(
     chunk_size: int,
     stride: int = 1,
     sample_every: int | None = None,
+    dense_every: int | None = None,
+    difference_velocities: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Cut one (validated) episode into samples.
 
     Yields dicts with numpy values: ``"images"`` (camera → uint8 [H, W, 3]), ``"observation.state"``
     (float32 [S], if any), ``"action"`` float32 [K, D], ``"velocity"`` float32 [K, D] (if any),
     ``"action_is_pad"`` bool [K], ``"tau"`` float32 [K], ``"frame_index"`` int, ``"timestamp"`` float
-    (seconds), ``"task"`` str. See the module docstring for the padding and stride rules.
+    (seconds), ``"task"`` str; with ``dense_every`` also ``"dense_action"`` [M, D], ``"dense_velocity"``
+    [M, D] (if any), ``"dense_is_pad"`` [M] and ``"dense_tau"`` [M]. With ``difference_velocities`` an episode
+    without velocities gets :func:`finite_difference_velocities`. See the module docstring for the padding,
+    stride and dense rules.
     """
     stride = _check_positive_int("stride", stride)
     every = stride if sample_every is None else _check_positive_int("sample_every", sample_every)
     tau = tau_grid(chunk_size)
     length = len(episode)
+    velocities = episode.velocities
+    if velocities is None and difference_velocities:
+        velocities = finite_difference_velocities(episode.actions, episode.fps)
+    if dense_every is not None:
+        m = dense_points(chunk_size, stride, dense_every)
+        dense_tau = tau_grid(m)
     for t in range(0, length, every):
         idx, is_pad = chunk_indices(length, t, chunk_size, stride)
         sample: dict[str, Any] = {
@@ -151,10 +200,19 @@ def chunk_episode(
         }
         if episode.states is not None:
             sample["observation.state"] = np.asarray(episode.states[t], dtype=np.float32)
-        if episode.velocities is not None:
-            vel = np.array(episode.velocities[idx], dtype=np.float32)
+        if velocities is not None:
+            vel = np.array(velocities[idx], dtype=np.float32)
             vel[is_pad] = 0.0
             sample["velocity"] = vel
+        if dense_every is not None:
+            didx, dpad = chunk_indices(length, t, m, dense_every)
+            sample["dense_action"] = np.ascontiguousarray(episode.actions[didx], dtype=np.float32)
+            sample["dense_is_pad"] = dpad.copy()
+            sample["dense_tau"] = dense_tau
+            if velocities is not None:
+                dvel = np.array(velocities[didx], dtype=np.float32)
+                dvel[dpad] = 0.0
+                sample["dense_velocity"] = dvel
         yield sample
 
 
@@ -170,8 +228,10 @@ def make_features(
     image_shapes: Mapping[str, tuple[int, int, int]],
     has_velocity: bool,
     image_format: str = "png",
+    dense_points: int | None = None,
 ):
-    """The ``datasets.Features`` of a chunk dataset (see the module docstring for the columns)."""
+    """The ``datasets.Features`` of a chunk dataset (see the module docstring for the columns); ``dense_points``
+    M adds the dense columns."""
     import datasets
 
     if image_format not in IMAGE_FORMATS:
@@ -191,6 +251,12 @@ def make_features(
         feats["velocity"] = datasets.Array2D(shape=(chunk_size, action_dim), dtype="float32")
     feats["action_is_pad"] = datasets.List(datasets.Value("bool"), length=chunk_size)
     feats["tau"] = datasets.List(datasets.Value("float32"), length=chunk_size)
+    if dense_points is not None:
+        feats["dense_action"] = datasets.Array2D(shape=(dense_points, action_dim), dtype="float32")
+        if has_velocity:
+            feats["dense_velocity"] = datasets.Array2D(shape=(dense_points, action_dim), dtype="float32")
+        feats["dense_is_pad"] = datasets.List(datasets.Value("bool"), length=dense_points)
+        feats["dense_tau"] = datasets.List(datasets.Value("float32"), length=dense_points)
     feats["episode_index"] = datasets.Value("int64")
     feats["frame_index"] = datasets.Value("int64")
     feats["timestamp"] = datasets.Value("float32")
@@ -223,6 +289,9 @@ def _sample_to_row(sample: dict[str, Any], episode_index: int, row_index: int, i
         row["velocity"] = sample["velocity"]
     row["action_is_pad"] = sample["action_is_pad"]
     row["tau"] = sample["tau"]
+    for key in ("dense_action", "dense_velocity", "dense_is_pad", "dense_tau"):
+        if key in sample:
+            row[key] = sample[key]
     row["episode_index"] = int(episode_index)
     row["frame_index"] = int(sample["frame_index"])
     row["timestamp"] = float(sample["timestamp"])
@@ -343,14 +412,28 @@ def check_control_hz(dataset: Any, control_hz: float, rel_tol: float = 1e-6) -> 
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _layout(episode: Episode) -> dict[str, Any]:
+def _layout(episode: Episode, options: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "image_shapes": {cam: tuple(int(s) for s in frames.shape[1:]) for cam, frames in episode.images.items()},
         "action_dim": episode.action_dim,
         "state_dim": episode.state_dim,
-        "has_velocity": episode.velocities is not None,
+        "has_velocity": episode.velocities is not None or bool(options.get("difference_velocities")),
         "fps": float(episode.fps),
     }
+
+
+def _features(layout: Mapping[str, Any], options: Mapping[str, Any]):
+    dense = options.get("dense_every")
+    return make_features(
+        options["chunk_size"], layout["action_dim"], layout["state_dim"], layout["image_shapes"],
+        layout["has_velocity"], options["image_format"],
+        None if dense is None else dense_points(options["chunk_size"], options["stride"], dense),
+    )
+
+
+def _chunks(ep: Episode, options: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    return chunk_episode(ep, options["chunk_size"], options["stride"], options["sample_every"],
+                         options.get("dense_every"), bool(options.get("difference_velocities")))
 
 
 def _check_fps(ep: Episode, source_fps: float) -> None:
@@ -381,6 +464,8 @@ def build_chunk_dataset(
     total_episodes: int | None = None,
     writer_batch_size: int = 256,
     extra_meta: Mapping[str, Any] | None = None,
+    dense_every: int | None = None,
+    difference_velocities: bool = False,
 ):
     """Validate, chunk and cache episodes as a ``datasets.Dataset`` (or stream them as an ``IterableDataset``).
 
@@ -405,6 +490,10 @@ def build_chunk_dataset(
         total_episodes: only for the progress bar.
         writer_batch_size: rows per Arrow record batch.
         extra_meta: JSON-serialisable extras stored in the metadata (e.g. ``{"format": "lerobot"}``).
+        dense_every: keep every d-th source frame between chunk points as dense targets (d divides
+            ``stride``; None: no dense columns, the layout of older caches).
+        difference_velocities: velocity columns from :func:`finite_difference_velocities` of the actions for
+            episodes without velocities.
 
     Returns:
         ``datasets.Dataset`` (memory-mapped Arrow) or ``datasets.IterableDataset``; metadata in
@@ -427,6 +516,12 @@ def build_chunk_dataset(
         "image_format": image_format,
         "skip_invalid": bool(skip_invalid),
     }
+    # only when set: the fingerprints (and cache folders) of datasets built without them stay what they were
+    if dense_every is not None:
+        dense_points(chunk_size, stride, dense_every)
+        options["dense_every"] = int(dense_every)
+    if difference_velocities:
+        options["difference_velocities"] = True
 
     if streaming:
         return _build_streaming(episode_factory, options, num_shards, extra_meta)
@@ -480,11 +575,8 @@ def _build_into(
     if first is None:
         reasons = "; ".join(f"{s.source} episode {s.episode_id}: {s.reason}" for s in summary.skipped[:5])
         raise ValueError(f"no valid episode to build a dataset from{': ' + reasons if reasons else ''}")
-    layout = _layout(first)
-    features = make_features(
-        options["chunk_size"], layout["action_dim"], layout["state_dim"], layout["image_shapes"],
-        layout["has_velocity"], options["image_format"],
-    )
+    layout = _layout(first, options)
+    features = _features(layout, options)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
         writer = ArrowWriter(features=features, path=str(tmp / "data.arrow"), writer_batch_size=writer_batch_size)
@@ -502,8 +594,7 @@ def _build_into(
             try:
                 rows = [
                     _sample_to_row(s, episode_index, summary.samples + j, options["image_format"])
-                    for j, s in enumerate(chunk_episode(ep, options["chunk_size"], options["stride"],
-                                                        options["sample_every"]))
+                    for j, s in enumerate(_chunks(ep, options))
                 ]
             except (ValueError, OSError) as err:  # lazy frames failing to decode
                 error = err if isinstance(err, EpisodeError) else ep.error("images", f"could not read a frame: {err}")
@@ -574,11 +665,8 @@ def _build_streaming(
     first, _ = _peek_first_valid(iter(episode_factory()), probe, options["skip_invalid"])
     if first is None:
         raise ValueError("no valid episode to stream")
-    layout = _layout(first)
-    features = make_features(
-        options["chunk_size"], layout["action_dim"], layout["state_dim"], layout["image_shapes"],
-        layout["has_velocity"], options["image_format"],
-    )
+    layout = _layout(first, options)
+    features = _features(layout, options)
 
     def generate(shard_ids: Sequence[int]):
         wanted = set(shard_ids)
@@ -591,7 +679,7 @@ def _build_streaming(
                 continue
             _check_fps(ep, layout["fps"])
             episode_index = ep.index if ep.index is not None else ordinal
-            for s in chunk_episode(ep, options["chunk_size"], options["stride"], options["sample_every"]):
+            for s in _chunks(ep, options):
                 # `index` is unique per shard only: rows are produced lazily on several workers.
                 yield _sample_to_row(s, episode_index, row, options["image_format"])
                 row += 1
@@ -693,6 +781,8 @@ __all__ = [
     "chunk_episode",
     "chunk_indices",
     "dataset_fps",
+    "dense_points",
+    "finite_difference_velocities",
     "cache_size_report",
     "chunk_cache_dir",
     "default_cache_dir",

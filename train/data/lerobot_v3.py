@@ -639,11 +639,16 @@ def load_lerobot(
     streaming: bool = False,
     image_format: str = "png",
     sample_every: int | None = None,
+    dense_every: int | None = None,
+    difference_velocities: bool = False,
     _format_name: str = "lerobot",
 ):
     """A LeRobot v3.0 folder as a chunked ``datasets.Dataset`` (see :mod:`niaf_train.data.chunking` for columns).
 
-    The cache fingerprint covers (path, size, mtime) of ``meta/``, ``data/`` and ``videos/`` and every option.
+    ``dense_every`` and ``difference_velocities`` are :func:`~niaf_train.data.chunking.build_chunk_dataset`'s
+    (dense targets between chunk points; velocities as finite differences of the actions where the dataset
+    has none). The cache fingerprint covers (path, size, mtime) of ``meta/``, ``data/`` and ``videos/`` and
+    every option.
     """
     meta = open_lerobot_v3(root, fps_override)
     sources = [meta.root / "meta", meta.root / "data"] + ([meta.root / "videos"] if (meta.root / "videos").is_dir() else [])
@@ -656,6 +661,7 @@ def load_lerobot(
         sample_every=sample_every, skip_invalid=skip_invalid, streaming=streaming, image_format=image_format,
         total_episodes=len(meta.episodes) if episodes is None else len(episodes),
         extra_meta={"format": _format_name, "root": str(meta.root), "info_fps": meta.info_fps},
+        dense_every=dense_every, difference_velocities=difference_velocities,
     )
 
 

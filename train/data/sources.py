@@ -39,8 +39,9 @@ class LoadOptions:
     stride: int = 1
     cache_dir: str | os.PathLike[str] | None = None  # the chunk cache folder (chunking.chunk_cache_dir)
     cameras: Sequence[str] | None = None  # None: the format's cameras; (): none (statistics only, no images)
-    velocity: str = "auto"  # lerobot formats: "auto" | "require" | "none"
+    velocity: str = "auto"  # lerobot formats: "auto" | "require" | "none"; every format: "difference" (of the actions)
     sample_every: int | None = None  # None: the loader's default
+    dense_every: int | None = None  # dense targets every d source frames (chunking.py), every format
     skip_invalid: bool = False
     max_episodes: int | None = None
     fps: float | None = None  # lerobot formats: the true control rate when info.json's is wrong
@@ -62,6 +63,10 @@ def _common(o: LoadOptions, episodes_key: str, *, cameras: bool = True) -> dict[
         kw["cameras"] = list(o.cameras)
     if o.sample_every is not None:
         kw["sample_every"] = o.sample_every
+    if o.dense_every is not None:
+        kw["dense_every"] = o.dense_every
+    if o.velocity == "difference":  # velocity labels from the actions' finite differences (chunking.py)
+        kw["difference_velocities"] = True
     if o.max_episodes is not None:
         kw[episodes_key] = list(range(o.max_episodes)) if episodes_key == "episodes" else o.max_episodes
     return kw
@@ -71,7 +76,9 @@ def _load_lerobot(path: Path, o: LoadOptions, *, libero: bool = False) -> Any:
     from .lerobot_v3 import load_lerobot, load_libero_lerobot
 
     state_only = o.cameras is not None and len(o.cameras) == 0  # statistics only: no image or video is read
-    kw = dict(_common(o, "episodes", cameras=not state_only), velocity=o.velocity)
+    # "difference": velocity labels are the actions' finite differences, whatever the dataset holds
+    kw = dict(_common(o, "episodes", cameras=not state_only),
+              velocity="none" if o.velocity == "difference" else o.velocity)
     if state_only:
         kw["state_only"] = True
     if o.fps is not None:

@@ -61,7 +61,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         raise EvalError("--tasks: none given and the checkpoint has no training record naming them")
     execute_hz = args.execute_hz
     if execute_hz is None:
-        execute_hz = 80.0 / int(record.get("stride", 4))
+        execute_hz = 80.0 / (int(record.get("stride", 4)) * int(record.get("chunk_stride", 1)))
     return EvalSettings(
         tasks=list(tasks), episodes=args.episodes, seed=args.seed, execution=args.execution, execute_hz=execute_hz,
         replan_every=args.replan_every, latency_ms=args.latency_ms, switch=args.switch, blend_ms=args.blend_ms,

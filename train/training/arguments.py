@@ -121,7 +121,12 @@ class DataOptions:
     sample_every: int = 1
     """Source frames between consecutive training samples."""
     velocity: str = "auto"
-    """LeRobot velocity labels: auto (use observation.velocity when present), require, none."""
+    """LeRobot velocity labels: auto (use observation.velocity when present), require, none, or difference
+    (finite differences of the actions at the source rate, for data without velocity labels)."""
+    dense_every: int = 0
+    """Dense supervision: keep every d-th source frame between chunk points as extra targets at the τ between
+    them (d must divide ``chunk_stride``; 0: off). NIAF and the B-spline head are trained on them (positions,
+    and velocities with ``loss_weight_velocity``); waypoint and flow heads output the K points only."""
     val_fraction: float = 0.1
     """Fraction of episodes held out for evaluation (at least one episode when > 0)."""
     max_val_samples: int = 256
@@ -402,7 +407,7 @@ def load_config(path: str | None, overrides: list[str]) -> FinetuneConfig:
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.source": DATA_SOURCES,
-    "data.velocity": ("auto", "require", "none"),
+    "data.velocity": ("auto", "require", "none", "difference"),
     "training.mixed_precision": ("no", "bf16", "fp16"),
     "training.lr_scheduler": ("tri_stage", "cosine", "linear", "constant"),
     "training.report_to": ("tensorboard", "trackio", "none"),
@@ -444,6 +449,9 @@ def validate_config(cfg: FinetuneConfig) -> None:
     ):
         if value < low:
             raise ConfigError(f"`{key}` must be >= {low}, got {value}")
+    if d.dense_every < 0 or (d.dense_every and d.chunk_stride % d.dense_every):
+        raise ConfigError(f"`data.dense_every` must be 0 (off) or a divisor of data.chunk_stride={d.chunk_stride}, "
+                          f"got {d.dense_every}")
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError(f"`data.val_fraction` must be in [0, 1), got {d.val_fraction}")
     if t.learning_rate <= 0:

@@ -33,6 +33,9 @@ class Collator:
     """Rows of a chunk dataset (torch view) → model inputs via the :class:`NiafProcessor`.
 
     Physical actions/velocities/state are normalised by the processor; ``action_mask`` = not ``action_is_pad``.
+    With ``use_dense`` the rows' dense columns (``dense_action``, ``dense_velocity``, ``dense_is_pad``,
+    ``dense_tau``; :mod:`niaf_train.data.chunking`) become ``dense_actions``, ``dense_velocities`` (with
+    ``use_velocity``), ``dense_mask`` and ``dense_tau`` [M] (one grid for the batch), normalised like the chunk.
     With relative actions the processor (its ``relative_action_state_indices``) turns the absolute chunks into
     deltas from the row's ``observation.state``; velocities are unchanged. ``check`` (e.g. the model's
     ``input_value_checker()``) runs on every batch the processor returns, before it reaches the device, so the
@@ -41,7 +44,7 @@ class Collator:
 
     def __init__(
         self, processor: Any, cameras: list[str], use_state: bool, use_velocity: bool,
-        check: Callable[..., None] | None = None, image_shift: int = 0, seed: int = 0,
+        check: Callable[..., None] | None = None, use_dense: bool = False, image_shift: int = 0, seed: int = 0,
     ) -> None:
         if image_shift < 0:
             raise ValueError(f"Collator: image_shift must be >= 0 pixels, got {image_shift}")
@@ -52,6 +55,7 @@ class Collator:
         self.cameras = cameras
         self.use_state = use_state
         self.use_velocity = use_velocity
+        self.use_dense = use_dense
         if getattr(processor, "relative_action_state_indices", None) is not None and not use_state:
             raise ValueError("Collator: the processor makes relative actions, which need `use_state=True` (deltas "
                              "from the state).")
@@ -71,6 +75,8 @@ class Collator:
         if self.use_velocity:
             kwargs["velocities"] = torch.stack([row["velocity"] for row in rows])
         batch = dict(self.processor(**kwargs))
+        if self.use_dense:
+            batch.update(self._dense(rows))
         if self.check is not None:  # the model's value checks, here on CPU tensors: no device synchronisation
             self.check(**batch)
         batch["sample_index"] = torch.tensor([int(row["index"]) for row in rows])
@@ -93,4 +99,24 @@ class Collator:
                 dy, dx = rng.integers(0, 2 * n + 1, size=2)
                 shifted.append(padded[:, dy:dy + h, dx:dx + w].to(image.dtype))
             out.append(shifted)
+        return out
+
+    def _dense(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        tau = rows[0]["dense_tau"]
+        if any(not torch.equal(row["dense_tau"], tau) for row in rows[1:]):
+            raise ValueError("Collator: rows with different dense τ grids in one batch (one chunk dataset, one grid)")
+        actions = torch.stack([row["dense_action"] for row in rows]).to(torch.float64)
+        if getattr(self.processor, "relative_action_state_indices", None) is not None:
+            state = torch.stack([row["observation.state"] for row in rows]).to(torch.float64)
+            actions = self.processor.relative_actions(actions.numpy(), state.numpy())
+        out = {
+            "dense_tau": torch.as_tensor(tau, dtype=torch.float32),
+            "dense_actions": torch.as_tensor(np.asarray(self.processor.normalize_actions(np.asarray(actions))),
+                                             dtype=torch.float32),
+            "dense_mask": ~torch.stack([row["dense_is_pad"] for row in rows]),
+        }
+        if self.use_velocity and "dense_velocity" in rows[0]:
+            velocities = torch.stack([row["dense_velocity"] for row in rows]).to(torch.float64).numpy()
+            out["dense_velocities"] = torch.as_tensor(np.asarray(self.processor.normalize_velocities(velocities)),
+                                                      dtype=torch.float32)
         return out

@@ -26,10 +26,18 @@ def metaworld_dataset_dir(cfg: FinetuneConfig) -> Path:
     return metaworld_cache_dir(_metaworld_settings(cfg), cfg.data.cache_dir or None)
 
 
+def metaworld_control_hz(cfg: FinetuneConfig) -> float:
+    """The chunk (training) rate of a Meta-World config: 80 Hz / (``metaworld_stride`` · ``chunk_stride``)."""
+    from ..data.metaworld import METAWORLD_FPS
+
+    return METAWORLD_FPS / (cfg.data.metaworld_stride * cfg.data.chunk_stride)
+
+
 def data_provenance(cfg: FinetuneConfig) -> dict[str, Any] | None:
     """The ``"metaworld"`` record of a LeRobot dataset's ``info.json`` (benchmark seed, tasks, cameras, image
     size, stride and the variations it holds), or None for other data. Saved in the final checkpoint as
-    ``training_data.json`` so that ``niaf-eval`` can keep its variations held out."""
+    ``training_data.json`` so that ``niaf-eval`` can keep its variations held out; ``chunk_stride`` is added
+    (the chunk rate is 80 Hz / (stride · chunk_stride), ``niaf-eval``'s default execution rate)."""
     d = cfg.data
     if d.source == "metaworld":
         root = metaworld_dataset_dir(cfg)
@@ -39,7 +47,10 @@ def data_provenance(cfg: FinetuneConfig) -> dict[str, Any] | None:
         return None
     from ..data.metaworld import read_provenance
 
-    return read_provenance(root)
+    record = read_provenance(root)
+    if record is not None:
+        record = dict(record, chunk_stride=int(d.chunk_stride))
+    return record
 
 
 def load_chunks(cfg: FinetuneConfig) -> Any:
@@ -53,7 +64,7 @@ def load_chunks(cfg: FinetuneConfig) -> Any:
     else:
         root = _data_root(d.path)
     options = LoadOptions(chunk_size=cfg.model.chunk_size, stride=d.chunk_stride, sample_every=d.sample_every,
-                          cameras=d.cameras or None, velocity=d.velocity,
+                          cameras=d.cameras or None, velocity=d.velocity, dense_every=d.dense_every or None,
                           # the same folder `niaf-data inspect` builds into
                           cache_dir=chunk_cache_dir(d.cache_dir or None))
     if d.source in ("metaworld", "lerobot", "libero_lerobot") and not (root / "meta" / "info.json").is_file():

@@ -263,7 +263,12 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     # nothing back from the device (shapes are still checked there).
     check = base_model.input_value_checker()
     base_model.check_inputs_in_forward = False
-    collate = Collator(processor, cameras, m.use_state, use_velocity, check=check, image_shift=t.image_shift,
+    use_dense = "dense_action" in dataset.column_names
+    if use_dense and m.action_head in ("waypoints", "flow"):
+        logger.info("data.dense_every: the %s head outputs the K chunk points only; it is trained on those, not on "
+                    "the dense points", m.action_head)
+    collate = Collator(processor, cameras, m.use_state, use_velocity, check=check,
+                       use_dense=use_dense and m.action_head in ("niaf", "bspline"), image_shift=t.image_shift,
                        seed=t.seed)
     torch_view = with_torch_format(dataset)
     sampler = EpochSampler(train_rows, t.seed)

@@ -239,6 +239,39 @@ def test_bspline_losses_use_the_spline_and_its_velocity():
     torch.testing.assert_close(out.loss, out.loss_pos + out.loss_vel)  # λ_p = λ_v = 1
 
 
+def test_bspline_dense_losses_use_the_spline_between_chunk_points():
+    """Dense targets at τ between the chunk points: the B-spline is fitted there (scipy by hand); the waypoint and
+    flow heads have K outputs and ignore them."""
+    model = NiafBaselineForActionFunction(_config("bspline", bspline_control_points=5))
+    batch = _batch(_processor())
+    m = 2 * (K - 1) + 1
+    tau = torch.linspace(-1, 1, m)
+    g = torch.Generator().manual_seed(3)
+    dense = {"dense_tau": tau, "dense_actions": torch.randn(2, m, D, generator=g),
+             "dense_velocities": torch.randn(2, m, D, generator=g), "dense_mask": torch.ones(2, m, dtype=torch.bool)}
+    dense["dense_mask"][1, m - 3:] = False
+    out = model(**batch, **dense)
+    control = model.action_head(model.encode_queries(**{k: batch[k] for k in
+                                                       ("input_ids", "attention_mask", "pixel_values", "state")}))
+    knots = clamped_knots(5)
+    pos = vel = 0.0
+    for b in range(2):
+        spline = scipy_interpolate.BSpline(knots, control[b].detach().double().numpy(), 3)
+        keep = dense["dense_mask"][b].numpy()
+        pos += ((spline(tau.double().numpy()) - dense["dense_actions"][b].double().numpy()) ** 2).sum(-1)[keep].sum()
+        vel += ((spline(tau.double().numpy(), nu=1) * 2 / T - dense["dense_velocities"][b].double().numpy()) ** 2
+                ).sum(-1)[keep].sum()
+    count = float(dense["dense_mask"].sum())
+    np.testing.assert_allclose(float(out.loss_pos.detach()), pos / count, rtol=1e-5)
+    np.testing.assert_allclose(float(out.loss_vel.detach()), vel / count, rtol=1e-5)
+    for kind in ("waypoints", "flow"):
+        other = NiafBaselineForActionFunction(_config(kind))
+        torch.manual_seed(0)
+        with_dense = other(**batch, **dense).loss
+        torch.manual_seed(0)
+        torch.testing.assert_close(with_dense, other(**batch).loss)
+
+
 @pytest.mark.parametrize("kind", COMPARISON_HEADS)
 def test_comparison_head_checkpoint_saves_and_reloads(kind, tmp_path):
     model = NiafBaselineForActionFunction(_config(kind)).eval()

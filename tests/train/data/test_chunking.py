@@ -247,3 +247,61 @@ def test_torch_dataloader_batches(tmp_path):
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
     assert batch["action"].shape == (4, 5, 4) and batch["observation.images.top"].shape == (4, 3, 16, 16)
     assert batch["action_is_pad"].dtype == torch.bool
+
+
+# --------------------------------------------------------------------------------------------------------
+# Dense supervision: the source frames between chunk points, and velocities from finite differences
+# --------------------------------------------------------------------------------------------------------
+def test_dense_points_and_finite_difference_velocities_by_hand():
+    from niaf_train.data.chunking import dense_points, finite_difference_velocities
+
+    assert dense_points(8, 4, 1) == 29 and dense_points(8, 4, 2) == 15 and dense_points(8, 4, 4) == 8
+    with pytest.raises(ValueError, match="divide"):
+        dense_points(8, 4, 3)
+    a = np.array([[0.0], [1.0], [4.0], [9.0]], dtype=np.float32)  # a = t² at 10 Hz (t in frames)
+    # (a1 - a0)·10, (a2 - a0)·10/2, (a3 - a1)·10/2, (a3 - a2)·10
+    np.testing.assert_allclose(finite_difference_velocities(a, 10.0)[:, 0], [10.0, 20.0, 40.0, 50.0])
+    np.testing.assert_array_equal(finite_difference_velocities(a[:1], 10.0), [[0.0]])
+
+
+def test_chunk_episode_dense_columns_against_hand_written_values():
+    T, D = 10, 2
+    actions = np.arange(T * D, dtype=np.float32).reshape(T, D)  # row t = [2t, 2t+1]
+    img = np.zeros((T, 2, 2, 3), np.uint8)
+    ep = Episode("e", "mem", "go", 80.0, actions, images={"c": img}).validate()
+    # K = 3 chunk points at stride 4 (frames t, t+4, t+8); dense every 2 frames: t, t+2, ..., t+8 (M = 5)
+    samples = list(chunk_episode(ep, chunk_size=3, stride=4, dense_every=2, difference_velocities=True))
+    assert [s["frame_index"] for s in samples] == [0, 4, 8]
+    s0, s1 = samples[0], samples[1]
+    np.testing.assert_array_equal(s0["dense_tau"], [-1.0, -0.5, 0.0, 0.5, 1.0])
+    np.testing.assert_array_equal(s0["dense_action"][:, 0], [0, 4, 8, 12, 16])
+    assert not s0["dense_is_pad"].any()
+    # chunk point k is dense point j = k·s/d = 2k: same values, same τ
+    np.testing.assert_array_equal(s0["dense_action"][::2], s0["action"])
+    np.testing.assert_array_equal(s0["dense_tau"][::2], s0["tau"])
+    # sample at 4: frames 4, 6, 8, (10), (12); padding repeats the last real dense frame (8), velocity 0
+    np.testing.assert_array_equal(s1["dense_action"][:, 0], [8, 12, 16, 16, 16])
+    assert s1["dense_is_pad"].tolist() == [False, False, False, True, True]
+    # a_d = 2t at 80 Hz: velocity 160 per second everywhere (the ends too: a straight line)
+    np.testing.assert_allclose(s1["dense_velocity"][:, 0], [160, 160, 160, 0, 0])
+    np.testing.assert_allclose(s1["velocity"][:, 0], [160, 160, 0])  # chunk points 4, 8, (12)
+    # off by default: no dense column, no velocity
+    plain = next(iter(chunk_episode(ep, chunk_size=3, stride=4)))
+    assert "dense_action" not in plain and "velocity" not in plain
+
+
+def test_build_chunk_dataset_with_dense_columns(tmp_path):
+    ep = make_episode(length=9, action_dim=2, velocity=False, fps=80.0)
+    plain = build_chunk_dataset(lambda: [ep], chunk_size=3, stride=2, cache_dir=tmp_path, fingerprint_parts=["a"])
+    dense = build_chunk_dataset(lambda: [ep], chunk_size=3, stride=2, cache_dir=tmp_path, fingerprint_parts=["a"],
+                                dense_every=1, difference_velocities=True)
+    assert "dense_action" not in plain.column_names and "velocity" not in plain.column_names
+    assert chunk_dataset_meta(dense)["dense_every"] == 1 and chunk_dataset_meta(dense)["fps"] == 40.0
+    row = with_torch_format(dense)[1]  # frame 2: dense frames 2..6
+    assert row["dense_action"].shape == (5, 2) and row["dense_tau"].tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    torch.testing.assert_close(row["dense_action"], torch.as_tensor(ep.actions[2:7]))
+    torch.testing.assert_close(row["action"], row["dense_action"][::2])
+    expected_vel = np.gradient(ep.actions.astype(np.float64), 1 / 80.0, axis=0)[2:7]
+    torch.testing.assert_close(row["dense_velocity"], torch.as_tensor(expected_vel, dtype=torch.float32))
+    with pytest.raises(ValueError, match="divide"):
+        build_chunk_dataset(lambda: [ep], chunk_size=3, stride=2, cache_dir=tmp_path, dense_every=3)

@@ -152,6 +152,7 @@ def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
         assert results["tasks"]["reach-v3"]["episodes"] == 2 and results["training_benchmark_seeds"] == [0]
         assert (out / "closed_loop" / folder / "videos" / "reach-v3.mp4").stat().st_size > 1000
     assert (out / "closed_loop_success.png").stat().st_size > 10_000
+    assert (out / "executed_commands.png").stat().st_size > 10_000  # function vs held vs interpolated, 80 Hz
     from huggingface_hub import ModelCard
 
     index = ModelCard.load(final / "README.md").data.eval_results

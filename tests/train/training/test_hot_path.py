@@ -197,3 +197,34 @@ def test_query_times_given_as_tensors_stay_tensors_and_give_the_numpy_numbers():
             args = {k: (v.numpy() if as_numpy and isinstance(v, torch.Tensor) else v) for k, v in bad.items()}
             with pytest.raises(ValueError, match=message):
                 fn(**args)
+
+
+def test_collator_normalises_the_dense_targets_like_the_chunk_and_the_model_trains_on_them():
+    from test_modeling import make_model
+
+    proc = tiny_processor(num_cameras=2)
+    cameras = ["observation.images.static", "observation.images.wrist"]
+    rows = chunk_rows(3, (32, 32))
+    g = torch.Generator().manual_seed(5)
+    m = 11  # K = 6 at stride 2, every source frame
+    for i, row in enumerate(rows):
+        row["dense_action"], row["dense_velocity"] = torch.randn(m, 3, generator=g), torch.randn(m, 3, generator=g)
+        row["dense_is_pad"] = torch.arange(m) >= m - 2 * (i % 2)
+        row["dense_tau"] = torch.linspace(-1, 1, m)
+    model = make_model("paligemma", num_cameras=2, use_state=True, state_dim=2, normalization_mode="MIN_MAX",
+                       normalization_stats=proc.normalization_stats, loss_weight_velocity=0.5)
+    batch = Collator(proc, cameras, use_state=True, use_velocity=True, check=model.input_value_checker(),
+                     use_dense=True)(rows)
+    # by hand: MIN_MAX maps [min, max] to [-1, 1]; a velocity only scales
+    stats = proc.normalization_stats["action"]
+    lo, hi = np.asarray(stats["min"]), np.asarray(stats["max"])
+    dense = torch.stack([r["dense_action"] for r in rows]).double().numpy()
+    np.testing.assert_allclose(batch["dense_actions"].numpy(), 2 * (dense - lo) / (hi - lo) - 1, rtol=1e-5, atol=1e-6)
+    vel = torch.stack([r["dense_velocity"] for r in rows]).double().numpy()
+    np.testing.assert_allclose(batch["dense_velocities"].numpy(), 2 * vel / (hi - lo), rtol=1e-5, atol=1e-6)
+    assert batch["dense_mask"][1].tolist() == [True] * 9 + [False] * 2 and batch["dense_tau"].shape == (m,)
+    out = model(**{k: v for k, v in batch.items() if k != "sample_index"})
+    assert out.loss_vel is not None and torch.isfinite(out.loss)
+    rows[2]["dense_tau"] = torch.linspace(-1, 0, m)
+    with pytest.raises(ValueError, match="dense τ grids"):
+        Collator(proc, cameras, use_state=True, use_velocity=True, use_dense=True)(rows)
