@@ -510,7 +510,8 @@ def observation_contract(record: dict[str, Any], chunk_size: int, replan_every: 
     crop = record.get("crop")
     crops = camera_crops(crop, cameras)
     state = check_state_kind(record.get("state", "full"))
-    stride = int(record.get("stride", 1))
+    # recorded every `stride` environment steps; a chunk point every `chunk_stride` recorded frames
+    stride = int(record.get("stride", 1)) * int(record.get("chunk_stride", 1))
     rotate: dict[str, bool] = {}
     render_size = image_size
     if cameras:

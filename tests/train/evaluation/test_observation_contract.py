@@ -133,6 +133,12 @@ def test_checkpoint_carries_its_observation_contract(checkpoint):
     timing = contract["timing"]
     assert timing["control_hz"] == 20 and timing["env_steps_per_chunk_point"] == 4 and timing["chunk_size"] == 8
     assert timing["replan_every_env_steps"] == 8
+    # the default recipe records at 80 Hz and keeps every 4th frame as a chunk point: the same 20 Hz chunk
+    from niaf_train.data.metaworld import observation_contract
+
+    dense = observation_contract({"tasks": [TASK], "cameras": [], "stride": 1, "chunk_stride": 4,
+                                  "benchmark_seeds": [0]}, 8)["timing"]
+    assert dense["control_hz"] == 20 and dense["env_steps_per_chunk_point"] == 4
     assert contract["evaluation"]["training_benchmark_seeds"] == [0]
     card = (checkpoint / "README.md").read_text()
     assert "### Observation contract" in card and "displacement command" in card
