@@ -110,6 +110,7 @@ def checkpoint(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pixels")
     cfg = load_config("metaworld_pixels.yaml", [
         "--output_dir", str(root / "run"), "--max_steps", "3", "--data.metaworld_tasks", TASK,
+        "--data.metaworld_camera", "corner2", "--data.metaworld_crop", ",".join(map(str, CROP)),
         "--data.metaworld_episodes_per_task", "2", "--data.metaworld_image_size", "32",
         "--model.tiny_image_size", "32", "--model.tiny_hidden_size", "32", "--model.siren_width", "32",
         "--model.modulation_groups", "8", "--training.per_device_batch_size", "4", "--training.report_to", "none",
