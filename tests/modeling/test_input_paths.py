@@ -49,8 +49,9 @@ INSTRUCTION = "pick up the red block"
 INSTRUCTIONS = ["pick up the red block", "pick up the blue block", "open the drawer"]
 N_TRAIN, N_HELD_OUT, BATCH, STEPS = 96, 48, 8, 300
 # Measured held-out MSE / blind MSE after STEPS steps (seed 0): <= 0.01 for every family and both datasets under
-# LoRA and for the image-only set with the whole model; the whole model's instruction-only set 0.003-0.16 (slower
-# for PaliGemma and SmolVLM); two Florence-2 cases learn too slowly (xfail, below). Learning nothing is ≈ 1.
+# LoRA and for the image-only set with the whole model; the whole model's instruction-only set 0.003-0.17, but
+# PaliGemma and SmolVLM then confuse two instructions one word apart, and two Florence-2 cases learn too slowly
+# (xfail, below). Learning nothing is ≈ 1.
 MAX_RATIO = 0.2
 FULL_LR, LORA_LR = 5e-4, 1e-3
 
@@ -203,10 +204,16 @@ FLORENCE_INSTRUCTION = pytest.mark.xfail(
 CASES = [pytest.param(f, lora, id=f"{f}-{'lora' if lora else 'full'}",
                       marks=FLORENCE_LORA if (f, lora) == ("florence2", True) else ())
          for f in FAMILY_TYPES for lora in (False, True)]
-INSTRUCTION_CASES = [
-    pytest.param(f, lora, id=f"{f}-{'lora' if lora else 'full'}",
-                 marks=(FLORENCE_LORA if lora else FLORENCE_INSTRUCTION) if f == "florence2" else ())
-    for f in FAMILY_TYPES for lora in (False, True)]
+ONE_WORD = pytest.mark.xfail(
+    strict=True, reason="whole model (PaliGemma, SmolVLM): the held-out error falls to 0.10-0.17x the blind error, "
+                        "but 'red' and 'blue' (one token apart) are not told apart: the blue class's mean end point "
+                        "stays 0.4-0.56 from its goal after 300 and after 600 steps (measured); under LoRA they are"
+)
+INSTRUCTION_MARKS = {("florence2", False): FLORENCE_INSTRUCTION, ("florence2", True): FLORENCE_LORA,
+                     ("paligemma", False): ONE_WORD, ("smolvlm", False): ONE_WORD}
+INSTRUCTION_CASES = [pytest.param(f, lora, id=f"{f}-{'lora' if lora else 'full'}",
+                                  marks=INSTRUCTION_MARKS.get((f, lora), ()))
+                     for f in FAMILY_TYPES for lora in (False, True)]
 
 
 @pytest.mark.parametrize(("family", "lora"), CASES)
