@@ -278,7 +278,7 @@ class NumpyActionFunction:
         Args:
             time: seconds from the chunk start, in [0, T].
             derivatives: 0..3.
-            sample: which function of the batch.
+            sample: which function of the batch (negative counts from the end, as in Python).
 
         Returns:
             [derivatives + 1, D]: position (including the sample's ``position_offset``), then velocity
@@ -291,10 +291,10 @@ class NumpyActionFunction:
             raise ValueError(f"`time` {time!r} s is outside the chunk [0, {self.chunk_duration:g}] s.")
         derivatives = _derivative_order(derivatives)
         if isinstance(sample, bool) or not isinstance(sample, (int, np.integer)) \
-                or not 0 <= sample < self.batch_size:
-            raise ValueError(f"`sample` must be an int in 0..{self.batch_size - 1} (the batch holds "
-                             f"{self.batch_size} function(s)), got {sample!r}.")
-        sample = int(sample)
+                or not -self.batch_size <= sample < self.batch_size:
+            raise ValueError(f"`sample` must be an int in {-self.batch_size}..{self.batch_size - 1} (Python indexing; "
+                             f"the batch holds {self.batch_size} function(s)), got {sample!r}.")
+        sample = int(sample) % self.batch_size
         out = self._evaluate_one(sample, np.array([tau], dtype=self.dtype), derivatives)[:, 0, :]
         out = out * self._scales_physical[: derivatives + 1]
         out[0] += self.action_center + self.position_offset[sample]

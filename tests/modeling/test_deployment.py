@@ -428,11 +428,13 @@ def test_numpy_scalars_are_accepted_and_wrong_types_named(good):
     assert fn.chunk_duration == float(np.float32(0.5))
     out = fn.at(np.float32(0.25), np.int64(3), np.int64(0))
     assert out.shape == (4, 4) and np.all(np.isfinite(out))
+    np.testing.assert_array_equal(fn.at(0.25, 3, -1), out)  # a negative sample counts from the end
     assert fn(times=[0.1], derivatives=np.int64(2)).acceleration.shape == (1, 1, 4)
     for kwargs, needle in [({"derivatives": 1.5}, "`derivatives` must be an int in 0..3, got 1.5"),
                            ({"derivatives": True}, "`derivatives` must be an int"),
-                           ({"sample": 5}, "`sample` must be an int in 0..0 (the batch holds 1 function(s)), got 5"),
-                           ({"sample": -1}, "`sample` must be an int in 0..0"),
+                           ({"sample": 5}, "`sample` must be an int in -1..0 (Python indexing; the batch holds 1 "
+                                           "function(s)), got 5"),
+                           ({"sample": -2}, "`sample` must be an int in -1..0"),
                            ({"sample": 0.0}, "`sample` must be an int"),
                            ({"time": "0.1"}, "`time` must be a real number of seconds")]:
         with pytest.raises(ValueError) as err:

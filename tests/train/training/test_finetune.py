@@ -142,9 +142,12 @@ def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
     printed = capsys.readouterr().out
     assert "mean-action baseline" in printed and "closed loop on held-out variations" in printed
     loop = summary["closed_loop"]
-    assert len(loop) == 3
+    assert len(loop) == 4
     rates = sorted(r["settings"]["execute_hz"] for r in loop.values())
-    assert rates == [20.0, 80.0, 80.0]  # training rate, 4x, and the expert (every step)
+    assert rates == [20.0, 20.0, 80.0, 80.0]  # training rate, black frames, 4x, and the expert (every step)
+    black = loop["NIAF @ 20 Hz, black frames"]
+    assert black["settings"]["ablate"] == ["images"] and black["benchmark_seed"] == 1000
+    assert "## Inputs the policy relies on (closed loop)" in (final / "README.md").read_text()
     expert = loop["scripted expert"]
     assert expert["tasks"]["reach-v3"]["success_rate"] == 1.0 and expert["benchmark_seed"] == 1000
     for folder in ("niaf_train_rate", "niaf_4x_rate"):
