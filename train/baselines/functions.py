@@ -5,8 +5,8 @@ time t is a fixed linear basis: A(t) = Σ_i φ_i(t) C_i. Only the basis differs:
 
 * ``bspline``: M control points, φ = clamped cubic B-spline bases of τ (:mod:`.bspline`), exact derivatives;
 * ``waypoints`` / ``flow``: the K waypoints of the chunk, φ = the hold ("zoh") or linear interpolation of
-  niaf-eval's :class:`~niaf_train.evaluation.closed_loop.WaypointFunction` (its basis is obtained by running it on
-  the identity matrix, so a waypoint chunk is executed here exactly as niaf-eval executes any chunk).
+  :class:`WaypointFunction`, which niaf-eval uses to execute any chunk as waypoints (its basis is obtained by
+  running it on the identity matrix, so a waypoint chunk is executed here exactly as niaf-eval executes it).
 
 [`BasisActionFunction`] has the call signature and units of NIAF's [`modeling_niaf.ActionFunction`]
 (``tau`` / ``times`` / ``num_points``, ``derivatives``, ``denormalize``, ``extrapolate``; ``to_numpy()``,
@@ -50,11 +50,50 @@ def spline_basis(num_control_points: int, degree: int = DEGREE) -> Basis:
     return basis
 
 
+class WaypointFunction:
+    """K waypoints at a fixed period executed as a waypoint policy is: held (``"zoh"``) or linearly
+    interpolated (``"linear"``), with the matching (piecewise-constant or zero) derivatives.
+
+    Follows the action-function call signature (``times`` in seconds from the chunk start, ``derivatives``),
+    so :class:`~modeling_niaf.runtime.ActionStream` runs it unchanged.
+
+    Args:
+        waypoints: [K, D] physical actions at t_k = k · dt.
+        dt: waypoint period in seconds (1 / control_hz).
+        mode: ``"zoh"`` or ``"linear"``.
+    """
+
+    def __init__(self, waypoints: np.ndarray, dt: float, mode: str) -> None:
+        self.waypoints = np.asarray(waypoints, dtype=np.float64)
+        if self.waypoints.ndim != 2 or self.waypoints.shape[0] < 2:
+            raise ValueError(f"WaypointFunction: waypoints must be [K >= 2, D], got {self.waypoints.shape}")
+        if mode not in ("zoh", "linear"):
+            raise ValueError(f"WaypointFunction: mode must be 'zoh' or 'linear', got {mode!r}")
+        self.dt = float(dt)
+        self.mode = mode
+        self.chunk_duration = self.dt * (len(self.waypoints) - 1)
+
+    def __call__(self, *, times: Any = None, derivatives: int = 3, **_: Any) -> ActionTrajectory:
+        t = np.clip(np.asarray(times, dtype=np.float64).reshape(-1), 0.0, self.chunk_duration)
+        k = len(self.waypoints)
+        x = t / self.dt
+        zeros = np.zeros((len(t), self.waypoints.shape[1]))
+        if self.mode == "zoh":
+            idx = np.minimum(np.floor(x + 1e-9).astype(int), k - 1)
+            return self._trajectory(t, self.waypoints[idx], zeros, zeros)
+        i0 = np.minimum(np.floor(x + 1e-9).astype(int), k - 2)
+        w = (x - i0)[:, None]
+        p0, p1 = self.waypoints[i0], self.waypoints[i0 + 1]
+        return self._trajectory(t, p0 + w * (p1 - p0), (p1 - p0) / self.dt, zeros)
+
+    def _trajectory(self, t: np.ndarray, position: np.ndarray, velocity: np.ndarray, acceleration: np.ndarray):
+        return ActionTrajectory(tau=2.0 * t / self.chunk_duration - 1.0, time=t, position=position, velocity=velocity,
+                                acceleration=acceleration, jerk=np.zeros_like(position))
+
+
 def waypoint_basis(chunk_size: int, mode: str) -> Basis:
     """The τ-basis of K waypoints at τ_k = -1 + 2k/(K-1), held (``zoh``) or linearly interpolated (``linear``)
-    exactly as niaf-eval's ``WaypointFunction`` executes them (outside the chunk the end values are held)."""
-    from ..evaluation.closed_loop import WaypointFunction
-
+    exactly as niaf-eval executes them (:class:`WaypointFunction`; outside the chunk the end values are held)."""
     if mode not in INTERPOLATIONS:
         raise ValueError(f"waypoint interpolation must be one of {INTERPOLATIONS}, got {mode!r}")
     k = int(chunk_size)
@@ -232,6 +271,7 @@ class NumpyBasisActionFunction(_Affine):
 
 __all__ = [
     "BasisActionFunction",
+    "WaypointFunction",
     "INTERPOLATIONS",
     "NumpyBasisActionFunction",
     "spline_basis",

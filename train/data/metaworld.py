@@ -486,6 +486,8 @@ def generate_episodes(
     summary.seconds = time.perf_counter() - start
 
 
+TRAINING_RECORD = "training_data.json"
+"""File in a checkpoint folder: where its Meta-World demonstrations came from (benchmark seed, variations)."""
 CONTRACT_FILE = "observation_contract.json"
 """File in a checkpoint trained on Meta-World: everything a user's own loop needs to build the policy's inputs and
 to apply its outputs (:func:`observation_contract`)."""
@@ -652,6 +654,7 @@ __all__ = [
     "STATE_DIM",
     "STATE_KINDS",
     "STATE_NAMES",
+    "TRAINING_RECORD",
     "TASK_INSTRUCTIONS",
     "camera_crops",
     "camera_needs_rotation",

@@ -45,6 +45,7 @@ import numpy as np
 from modeling_niaf import ActionTrajectory
 from modeling_niaf.runtime import SWITCH_MODES, ActionStream
 
+from ..baselines.functions import WaypointFunction
 from ..data.metaworld import (
     MAX_PATH_LENGTH,
     METAWORLD_FPS,
@@ -223,47 +224,6 @@ class EpisodeResult:
 # ------------------------------------------------------------------------------------------------------------
 # Action functions the stream can run
 # ------------------------------------------------------------------------------------------------------------
-class WaypointFunction:
-    """K waypoints at a fixed period executed as a waypoint policy is: held (``"zoh"``) or linearly
-    interpolated (``"linear"``), with the matching (piecewise-constant or zero) derivatives.
-
-    Follows the action-function call signature (``times`` in seconds from the chunk start, ``derivatives``),
-    so :class:`~modeling_niaf.runtime.ActionStream` runs it unchanged.
-
-    Args:
-        waypoints: [K, D] physical actions at t_k = k · dt.
-        dt: waypoint period in seconds (1 / control_hz).
-        mode: ``"zoh"`` or ``"linear"``.
-    """
-
-    def __init__(self, waypoints: np.ndarray, dt: float, mode: str) -> None:
-        self.waypoints = np.asarray(waypoints, dtype=np.float64)
-        if self.waypoints.ndim != 2 or self.waypoints.shape[0] < 2:
-            raise ValueError(f"WaypointFunction: waypoints must be [K >= 2, D], got {self.waypoints.shape}")
-        if mode not in ("zoh", "linear"):
-            raise ValueError(f"WaypointFunction: mode must be 'zoh' or 'linear', got {mode!r}")
-        self.dt = float(dt)
-        self.mode = mode
-        self.chunk_duration = self.dt * (len(self.waypoints) - 1)
-
-    def __call__(self, *, times: Any = None, derivatives: int = 3, **_: Any) -> ActionTrajectory:
-        t = np.clip(np.asarray(times, dtype=np.float64).reshape(-1), 0.0, self.chunk_duration)
-        k = len(self.waypoints)
-        x = t / self.dt
-        zeros = np.zeros((len(t), self.waypoints.shape[1]))
-        if self.mode == "zoh":
-            idx = np.minimum(np.floor(x + 1e-9).astype(int), k - 1)
-            return self._trajectory(t, self.waypoints[idx], zeros, zeros)
-        i0 = np.minimum(np.floor(x + 1e-9).astype(int), k - 2)
-        w = (x - i0)[:, None]
-        p0, p1 = self.waypoints[i0], self.waypoints[i0 + 1]
-        return self._trajectory(t, p0 + w * (p1 - p0), (p1 - p0) / self.dt, zeros)
-
-    def _trajectory(self, t: np.ndarray, position: np.ndarray, velocity: np.ndarray, acceleration: np.ndarray):
-        return ActionTrajectory(tau=2.0 * t / self.chunk_duration - 1.0, time=t, position=position, velocity=velocity,
-                                acceleration=acceleration, jerk=np.zeros_like(position))
-
-
 class _OneSample:
     """Sample ``index`` of a batched numpy action function, as a single-chunk function for the stream."""
 

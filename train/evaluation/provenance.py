@@ -31,12 +31,16 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from ..data.metaworld import STATE_KINDS, VARIATIONS_PER_BENCHMARK, camera_crops, read_provenance
+from ..data.metaworld import (
+    STATE_KINDS,
+    TRAINING_RECORD,
+    VARIATIONS_PER_BENCHMARK,
+    camera_crops,
+    read_provenance,
+)
 
 logger = logging.getLogger(__name__)
 
-TRAINING_RECORD = "training_data.json"
-"""File in a checkpoint folder: where its Meta-World demonstrations came from (benchmark seed, variations)."""
 CARD_FILE = "README.md"
 DEFAULT_EVAL_SEED = 1000
 """First benchmark seed tried for held-out variations (the next free one if training used it)."""

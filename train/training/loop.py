@@ -34,7 +34,7 @@ import torch
 
 from configuration_niaf.normalization import check_relative_action_state_indices
 
-from ..data.metaworld import CONTRACT_FILE, observation_contract
+from ..data.metaworld import CONTRACT_FILE, TRAINING_RECORD, observation_contract
 from . import run_folder
 from .arguments import ConfigError, FinetuneConfig
 from .building import build_processor_and_model, head_parameter
@@ -424,8 +424,6 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
         (tmp / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
         provenance, contract = data_provenance(cfg), None
         if provenance is not None:
-            from ..evaluation.closed_loop import TRAINING_RECORD
-
             (tmp / TRAINING_RECORD).write_text(json.dumps(provenance, indent=2) + "\n", encoding="utf-8")
             contract = observation_contract(provenance, export.config.chunk_size)
             (tmp / CONTRACT_FILE).write_text(json.dumps(contract, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,91 @@
+"""The import structure, read statically from the source (module-level and function-local imports alike):
+the model layer never imports the training package, and the parts of ``niaf_train`` import each other without
+a cycle, with the data formats at the bottom."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "train"  # installed as niaf_train
+
+
+def _unit(parts: tuple[str, ...]) -> str:
+    """The node a module of niaf_train belongs to: its sub-package (data, training, ...) or, for a top-level
+    module, the module itself (tiny, console_logging, demo)."""
+    if len(parts) > 1 and (TRAIN / parts[0]).is_dir():
+        return parts[0]
+    return parts[0] if parts[0] != "__init__" else "niaf_train"
+
+
+def _imported_units(path: Path) -> set[str]:
+    rel = path.relative_to(TRAIN).with_suffix("")
+    package = list(rel.parts[:-1])  # the package the module sits in (relative imports start there)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level > 0:
+            base = package[: len(package) - (node.level - 1)]
+            names = [base + node.module.split(".")] if node.module else [base + [a.name] for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("niaf_train"):
+            names = [node.module.split(".")[1:] or ["__init__"]]
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[1:] or ["__init__"] for a in node.names if a.name.startswith("niaf_train")]
+        else:
+            continue
+        found.update(_unit(tuple(n)) for n in names if n)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Unit → the other units of niaf_train it imports."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(TRAIN.rglob("*.py")):
+        unit = _unit(path.relative_to(TRAIN).with_suffix("").parts)
+        graph.setdefault(unit, set()).update(u for u in _imported_units(path) if u != unit)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of ``graph`` as a list of nodes (first == last), or None."""
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)) is not None:
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)) is not None:
+            return cycle
+    return None
+
+
+def test_find_cycle_finds_one_and_only_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_niaf_train_has_no_import_cycle_and_data_sits_at_the_bottom():
+    graph = import_graph()
+    assert {"data", "training", "evaluation", "baselines", "tiny", "demo"} <= set(graph)
+    assert find_cycle(graph) is None, f"import cycle in niaf_train: {' -> '.join(find_cycle(graph))}"
+    assert not graph["data"] & {"training", "evaluation", "baselines", "demo"}, graph["data"]
+    assert "demo" not in set().union(*(v for k, v in graph.items() if k != "demo"))  # nothing imports the main job
+
+
+def test_the_model_layer_never_imports_the_training_package():
+    for package in ("modeling_niaf", "configuration_niaf"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
+                         else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+                assert not any(n.split(".")[0] == "niaf_train" for n in names), f"{path} imports {names}"
