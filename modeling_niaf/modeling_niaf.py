@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import AutoModel, PreTrainedModel
+from transformers import initialization as _init  # init that leaves checkpoint weights alone
 from transformers.utils import ModelOutput, logging
 
 try:  # Hub copy: the configuration and units files sit next to this one
@@ -46,11 +47,6 @@ from .backbones import PATCHES, family_of, model_types_where
 from .hub import check_weight_files, save_for_hub
 from .numpy_function import ActionTrajectory
 from .siren import ModulatedSiren, SineLinear, SirenReadout
-
-try:  # transformers >= 5: init functions that leave weights loaded from a checkpoint untouched
-    from transformers import initialization as _init
-except ImportError:  # transformers 4.x
-    from torch.nn import init as _init
 
 logger = logging.get_logger(__name__)
 

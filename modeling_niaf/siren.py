@@ -26,11 +26,7 @@ import math
 
 import torch
 from torch import nn
-
-try:  # transformers >= 5: init functions that leave weights loaded from a checkpoint untouched
-    from transformers import initialization as _init
-except ImportError:  # transformers 4.x
-    from torch.nn import init as _init
+from transformers import initialization as _init  # init that leaves checkpoint weights alone
 
 MAX_DERIVATIVE_ORDER = 3
 
