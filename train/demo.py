@@ -14,9 +14,10 @@ episodes per task (default 50). Steps:
 4. held-out chunks are queried at 4× the training rate (``4·(K-1)+1`` points) with analytic derivatives and
    plotted (``demo_trajectories.png``);
 5. the checkpoint runs in closed loop (:mod:`niaf_train.evaluation`) on held-out Meta-World variations, with its
-   action function executed at the training rate and at 4× that rate, next to the scripted expert in the same
-   harness; ``closed_loop/`` holds each run's ``results.json``, figure and rollout videos, and
-   ``closed_loop_success.png`` compares them;
+   action function executed at the training rate and at 4× that rate, once more at the training rate with every
+   camera frame black (``--ablate images``: what the policy relies on, written into the model card), next to the
+   scripted expert in the same harness; ``closed_loop/`` holds each run's ``results.json``, figure and rollout
+   videos, and ``closed_loop_success.png`` compares them;
 6. ``executed_commands.png``: the commands executed at 80 Hz over one held-out episode, position and rate of
    change, for the function and for its chunk points held and linearly interpolated
    (:mod:`niaf_train.evaluation.command_plot`).
@@ -106,8 +107,9 @@ def _plot(traj: Any, at_k: Any, truth: np.ndarray, config: Any, path: Path, task
 
 def closed_loop(final_dir: Path, cfg: Any, out: Path, episodes: int, replan_every: int = 8,
                 progress: bool = True) -> dict[str, Any]:
-    """The checkpoint in closed loop on held-out variations, at the training rate and at 4× it, and the scripted
-    expert in the same harness. Returns ``{run name: results}``; files under ``out / "closed_loop"``."""
+    """The checkpoint in closed loop on held-out variations, at the training rate, at 4× it and with black frames,
+    and the scripted expert in the same harness. Returns ``{run name: results}``; files under
+    ``out / "closed_loop"``; the card gets the measured input reliance."""
     from .data.metaworld import METAWORLD_FPS
     from .evaluation import EvalSettings
     from .evaluation.closed_loop import load_policy, observation_ablation
