@@ -55,6 +55,7 @@ from ..data.metaworld import (
     MetaWorldScene,
     camera_crops,
     check_state_kind,
+    instruction_for,
 )
 from .provenance import (
     DEFAULT_EVAL_SEED,
@@ -293,8 +294,7 @@ class ObservationAblation:
         spare = [t for t in TASK_INSTRUCTIONS if t not in names]
         # each task's instruction is replaced by the next task's (cyclically); a lone task by an unrelated one
         order = names[1:] + names[:1] if len(names) > 1 else spare[:len(names)]
-        self.other = {TASK_INSTRUCTIONS.get(a, a): TASK_INSTRUCTIONS.get(b, b)
-                      for a, b in zip(names, order, strict=True)}
+        self.other = {instruction_for(a): instruction_for(b) for a, b in zip(names, order, strict=True)}
 
     def __call__(self, obs: dict[str, Any]) -> dict[str, Any]:
         out = dict(obs)

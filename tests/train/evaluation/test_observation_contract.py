@@ -91,6 +91,12 @@ def test_observation_ablation_withholds_each_input():
     assert ObservationAblation(["instruction"])(obs)["task"] == ""
     swapped = ObservationAblation(["other_instruction"], tasks=["push-v3", "reach-v3"])(obs)["task"]
     assert swapped == "reach the red goal point"
+    # a task without a written instruction gets instruction_for's generic sentence, and is swapped too
+    from niaf_train.data.metaworld import TASK_INSTRUCTIONS, instruction_for
+
+    assert "hammer-v3" not in TASK_INSTRUCTIONS
+    generic = ObservationAblation(["other_instruction"], tasks=["hammer-v3", "push-v3"])
+    assert generic({**obs, "task": instruction_for("hammer-v3")})["task"] == obs["task"]
     lone = ObservationAblation(["other_instruction"], tasks=["push-v3"])(obs)["task"]
     assert lone not in ("", obs["task"])
     with pytest.raises(EvalError, match="--ablate must be among"):
