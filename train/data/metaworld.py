@@ -276,8 +276,11 @@ class MetaWorldScene:
             self.env.set_task(self.benchmark.train_tasks[0])
             self.env.reset()
         self._policy_class = policy_map[task]
-        side = max([crop_render_size(self.image_size, box) for box in self.crops.values()] or [self.image_size])
-        self.renderer = _FastRenderer(self.env.model, side, side) if self.cameras else None
+        self.render_size = max([crop_render_size(self.image_size, box) for box in self.crops.values()]
+                               or [self.image_size])
+        """Side in pixels at which every camera is rendered (before its crop is resized to ``image_size``)."""
+        self.renderer = (_FastRenderer(self.env.model, self.render_size, self.render_size) if self.cameras
+                         else None)
         self.rotate = {c: camera_needs_rotation(self.env.model, self.env.data, c) for c in self.cameras}
         self.steps = 0
 
@@ -519,7 +522,7 @@ def observation_contract(record: dict[str, Any], chunk_size: int, replan_every: 
     if cameras:
         with MetaWorldScene(tasks[0], 0, cameras, image_size, state, crop) as scene:
             rotate = dict(scene.rotate)
-            render_size = scene.renderer.renderer.height
+            render_size = scene.render_size
     control_hz = METAWORLD_FPS / stride
     return {
         "format": CONTRACT_FORMAT,
