@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
 BASE_WORDS = (
@@ -115,6 +117,56 @@ def image_tokens(image_size: int, patch_size: int) -> int:
     return (image_size // patch_size) ** 2
 
 
+def sincos_2d_positions(grid: int, dim: int) -> Any:
+    """A fixed 2-D sine-cosine position table for a ``grid`` × ``grid`` patch layout, shape ``(grid², dim)``.
+
+    Row ``r·grid + c`` (patch row ``r``, column ``c``) holds ``sin``/``cos`` of ``c`` and of ``r`` at ``dim // 4``
+    geometric frequencies from 1 down to ``1 / grid`` radians per patch: the first half of the channels encodes the
+    column, the second half the row. Nearby patches get similar codes, so a query that attends to one patch can
+    read its position out linearly — a vision tower trained from scratch otherwise has to learn a separate
+    embedding for each patch from the few demonstrations that put an object there.
+
+    Args:
+        grid: patches per image side.
+        dim: embedding width, a multiple of 4.
+    """
+    import torch
+
+    if dim % 4:
+        raise ValueError(f"sincos_2d_positions: dim {dim} must be a multiple of 4")
+    quarter = dim // 4
+    freq = torch.logspace(0.0, -float(np.log10(max(grid, 2))), quarter, dtype=torch.float64)  # radians per patch
+    coords = torch.arange(grid, dtype=torch.float64)
+    row, col = torch.meshgrid(coords, coords, indexing="ij")
+    parts = []
+    for axis in (col.reshape(-1), row.reshape(-1)):
+        angle = axis[:, None] * freq[None, :]
+        parts += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat(parts, dim=1).float()
+
+
+def use_fixed_vision_positions(model: Any) -> int:
+    """Replace the learned patch-position embeddings of every SigLIP vision tower in ``model`` by the fixed
+    :func:`sincos_2d_positions` table, and stop training them. Returns how many tables were replaced.
+
+    The table is stored in the weights (a checkpoint reloads it as is); only ``requires_grad`` is not saved, so a
+    run that continues from such a checkpoint trains it unless it calls this again.
+    """
+    import torch
+
+    replaced = 0
+    for module in model.modules():
+        table = getattr(module, "position_embedding", None)
+        if type(module).__name__ != "SiglipVisionEmbeddings" or not isinstance(table, torch.nn.Embedding):
+            continue
+        grid = module.image_size // module.patch_size
+        with torch.no_grad():
+            table.weight.copy_(sincos_2d_positions(grid, table.weight.shape[1]).to(table.weight.dtype))
+        table.weight.requires_grad_(False)
+        replaced += 1
+    return replaced
+
+
 def make_tiny_image_processor(image_size: int = 32) -> Any:
     """A SigLIP image processor resizing to ``image_size``² and scaling to [-1, 1]."""
     from transformers import SiglipImageProcessorPil
@@ -128,6 +180,8 @@ __all__ = [
     "image_tokens",
     "make_tiny_image_processor",
     "make_tiny_tokenizer",
+    "sincos_2d_positions",
     "tiny_backbone_config",
+    "use_fixed_vision_positions",
     "words_of",
 ]

@@ -47,6 +47,10 @@ class ModelOptions:
     """Tiny backbone: input image side in pixels (images are resized to it)."""
     tiny_patch_size: int = 8
     """Tiny backbone: vision patch side in pixels ((image/patch)² image tokens per camera)."""
+    tiny_vision_positions: str = "learned"
+    """Tiny backbone: patch positions of the vision tower, "learned" (trained embeddings, SigLIP's own) or
+    "sincos" (a fixed 2-D sine-cosine table, not trained: positions generalise to where no demonstration put
+    an object)."""
     prompt_template: str = "what action should the robot take to {instruction} ?"
     """Text prompt around the task instruction; ``{instruction}`` is replaced by the episode's task."""
     image_seq_length: int | None = None
@@ -417,6 +421,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.action_head": ("niaf", "waypoints", "bspline", "flow"),
     "model.waypoint_loss": ("l1", "l2"),
     "model.chunk_interpolation": ("zoh", "linear"),
+    "model.tiny_vision_positions": ("learned", "sincos"),
     "data.metaworld_state": ("full", "agent_pos"),
 }
 """Allowed values of the keys that take one of a fixed set of strings (checked and shown by ``--help``)."""

@@ -78,7 +78,12 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
             backbone_config, make_tiny_image_processor(m.tiny_image_size), tokenizer, **proc_kwargs
         )
         config = NiafConfig(backbone_config=backbone_config, **head)
-        return processor, model_class(config)
+        model = model_class(config)
+        if m.tiny_vision_positions == "sincos":
+            from ..tiny import use_fixed_vision_positions
+
+            use_fixed_vision_positions(model)
+        return processor, model
     # the backbone's own processor, framed as the backbone was pretrained (backbones.py); config overrides win
     processor = NiafProcessor.from_pretrained_backbone(
         m.backbone, image_token=m.image_token, image_seq_length=m.image_seq_length, **proc_kwargs

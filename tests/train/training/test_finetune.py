@@ -314,3 +314,20 @@ def test_an_error_mid_run_is_one_line_of_its_own_below_the_progress_bar(tmp_path
     shown = [re.sub(r"\x1b\[\d*[A-K]", "", line.rsplit("\r", 1)[-1]) for line in err.split("\n")]
     assert [line for line in shown if "error" in line][-1] == "niaf-train: error: checkpoint refused (test)", err[-1500:]
     assert not [line for line in shown if "niaf-train: error" in line and not line.startswith("niaf-train: error")]
+
+
+def test_fixed_vision_positions_are_saved_untrained(tmp_path, cache_dir):
+    """``model.tiny_vision_positions: sincos``: after training steps (Adam moves every trained weight by about
+    the learning rate) the checkpoint's patch positions are still exactly the fixed table."""
+    import torch
+    from safetensors.torch import load_file
+
+    from niaf_train.tiny import sincos_2d_positions
+    from niaf_train.training.cli import main
+
+    out = tmp_path / "run"
+    assert main(["--config", "default.yaml", "--output_dir", str(out), "--cache_dir", str(cache_dir),
+                 "--max_steps", "3", "--model.tiny_vision_positions", "sincos"] + SMALL) == 0
+    weights = load_file(str(out / "final" / "model.safetensors"))
+    (key,) = [k for k in weights if k.endswith("position_embedding.weight")]
+    assert torch.equal(weights[key], sincos_2d_positions(4, 32))  # 32 px images in 8 px patches, hidden 32
