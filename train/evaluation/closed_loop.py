@@ -31,7 +31,9 @@ run twice.
 The parts live by job: :mod:`.settings` (what to run, :class:`EvalError`), :mod:`.adapters` (input ablations,
 one sample of a batched function), :mod:`.policies`, :mod:`.checkpoint` (loading, the training record and the
 held-out seeds); this module runs the episodes and re-exports the rest, so ``from .closed_loop import X`` keeps
-working.
+working. The runner steps every policy through LeRobot's interface, ``reset()`` at the start of an episode and
+``select_action(observation)`` once per environment step; steps 2 and 3 above happen inside a chunk policy's
+``select_action`` (:class:`.policies.ChunkPolicy`).
 """
 
 from __future__ import annotations
@@ -45,8 +47,6 @@ from typing import Any
 
 import numpy as np
 
-from modeling_niaf.runtime import ActionStream
-
 from ..baselines.functions import WaypointFunction
 from ..data.metaworld import METAWORLD_FPS, VARIATIONS_PER_BENCHMARK, MetaWorldScene
 from .adapters import ObservationAblation, OneSampleFunction
@@ -58,7 +58,7 @@ from .checkpoint import (
     training_record,
     training_seeds,
 )
-from .policies import ExpertPolicy, NiafPolicy, RandomPolicy
+from .policies import ENVIRONMENT_STATE, ChunkPolicy, ExpertPolicy, NiafPolicy, RandomPolicy
 from .provenance import DEFAULT_EVAL_SEED, TRAINING_RECORD, seeds_needed
 from .settings import (
     ABLATIONS,
@@ -116,46 +116,27 @@ def _executed_metrics(actions: np.ndarray) -> tuple[float, float]:
     return msj, sparc
 
 
-def run_episode(scene: MetaWorldScene, variation: int, policy: Any, settings: EvalSettings,
+def run_episode(scene: MetaWorldScene, variation: int, policy: ChunkPolicy | ExpertPolicy, settings: EvalSettings,
                 frame_hook: Callable[[dict[str, Any] | None, Any], None] | None = None,
                 query_log: list[tuple[float, Any]] | None = None) -> EpisodeResult:
-    """One closed-loop episode (see the module docstring). ``frame_hook(observation_or_None, scene)`` is called
-    before every step (for videos); ``query_log`` receives ``(t, function in force)`` at every command read."""
+    """One closed-loop episode (see the module docstring) through the policy's LeRobot-shaped interface:
+    ``policy.reset(settings, scene)``, then one ``policy.select_action(observation)`` per environment step. The
+    observation holds Meta-World's vector under :data:`ENVIRONMENT_STATE` and, at the steps the policy plans
+    (``policy.observation_due``), the rendered view (``scene.observe``). ``frame_hook(view_or_None, scene)`` is
+    called before every step (for videos); ``query_log`` receives ``(t, function in force)`` at every command
+    read."""
     obs = scene.reset(variation)
     dt = 1.0 / METAWORLD_FPS
     executed: list[np.ndarray] = []
     success, steps = False, settings.max_steps
-    expert = scene.expert() if isinstance(policy, ExpertPolicy) else None
-    stream = ActionStream(np.zeros(ACTION_DIM), 0.0, blend_duration=settings.blend_ms * 1e-3,
-                          max_latency=max(1.0, 2 * settings.latency_ms * 1e-3), switch=settings.switch)
-    pending: list[tuple[int, float, Any]] = []
-    current_fn: Any = None
-    held = np.zeros(ACTION_DIM)
-    switch_jumps: list[float] = []
+    policy.reset(settings, scene)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Meta-World's experts warn on every call
         for step in range(settings.max_steps):
-            t = step * dt
-            seen = None
-            if expert is not None:
-                held = np.clip(np.asarray(expert.get_action(obs), dtype=np.float64), -1.0, 1.0)
-            else:
-                if step % settings.replan_every == 0:
-                    seen = scene.observe(obs)
-                    pending.append((step + settings.latency_steps, t, policy.plan([seen])[0]))
-                ready = [p for p in pending if p[0] <= step]
-                pending = [p for p in pending if p[0] > step]
-                for _, t_obs, fn in ready:
-                    had_plan = stream.num_accepted > 0
-                    if stream.submit(fn, observation_time=t_obs, now=t):
-                        current_fn = (fn, t_obs)
-                        if had_plan:  # how far the new plan's command is from the one being executed
-                            after = fn(times=np.array([t - t_obs]), derivatives=3).position[0]
-                            switch_jumps.append(float(np.linalg.norm((after - held)[:3])))
-                if step % settings.query_period == 0:
-                    held = np.clip(stream.command(t).position, -1.0, 1.0)
-                    if query_log is not None:
-                        query_log.append((t, current_fn))
+            seen = scene.observe(obs) if policy.observation_due else None
+            held = policy.select_action({**(seen or {}), ENVIRONMENT_STATE: obs})
+            if query_log is not None and policy.queried:
+                query_log.append((step * dt, policy.current_fn))
             if frame_hook is not None:
                 frame_hook(seen, scene)
             executed.append(held.copy())
@@ -168,6 +149,7 @@ def run_episode(scene: MetaWorldScene, variation: int, policy: Any, settings: Ev
                 break
     actions = np.asarray(executed)
     msj, sparc = _executed_metrics(actions)
+    switch_jumps = policy.switch_jumps
     return EpisodeResult(scene.task, variation, bool(success), int(steps), msj, sparc,
                          float(np.mean(switch_jumps)) if switch_jumps else None, actions)
 
@@ -228,7 +210,9 @@ def evaluate(policy: Any, settings: EvalSettings, seed: int | Sequence[int], *, 
 __all__ = [
     "ABLATIONS",
     "ACTION_DIM",
+    "ChunkPolicy",
     "DEFAULT_EVAL_SEED",
+    "ENVIRONMENT_STATE",
     "EPISODE_SECONDS",
     "EXECUTIONS",
     "EpisodeResult",
