@@ -1,6 +1,6 @@
-"""Choose NIAF's defaults by closed-loop success and executed smoothness together (README, "How the defaults were
-chosen"): train one candidate recipe (the main job's ``default.yaml`` plus overrides), then evaluate the same
-checkpoint on the same held-out variations three ways:
+"""Choose NIAF's defaults by closed-loop success and executed smoothness together (docs/benchmarks.md, "Dense
+supervision and smoothness"): train one candidate recipe (the main job's ``default.yaml`` plus overrides), then
+evaluate the same checkpoint on the same held-out variations three ways:
 
 * the function at the training rate (20 Hz: its chunk points held);
 * the function at 4x (80 Hz, every simulator step);

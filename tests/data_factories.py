@@ -167,6 +167,13 @@ def random_lerobot_episodes(
     return out
 
 
+def tiny_lerobot_dataset(root: Path, seed: int = 3) -> Path:
+    """A LeRobot v3 dataset at ``root`` small enough for a 2-step niaf-train run: 4 episodes of 9-12 frames,
+    4-dim actions, 3-dim state, one 16×16 camera, 20 fps, seeded by ``seed``."""
+    src = random_lerobot_episodes(n=4, lengths=[9, 10, 11, 12], d=4, s=3, hw=(16, 16), seed=seed)
+    return write_lerobot_v3_fixture(root, src, fps=20)
+
+
 # ------------------------------------------------------------------------------------------------------------
 # CALVIN release layout (github.com/mees/calvin), built around the real frame in ../shared/fixtures/calvin
 
@@ -296,6 +303,11 @@ def two_window_calvin_split(split: Path, fixtures_dir: Path, mutate=None) -> Pat
         mutate=mutate,
     )
     return split
+
+
+def calvin_training_split(root: Path, fixtures_dir: Path, mutate=None) -> Path:
+    """:func:`two_window_calvin_split` in ``root/training``, where a CALVIN release keeps its training split."""
+    return two_window_calvin_split(root / "training", fixtures_dir, mutate)
 
 def libero_demo_arrays(length: int, seed: int, hw: tuple[int, int] = (128, 128)) -> dict[str, np.ndarray]:
     """Random arrays of one LIBERO demo, images **upright** (the writer stores them upside-down).

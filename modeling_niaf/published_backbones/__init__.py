@@ -1,6 +1,6 @@
 """Published backbone architectures without their weights.
 
-The vision-language backbones the README names, as small JSON files holding the values of each model's published
+The vision-language backbones docs/scale.md names, as small JSON files holding the values of each model's published
 ``config.json`` (written by hand from the published values; nothing here is downloaded). They let you build the
 real-size architecture with random weights — on the ``meta`` device to count parameters or plan memory without
 allocating any, or on a real device to measure step time and memory before downloading gigabytes of weights:

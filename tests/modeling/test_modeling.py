@@ -8,6 +8,7 @@ import logging
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from niaf_tiny_backbones import BACKBONES, IMAGE_TOKEN, make_inputs
@@ -633,3 +634,111 @@ def test_transformers_conventions_base_prefix_no_split_and_return_dict(family):
     assert len(tup) == len(out.to_tuple())
     for a, b in zip(tup, out.to_tuple(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Hostile checkpoints and inputs: refused at load time, naming the key (moved from test_hostile_inputs.py)
+# ------------------------------------------------------------------------------------------------------------
+def _tiny_model(**overrides):
+    import torch
+    from niaf_tiny_backbones import BACKBONES
+
+    from configuration_niaf import NiafConfig
+    from modeling_niaf import NiafForActionFunction
+
+    kwargs = dict(
+        backbone_config=BACKBONES["paligemma"](),
+        action_dim=3,
+        chunk_size=6,
+        control_hz=10.0,
+        siren_layers=2,
+        siren_width=16,
+        modulation_groups=4,
+    )
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    return NiafForActionFunction(NiafConfig(**kwargs)).eval()
+
+
+@pytest.mark.parametrize("where", ["siren.layers.0.weight", "modulation_heads.beta_weight"])
+def test_checkpoint_with_non_finite_weights_is_refused_naming_the_key(tmp_path, where):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from modeling_niaf import NiafForActionFunction
+
+    model = _tiny_model()
+    model.save_pretrained(tmp_path)
+    NiafForActionFunction.from_pretrained(tmp_path)  # the clean checkpoint loads
+    weights = load_file(tmp_path / "model.safetensors")
+    weights[where] = weights[where].clone()
+    weights[where].view(-1)[3] = float("nan") if "siren" in where else float("inf")
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=rf"weight `{where}` holds NaN or inf") as err:
+        NiafForActionFunction.from_pretrained(tmp_path)
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
+    assert torch.isfinite(model.siren.layers[0].weight).all()  # the original was not touched
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("siren_omega0", 1e300),
+        ("siren_layers", 200_000),
+        ("siren_width", 10**7),
+        ("chunk_size", 10**9),
+        ("num_cameras", 1000),
+        ("control_hz", float("inf")),
+    ],
+)
+def test_head_settings_outside_sane_bounds_are_refused_at_load(tmp_path, key, value):
+    import json
+
+    from modeling_niaf import NiafForActionFunction
+
+    _tiny_model().save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"`{key}` must be"):
+        NiafForActionFunction.from_pretrained(tmp_path)
+
+
+def test_zero_range_or_nan_statistics():
+    from configuration_niaf.normalization import MIN_STATE_HALF_RANGE, AffineNormalizer
+
+    stats = {"q01": [0.0, 2.0], "q99": [1.0, 2.0]}  # dim 1 never moved in the data
+    state = AffineNormalizer.from_stats(stats, "QUANTILES", 2, feature="state")
+    # a deviation of 1e-3 in the constant dimension stays 1e-3, not 1e-3 / 1e-8 = 1e5
+    np.testing.assert_allclose(state.normalize(np.array([0.5, 2.001])), [0.0, 0.001], atol=1e-12)
+    assert MIN_STATE_HALF_RANGE <= 1e-6
+    action = AffineNormalizer.from_stats(stats, "QUANTILES", 2, feature="action")
+    assert action.denormalize(np.array([0.3, 0.7]))[1] == pytest.approx(
+        2.0, abs=1e-7
+    )  # outputs stay the constant
+    bad = {"q01": [0.0, float("nan")], "q99": [1.0, 2.0]}
+    with pytest.raises(ValueError, match=r"'state' stats 'q01' is NaN or inf in dims \[1\]"):
+        AffineNormalizer.from_stats(bad, "QUANTILES", 2, feature="state")
+    with pytest.raises(ValueError, match=r"normalization_stats\['action'\]\['q01'\]` is not finite"):
+        _tiny_model(normalization_stats={"action": {"q01": [0.0, float("nan"), 0.0], "q99": [1.0, 1.0, 1.0]}})
+
+
+def test_token_ids_outside_the_vocabulary_are_refused():
+    import torch
+    from niaf_tiny_backbones import VOCAB, make_inputs
+
+    model = _tiny_model()
+    inputs = make_inputs("paligemma")
+    with torch.no_grad():
+        model(**inputs)
+    for bad in (VOCAB, 10**12, -1):
+        hostile = dict(inputs, input_ids=inputs["input_ids"].clone())
+        hostile["input_ids"][0, -1] = bad
+        with pytest.raises(
+            ValueError,
+            match=rf"`input_ids` holds token ids .* outside the backbone's vocabulary \[0, {VOCAB}\)",
+        ):
+            model(**hostile)
+    with pytest.raises(ValueError, match="`input_ids` must be a LongTensor"):
+        model(**dict(inputs, input_ids=inputs["input_ids"].float()))
+

@@ -143,3 +143,93 @@ def test_bad_processor_inputs():
         NiafProcessor(make_image_processor("florence2"), make_tokenizer(), prompt_template="no slot")
     with pytest.raises(ValueError, match="image token"):
         NiafProcessor(make_image_processor("florence2"), make_tokenizer(), image_token="<img>")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Hostile images and prompt settings: read alike or refused by name (moved from test_hostile_inputs.py)
+# ------------------------------------------------------------------------------------------------------------
+def _processor(**kw):
+    from niaf_tiny_backbones import image_tokens_per_image, make_image_processor, make_tokenizer
+
+    from modeling_niaf import NiafProcessor
+
+    kwargs = dict(
+        image_processor=make_image_processor("paligemma"),
+        tokenizer=make_tokenizer(),
+        image_token="<image>",
+        image_seq_length=image_tokens_per_image("paligemma"),
+        num_cameras=1,
+        action_dim=3,
+        normalization_mode="IDENTITY",
+    )
+    kwargs.update(kw)
+    return NiafProcessor(**kwargs)
+
+
+def test_images_in_common_layouts_are_read_alike_and_the_rest_refused_by_name():
+    import torch
+    from PIL import Image
+
+    proc = _processor()
+    rng = np.random.default_rng(0)
+    hwc = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    reference = proc(images=[hwc], text="open the drawer")["pixel_values"]
+    assert reference.abs().max() > 0.5  # not a black frame
+    as_float = hwc.astype(np.float32) / 255.0
+    layouts = {
+        "uint8 CHW": np.moveaxis(hwc, -1, 0),
+        "float HWC": as_float,
+        "float CHW tensor (LeRobot)": torch.from_numpy(np.moveaxis(as_float, -1, 0).copy()),
+        "float64 CHW": np.moveaxis(as_float, -1, 0).astype(np.float64),
+        "PIL RGB": Image.fromarray(hwc),
+    }
+    for name, image in layouts.items():
+        got = proc(images=[image], text="open the drawer")["pixel_values"]
+        torch.testing.assert_close(got, reference, rtol=0, atol=0, msg=name)
+    hostile = {
+        "empty": (np.zeros((0, 0, 3), np.uint8), r"is empty \(0×0 pixels\)"),
+        "grayscale": (np.zeros((32, 32), np.uint8), r"has shape \(32, 32\); expected an RGB frame"),
+        "grayscale 1-channel": (
+            np.zeros((32, 32, 1), np.uint8),
+            r"has shape \(32, 32, 1\); expected an RGB frame",
+        ),
+        "RGBA": (np.zeros((32, 32, 4), np.uint8), r"has shape \(32, 32, 4\); expected an RGB frame"),
+        "PIL L": (Image.fromarray(hwc[..., 0]), "is a PIL image in mode 'L'"),
+        "float 0-255": (
+            hwc.astype(np.float32),
+            r"is a float32 frame with values in \[0, 255\]; float frames must lie in \[0, 1\]",
+        ),
+        "float NaN": (
+            np.full((32, 32, 3), np.nan, np.float32),
+            r"is a float32 frame with values in \[nan, nan\]",
+        ),
+        "int64": (hwc.astype(np.int64), "has dtype int64"),
+        "string": ("frame.png", "must be a PIL image, a numpy array or a torch tensor"),
+    }
+    for _name, (image, message) in hostile.items():
+        with pytest.raises(ValueError, match=r"`images\[0\]\[0\]` " + message):
+            proc(images=[image], text="open the drawer")
+
+
+def test_prompt_templates_and_sequence_lengths_that_would_allocate_gigabytes_are_refused():
+    from modeling_niaf.processing_niaf import MAX_IMAGE_SEQ_LENGTH
+
+    for template in (
+        "{instruction:>999999999}",
+        "{instruction!r}",
+        "{instruction.__class__}",
+        "{0} {instruction}",
+        "{instruction} {other}",
+        "no slot",
+        "{instruction",
+    ):
+        with pytest.raises(ValueError, match="`prompt_template`"):
+            _processor(prompt_template=template)
+    _processor(prompt_template="What should the robot do to {instruction}? {{literal braces}}")
+    for length in (10**9, 0, True, 2.5):
+        with pytest.raises(ValueError, match="`image_seq_length` must be an int in"):
+            _processor(image_seq_length=length)
+    _processor(image_seq_length=MAX_IMAGE_SEQ_LENGTH)
+    with pytest.raises(ValueError, match="`num_cameras` must be <= 16"):
+        _processor(num_cameras=10**6)
+

@@ -536,3 +536,176 @@ def test_command_turns_a_function_that_faults_on_any_path_into_a_stop(path, faul
     assert stream.num_faults == 1 and stream.last_fault and last.mode == "stop"
     assert "stopping from the last good command" in caplog.text
     _assert_safe(stream, 0.12, 0.2)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The streaming runtime bounds what it commands, between probe points too (moved from test_hostile_inputs.py)
+# ------------------------------------------------------------------------------------------------------------
+class _BumpFunction:
+    """p(t) = c + h·exp(-((t - t0)/w)²/2) per dimension, exact derivatives: a narrow bump between probe points.
+
+    With ``raise_between`` = (lo, hi) it raises RuntimeError when asked for a time in (lo, hi); with
+    ``nan_between`` it returns NaN there.
+    """
+
+    def __init__(self, center, height, t0, width, chunk_duration=0.45, raise_between=None, nan_between=None):
+        self.c = np.asarray(center, dtype=np.float64)
+        self.h = np.asarray(height, dtype=np.float64)
+        self.t0, self.w = t0, width
+        self.chunk_duration = chunk_duration
+        self.raise_between, self.nan_between = raise_between, nan_between
+
+    def exact(self, t):
+        t = np.atleast_1d(np.asarray(t, dtype=np.float64))[:, None]
+        u = (t - self.t0) / self.w
+        g = np.exp(-0.5 * u * u)
+        d1 = -u / self.w * g
+        d2 = (u * u - 1.0) / self.w**2 * g
+        d3 = (3.0 * u - u**3) / self.w**3 * g
+        return self.c + self.h * g, self.h * d1, self.h * d2, self.h * d3
+
+    def __call__(self, times=None, derivatives=3, **kwargs):
+        times = np.asarray(times, dtype=np.float64)
+        if self.raise_between is not None:
+            lo, hi = self.raise_between
+            if np.any((times > lo) & (times < hi)):
+                raise RuntimeError("simulated failure inside the chunk")
+        p, v, a, j = self.exact(times)
+        if self.nan_between is not None:
+            lo, hi = self.nan_between
+            p[(times > lo) & (times < hi)] = np.nan
+        return _Traj(p[None], v[None], a[None], j[None])
+
+
+def _run(stream, times):
+    cmds = [stream.command(t) for t in times]
+    out = {k: np.stack([getattr(c, k) for c in cmds]) for k in ("position", "velocity", "acceleration")}
+    out["limited"] = np.array([c.limited for c in cmds])
+    out["mode"] = [c.mode for c in cmds]
+    return out
+
+
+def _assert_within(c, times, lower=None, upper=None, vmax=None, amax=None):
+    """Every command within the limits, in its fields and in the motion between consecutive commands."""
+    dt = np.diff(times)[:, None]
+    slack = 1.0 + 1e-9
+    for name in ("position", "velocity", "acceleration"):
+        assert np.all(np.isfinite(c[name])), name
+    if lower is not None:
+        assert np.all(c["position"] >= lower) and np.all(c["position"] <= upper)
+    if vmax is not None:
+        assert np.all(np.abs(c["velocity"]) <= vmax * slack)
+        assert np.all(np.abs(np.diff(c["position"], axis=0)) <= vmax * dt * slack + 1e-12)
+    if amax is not None:
+        assert np.all(np.abs(c["acceleration"]) <= amax * slack)
+        assert np.all(np.abs(np.diff(c["velocity"], axis=0)) <= amax * dt * slack + 1e-12)
+
+
+def test_runtime_function_outside_the_limits_between_probe_points_is_clamped(caplog):
+    from modeling_niaf.runtime import ActionStream
+
+    # probes at multiples of 0.03 s (16 points over 0.45 s); the bump of height 5 sits at 0.2151 s, width 0.7 ms:
+    # position, velocity and acceleration at the nearest probe (u = 7.3 widths away) are below 1e-2.
+    fn = _BumpFunction(center=[0.0, 0.2], height=[5.0, 0.0], t0=0.2151, width=0.0007)
+    probe_p = fn.exact(np.linspace(0.0, 0.45, 16))[0]
+    assert np.all(np.abs(probe_p) < 1.0)
+    lower, upper, vmax, amax = np.full(2, -1.0), np.full(2, 1.0), 2.0, 50.0
+    stream = ActionStream(
+        np.array([0.0, 0.2]),
+        0.0,
+        blend_duration=0.0,
+        position_limits=(lower, upper),
+        max_velocity=vmax,
+        max_acceleration=amax,
+    )
+    assert stream.submit(fn, 0.0, 0.0)  # inside the limits at every probe point
+    times = np.arange(0.0, 0.45, 1e-3)
+    src_p, src_v = fn.exact(times)[:2]
+    assert src_p[:, 0].max() > 4.9 and np.abs(src_v[:, 0]).max() > 1000.0  # the source does leave the limits
+    with caplog.at_level(logging.WARNING, logger="modeling_niaf.runtime"):
+        c = _run(stream, times)
+    _assert_within(c, times, lower, upper, vmax, amax)
+    assert c["limited"].any() and stream.num_limited == int(c["limited"].sum())
+    assert "dims [0]" in stream.last_violation and "held to the limits" in caplog.text
+    # away from the bump the function is followed exactly; dimension 1 is never touched
+    calm = times < 0.19
+    np.testing.assert_array_equal(c["position"][calm], src_p[calm])
+    np.testing.assert_array_equal(c["position"][:, 1], src_p[:, 1])
+    # after the bump the limiter converges back to the function and then passes it through exactly
+    assert not c["limited"][-1]
+    np.testing.assert_array_equal(c["position"][-20:], src_p[-20:])
+
+
+@pytest.mark.parametrize("switch", ["crossfade", "offset_decay"])
+def test_runtime_switch_between_stationary_plans_respects_velocity_and_acceleration(switch):
+    from modeling_niaf.runtime import ActionStream
+
+    here = _BumpFunction(center=[0.0], height=[0.0], t0=0.0, width=1.0, chunk_duration=2.0)
+    there = _BumpFunction(center=[1.0], height=[0.0], t0=0.0, width=1.0, chunk_duration=2.0)
+    times = np.arange(0.1, 2.0, 1e-3)
+
+    def stream_with(**limits):
+        stream = ActionStream(np.zeros(1), 0.0, blend_duration=0.05, max_latency=1.0, switch=switch, **limits)
+        assert stream.submit(here, 0.0, 0.0) and stream.command(0.05).position[0] == 0.0
+        assert stream.submit(there, 0.1, 0.1)
+        return stream, _run(stream, times)
+
+    _, raw = stream_with()
+    assert np.abs(raw["velocity"]).max() > 30.0  # the unlimited switch: about 1.875·Δp/T_b = 37.5
+    stream, c = stream_with(max_velocity=2.0, max_acceleration=20.0)
+    _assert_within(c, times, vmax=2.0, amax=20.0)
+    assert c["limited"].any()
+    # it still arrives: 1 at 2/s with 20/s² takes 0.6 s; the command then holds the new plan exactly
+    arrived = times > 0.1 + 0.8
+    np.testing.assert_array_equal(c["position"][arrived], 1.0)
+    np.testing.assert_array_equal(c["velocity"][arrived], 0.0)
+    assert not c["limited"][arrived].any()
+
+
+@pytest.mark.parametrize("fault", ["raises", "nan"])
+def test_runtime_function_failing_between_probe_points_leaves_a_safe_command(fault, caplog):
+    from modeling_niaf.runtime import ActionStream
+
+    window = (0.2101, 0.2102)  # between the probe points 0.21 and 0.24
+    kw = {"raise_between": window} if fault == "raises" else {"nan_between": window}
+    fn = _BumpFunction(center=[0.3, -0.3], height=[0.5, 0.5], t0=0.2, width=0.1, **kw)
+    stream = ActionStream(np.zeros(2), 0.0, blend_duration=0.0, stop_duration=0.1, max_velocity=20.0)
+    assert stream.submit(fn, 0.0, 0.0)
+    times = np.arange(0.2, 0.5, 1e-5)
+    with caplog.at_level(logging.ERROR, logger="modeling_niaf.runtime"):
+        c = _run(stream, times)  # no exception reaches the control loop
+    assert stream.num_faults == 1 and (
+        "RuntimeError" in stream.last_fault or "non-finite" in stream.last_fault
+    )
+    assert "stopping from the last good command" in caplog.text
+    _assert_within(c, times, vmax=20.0)
+    assert c["mode"][-1] == "hold"
+    np.testing.assert_array_equal(c["velocity"][-1], 0.0)
+    # the first command ever can be the failing one: the stream holds its initial position
+    first = ActionStream(np.array([0.1, 0.2]), 0.0, blend_duration=0.0)
+    assert first.submit(fn, 0.0, 0.0)
+    cmd = first.command(0.21015)
+    np.testing.assert_array_equal(cmd.position, [0.1, 0.2])
+    np.testing.assert_array_equal(cmd.velocity, 0.0)
+    assert first.num_faults == 1
+
+
+def test_runtime_refuses_fast_acceleration_and_unreachable_start():
+    from modeling_niaf.runtime import ActionStream
+
+    stream = ActionStream(np.zeros(1), 0.0, max_acceleration=1.0)
+    fast = _BumpFunction(center=[0.0], height=[0.1], t0=0.2, width=0.05)  # peak |a| = 0.1/0.05² = 40
+    assert not stream.submit(fast, 0.0, 0.0)
+    assert "acceleration limit exceeded" in stream.last_refusal
+
+    def raises_type_error(times=None, derivatives=3, **kw):
+        raise TypeError("not a number")
+
+    raises_type_error.chunk_duration = 0.5
+    assert not stream.submit(raises_type_error, 0.0, 0.0)  # any exception is a refusal, not a crash
+    assert "TypeError" in stream.last_refusal
+    with pytest.raises(ValueError, match="`initial_position`.*outside `position_limits`"):
+        ActionStream(np.array([2.0]), position_limits=(np.array([-1.0]), np.array([1.0])))
+    with pytest.raises(ValueError, match="max_acceleration"):
+        ActionStream(np.zeros(1), max_acceleration=float("nan"))
+

@@ -27,27 +27,34 @@ naming the file, the episode and the key, or is skipped and counted with ``skip_
 Facts this module relies on (the CALVIN release, https://github.com/mees/calvin): numeric arrays are float64 on disk (cast to
 float32 here); ``rel_actions`` is computed inside a frame from its ``actions`` and ``robot_obs``
 (:func:`calvin_relative_action`); gripper +1 = open, -1 = close; no velocities are stored.
+
+By job: :mod:`.calvin_frames` reads and checks the frame files, :mod:`.calvin_index` the split's index files
+(annotations, segments, statistics); this module cuts them into episodes and chunk datasets and re-exports the
+names of both, so ``from niaf_train.data.calvin import X`` keeps working.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
-import stat
-import zipfile
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from numpy.lib import format as npy_format
 
+from .calvin_frames import CalvinFrameNaming, CameraFetcher, FrameReader, calvin_relative_action
+from .calvin_index import (
+    LANG_FILE,
+    CalvinLanguage,
+    read_calvin_language,
+    read_calvin_segments,
+    read_calvin_statistics,
+    resolve_calvin_split,
+)
 from .episodes import Episode, EpisodeError, LazyFrames, LoadSummary
-from .safe_pickle import UnsafePickleError, check_npy_size, read_npy_header, safe_load_npy
+from .safe_pickle import UnsafePickleError
 from .unreadable_episode import UnreadableEpisode, raise_or_skip_unreadable
 
 logger = logging.getLogger(__name__)
@@ -67,431 +74,6 @@ CALVIN_STATE_LAYOUTS: dict[str, tuple[int, ...]] = {
 }
 
 _ACTION_KEYS = ("rel_actions", "actions")
-_EXPECTED_SHAPES: dict[str, tuple[int, ...]] = {"actions": (7,), "rel_actions": (7,), "robot_obs": (15,)}
-_LANG_FILE = "auto_lang_ann.npy"
-_FRAME_NAME = re.compile(r"^(?P<prefix>.*?)(?P<digits>\d+)\.npz$")
-_MAX_DEFLATE_RATIO = 1100
-"""Deflate expands at most ~1032:1; a zip member claiming more uncompressed bytes than that is forged."""
-
-
-def _open_frame_file(path: Path, roots: tuple[Path, ...], episode_id: str) -> zipfile.ZipFile:
-    """Open a frame file as a zip archive, refusing what is not a regular file inside the dataset.
-
-    A symlinked frame may point anywhere inside the dataset root or its split folder (``roots``, resolved),
-    not out of them. The file is opened non-blocking and checked with fstat, so a FIFO (which would block
-    the loader forever) or a device is refused instead of read.
-    """
-    resolved = path.resolve()
-    root = roots[0]
-    if path.is_symlink() and not any(resolved.is_relative_to(r) for r in roots):
-        raise EpisodeError(
-            str(path), episode_id, "<file>", f"a symlink to {resolved}, outside the dataset folder {root}; refused"
-        )
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-            raise EpisodeError(str(path), episode_id, "<file>", f"{kind}; expected a regular .npz frame file")
-        if hasattr(os, "O_NONBLOCK"):
-            os.set_blocking(fd, True)
-        fh = os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
-    try:
-        return zipfile.ZipFile(fh)
-    except BaseException:
-        fh.close()
-        raise
-
-
-def _member_header(
-    zf: zipfile.ZipFile, key: str, path: Path, episode_id: str
-) -> tuple[tuple[int, ...], np.dtype, int]:
-    """(shape, dtype, data bytes available) of member ``key`` of an open frame archive; checks the claim."""
-    info = zf.getinfo(key + ".npy")
-    if info.file_size > max(info.compress_size, 1) * _MAX_DEFLATE_RATIO:
-        raise EpisodeError(
-            str(path), episode_id, key, f"zip member claims {info.file_size} bytes from {info.compress_size}; forged"
-        )
-    with zf.open(info) as fh:
-        shape, dtype = read_npy_header(fh)
-        header_len = fh.tell()
-    try:
-        check_npy_size(shape, dtype, info.file_size - header_len, f"{key}.npy")
-    except ValueError as exc:
-        raise EpisodeError(str(path), episode_id, key, str(exc)) from None
-    return shape, dtype, info.file_size - header_len
-
-
-def _read_member(zf: zipfile.ZipFile, key: str) -> np.ndarray:
-    with zf.open(key + ".npy") as fh:
-        return npy_format.read_array(fh, allow_pickle=False)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# small readers
-
-
-def calvin_relative_action(
-    actions: np.ndarray, robot_obs: np.ndarray, max_pos: float = 0.02, max_orn: float = 0.05
-) -> np.ndarray:
-    """CALVIN's relative action of a frame from its absolute ``actions`` and ``robot_obs``.
-
-    Position: ``clip(a[:3] - o[:3], ±max_pos) / max_pos``; orientation: the Euler difference wrapped to
-    [-π, π), clipped to ``±max_orn`` and divided by it; gripper copied. This reproduces the ``rel_actions``
-    stored in the release exactly (same float64 operations).
-
-    Args:
-        actions: [..., 7] absolute TCP target: xyz (m), Euler xyz (rad), gripper (±1).
-        robot_obs: [..., 15] (or at least 6 wide) observed TCP pose of the same frame.
-        max_pos: metres that map to 1.0.
-        max_orn: radians that map to 1.0.
-
-    Returns:
-        [..., 7] relative action in [-1, 1] (dtype of the inputs' common type).
-    """
-    actions = np.asarray(actions)
-    robot_obs = np.asarray(robot_obs)
-    rel_pos = np.clip(actions[..., :3] - robot_obs[..., :3], -max_pos, max_pos) / max_pos
-    diff = actions[..., 3:6] - robot_obs[..., 3:6]
-    wrapped = (diff + np.pi) % (2 * np.pi) - np.pi
-    rel_orn = np.clip(wrapped, -max_orn, max_orn) / max_orn
-    return np.concatenate([rel_pos, rel_orn, actions[..., 6:7]], axis=-1)
-
-
-@dataclass(frozen=True)
-class CalvinFrameNaming:
-    """How a split names its frame files: ``<prefix><id zero-padded to digits>.npz``."""
-
-    prefix: str = "episode_"
-    digits: int = 7
-
-    def name(self, frame_id: int) -> str:
-        """File name of global frame ``frame_id``."""
-        return f"{self.prefix}{int(frame_id):0{self.digits}d}.npz"
-
-    @classmethod
-    def detect(cls, split_dir: str | PathLike[str]) -> CalvinFrameNaming:
-        """Learn the prefix and digit count from the first ``*.npz`` in ``split_dir``.
-
-        Raises:
-            FileNotFoundError: no frame file in the folder.
-        """
-        split_dir = Path(split_dir)
-        first = _first_frame_name(split_dir)
-        if first is None:
-            raise FileNotFoundError(
-                f"{split_dir}: no frame files '<prefix><digits>.npz' found; expected a CALVIN split folder "
-                "such as task_D_D/training"
-            )
-        match = _FRAME_NAME.match(first)
-        assert match is not None
-        return cls(prefix=match["prefix"], digits=len(match["digits"]))
-
-
-def _first_frame_name(folder: Path) -> str | None:
-    # os.scandir stops at the first hit: a 500k-file folder is never listed in full.
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if _FRAME_NAME.match(entry.name) and entry.is_file():
-                return entry.name
-    return None
-
-
-@dataclass
-class CalvinLanguage:
-    """The language annotations of a split.
-
-    Attributes:
-        path: the file they were read from.
-        ann: N instructions.
-        task: N task ids (e.g. ``"open_drawer"``); empty strings if the file has none.
-        indx: int64 [N, 2] inclusive (start, end) global frame ids.
-    """
-
-    path: Path
-    ann: list[str]
-    task: list[str]
-    indx: np.ndarray = field(repr=False)
-
-    def __len__(self) -> int:
-        return len(self.ann)
-
-
-def read_calvin_language(
-    split_dir: str | PathLike[str], lang_folder: str = "lang_annotations"
-) -> CalvinLanguage:
-    """Read ``<split_dir>/<lang_folder>/auto_lang_ann.npy`` without executing anything from it.
-
-    Raises:
-        FileNotFoundError: the file is missing.
-        UnsafePickleError: the pickle asks for anything but numpy arrays and plain data.
-        ValueError: the dict lacks ``language.ann`` / ``info.indx`` or their lengths disagree (names the key).
-    """
-    path = Path(split_dir) / lang_folder / _LANG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: language annotation file not found (needed for mode='lang')")
-    array = safe_load_npy(path)
-    content = array.item() if array.shape == () else None
-    if not isinstance(content, dict):
-        raise ValueError(
-            f"{path}: expected a pickled dict with 'language' and 'info', got {type(content).__name__}"
-        )
-
-    def get(section: str, key: str, required: bool = True) -> Any:
-        sub = content.get(section)
-        if not isinstance(sub, dict) or key not in sub:
-            if required:
-                raise ValueError(
-                    f"{path}: key '{section}.{key}' missing; expected the CALVIN annotation layout"
-                )
-            return None
-        return sub[key]
-
-    ann = [str(a) for a in get("language", "ann")]
-    task_raw = get("language", "task", required=False)
-    task = [str(t) for t in task_raw] if task_raw is not None else [""] * len(ann)
-    try:
-        indx = np.asarray([(int(s), int(e)) for s, e in get("info", "indx")], dtype=np.int64).reshape(-1, 2)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{path}: key 'info.indx': expected a list of (start, end) frame ids ({exc})"
-        ) from exc
-    if not (len(ann) == len(task) == len(indx)):
-        raise ValueError(
-            f"{path}: 'language.ann' has {len(ann)} entries, 'language.task' {len(task)}, 'info.indx' {len(indx)}; "
-            "expected one of each per annotation"
-        )
-    bad = np.flatnonzero(indx[:, 1] < indx[:, 0])
-    if bad.size:
-        i = int(bad[0])
-        raise ValueError(f"{path}: key 'info.indx'[{i}] = {tuple(indx[i])}: end before start")
-    return CalvinLanguage(path=path, ann=ann, task=task, indx=indx)
-
-
-def read_calvin_segments(split_dir: str | PathLike[str]) -> np.ndarray:
-    """``ep_start_end_ids.npy``: int64 [k, 2] of inclusive (first, last) frame ids of contiguous segments."""
-    path = Path(split_dir) / "ep_start_end_ids.npy"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: segment index file not found")
-    ids = safe_load_npy(path)
-    if ids.ndim != 2 or ids.shape[1] != 2 or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(
-            f"{path}: expected an integer array [k, 2] of (start, end) frame ids, got {ids.dtype} {ids.shape}"
-        )
-    ids = ids.astype(np.int64)
-    bad = np.flatnonzero(ids[:, 1] < ids[:, 0])
-    if bad.size:
-        raise ValueError(f"{path}: row {int(bad[0])} = {tuple(ids[bad[0]])}: end before start")
-    return ids
-
-
-def read_calvin_statistics(path: str | PathLike[str]) -> dict[str, dict[str, np.ndarray]]:
-    """Read a CALVIN ``statistics.yaml`` (a split folder or the file itself) with ``yaml.safe_load``.
-
-    The file is plain YAML written by OmegaConf; ``_target_`` entries are ordinary string keys and nothing is
-    instantiated. Both the list-of-transforms (``robot_obs: [{_target_: ..., mean, std}]``) and the flat mapping
-    layouts are accepted, and both ``act_*_bound`` and ``action_*_bound`` spellings.
-
-    Returns:
-        ``{"robot_obs": {"mean": [15], "std": [15]}, "scene_obs": {...} (if present),
-        "actions": {"min": [7], "max": [7]} (if present)}``, float64 arrays.
-    """
-    import yaml
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "statistics.yaml"
-    try:
-        with path.open("r", encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
-    except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read CALVIN statistics ({exc})") from exc
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping at top level, got {type(raw).__name__}")
-    stats: dict[str, dict[str, np.ndarray]] = {}
-    for key in ("robot_obs", "scene_obs"):
-        entry = raw.get(key)
-        if entry is None:
-            continue
-        if isinstance(entry, list):
-            entry = next((e for e in entry if isinstance(e, dict) and "mean" in e), None)
-        if not isinstance(entry, dict) or "mean" not in entry or "std" not in entry:
-            raise ValueError(f"{path}: key '{key}': expected a NormalizeVector entry with 'mean' and 'std'")
-        stats[key] = {s: np.asarray(entry[s], dtype=np.float64) for s in ("mean", "std")}
-    for prefix in ("act", "action"):
-        lo, hi = raw.get(f"{prefix}_min_bound"), raw.get(f"{prefix}_max_bound")
-        if lo is not None and hi is not None:
-            stats["actions"] = {
-                "min": np.asarray(lo, dtype=np.float64),
-                "max": np.asarray(hi, dtype=np.float64),
-            }
-            break
-    if "robot_obs" not in stats:
-        raise ValueError(f"{path}: key 'robot_obs' missing; expected CALVIN statistics")
-    return stats
-
-
-def resolve_calvin_split(root: str | PathLike[str], split: str = "training") -> Path:
-    """The folder holding the frames: ``root/split`` if it exists, else ``root`` itself if it holds frames."""
-    root = Path(root)
-    if (root / split).is_dir():
-        return root / split
-    if (root / "ep_start_end_ids.npy").is_file():
-        return root
-    raise FileNotFoundError(
-        f"{root}: neither '{split}/' nor 'ep_start_end_ids.npy' found; expected a CALVIN split root (task_D_D) "
-        "or one of its training/validation folders"
-    )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# frame files
-
-
-class _FrameReader:
-    """Reads CALVIN frame files; checks keys, dtypes and shapes; caches recent low-dim rows.
-
-    Picklable (holds paths and plain data only), so lazy image fetchers built on it survive multiprocessing.
-    """
-
-    def __init__(
-        self,
-        split_dir: Path,
-        naming: CalvinFrameNaming,
-        lowdim_keys: Sequence[str],
-        cameras: Sequence[str],
-        cache_frames: int = 4096,
-        root: Path | None = None,
-    ) -> None:
-        self.split_dir = split_dir
-        self.roots = ((root if root is not None else split_dir).resolve(), split_dir.resolve())
-        self.naming = naming
-        self.lowdim_keys = tuple(lowdim_keys)
-        self.cameras = tuple(cameras)
-        self.cache_frames = cache_frames
-        self._lowdim: OrderedDict[int, tuple[dict[str, np.ndarray], dict[str, tuple[int, ...]]]] = (
-            OrderedDict()
-        )
-        self._image_frame: tuple[int, dict[str, np.ndarray]] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        state["_lowdim"] = OrderedDict()
-        state["_image_frame"] = None
-        return state
-
-    def path(self, frame_id: int) -> Path:
-        return self.split_dir / self.naming.name(frame_id)
-
-    def lowdim(
-        self, frame_id: int, episode_id: str
-    ) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, ...]]]:
-        """Low-dim arrays (float64) of a frame and the (H, W, 3) of each camera, all checked."""
-        hit = self._lowdim.get(frame_id)
-        if hit is not None:
-            return hit
-        path = self.path(frame_id)
-        arrays: dict[str, np.ndarray] = {}
-        image_shapes: dict[str, tuple[int, ...]] = {}
-        key = "<file>"
-        try:
-            with _open_frame_file(path, self.roots, episode_id) as zf:
-                members = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
-                for key in (*self.lowdim_keys, *self.cameras):
-                    if key not in members:
-                        raise EpisodeError(
-                            str(path),
-                            episode_id,
-                            key,
-                            f"missing from the frame file; it has keys {sorted(members)}",
-                        )
-                for key in self.lowdim_keys:
-                    shape, dtype, _ = _member_header(zf, key, path, episode_id)
-                    expected = _EXPECTED_SHAPES[key]
-                    # checked on the header, before anything is allocated; strings or booleans are not numbers
-                    if shape != expected or dtype.kind not in "fiu":
-                        raise EpisodeError(
-                            str(path),
-                            episode_id,
-                            key,
-                            f"got {dtype} {shape}, expected a float array {expected}",
-                        )
-                    arr = _read_member(zf, key)
-                    if not np.all(np.isfinite(arr)):
-                        raise EpisodeError(
-                            str(path), episode_id, key, f"non-finite values {arr.tolist()}; expected finite"
-                        )
-                    arrays[key] = arr.astype(np.float64, copy=False)
-                for key in self.cameras:
-                    shape, dtype, _ = _member_header(zf, key, path, episode_id)
-                    if len(shape) != 3 or shape[2] != 3 or dtype != np.uint8:
-                        raise EpisodeError(
-                            str(path),
-                            episode_id,
-                            key,
-                            f"got {dtype} {shape}, expected a uint8 RGB image (H, W, 3)",
-                        )
-                    image_shapes[key] = shape
-        except EpisodeError:
-            raise
-        except FileNotFoundError as exc:
-            raise EpisodeError(
-                str(path),
-                episode_id,
-                key,
-                "frame file missing; expected one file per frame id of the episode",
-            ) from exc
-        except (OSError, zipfile.BadZipFile, ValueError, EOFError, KeyError) as exc:
-            raise EpisodeError(
-                str(path), episode_id, key, f"unreadable ({type(exc).__name__}: {exc})"
-            ) from exc
-        result = (arrays, image_shapes)
-        if self.cache_frames > 0:
-            self._lowdim[frame_id] = result
-            if len(self._lowdim) > self.cache_frames:
-                self._lowdim.popitem(last=False)
-        return result
-
-    def image(self, frame_id: int, camera: str, episode_id: str) -> np.ndarray:
-        """uint8 [H, W, 3] of ``camera`` at ``frame_id``; both cameras are decoded together and the last kept."""
-        if self._image_frame is None or self._image_frame[0] != frame_id:
-            path = self.path(frame_id)
-            try:
-                with _open_frame_file(path, self.roots, episode_id) as zf:
-                    images = {}
-                    for cam in self.cameras:
-                        shape, dtype, _ = _member_header(zf, cam, path, episode_id)
-                        if len(shape) != 3 or shape[2] != 3 or dtype != np.uint8:
-                            raise EpisodeError(
-                                str(path), episode_id, cam, f"got {dtype} {shape}, expected a uint8 RGB image (H, W, 3)"
-                            )
-                        images[cam] = _read_member(zf, cam)
-            except EpisodeError:
-                raise
-            except (OSError, zipfile.BadZipFile, ValueError, KeyError, EOFError) as exc:
-                raise EpisodeError(str(path), episode_id, camera, f"unreadable ({exc})") from exc
-            self._image_frame = (frame_id, images)
-        return self._image_frame[1][camera]
-
-
-class _CameraFetcher:
-    """``fetch(i)`` for :class:`LazyFrames`: image ``camera`` of the i-th frame of an episode."""
-
-    def __init__(self, reader: _FrameReader, first_frame: int, camera: str, episode_id: str) -> None:
-        self.reader = reader
-        self.first_frame = first_frame
-        self.camera = camera
-        self.episode_id = episode_id
-
-    def __call__(self, index: int) -> np.ndarray:
-        return self.reader.image(self.first_frame + index, self.camera, self.episode_id)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# episodes
 
 
 @dataclass(frozen=True)
@@ -613,7 +195,7 @@ def _calvin_episodes(
         windows = windows[:max_episodes]
     lowdim_keys = [action_key] + (["robot_obs"] if state is not None else [])
     # Language windows overlap: keep recently read frames so each file is opened about once.
-    reader = _FrameReader(
+    reader = FrameReader(
         split_dir, naming, lowdim_keys, cameras, cache_frames=4096 if mode == "lang" else 0, root=Path(root)
     )
     state_idx = list(CALVIN_STATE_LAYOUTS[state]) if state is not None else None
@@ -626,7 +208,7 @@ def _calvin_episodes(
 
 
 def _read_window(
-    reader: _FrameReader,
+    reader: FrameReader,
     win: _Window,
     split_dir: Path,
     lang_path: Path | None,
@@ -670,7 +252,7 @@ def _read_window(
         cam: LazyFrames(
             n,
             image_shapes[cam],
-            _CameraFetcher(reader, win.start, cam, win.episode_id),
+            CameraFetcher(reader, win.start, cam, win.episode_id),
             name=f"{split_dir}/{reader.naming.name(win.start)}..{reader.naming.name(win.end)}:{cam}",
         )
         for cam in cameras
@@ -758,7 +340,7 @@ def load_calvin(
     if use_cache:
         index_files = [split_dir / "ep_start_end_ids.npy"]
         if mode == "lang":
-            index_files.append(split_dir / lang_folder / _LANG_FILE)
+            index_files.append(split_dir / lang_folder / LANG_FILE)
         fingerprint_parts = {
             "format": "calvin",
             "split_dir": str(split_dir.resolve()),

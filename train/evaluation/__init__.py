@@ -4,6 +4,8 @@
   by :class:`niaf_train.data.metaworld.MetaWorldScene` (the code that records the demonstrations); its action
   function goes through the streaming runtime (:class:`modeling_niaf.runtime.ActionStream`) and is queried at the
   environment's own step times.
+* :mod:`.settings`, :mod:`.adapters`, :mod:`.policies`, :mod:`.checkpoint`: what the runner is given (the
+  settings, the inputs a policy is shown, the policies, a checkpoint loaded as one and its held-out seeds).
 * :mod:`.report`: success rates with Wilson intervals, ``results.json``, the figure and the rollout videos.
 * :mod:`.cli`: the ``niaf-eval`` command line.
 """

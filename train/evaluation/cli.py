@@ -17,8 +17,8 @@ import argparse
 import logging
 import sys
 
-from .closed_loop import ABLATIONS, EXECUTIONS, POLICIES, EvalError, EvalSettings
 from .report import format_table
+from .settings import ABLATIONS, EXECUTIONS, POLICIES, EvalError, EvalSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
-    from .closed_loop import training_record
+    from .checkpoint import training_record
 
     record = training_record(args.checkpoint, args.train_data) or {}
     tasks = args.tasks or record.get("tasks")

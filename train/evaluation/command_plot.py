@@ -24,7 +24,10 @@ from typing import Any
 import numpy as np
 
 from ..data.metaworld import METAWORLD_FPS, MetaWorldScene
-from .closed_loop import EvalSettings, NiafPolicy, load_policy, resolve_seed, run_episode, training_record
+from .checkpoint import load_policy, resolve_seed, training_record
+from .closed_loop import run_episode
+from .policies import NiafPolicy
+from .settings import EvalSettings
 
 logger = logging.getLogger(__name__)
 

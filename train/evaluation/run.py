@@ -10,18 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .closed_loop import (
-    EvalError,
-    EvalSettings,
-    ExpertPolicy,
-    RandomPolicy,
-    evaluate,
-    load_policy,
-    resolve_seeds,
-    training_record,
-    training_seeds,
-)
+from .checkpoint import load_policy, resolve_seeds, training_record, training_seeds
+from .closed_loop import evaluate
+from .policies import ExpertPolicy, RandomPolicy
 from .report import plot_success, summarize, write_results
+from .settings import EvalError, EvalSettings
 
 logger = logging.getLogger(__name__)
 

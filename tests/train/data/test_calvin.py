@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_factories import calvin_real_frame, two_window_calvin_split, write_calvin_split
+from data_factories import calvin_training_split as _calvin_split
 from niaf_train.data.calvin import (
     CALVIN_FPS,
     CalvinFrameNaming,
@@ -441,3 +442,110 @@ def test_lazy_image_decoding_errors_name_file_and_episode(tmp_path: Path, fixtur
     assert ep.images["rgb_static"][1][0, 0].tolist() == [8, 0, 1]
     with pytest.raises(EpisodeError, match=r"episode_0000002\.npz: episode ann_0: key 'rgb_static'"):
         ep.images["rgb_static"][2]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Hostile frame files: headers and zip members claiming terabytes, FIFOs, links out of the dataset (moved from test_hostile_inputs.py)
+# ------------------------------------------------------------------------------------------------------------
+def _replace_member(npz_path, key, raw):
+    """Rewrite one member of an .npz (a zip) with ``raw`` bytes, keeping the others."""
+    import zipfile
+
+    with zipfile.ZipFile(npz_path) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members[key + ".npy"] = raw
+    with zipfile.ZipFile(npz_path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+
+
+@pytest.mark.parametrize("member", ["rel_actions", "rgb_static"])
+def test_calvin_frame_header_claiming_terabytes_is_skippable(tmp_path, fixtures_dir, member):
+    import io
+
+    from niaf_train.data.calvin import iter_calvin_episodes
+    from niaf_train.data.episodes import EpisodeError, LoadSummary
+    from numpy.lib import format as npy_format
+
+    split = _calvin_split(tmp_path, fixtures_dir)
+    raw = io.BytesIO()
+    descr = "<f8" if member == "rel_actions" else "|u1"
+    shape = (10**12,) if member == "rel_actions" else (10**6, 10**6, 3)
+    npy_format.write_array_header_1_0(raw, {"descr": descr, "fortran_order": False, "shape": shape})
+    raw.write(b"\0" * 64)
+    _replace_member(split / "episode_0000009.npz", member, raw.getvalue())
+    with pytest.raises(
+        EpisodeError, match=rf"episode_0000009\.npz: episode ann_1: key '{member}': .*header claims"
+    ):
+        list(iter_calvin_episodes(split))
+    summary = LoadSummary()
+    kept = list(iter_calvin_episodes(split, skip_invalid=True, summary=summary))
+    assert [e.episode_id for e in kept] == ["ann_0"] and summary.skipped[0].key == member
+
+
+def test_calvin_zip_member_claiming_more_than_deflate_can_produce_is_refused(tmp_path, fixtures_dir):
+    import io
+    import struct
+    import zipfile
+
+    from niaf_train.data.calvin import iter_calvin_episodes
+    from niaf_train.data.episodes import EpisodeError
+    from numpy.lib import format as npy_format
+
+    split = _calvin_split(tmp_path, fixtures_dir)
+    frame = split / "episode_0000009.npz"
+    claimed = 0xF0000000  # 4 GiB in the zip directory, where the member stores a few hundred bytes
+    raw = io.BytesIO()  # a header consistent with the claim: 1 × 1,342,177,000 RGB pixels
+    npy_format.write_array_header_1_0(
+        raw, {"descr": "|u1", "fortran_order": False, "shape": (1, 1342177000, 3)}
+    )
+    raw.write(b"\0" * 64)
+    with zipfile.ZipFile(frame) as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    members["rgb_static.npy"] = raw.getvalue()
+    with zipfile.ZipFile(frame, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    blob = bytearray(frame.read_bytes())
+    central = blob.index(b"PK\x01\x02")  # central directory entries, one per member
+    while blob[central + 46 : central + 46 + len(b"rgb_static.npy")] != b"rgb_static.npy":
+        central = blob.index(b"PK\x01\x02", central + 4)
+    struct.pack_into("<I", blob, central + 24, claimed)  # uncompressed size in the central directory
+    frame.write_bytes(bytes(blob))
+    with zipfile.ZipFile(frame) as zf:
+        assert zf.getinfo("rgb_static.npy").file_size == claimed
+    with pytest.raises(
+        EpisodeError, match=r"episode_0000009\.npz: episode ann_1: key 'rgb_static': zip member claims"
+    ):
+        list(iter_calvin_episodes(split))
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink_out", "symlink_in"])
+def test_calvin_frames_that_are_fifos_or_symlinks_out_of_the_root_are_refused(tmp_path, fixtures_dir, kind):
+    import os
+    import shutil
+
+    from niaf_train.data.calvin import iter_calvin_episodes
+    from niaf_train.data.episodes import EpisodeError
+
+    split = _calvin_split(tmp_path / "data", fixtures_dir)
+    frame = split / "episode_0000009.npz"
+    outside = tmp_path / "elsewhere" / "episode_0000009.npz"
+    outside.parent.mkdir()
+    shutil.move(frame, outside)
+    if kind == "fifo":
+        os.mkfifo(frame)  # opening it for reading would block forever
+        expect = "a FIFO; expected a regular .npz frame file"
+    elif kind == "symlink_out":
+        frame.symlink_to(outside)
+        expect = "outside the dataset folder"
+    else:  # a symlink that stays inside the dataset folder is fine
+        inside = split / "store" / "frame9.npz"
+        inside.parent.mkdir()
+        shutil.move(outside, inside)
+        frame.symlink_to(inside)
+        assert len(list(iter_calvin_episodes(split))) == 2
+        return
+    with pytest.raises(EpisodeError, match=rf"episode_0000009\.npz: episode ann_1: key '<file>': .*{expect}"):
+        list(iter_calvin_episodes(split))
+

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from data_factories import make_episode
+from data_factories import tiny_lerobot_dataset as _lerobot_dataset
 from niaf_train.data.chunking import (
     build_chunk_dataset,
     check_control_hz,
@@ -305,3 +308,65 @@ def test_build_chunk_dataset_with_dense_columns(tmp_path):
     torch.testing.assert_close(row["dense_velocity"], torch.as_tensor(expected_vel, dtype=torch.float32))
     with pytest.raises(ValueError, match="divide"):
         build_chunk_dataset(lambda: [ep], chunk_size=3, stride=2, cache_dir=tmp_path, dense_every=3)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A changed or truncated file under an unchanged name: the cache is rebuilt (moved from test_hostile_inputs.py)
+# ------------------------------------------------------------------------------------------------------------
+def test_changed_data_file_with_same_size_and_mtime_rebuilds_the_cache(tmp_path):
+    import os
+
+    from niaf_train.data.chunking import file_fingerprint
+
+    path = tmp_path / "frame.bin"
+    path.write_bytes(b"0123456789")
+    st = path.stat()
+    before = file_fingerprint([path])
+    path.write_bytes(b"9876543210")  # same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the old modification time
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    assert file_fingerprint([path]) != before
+
+    # end to end: one action's sign flipped in a LeRobot data file, same size, old modification time
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from niaf_train.data.lerobot_v3 import load_lerobot
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    reference = np.asarray(load_lerobot(root, 4, cache_dir=tmp_path / "cache").with_format("numpy")["action"])
+    data = root / "data" / "chunk-000" / "file-000.parquet"
+    st = data.stat()
+    table = pq.read_table(data)
+    column = table["action"].combine_chunks()
+    flat = column.flatten().to_numpy().copy()
+    flat[5] = -flat[5]
+    flipped = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), column.type.list_size)
+    pq.write_table(table.set_column(table.schema.get_field_index("action"), "action", flipped), data)
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
+    if data.stat().st_size != st.st_size:
+        pytest.skip("this pyarrow version changes the file size; the unit check above still holds")
+    again = np.asarray(load_lerobot(root, 4, cache_dir=tmp_path / "cache").with_format("numpy")["action"])
+    changed = np.argwhere(again != reference)
+    assert len(changed) and np.all(again[tuple(changed.T)] == -reference[tuple(changed.T)])
+
+
+def test_truncated_cache_is_rebuilt_and_a_truncated_second_file_is_named(tmp_path, caplog):
+    from niaf_train.data.episodes import EpisodeError
+    from niaf_train.data.lerobot_v3 import load_lerobot
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    first = load_lerobot(root, 4, cache_dir=tmp_path / "cache")
+    reference = np.asarray(first.with_format("numpy")["action"])
+    (arrow,) = (tmp_path / "cache").rglob("data.arrow")
+    del first
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])
+    with caplog.at_level(logging.WARNING, logger="niaf_train.data.chunking"):
+        again = load_lerobot(root, 4, cache_dir=tmp_path / "cache")
+    assert "rebuilding it" in caplog.text
+    np.testing.assert_array_equal(np.asarray(again.with_format("numpy")["action"]), reference)
+
+    second = root / "data" / "chunk-000" / "file-001.parquet"  # episodes 2 and 3
+    second.write_bytes(second.read_bytes()[:100])
+    with pytest.raises(EpisodeError, match=r"file-001\.parquet: episode 2: key 'data': unreadable"):
+        load_lerobot(root, 4, cache_dir=tmp_path / "cache2")
+

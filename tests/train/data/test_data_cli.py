@@ -6,7 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from data_factories import calvin_training_split as _calvin_split
 from data_factories import random_lerobot_episodes, write_lerobot_v3_fixture
+from data_factories import tiny_lerobot_dataset as _lerobot_dataset
 from niaf_train.data.cli import main
 
 
@@ -278,3 +280,52 @@ def test_hub_ref_that_points_outside_the_cache_is_refused(tmp_path, capsys, monk
                                    "--cache-dir", str(tmp_path / "c"), "--chunk-size", "3"])
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert "refusing to read outside the Hub cache" in err or "from the cache failed" in err
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Destructive options and bad counts (moved from test_hostile_inputs.py)
+# ------------------------------------------------------------------------------------------------------------
+def test_data_cli_stats_overwrite_merges_and_keeps_a_backup(tmp_path, capsys):
+    import json
+
+    from niaf_train.data.cli import main
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    stats_path = root / "meta" / "stats.json"
+    original = {
+        "observation.images.top": {"mean": [[[0.5]], [[0.5]], [[0.5]]], "std": [[[0.2]], [[0.2]], [[0.2]]]},
+        "action": {"mean": [9.0, 9.0, 9.0, 9.0]},
+    }
+    stats_path.write_text(json.dumps(original))
+    assert main(["stats", "--format", "lerobot", str(root), "--chunk-size", "4"]) == 2  # no --overwrite
+    assert json.loads(stats_path.read_text()) == original
+    assert main(["stats", "--format", "lerobot", str(root), "--chunk-size", "4", "--overwrite"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    merged = json.loads(stats_path.read_text())
+    assert merged["observation.images.top"] == original["observation.images.top"]  # kept, not dropped
+    assert merged["action"]["mean"] != [9.0] * 4 and "q01" in merged["action"]  # recomputed
+    assert json.loads((root / "meta" / "stats.json.bak").read_text()) == original
+    assert result["backup"].endswith("stats.json.bak") and result["kept"] == ["observation.images.top"]
+
+
+def test_negative_max_episodes_is_refused(tmp_path, fixtures_dir, capsys):
+    from data_factories import libero_demo_arrays, write_libero_hdf5
+    from niaf_train.data.calvin import iter_calvin_episodes
+    from niaf_train.data.cli import main
+    from niaf_train.data.libero import iter_libero_episodes
+
+    split = _calvin_split(tmp_path, fixtures_dir)
+    assert len(list(iter_calvin_episodes(split, max_episodes=1))) == 1
+    with pytest.raises(ValueError, match=r"max_episodes=-1: expected a positive int"):
+        list(iter_calvin_episodes(split, max_episodes=-1))
+    demos = {f"demo_{i}": libero_demo_arrays(6, seed=i, hw=(8, 8)) for i in range(2)}
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    write_libero_hdf5(suite / "open_the_drawer_demo.hdf5", demos, "open the drawer")
+    assert len(list(iter_libero_episodes(suite, max_demos_per_file=1))) == 1
+    with pytest.raises(ValueError, match=r"max_demos_per_file=-1: expected a positive int"):
+        list(iter_libero_episodes(suite, max_demos_per_file=-1))
+    with pytest.raises(SystemExit) as exit_:
+        main(["inspect", "--format", "calvin", str(split), "--max-episodes", "-1"])
+    assert exit_.value.code == 2 and "expected a positive integer, got -1" in capsys.readouterr().err
+

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from data_factories import make_episode, random_lerobot_episodes, write_lerobot_v3_fixture
+from data_factories import tiny_lerobot_dataset as _lerobot_dataset
 from niaf_train.data.chunking import dataset_fps, load_summary
 from niaf_train.data.episodes import EpisodeError
 from niaf_train.data.lerobot_v3 import (
@@ -250,3 +252,77 @@ def test_v2_dataset_gets_a_conversion_hint(tmp_path):
     (root / "meta/info.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match="v2.1.*convert_dataset_v21_to_v30"):
         open_lerobot_v3(root)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Data that is accepted but wrong: refused, naming the file (moved from test_hostile_inputs.py)
+# ------------------------------------------------------------------------------------------------------------
+def _rewrite_parquet(path, change):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    pq.write_table(change(table), path)
+
+
+def test_episode_listed_twice_in_meta_episodes_is_refused(tmp_path):
+    import pyarrow as pa
+    from niaf_train.data.lerobot_v3 import load_lerobot
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    meta = root / "meta" / "episodes" / "chunk-000" / "file-000.parquet"
+    _rewrite_parquet(meta, lambda t: pa.concat_tables([t, t.slice(1, 1)]))
+    with pytest.raises(
+        ValueError, match=r"file-000\.parquet: episode_index 1 is listed twice in meta/episodes"
+    ):
+        load_lerobot(root, 4, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("column, kind", [("action", "string"), ("observation.state", "bool")])
+def test_actions_as_strings_or_state_as_booleans_are_refused(tmp_path, column, kind):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from niaf_train.data.episodes import EpisodeError
+    from niaf_train.data.lerobot_v3 import load_lerobot
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    data = root / "data" / "chunk-000" / "file-001.parquet"
+
+    def change(table):
+        values = table[column].combine_chunks()
+        flat = values.flatten()
+        flat = pc.cast(flat, pa.string()) if kind == "string" else pc.greater(flat, 0.0)
+        new = pa.FixedSizeListArray.from_arrays(flat, values.type.list_size)
+        return table.set_column(table.schema.get_field_index(column), column, new)
+
+    _rewrite_parquet(data, change)
+    with pytest.raises(
+        EpisodeError, match=rf"file-001\.parquet: episode 2: key '{column}'.*stored as {kind}"
+    ):
+        load_lerobot(root, 4, cache_dir=tmp_path / "cache")
+    kept = load_lerobot(root, 4, cache_dir=tmp_path / "cache", skip_invalid=True)
+    assert sorted(set(kept["episode_index"])) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "template, field",
+    [
+        ("data/chunk-{chunk_index:03d}/file-{file_index:0999999999d}.parquet", "file_index:0999999999d"),
+        ("data/{episode_index.__class__}.parquet", "episode_index.__class__"),
+        ("data/{episode_index!r}.parquet", "episode_index!r"),
+        ("data/{secret}.parquet", "secret"),
+    ],
+)
+def test_path_templates_that_allocate_or_reach_into_objects_are_refused(tmp_path, template, field):
+    import json
+
+    from niaf_train.data.lerobot_v3 import load_lerobot
+
+    root = _lerobot_dataset(tmp_path / "ds")
+    info = json.loads((root / "meta" / "info.json").read_text())
+    info["data_path"] = template
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    with pytest.raises(
+        ValueError, match=r"info\.json: data_path template field \{" + re.escape(field) + r"\}"
+    ):
+        load_lerobot(root, 4, cache_dir=tmp_path / "cache")
+

@@ -214,3 +214,50 @@ def test_bad_options(tmp_path: Path) -> None:
         list(iter_libero_episodes(path, state="quaternion"))
     with pytest.raises(ValueError, match="wrist_camera_name"):
         list(iter_libero_episodes(path, wrist_camera_name="wrist"))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Hostile HDF5 files: external links, virtual datasets, FIFOs (moved from test_hostile_inputs.py)
+# ------------------------------------------------------------------------------------------------------------
+def test_libero_external_links_virtual_datasets_and_fifos_are_refused(tmp_path):
+    import os
+
+    import h5py
+    from data_factories import libero_demo_arrays, write_libero_hdf5
+    from niaf_train.data.episodes import EpisodeError, LoadSummary
+    from niaf_train.data.libero import iter_libero_episodes
+
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    path = suite / "pick_up_the_bowl_demo.hdf5"
+    demos = {f"demo_{i}": libero_demo_arrays(6, seed=i, hw=(8, 8)) for i in range(2)}
+    write_libero_hdf5(path, demos, "pick up the bowl")
+    secret = tmp_path / "secret.hdf5"
+    with h5py.File(secret, "w") as fh:
+        fh["actions"] = np.ones((6, 7))
+    assert len(list(iter_libero_episodes(suite))) == 2
+    with h5py.File(path, "a") as fh:
+        del fh["data/demo_1/actions"]
+        fh["data/demo_1/actions"] = h5py.ExternalLink(str(secret), "/actions")
+    with pytest.raises(
+        EpisodeError, match=r"demo_1: key 'data/demo_1/actions': an HDF5 external link to .*secret"
+    ):
+        list(iter_libero_episodes(suite))
+    summary = LoadSummary()
+    assert [e.episode_id for e in iter_libero_episodes(suite, skip_invalid=True, summary=summary)] == [
+        "demo_0"
+    ]
+    with h5py.File(path, "a") as fh:
+        del fh["data/demo_1/actions"]
+        layout = h5py.VirtualLayout(shape=(6, 7), dtype="f8")
+        layout[:] = h5py.VirtualSource(str(secret), "actions", shape=(6, 7))
+        fh["data/demo_1"].create_virtual_dataset("actions", layout)
+    with pytest.raises(EpisodeError, match="virtual dataset or one with external storage"):
+        list(iter_libero_episodes(suite))
+    path.unlink()
+    os.mkfifo(path)  # opening it would block the loader forever
+    with pytest.raises(
+        EpisodeError, match=r"pick_up_the_bowl_demo\.hdf5: episode \*: key '<file>': not a regular file"
+    ):
+        list(iter_libero_episodes(suite))
+

@@ -181,6 +181,108 @@ def test_execute_hz_queries_the_function_at_the_requested_times(checkpoint):
     assert [s for s, _ in seen] == [0, 6, 12, 18]
 
 
+def _runner_before(scene, variation, policy, settings, query_log):
+    """The episode loop as run_episode ran it before the policies had select_action (its code at the split): the
+    reference for the LeRobot-shaped interface. Returns (actions [steps, 4], success, steps, mean switch jump)."""
+    import warnings
+
+    from niaf_train.evaluation.closed_loop import ExpertPolicy
+
+    from modeling_niaf.runtime import ActionStream
+
+    obs = scene.reset(variation)
+    dt = 1.0 / 80.0
+    executed = []
+    success, steps = False, settings.max_steps
+    expert = scene.expert() if isinstance(policy, ExpertPolicy) else None
+    stream = ActionStream(np.zeros(4), 0.0, blend_duration=settings.blend_ms * 1e-3,
+                          max_latency=max(1.0, 2 * settings.latency_ms * 1e-3), switch=settings.switch)
+    pending, current_fn, held, switch_jumps = [], None, np.zeros(4), []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for step in range(settings.max_steps):
+            t = step * dt
+            if expert is not None:
+                held = np.clip(np.asarray(expert.get_action(obs), dtype=np.float64), -1.0, 1.0)
+            else:
+                if step % settings.replan_every == 0:
+                    pending.append((step + settings.latency_steps, t, policy.plan([scene.observe(obs)])[0]))
+                ready = [p for p in pending if p[0] <= step]
+                pending = [p for p in pending if p[0] > step]
+                for _, t_obs, fn in ready:
+                    had_plan = stream.num_accepted > 0
+                    if stream.submit(fn, observation_time=t_obs, now=t):
+                        current_fn = (fn, t_obs)
+                        if had_plan:
+                            after = fn(times=np.array([t - t_obs]), derivatives=3).position[0]
+                            switch_jumps.append(float(np.linalg.norm((after - held)[:3])))
+                if step % settings.query_period == 0:
+                    held = np.clip(stream.command(t).position, -1.0, 1.0)
+                    query_log.append((t, current_fn))
+            executed.append(held.copy())
+            obs, success, truncated = scene.step(held)
+            if success or truncated:
+                steps = step + 1
+                break
+    return np.asarray(executed), bool(success), steps, float(np.mean(switch_jumps)) if switch_jumps else None
+
+
+@pytest.mark.parametrize("policy_kind, overrides", [
+    ("niaf", {"execution": "function", "execute_hz": 40, "replan_every": 6}),
+    ("niaf", {"execution": "zoh", "replan_every": 8, "latency_ms": 30.0, "blend_ms": 50.0, "switch": "crossfade"}),
+    ("niaf", {"execution": "linear", "execute_hz": 20, "replan_every": 5, "latency_ms": 12.5}),
+    ("random", {"execution": "linear", "execute_hz": 40, "replan_every": 7, "latency_ms": 20.0}),
+    ("expert", {}),
+])
+def test_select_action_reproduces_the_runner_of_before(checkpoint, policy_kind, overrides):
+    """run_episode through reset() / select_action() executes exactly the commands (bit for bit), success, steps,
+    switch jumps and command reads of the loop it had before, on the tiny checkpoint and the baselines."""
+    from niaf_train.data.metaworld import MetaWorldScene
+    from niaf_train.evaluation.closed_loop import ExpertPolicy, RandomPolicy, load_policy, run_episode
+
+    settings = EvalSettings(tasks=[TASK], max_steps=30, video=False, **overrides)
+    settings.check()
+
+    def make():
+        if policy_kind == "niaf":
+            return load_policy(checkpoint, settings)
+        return RandomPolicy(8, 20.0, settings.execution, seed=7) if policy_kind == "random" else ExpertPolicy()
+
+    before_log: list = []
+    with MetaWorldScene(TASK, 1000, ["corner2"], 32) as scene:
+        actions, success, steps, jump = _runner_before(scene, 3, make(), settings, before_log)
+    now_log: list = []
+    with MetaWorldScene(TASK, 1000, ["corner2"], 32) as scene:
+        result = run_episode(scene, 3, make(), settings, query_log=now_log)
+    np.testing.assert_array_equal(result.actions, actions)
+    assert (result.success, result.steps, result.switch_action_jump) == (success, steps, jump)
+    assert [(t, fn and fn[1]) for t, fn in now_log] == [(t, fn and fn[1]) for t, fn in before_log]
+    assert len(actions) == steps and (policy_kind == "expert" or len(now_log) > 0)
+    if policy_kind != "expert":
+        assert jump is not None  # the case switched plans at least once
+
+
+def test_policies_step_like_lerobot_policies():
+    """reset() with no argument uses the defaults (replan every 8 steps, a command read every step); a step
+    that plans needs its observation, the others do not; stepping before reset() is refused."""
+    from niaf_train.evaluation.closed_loop import ExpertPolicy, RandomPolicy
+
+    policy = RandomPolicy(4, 20.0, "zoh", seed=0)
+    with pytest.raises(RuntimeError, match=r"RandomPolicy.select_action: call reset\(\)"):
+        policy.select_action({})
+    policy.reset()
+    assert policy.observation_due
+    with pytest.raises(ValueError, match="step 0 plans a new action function; it needs the observation"):
+        policy.select_action(None)
+    waypoints = np.random.default_rng(0).uniform(-1, 1, (4, 4))  # what the policy draws first
+    commands = [policy.select_action({} if policy.observation_due else None) for _ in range(8)]
+    # zero-order hold of 20 Hz waypoints read at 80 Hz: each waypoint for 4 steps
+    np.testing.assert_array_equal(np.stack(commands), np.repeat(waypoints[:2], 4, axis=0))
+    assert policy.queried and policy.current_fn[1] == 0.0 and policy.observation_due
+    with pytest.raises(ValueError, match="pass scene="):
+        ExpertPolicy().reset()
+
+
 def test_niaf_eval_writes_results_video_and_figure(checkpoint, tmp_path, capsys):
     import av
     from niaf_train.evaluation.cli import main
