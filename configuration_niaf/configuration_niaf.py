@@ -68,6 +68,7 @@ HEAD_LIMITS: dict[str, float] = {
     "siren_width": 8192,
     "siren_omega0": 1000.0,
     "num_cameras": 16,
+    "image_keypoints": 256,
     "query_init_std": 10.0,
 }
 """Upper bounds of the head settings. Far above any sensible value (defaults: ω₀ = 30, L = 3, H = 256), they keep
@@ -130,6 +131,9 @@ class NiafConfig(PretrainedConfig):
             as one token the queries attend to. A direct path from the state to every modulation: on Meta-World
             with the tiny backbone it lifted closed-loop success from under 50 % to over 90 % at equal steps.
         num_cameras (`int`, defaults to 1): images per observation (e.g. 2 for static + wrist).
+        image_keypoints (`int`, defaults to 0): K > 0 adds a small convolutional encoder per camera whose K
+            spatial soft-argmax keypoints (image positions), projected, are added to every query token: a direct
+            path from where things are in the images to the modulations, beside the backbone. 0: none.
         normalization_mode (`str`, defaults to "QUANTILES"): one of QUANTILES (q01/q99), MIN_MAX, MEAN_STD,
             IDENTITY; applied to actions and states.
         normalization_stats (`dict`, *optional*): ``{"action": {"q01": [...], ...}, "state": {...}}`` in
@@ -169,6 +173,7 @@ class NiafConfig(PretrainedConfig):
         state_dim: int | None = None,
         state_to_queries: bool = False,
         num_cameras: int = 1,
+        image_keypoints: int = 0,
         normalization_mode: str = "QUANTILES",
         normalization_stats: dict[str, dict[str, list[float]]] | None = None,
         unnormalized_action_dims: list[int] | None = None,
@@ -207,6 +212,7 @@ class NiafConfig(PretrainedConfig):
             raise ValueError("NiafConfig: `state_to_queries=True` needs `use_state=True`.")
         self.state_to_queries = state_to_queries
         self.num_cameras = _check_int("num_cameras", num_cameras, 1)
+        self.image_keypoints = _check_int("image_keypoints", image_keypoints, 0)
         self.normalization_mode = check_mode(normalization_mode, "NiafConfig")
         self.unnormalized_action_dims = self._check_dims(unnormalized_action_dims)
         self.normalization_stats = self._check_stats(normalization_stats)

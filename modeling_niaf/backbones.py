@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-HEAD_MODULES = ("query_embeddings", "modulation_heads", "siren", "state_projection")
+HEAD_MODULES = ("query_embeddings", "modulation_heads", "siren", "state_projection", "image_keypoints")
 """NIAF's own top-level modules (not the backbone): trained in full under LoRA (PEFT's ``modules_to_save``) and
 given the head learning rate. The same for every family."""
 

@@ -42,6 +42,7 @@ CODE_FILES = (
     "configuration_niaf.py",
     "modeling_niaf.py",
     "siren.py",
+    "keypoints.py",
     "action_function.py",
     "numpy_function.py",
     "backbones.py",

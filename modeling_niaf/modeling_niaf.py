@@ -45,6 +45,7 @@ except ImportError:  # installed package: both live in the torch-free configurat
 from .action_function import ActionFunction
 from .backbones import PATCHES, family_of, model_types_where
 from .hub import check_weight_files, save_for_hub
+from .keypoints import KeypointConv2d, KeypointLinear, NiafImageKeypoints
 from .numpy_function import ActionTrajectory
 from .siren import ModulatedSiren, SineLinear, SirenReadout
 
@@ -239,7 +240,8 @@ class NiafPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         # Our parameter-owning layers first: transformers' default would redraw them from N(0, 0.02).
-        if isinstance(module, (SineLinear, SirenReadout, NiafQueryEmbeddings, NiafModulationHeads)):
+        if isinstance(module, (SineLinear, SirenReadout, NiafQueryEmbeddings, NiafModulationHeads, KeypointConv2d,
+                               KeypointLinear)):
             module.reset_parameters()
             return
         super()._init_weights(module)
@@ -440,6 +442,14 @@ class NiafForActionFunction(NiafPreTrainedModel):
         hidden = config.hidden_size
         self.query_embeddings = NiafQueryEmbeddings(config.num_queries, hidden, config.query_init_std)
         self.state_projection = nn.Linear(config.state_dim, hidden) if config.use_state else None
+        self.image_keypoints = None
+        if config.image_keypoints:
+            if self.family in PATCH_SEQUENCE_BACKBONES:
+                raise ValueError(
+                    f"NiafConfig: `image_keypoints` needs images as [B, num_cameras, 3, H, W]; backbone "
+                    f"`{self.family}` takes flattened patches"
+                )
+            self.image_keypoints = NiafImageKeypoints(config.num_cameras, config.image_keypoints, hidden)
 
     # ------------------------------------------------------------------------------------------------------
     # Construction helpers
@@ -649,9 +659,11 @@ class NiafForActionFunction(NiafPreTrainedModel):
     # ------------------------------------------------------------------------------------------------------
     # Backbone pass
     # ------------------------------------------------------------------------------------------------------
-    def _extra_tokens(self, batch: int, state: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    def _extra_tokens(self, batch: int, state: torch.Tensor | None, dtype: torch.dtype,
+                      pixel_values: torch.Tensor | None = None) -> torch.Tensor:
         """[B, S+Q, d]: the optional state token followed by the queries, at the scale of text embeddings
-        (with ``config.state_to_queries`` the projected state is added to each query as well)."""
+        (with ``config.state_to_queries`` the projected state is added to each query as well, and with
+        ``config.image_keypoints`` the projected keypoints of ``pixel_values``)."""
         queries = self.query_embeddings(batch)
         # Gemma-style embeddings multiply token vectors by √d inside `embed_tokens`; match that scale.
         scale = getattr(self.backbone.get_input_embeddings(), "embed_scale", None)
@@ -667,6 +679,10 @@ class NiafForActionFunction(NiafPreTrainedModel):
                 # every query also carries the state itself: a direct path from state to its modulations
                 tokens[0] = queries + state_token
             tokens.insert(0, state_token)
+        if self.image_keypoints is not None:
+            # where things are in each camera image, added to every query (a path around the vision tower)
+            keypoint_token = self.image_keypoints(pixel_values).unsqueeze(1).to(tokens[-1].dtype)
+            tokens[-1] = tokens[-1] + keypoint_token
         return torch.cat(tokens, dim=1).to(dtype)
 
     def encode_queries(
@@ -731,7 +747,7 @@ class NiafForActionFunction(NiafPreTrainedModel):
         embeds = embeds.masked_scatter(image_mask, features)
         encoder = bb.language_model.get_encoder()
         encoded = encoder(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
-        decoder_inputs = self._extra_tokens(batch, state, embeds.dtype)
+        decoder_inputs = self._extra_tokens(batch, state, embeds.dtype, pixel_values)
         n = decoder_inputs.shape[1]
         # An explicit all-zero additive 4-D mask: every decoder token sees every other, whatever the attention
         # backend (`is_causal=False` alone is honoured by SDPA only when transformers drops the mask).
@@ -758,7 +774,7 @@ class NiafForActionFunction(NiafPreTrainedModel):
         input_ids, attention_mask = _left_align(input_ids, attention_mask)
         batch = input_ids.shape[0]
         embeds = bb.get_input_embeddings()(input_ids)
-        extra = self._extra_tokens(batch, state, embeds.dtype)
+        extra = self._extra_tokens(batch, state, embeds.dtype, pixel_values)
         n_extra = extra.shape[1]
         inputs_embeds = torch.cat([embeds, extra], dim=1)
         full_mask = torch.cat([attention_mask, attention_mask.new_ones(batch, n_extra)], dim=1)

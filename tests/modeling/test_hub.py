@@ -74,11 +74,12 @@ def _run_isolated(script: str, cwd: Path, env_extra: dict[str, str]) -> None:
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """A tiny Florence-2 NIAF (2 cameras + state) saved with its processor; inputs and in-process outputs."""
+    """A tiny Florence-2 NIAF (2 cameras + state + image keypoints, so that every optional module ships) saved
+    with its processor; inputs and in-process outputs."""
     root = tmp_path_factory.mktemp("hub")
     proc = make_processor("florence2", num_cameras=2)
     torch.manual_seed(0)
-    model = make_model("florence2", head_std=0.05, num_cameras=2, use_state=True, state_dim=2,
+    model = make_model("florence2", head_std=0.05, num_cameras=2, use_state=True, state_dim=2, image_keypoints=3,
                        normalization_stats=proc.normalization_stats)
     folder = root / f"niaf_ckpt_{uuid.uuid4().hex[:8]}"  # unique: transformers caches remote code by folder name
     model.save_pretrained(folder, processor=proc)

@@ -69,6 +69,9 @@ class ModelOptions:
     """G, frequency tokens per SIREN layer; each modulates H/G rows (query tokens Q = L·(G+1))."""
     use_state: bool = False
     """Feed ``observation.state`` to the backbone as one extra token (normalised like the actions)."""
+    image_keypoints: int = 0
+    """K > 0: a small convolutional encoder per camera adds its K spatial soft-argmax keypoints (image positions,
+    projected) to every query token, beside the backbone (tiny, PaliGemma, SmolVLM, Florence-2 layouts)."""
     state_to_queries: bool = False
     """With ``use_state``: also add the projected state to every query token (a direct path from the state to
     the modulations; measured on Meta-World: closed-loop success under 50 % without it, over 90 % with it; on in
