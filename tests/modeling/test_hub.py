@@ -35,7 +35,9 @@ for name in ("modeling_niaf", "configuration_niaf", "niaf_train"):
 """
 
 LOAD_AND_RUN = """
+import os
 import torch
+torch.set_num_threads(min(2, os.cpu_count() or 1))  # as conftest.py: a convolution's sums depend on the thread count
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModel, AutoProcessor
 import numpy as np
