@@ -221,3 +221,12 @@ def test_niaf_eval_reads_state_and_crop_from_the_checkpoint(checkpoint, tmp_path
     with pytest.raises(SystemExit) as exit_info:
         main(["--checkpoint", str(checkpoint), "--ablate", "goal", "--output-dir", str(tmp_path / "f")])
     assert exit_info.value.code == 2
+
+
+def test_executed_command_figure_observes_as_the_checkpoint_was_trained(checkpoint, tmp_path):
+    """The main job's executed-commands figure runs a pixels + agent_pos checkpoint with its own state kind and
+    crop (it used to build 39-d states and whole frames, and the checkpoint refused them)."""
+    from niaf_train.evaluation.command_plot import plot_executed_commands
+
+    png = plot_executed_commands(checkpoint, tmp_path / "executed_commands.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
