@@ -25,6 +25,7 @@ from .modeling_baselines import (
     ACTION_HEADS,
     COMPARISON_HEADS,
     HEAD_DEFAULTS,
+    LOADER,
     NiafBaselineForActionFunction,
 )
 
@@ -88,6 +89,7 @@ __all__ = [
     "ACTION_HEADS",
     "COMPARISON_HEADS",
     "HEAD_DEFAULTS",
+    "LOADER",
     "MODEL_ARGUMENT_KEYS",
     "NiafBaselineForActionFunction",
     "action_head_settings",
