@@ -816,7 +816,6 @@ class NiafModel(NiafPreTrainedModel):
         )
         return outputs.last_hidden_state[:, -self.config.num_queries :]
 
-
     # ------------------------------------------------------------------------------------------------------
     # Forward: the query features
     # ------------------------------------------------------------------------------------------------------
@@ -976,7 +975,6 @@ class NiafActionPolicyMixin:
         if action_mask is not None and tuple(action_mask.shape) != tuple(actions.shape[:2]):
             raise ValueError(f"`action_mask` must be [B, K] = {tuple(actions.shape[:2])}, got {tuple(action_mask.shape)}.")
 
-
     def check_inputs(self, **batch: Any) -> None:
         """Every check `forward` makes on a batch (shapes and values, targets included), without running the model.
 
@@ -1079,6 +1077,7 @@ class NiafActionPolicyMixin:
             offset = self.relative_action_offset(state)  # `state` was checked by `encode_queries`
         return self._action_function(z, center, half, offset)
 
+    @torch.no_grad()
     def generate_actions(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -1198,7 +1197,6 @@ class NiafForActionFunction(NiafActionPolicyMixin, NiafModel):
             position_offset=offset,
         )
 
-    @torch.no_grad()
     # ------------------------------------------------------------------------------------------------------
     # Hub export
     # ------------------------------------------------------------------------------------------------------
