@@ -82,7 +82,7 @@ from typing import Any
 
 import numpy as np
 
-from .episodes import Episode, EpisodeError, LoadSummary, iter_valid_episodes
+from .episodes import Episode, EpisodeError, LoadSummary, episode_layout, iter_valid_episodes
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,13 @@ CACHE_FORMAT_VERSION = 1
 NIAF_META_KEY = "niaf"
 IMAGE_FORMATS = ("png", "raw")
 
-EpisodeFactory = Callable[[], Iterable[Episode]]
-"""A zero-argument callable returning a fresh iterable of episodes (called once per build or stream)."""
+EpisodeFactory = Callable[..., Iterable[Episode | None]]
+"""A callable returning a fresh iterable of episodes (called once per build, and once per shard when streaming).
+
+It is called without arguments, except when it takes a keyword argument ``select``: then the streaming builder
+calls it as ``factory(select=keep)``, ``keep(position) -> bool`` saying which reading positions (0-based) the
+shard being produced needs, and the factory may yield ``None`` at the other positions instead of reading those
+episodes (``load_lerobot`` does), so that the shards of a stream do not each read the whole dataset."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -652,6 +657,18 @@ def _meta(
     }
 
 
+def _takes_select(factory: EpisodeFactory) -> bool:
+    """Whether an episode factory accepts the keyword argument ``select`` (see :data:`EpisodeFactory`)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # builtins and some callables have no signature
+        return False
+    p = params.get("select")
+    return p is not None and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+
+
 def _build_streaming(
     episode_factory: EpisodeFactory,
     options: dict[str, Any],
@@ -668,15 +685,33 @@ def _build_streaming(
     layout = _layout(first, options)
     features = _features(layout, options)
 
+    reference = episode_layout(first)
+    selectable = _takes_select(episode_factory)
+
     def generate(shard_ids: Sequence[int]):
         wanted = set(shard_ids)
+
+        def keep(position: int) -> bool:
+            return position % num_shards in wanted
+
         summary = LoadSummary()
+        position = -1
+
+        def own_episodes() -> Iterator[Episode]:
+            # only this shard's episodes are validated (against the dataset's first episode) and chunked; a
+            # factory that takes `select` does not even read the others
+            nonlocal position
+            source = episode_factory(select=keep) if selectable else episode_factory()
+            for position, ep in enumerate(source):
+                if keep(position):
+                    if ep is None:
+                        raise ValueError(f"the episode factory yielded None at position {position}, which was selected")
+                    yield ep
+
         row = 0
-        for ep in iter_valid_episodes(iter(episode_factory()), summary, options["skip_invalid"]):
-            ordinal = summary.episodes + len(summary.skipped)  # reading order, skipped episodes included
+        for ep in iter_valid_episodes(own_episodes(), summary, options["skip_invalid"], reference=reference):
+            ordinal = position  # reading order, skipped episodes included
             summary.episodes += 1
-            if ordinal % num_shards not in wanted:
-                continue
             _check_fps(ep, layout["fps"])
             episode_index = ep.index if ep.index is not None else ordinal
             for s in _chunks(ep, options):

@@ -438,7 +438,8 @@ def iter_lerobot_episodes(
     camera_names: Mapping[str, str] | None = None,
     episodes: Sequence[int] | None = None,
     meta: LeRobotV3Meta | None = None,
-) -> Iterator[Episode]:
+    select: Callable[[int], bool] | None = None,
+) -> Iterator[Episode | None]:
     """Yield the episodes of a LeRobot v3.0 folder.
 
     Args:
@@ -452,11 +453,16 @@ def iter_lerobot_episodes(
             ``observation.images.``).
         episodes: episode indices to read (default: all).
         meta: already-read metadata (else read from ``root``).
+        select: which reading positions (0-based, counted over the episodes this call yields) are needed;
+            the others are yielded as ``None`` without reading their rows (data files are then read with a
+            filter on ``episode_index``). The streaming chunk builder passes it so that each shard reads only
+            its own episodes. Default: every episode.
 
     Yields:
-        :class:`Episode` with ``index`` = the LeRobot ``episode_index`` and ``episode_id`` its decimal string.
-        An unreadable episode is yielded as an episode whose ``validate()`` raises the reading error, so
-        the chunk builder can skip and count it (``skip_invalid``) or stop.
+        :class:`Episode` with ``index`` = the LeRobot ``episode_index`` and ``episode_id`` its decimal string
+        (``None`` at positions ``select`` rejects). An unreadable episode is yielded as an episode whose
+        ``validate()`` raises the reading error, so the chunk builder can skip and count it (``skip_invalid``)
+        or stop.
     """
     import pyarrow.parquet as pq
 
@@ -499,8 +505,12 @@ def iter_lerobot_episodes(
     action_dim = meta.dim("action")
     state_dim = meta.dim("observation.state") if has_state else None
     wanted = None if episodes is None else {int(e) for e in episodes}
+    rows = [row for row in meta.episodes if wanted is None or int(row["episode_index"]) in wanted]
+    chosen = None if select is None else [bool(select(position)) for position in range(len(rows))]
     pool = _VideoPool(size=max(2, 2 * len(meta.video_keys)))
-    cache: dict[str, Any] = {"path": None, "table": None}
+    cache: dict[str, Any] = {"path": None, "table": None, "only_episodes": None}
+    if chosen is not None:
+        cache["only_episodes"] = sorted(int(row["episode_index"]) for row, keep in zip(rows, chosen, strict=True) if keep)
     columns = ["action", "frame_index", "episode_index", "task_index"]
     if has_state:
         columns.append("observation.state")
@@ -508,9 +518,10 @@ def iter_lerobot_episodes(
         columns.append("observation.velocity")
     columns += [k for k in keys if k in meta.image_keys]
 
-    for row in meta.episodes:
+    for position, row in enumerate(rows):
         e = int(row["episode_index"])
-        if wanted is not None and e not in wanted:
+        if chosen is not None and not chosen[position]:
+            yield None
             continue
         try:
             yield _read_episode(meta, row, columns, cache, pool, keys, names, vplan, action_dim, state_dim, pq)
@@ -535,6 +546,20 @@ def _video_path(meta: LeRobotV3Meta, key: str, row: Mapping[str, Any]) -> Path:
                             episode_index=int(row["episode_index"]))
 
 
+def _rows_by_episode(episode_column: np.ndarray) -> Callable[[int], np.ndarray]:
+    """A lookup episode_index → its row numbers (ascending) in a data file whose ``episode_index`` column is
+    ``episode_column`` int [N]; one stable sort per file, O(log N) per episode, instead of a scan of the whole
+    column per episode (O(N · episodes) per file)."""
+    order = np.argsort(episode_column, kind="stable")
+    ordered = episode_column[order]
+
+    def rows(e: int) -> np.ndarray:
+        lo, hi = np.searchsorted(ordered, e, side="left"), np.searchsorted(ordered, e, side="right")
+        return order[lo:hi]
+
+    return rows
+
+
 def _read_episode(meta, row, columns, cache, pool, keys, names, vplan, action_dim, state_dim, pq) -> Episode:
     e = int(row["episode_index"])
     length = int(row["length"])
@@ -548,16 +573,19 @@ def _read_episode(meta, row, columns, cache, pool, keys, names, vplan, action_di
             absent = [c for c in columns if c not in schema_names]
             if absent:
                 raise EpisodeError(str(path), str(e), absent[0], f"column missing; file has {schema_names}")
-            table = pq.read_table(path, columns=columns)
+            only = cache.get("only_episodes")
+            # with a selection, only its episodes' rows (row groups whose statistics exclude them are not read)
+            table = pq.read_table(path, columns=columns, filters=None if only is None else [("episode_index", "in", only)])
         except EpisodeError:
             raise
         except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for a truncated file
             raise EpisodeError(str(path), str(e), "data", f"unreadable ({type(exc).__name__}: {exc})") from None
         cache["table"] = table
+        cache["combined"] = False
         cache["path"] = path
-        cache["episode_column"] = np.asarray(cache["table"]["episode_index"].to_numpy())
+        cache["rows_of"] = _rows_by_episode(np.asarray(table["episode_index"].to_numpy()))
     table = cache["table"]
-    sel = np.nonzero(cache["episode_column"] == e)[0]
+    sel = cache["rows_of"](e)
     src = str(path)
 
     def err(key: str, msg: str) -> EpisodeError:
@@ -567,7 +595,15 @@ def _read_episode(meta, row, columns, cache, pool, keys, names, vplan, action_di
         raise err("episode_index", "no rows for this episode in its data file")
     if sel.size != length:
         raise err("episode_index", f"{sel.size} rows but meta/episodes says length {length}")
-    sub = table.take(sel)
+    if sel[-1] - sel[0] + 1 == sel.size:  # the usual layout, an episode's rows in one run: a zero-copy view
+        sub = table.slice(int(sel[0]), int(sel.size))
+    else:
+        if not cache.get("combined"):
+            # take() on a table of many row-group chunks concatenates every chunk on each call (a copy of the
+            # whole file per episode): join them once per file instead
+            cache["table"] = table = table.combine_chunks()
+            cache["combined"] = True
+        sub = table.take(sel)
     frame_index = np.asarray(sub["frame_index"].to_numpy())
     order = np.argsort(frame_index, kind="stable")
     if not np.array_equal(frame_index[order], np.arange(length)):
@@ -597,10 +633,11 @@ def _read_episode(meta, row, columns, cache, pool, keys, names, vplan, action_di
     for k in keys:
         shape = meta.frame_shape(k)
         if k in meta.image_keys:
-            cells = sub[k].to_pylist()
+            # the episode's Arrow cells, each made a Python {bytes, path} only when its frame is decoded
+            cells = sub[k].combine_chunks()
             where = f"{src}: episode {e}: key {k!r}"
             images[names[k]] = LazyFrames(
-                length, shape, lambda i, c=cells, w=where: _decode_image(c[i], meta.root, f"{w} frame {i}"), where
+                length, shape, lambda i, c=cells, w=where: _decode_image(c[i].as_py(), meta.root, f"{w} frame {i}"), where
             )
         else:
             vpath = _video_path(meta, k, row)
@@ -655,8 +692,9 @@ def load_lerobot(
     opts = {"fps_override": fps_override, "state_only": state_only, "velocity": velocity, "cameras": cameras,
             "camera_names": dict(camera_names or {}), "episodes": None if episodes is None else sorted(episodes)}
     return build_chunk_dataset(
-        lambda: iter_lerobot_episodes(meta.root, fps_override=fps_override, state_only=state_only, velocity=velocity,
-                                      cameras=cameras, camera_names=camera_names, episodes=episodes, meta=meta),
+        lambda select=None: iter_lerobot_episodes(
+            meta.root, fps_override=fps_override, state_only=state_only, velocity=velocity, cameras=cameras,
+            camera_names=camera_names, episodes=episodes, meta=meta, select=select),
         chunk_size, stride, cache_dir, [file_fingerprint(sources), opts], name=_format_name,
         sample_every=sample_every, skip_invalid=skip_invalid, streaming=streaming, image_format=image_format,
         total_episodes=len(meta.episodes) if episodes is None else len(episodes),
