@@ -1,10 +1,13 @@
 """Data loading at scale: a synthetic LeRobot v3 dataset of ~10^6 frames, its chunk cache and its read speed.
 
-Generates a LeRobot v3.0 folder with ``write_lerobot_dataset`` (PNG frames inside the data parquet, the way
-the writer stores images; nothing is downloaded) into ``OUT/lerobot``, then measures, each phase in a fresh
-Python process so that its peak memory is its own:
+Generates a LeRobot v3.0 folder (PNG frames inside the data parquet, the way ``write_lerobot_dataset`` stores
+images; nothing is downloaded) into ``OUT/lerobot``, then measures, each phase in a fresh Python process so that
+its peak memory is its own:
 
-* ``generate``: writing the dataset (``write_lerobot_dataset`` from a generator of episodes);
+* ``generate``: writing the dataset. By default directly with pyarrow, in the layout ``write_lerobot_dataset``
+  writes (one row group per episode, data files of ~100 MB, the same features and names), from a bank of 512
+  pre-encoded PNG frames, so that generating 10^6 frames takes minutes; ``--writer`` uses
+  ``write_lerobot_dataset`` itself (PNG-encodes every frame and computes stats.json: about 10x slower);
 * ``build``: the first ``load_lerobot`` call, i.e. the chunk-cache build (validation, chunking, PNG re-encoding,
   Arrow writing) into ``OUT/cache``;
 * ``cached``: the second ``load_lerobot`` call (fingerprint hit, memory-mapped Arrow);
@@ -20,7 +23,9 @@ each page counts once; it includes the touched pages of the memory-mapped Arrow 
 file-backed and reclaimable, which grow with what was read) and the peak of the summed anonymous PSS (``anon``:
 the heap, what would grow if something held all frames in memory). ``maxrss`` is the kernel's high-water mark
 of the phase process and its children (``wait4``; the largest single process, shared pages counted in full).
-Read rates exclude the first batch (worker start-up); ``first_batch_s`` gives it.
+``cpu_s`` is the phase's user + system CPU time (its DataLoader workers included): on a shared machine it
+varies less than the wall-clock ``seconds``. Read rates exclude the first batch (worker start-up);
+``first_batch_s`` gives it.
 
 Why 32 px and one camera: the image size of the tiny model; the run stays within ~25 minutes on a shared 2-core
 machine at 10^6 frames (each frame is PNG-encoded twice: by the writer and by the cache build), and the per-frame
@@ -154,6 +159,20 @@ def episode_lengths(frames: int, mean_length: int, seed: int = 0) -> list[int]:
     return lengths
 
 
+def frame_bank(image_size: int) -> Any:
+    """uint8 [8, 64, H, W, 3]: 8 scenes x 64 phases of smooth moving patterns (they compress like camera frames,
+    unlike noise); frame t of an episode of scene v is ``bank[v, t % 64]``."""
+    import numpy as np
+
+    yy, xx = np.mgrid[0:image_size, 0:image_size] / max(image_size / 32, 1)
+    bank = np.empty((8, 64, image_size, image_size, 3), np.uint8)
+    for v in range(8):
+        for t in range(64):
+            for c in range(3):
+                bank[v, t, :, :, c] = 127 + 100 * np.sin(xx / (5 + c + v) + t * 0.1 + v) * np.cos(yy / (7 + v) - t * 0.05)
+    return bank
+
+
 def synthetic_episodes(frames: int, mean_length: int, image_size: int, cameras: int, seed: int = 0) -> Callable[[], Iterator[Any]]:
     """A factory of episodes (made one at a time) totalling ``frames`` frames: smooth moving images that
     compress like camera frames, random-walk actions, states and velocities, 10 task texts."""
@@ -161,12 +180,7 @@ def synthetic_episodes(frames: int, mean_length: int, image_size: int, cameras: 
     from niaf_train.data.episodes import Episode
 
     lengths = episode_lengths(frames, mean_length, seed)
-    yy, xx = np.mgrid[0:image_size, 0:image_size] / max(image_size / 32, 1)
-    bank = np.empty((8, 64, image_size, image_size, 3), np.uint8)  # 8 scenes x 64 phases, indexed per frame
-    for v in range(8):
-        for t in range(64):
-            for c in range(3):
-                bank[v, t, :, :, c] = 127 + 100 * np.sin(xx / (5 + c + v) + t * 0.1 + v) * np.cos(yy / (7 + v) - t * 0.05)
+    bank = frame_bank(image_size)
 
     def make() -> Iterator[Episode]:
         rng = np.random.default_rng(seed)
@@ -187,16 +201,105 @@ def synthetic_episodes(frames: int, mean_length: int, image_size: int, cameras: 
 # ------------------------------------------------------------------------------------------------------------
 # Phases (each returns a dict of measurements)
 # ------------------------------------------------------------------------------------------------------------
-def phase_generate(args: argparse.Namespace) -> dict[str, Any]:
-    from niaf_train.data.lerobot_v3 import write_lerobot_dataset
+def write_synthetic_lerobot(root: Path, frames: int, mean_length: int, image_size: int, cameras: int,
+                            seed: int = 0, data_files_size_in_mb: float = 100.0) -> int:
+    """Write a LeRobot v3.0 folder of ``frames`` frames with pyarrow, laid out like ``write_lerobot_dataset``'s
+    output (features, names, one row group per episode, a new data file every ~``data_files_size_in_mb``), the
+    images taken from a bank of 8 scenes x 64 phases of PNG bytes encoded once. No stats.json (no loader reads
+    it). Returns the number of episodes."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from niaf_train.data.chunking import encode_png
 
-    factory = synthetic_episodes(args.frames, args.episode_length, args.image_size, args.cameras)
+    lengths = episode_lengths(frames, mean_length, seed)
+    bank = [[encode_png(frame) for frame in scene] for scene in frame_bank(image_size)]
+    cams = [f"observation.images.cam{c}" for c in range(cameras)]
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema(
+        [("action", pa.list_(pa.float32(), ACTION_DIM)), ("observation.state", pa.list_(pa.float32(), STATE_DIM)),
+         ("observation.velocity", pa.list_(pa.float32(), ACTION_DIM))]
+        + [(k, image_type) for k in cams]
+        + [("timestamp", pa.float32()), ("frame_index", pa.int64()), ("episode_index", pa.int64()),
+           ("index", pa.int64()), ("task_index", pa.int64())]
+    )
+    rng = np.random.default_rng(seed)
+    writer = None
+    file_index = file_bytes = start = 0
+    rows = []
+    for e, n in enumerate(lengths):
+        if writer is None:
+            path = root / f"data/chunk-000/file-{file_index:03d}.parquet"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            writer = pq.ParquetWriter(path, schema)
+        actions = np.cumsum(rng.normal(scale=0.05, size=(n, ACTION_DIM)), 0).astype(np.float32)
+        velocity = np.gradient(actions, 1 / FPS, axis=0).astype(np.float32)
+        state = rng.normal(size=(n, STATE_DIM)).astype(np.float32)
+        cols = {
+            "action": pa.FixedSizeListArray.from_arrays(pa.array(actions.ravel()), ACTION_DIM),
+            "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(state.ravel()), STATE_DIM),
+            "observation.velocity": pa.FixedSizeListArray.from_arrays(pa.array(velocity.ravel()), ACTION_DIM),
+        }
+        names = pa.array([f"frame-{t:06d}.png" for t in range(n)], pa.string())
+        for c, key in enumerate(cams):
+            scene = bank[(e + c) % 8]
+            pngs = [scene[(t + e) % 64] for t in range(n)]
+            file_bytes += sum(len(b) for b in pngs)
+            cols[key] = pa.StructArray.from_arrays([pa.array(pngs, pa.binary()), names], names=["bytes", "path"])
+        cols["timestamp"] = pa.array((np.arange(n) / FPS).astype(np.float32))
+        cols["frame_index"] = pa.array(np.arange(n, dtype=np.int64))
+        cols["episode_index"] = pa.array(np.full(n, e, np.int64))
+        cols["index"] = pa.array(np.arange(start, start + n, dtype=np.int64))
+        cols["task_index"] = pa.array(np.full(n, e % 10, np.int64))
+        writer.write_table(pa.Table.from_pydict(cols, schema=schema))
+        file_bytes += 4 * n * (2 * ACTION_DIM + STATE_DIM + 6)
+        rows.append({"episode_index": e, "tasks": [f"task {e % 10}"], "length": n, "data/chunk_index": 0,
+                     "data/file_index": file_index, "dataset_from_index": start, "dataset_to_index": start + n,
+                     "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+        start += n
+        if file_bytes >= data_files_size_in_mb * 1e6:
+            writer.close()
+            writer, file_bytes, file_index = None, 0, file_index + 1
+    if writer is not None:
+        writer.close()
+    (root / "meta/episodes/chunk-000").mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), root / "meta/episodes/chunk-000/file-000.parquet")
+    pq.write_table(pa.table({"task_index": list(range(10)), "task": [f"task {i}" for i in range(10)]}),
+                   root / "meta/tasks.parquet")
+    features: dict[str, Any] = {
+        "action": {"dtype": "float32", "shape": [ACTION_DIM], "names": [f"a{i}" for i in range(ACTION_DIM)]},
+        "observation.state": {"dtype": "float32", "shape": [STATE_DIM], "names": [f"s{i}" for i in range(STATE_DIM)]},
+        "observation.velocity": {"dtype": "float32", "shape": [ACTION_DIM],
+                                 "names": [f"a{i}.vel" for i in range(ACTION_DIM)]},
+        **{k: {"dtype": "image", "shape": [image_size, image_size, 3], "names": ["height", "width", "channels"]}
+           for k in cams},
+        **{k: {"dtype": dt, "shape": [1], "names": None} for k, dt in (
+            ("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"),
+            ("task_index", "int64"))},
+    }
+    info = {"codebase_version": "v3.0", "robot_type": "bench", "total_episodes": len(lengths), "total_frames": frames,
+            "total_tasks": 10, "chunks_size": 1000, "data_files_size_in_mb": data_files_size_in_mb,
+            "video_files_size_in_mb": 200, "fps": int(FPS), "splits": {"train": f"0:{len(lengths)}"},
+            "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet", "video_path": None,
+            "features": features}
+    (root / "meta/info.json").write_text(json.dumps(info, indent=4))
+    return len(lengths)
+
+
+def phase_generate(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(args.root) / "lerobot"
     start = time.perf_counter()
-    write_lerobot_dataset(Path(args.root) / "lerobot", factory(), fps=FPS, robot_type="bench",
-                          total_episodes=factory.episodes)
+    if args.writer:
+        from niaf_train.data.lerobot_v3 import write_lerobot_dataset
+
+        factory = synthetic_episodes(args.frames, args.episode_length, args.image_size, args.cameras)
+        write_lerobot_dataset(root, factory(), fps=FPS, robot_type="bench", total_episodes=factory.episodes)
+        episodes = factory.episodes
+    else:
+        episodes = write_synthetic_lerobot(root, args.frames, args.episode_length, args.image_size, args.cameras)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "frames_per_s": args.frames / seconds, "episodes": factory.episodes,
-            "disk_bytes": folder_bytes(Path(args.root) / "lerobot")}
+    return {"seconds": seconds, "frames_per_s": args.frames / seconds, "episodes": episodes,
+            "disk_bytes": folder_bytes(root)}
 
 
 def _load(args: argparse.Namespace, streaming: bool = False) -> Any:
@@ -271,20 +374,27 @@ def run_phase_here(args: argparse.Namespace) -> dict[str, Any]:
 PASS_THROUGH = ("frames", "image_size", "cameras", "episode_length", "chunk_size", "batch_size", "read_samples")
 
 
+def _cpu_s(usage: Any) -> float:
+    return float(usage.ru_utime + usage.ru_stime)
+
+
 def measure(args: argparse.Namespace, phase: str, workers: int = 0) -> dict[str, Any]:
     """One phase with its time and memory: in a fresh process (default), or in this one (``--in-process``)."""
     label = phase if phase in ("generate", "build", "cached") else f"{phase}/{workers}"
     if args.in_process:
         sub = argparse.Namespace(**{**vars(args), "phase": phase, "phase_workers": workers})
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        cpu0 = _cpu_s(resource.getrusage(resource.RUSAGE_SELF)) + _cpu_s(resource.getrusage(resource.RUSAGE_CHILDREN))
         with TreeMemory(os.getpid()) as mem:
             result = run_phase_here(sub)
+        cpu = _cpu_s(resource.getrusage(resource.RUSAGE_SELF)) + _cpu_s(resource.getrusage(resource.RUSAGE_CHILDREN)) - cpu0
         maxrss = max(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                      resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024
     else:
         cmd = [sys.executable, os.path.abspath(__file__), args.root, "--phase", phase, "--phase-workers", str(workers)]
         for key in PASS_THROUGH:
             cmd += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
+        cmd += ["--writer"] if args.writer else []
         env = dict(os.environ, TQDM_DISABLE="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
         with TreeMemory(proc.pid) as mem:
@@ -295,7 +405,8 @@ def measure(args: argparse.Namespace, phase: str, workers: int = 0) -> dict[str,
             raise SystemExit(f"bench_data_scale: phase {label} failed (exit {proc.returncode}); see its output above")
         result = json.loads(out.strip().splitlines()[-1])
         maxrss = usage.ru_maxrss * 1024
-    row = {"phase": label, **result, "peak_pss_bytes": mem.peak_pss, "peak_anon_bytes": mem.peak_anon,
+        cpu = _cpu_s(usage)
+    row = {"phase": label, **result, "cpu_s": cpu, "peak_pss_bytes": mem.peak_pss, "peak_anon_bytes": mem.peak_anon,
            "maxrss_bytes": maxrss}
     print(f"  {label}: done in {result['seconds']:.1f} s", file=sys.stderr, flush=True)
     return row
@@ -306,12 +417,12 @@ def _mib(b: float | None) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'phase':<10} {'seconds':>9} {'samples/s':>10} {'disk MiB':>9} {'peak PSS MiB':>13} {'peak anon MiB':>14} {'maxrss MiB':>11}"
+    head = f"{'phase':<10} {'seconds':>9} {'CPU s':>7} {'samples/s':>10} {'disk MiB':>9} {'peak PSS MiB':>13} {'peak anon MiB':>14} {'maxrss MiB':>11}"
     lines = [head, "-" * len(head)]
     for r in rows:
         rate = r.get("samples_per_s", r.get("frames_per_s"))
         lines.append(
-            f"{r['phase']:<10} {r['seconds']:>9.1f} {'' if rate is None else f'{rate:,.0f}':>10} "
+            f"{r['phase']:<10} {r['seconds']:>9.1f} {r['cpu_s']:>7.1f} {'' if rate is None else f'{rate:,.0f}':>10} "
             f"{_mib(r.get('disk_bytes')):>9} {_mib(r['peak_pss_bytes']):>13} {_mib(r['peak_anon_bytes']):>14} "
             f"{_mib(r['maxrss_bytes']):>11}"
         )
@@ -329,6 +440,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--read-samples", type=int, default=20_000, help="samples read per map/stream measurement")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the second map/stream row")
+    p.add_argument("--writer", action="store_true",
+                   help="generate with write_lerobot_dataset (encodes every frame; ~10x slower) instead of pyarrow")
     p.add_argument("--phases", nargs="+", choices=PHASES, default=list(PHASES))
     p.add_argument("--in-process", action="store_true", help="run the phases in this process (no per-phase memory)")
     p.add_argument("--reduced", action="store_true",
@@ -367,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for workers in (0, args.workers) if phase in ("map", "stream") and args.workers else (0,):
             rows.append(measure(args, phase, workers))
     result = {
-        "config": {k: getattr(args, k) for k in (*PASS_THROUGH, "workers", "in_process")},
+        "config": {k: getattr(args, k) for k in (*PASS_THROUGH, "workers", "in_process", "writer")},
         "machine": {"cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
                     "python": platform.python_version(), "platform": platform.platform()},
         "rows": rows,
