@@ -269,7 +269,7 @@ def test_select_reads_only_the_selected_positions(tmp_path):
 
 
 def test_rows_by_episode_matches_a_scan():
-    from niaf_train.data.lerobot_v3 import _rows_by_episode
+    from niaf_train.data.lerobot_reader import _rows_by_episode
 
     column = np.random.default_rng(0).integers(0, 9, size=200)  # interleaved, unsorted, episode 9 absent
     rows = _rows_by_episode(column)
