@@ -313,7 +313,8 @@ def _read_episode(plan: _ReadPlan, row: Mapping[str, Any], cache: _DataFile) -> 
     for k in plan.keys:
         shape = meta.frame_shape(k)
         if k in meta.image_keys:
-            # the episode's Arrow cells, each made a Python {bytes, path} only when its frame is decoded
+            # a copy of the episode's Arrow cells (combine_chunks copies: the slice alone would keep its whole data
+            # file alive as long as the episode lives), each made a Python {bytes, path} only when its frame is decoded
             cells = sub[k].combine_chunks()
             where = f"{src}: episode {e}: key {k!r}"
             images[plan.names[k]] = LazyFrames(

@@ -308,3 +308,15 @@ def test_interleaved_and_shuffled_rows_are_read_by_episode_and_frame(tmp_path):
         np.testing.assert_array_equal(ep.states, e["state"])
         for t in range(len(ep)):
             np.testing.assert_array_equal(ep.images["top"][t], e["images"]["observation.images.top"][t])
+
+
+def test_an_episode_keeps_only_its_own_image_bytes(tmp_path):
+    src = random_lerobot_episodes(n=3, lengths=[5, 7, 6], seed=8)
+    root = write_lerobot_v3_fixture(tmp_path / "ds", src, episodes_per_data_file=3)  # one row group, 3 episodes
+    file_bytes = pq.read_table(root / "data" / "chunk-000" / "file-000.parquet")["observation.images.top"]
+    whole = sum(b.size for chunk in file_bytes.chunks for b in chunk.buffers() if b is not None)
+    for ep in iter_lerobot_episodes(root, velocity="none"):
+        cells = ep.images["top"]._fetch.__defaults__[0]  # the Arrow cells the frames are decoded from
+        held = sum(b.size for b in cells.buffers() if b is not None)
+        own = sum(len(c["bytes"]) + len(c["path"]) for c in cells.to_pylist())
+        assert held < whole / 2 and held <= own + 1024  # its own frames' bytes (+ offsets), not the file's
