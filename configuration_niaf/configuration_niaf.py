@@ -121,11 +121,13 @@ class NiafConfig(PretrainedConfig):
         action_dim (`int`, defaults to 7): dimension D of an action.
         chunk_size (`int`, defaults to 10): K, supervised points per chunk (>= 2).
         control_hz (`float`, defaults to 30.0): f, the rate of the actions in a chunk, in Hz.
-        siren_layers (`int`, defaults to 3): L, number of modulated sine layers.
-        siren_width (`int`, defaults to 256): H, width of every sine layer.
-        siren_omega0 (`float`, defaults to 30.0): ω₀ of every sine layer.
-        modulation_groups (`int`, defaults to 64): G, frequency tokens per layer; must divide `siren_width`.
-        use_state (`bool`, defaults to False): feed a robot-state token to the backbone.
+        siren_layers (`int`, defaults to 3): L, number of modulated sine layers of the SIREN action function.
+        siren_width (`int`, defaults to 256): H, width of every sine layer (a multiple of `modulation_groups`).
+        siren_omega0 (`float`, defaults to 30.0): ω₀, frequency factor of every sine layer.
+        modulation_groups (`int`, defaults to 64): G, frequency tokens per layer; each modulates `siren_width`/G
+            rows, so G must divide `siren_width` (query tokens Q = L·(G+1)).
+        use_state (`bool`, defaults to False): feed the robot state (`observation.state`, normalised like the
+            actions) to the backbone as one extra token.
         state_dim (`int`, *optional*): dimension of the robot state; required when `use_state`.
         state_to_queries (`bool`, defaults to False): also add the projected state to every query token, not only
             as one token the queries attend to. A direct path from the state to every modulation: on Meta-World
@@ -134,13 +136,13 @@ class NiafConfig(PretrainedConfig):
         image_keypoints (`int`, defaults to 0): K > 0 adds a small convolutional encoder per camera whose K
             spatial soft-argmax keypoints (image positions), projected, are added to every query token: a direct
             path from where things are in the images to the modulations, beside the backbone. 0: none.
-        normalization_mode (`str`, defaults to "QUANTILES"): one of QUANTILES (q01/q99), MIN_MAX, MEAN_STD,
-            IDENTITY; applied to actions and states.
+        normalization_mode (`str`, defaults to "QUANTILES"): how actions and states are mapped to [-1, 1]: one of
+            QUANTILES (q01/q99), MIN_MAX, MEAN_STD, IDENTITY.
         normalization_stats (`dict`, *optional*): ``{"action": {"q01": [...], ...}, "state": {...}}`` in
             LeRobot's stats.json layout; each vector has the feature's dimension. The checkpoint's one copy of
             the statistics: `generate_actions` de-normalises with them, and a `NiafProcessor` saved with the
             model reads them from this config.json (see ``normalization.py``).
-        unnormalized_action_dims (`list[int]`, *optional*): action dimensions left as they are (e.g. a
+        unnormalized_action_dims (`list[int]`, *optional*): action dimensions left in physical units (e.g. a
             binary gripper already in [-1, 1]).
         relative_action_state_indices (`list[int | None]`, *optional*): relative ("delta") actions, as openpi
             does for joint actions. None (default): every action dimension is absolute. Otherwise a list of
@@ -150,9 +152,11 @@ class NiafConfig(PretrainedConfig):
             normalisation statistics (`normalization_stats["action"]`) are those of these deltas; at inference
             `predict_action_function` / `generate_actions` add the de-normalised state back to the position
             (never to its derivatives). Needs `use_state=True` and state statistics for a non-IDENTITY mode.
-        loss_weight_position (`float`, defaults to 1.0): λ_p.
-        loss_weight_velocity (`float`, defaults to 1.0): λ_v, used only when velocities are given.
-        loss_weight_jerk (`float`, defaults to 0.0): λ_j of the jerk regulariser.
+        loss_weight_position (`float`, defaults to 1.0): λ_p, weight of the position loss.
+        loss_weight_velocity (`float`, defaults to 1.0): λ_v, weight of the velocity loss, used only when
+            velocities are given.
+        loss_weight_jerk (`float`, defaults to 0.0): λ_j, weight of the jerk regulariser (mean squared third
+            derivative, per s³).
         query_init_std (`float`, defaults to 0.02): std of the learned query embeddings at initialisation.
     """
 

@@ -5,10 +5,10 @@ use. The deployment side, `NumpyActionFunction`, `ActionTrajectory`, `ActionStre
 (``modeling_niaf.numpy_function``, ``modeling_niaf.runtime``), needs numpy only: a control process never
 imports torch or transformers through it.
 
-The first use of a model-side name (`NiafConfig`, `NiafForActionFunction`, `NiafProcessor`, `ActionFunction`,
-...) imports torch and transformers and registers the model type ``"niaf"`` with transformers' `AutoConfig`,
-`AutoModel` and `AutoProcessor`, so that an installed package loads NIAF checkpoints without
-``trust_remote_code``. Code that only calls the Auto classes registers explicitly with
+The first use of a model-side name (`NiafConfig`, `NiafModel`, `NiafForActionFunction`, `NiafProcessor`,
+`ActionFunction`, ...) imports torch and transformers and registers the model type ``"niaf"`` with
+transformers' `AutoConfig`, `AutoModel` and `AutoProcessor`, so that an installed package loads NIAF
+checkpoints without ``trust_remote_code``. Code that only calls the Auto classes registers explicitly with
 [`register_auto_classes`].
 
 Building blocks (`ModulatedSiren`, `AffineNormalizer`, ...) are imported from their submodules
@@ -25,7 +25,13 @@ if TYPE_CHECKING:
 
     from .action_function import ActionFunction
     from .hub import render_model_card, save_for_hub
-    from .modeling_niaf import NiafActionFunctionOutput, NiafForActionFunction, NiafPreTrainedModel
+    from .modeling_niaf import (
+        NiafActionFunctionOutput,
+        NiafForActionFunction,
+        NiafModel,
+        NiafModelOutput,
+        NiafPreTrainedModel,
+    )
     from .numpy_function import ActionTrajectory, NumpyActionFunction
     from .processing_niaf import NiafProcessor
     from .runtime import ActionStream, JointCommand
@@ -41,6 +47,8 @@ _NUMPY_SIDE = {
 _MODEL_SIDE = {
     "NiafConfig": "configuration_niaf",
     "NiafPreTrainedModel": "modeling_niaf.modeling_niaf",
+    "NiafModel": "modeling_niaf.modeling_niaf",
+    "NiafModelOutput": "modeling_niaf.modeling_niaf",
     "NiafForActionFunction": "modeling_niaf.modeling_niaf",
     "NiafActionFunctionOutput": "modeling_niaf.modeling_niaf",
     "NiafProcessor": "modeling_niaf.processing_niaf",
@@ -63,6 +71,10 @@ _registered = False
 def register_auto_classes() -> None:
     """Register `NiafConfig` (model type ``"niaf"``), `NiafForActionFunction` and `NiafProcessor` with
     transformers' `AutoConfig`, `AutoModel` and `AutoProcessor`. Idempotent; imports torch and transformers.
+
+    `AutoModel` gives the policy, as the ``auto_map`` of every saved checkpoint does (``hub.MODEL_AUTO_MAP``):
+    transformers has no Auto class for action prediction, and ``AutoModel.from_pretrained`` has always returned
+    a NIAF checkpoint's policy. The base alone is `NiafModel.from_pretrained`.
 
     Runs by itself on the first use of a model-side name of this package; call it when your code only uses
     the Auto classes, e.g. ``AutoModel.from_pretrained(folder)`` without ``trust_remote_code``.
@@ -116,6 +128,8 @@ __all__ = [
     "NiafActionFunctionOutput",
     "NiafConfig",
     "NiafForActionFunction",
+    "NiafModel",
+    "NiafModelOutput",
     "NiafPreTrainedModel",
     "NiafProcessor",
     "NumpyActionFunction",

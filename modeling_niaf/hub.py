@@ -58,7 +58,9 @@ MODEL_AUTO_MAP = {
     "AutoModel": "modeling_niaf.NiafForActionFunction",
 }
 """``auto_map`` of config.json. transformers has no Auto class for action prediction, so ``AutoModel`` points at
-the full policy (with its head); the task class can also be named explicitly."""
+the full policy (with its head), not at the base ``NiafModel`` as transformers' own models do: every NIAF
+checkpoint has loaded as the policy through ``AutoModel``. The base (backbone + queries → Z) is loaded by naming
+it, ``NiafModel.from_pretrained``, which ships in the same ``modeling_niaf.py``."""
 
 PROCESSOR_AUTO_MAP = {"AutoProcessor": "processing_niaf.NiafProcessor"}
 """``auto_map`` written into processor_config.json."""

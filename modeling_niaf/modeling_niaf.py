@@ -13,6 +13,12 @@ Data flow of one observation (reference: arXiv 2603.01766 §3):
 
 There is no autoregressive loop and no iterative denoising: one backbone pass gives the whole action
 function, which can then be queried at any number of time points.
+
+Classes, as transformers lays out a model: [`NiafPreTrainedModel`] (weight initialisation, class attributes);
+[`NiafModel`], the base (backbone + queries + state pathway → Z); [`NiafActionPolicyMixin`], the action-policy
+API every head shares (losses, ``predict_action_function``, ``generate_actions``, units); and the task model
+[`NiafForActionFunction`] = base + ψ heads + SIREN. Comparison heads (niaf-train) are further task models on
+the same base.
 """
 
 from __future__ import annotations
@@ -99,6 +105,18 @@ class NiafActionFunctionOutput(ModelOutput):
     velocities: torch.FloatTensor | None = None
     gamma: torch.FloatTensor | None = None
     beta: torch.FloatTensor | None = None
+    query_hidden_states: torch.FloatTensor | None = None
+
+
+@dataclass
+class NiafModelOutput(ModelOutput):
+    """Output of [`NiafModel.forward`].
+
+    Args:
+        query_hidden_states (`torch.FloatTensor` of shape `(B, Q, d)`): Z, the backbone's last hidden states
+            at the Q learned query tokens (backbone dtype): what every head turns into actions.
+    """
+
     query_hidden_states: torch.FloatTensor | None = None
 
 
@@ -310,7 +328,7 @@ def _check_finite_weights(model: nn.Module, source: Any) -> None:
             continue
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ValueError(
-                f"NiafForActionFunction.from_pretrained({str(source)!r}): weight `{name}` holds NaN or inf; the "
+                f"{type(model).__name__}.from_pretrained({str(source)!r}): weight `{name}` holds NaN or inf; the "
                 "checkpoint is corrupt and every action it predicted would be wrong."
             )
 
@@ -403,14 +421,24 @@ def _is_compiling() -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The policy
+# The base model: observation → query features Z
 # ----------------------------------------------------------------------------------------------------------
-class NiafForActionFunction(NiafPreTrainedModel):
-    r"""NIAF policy: backbone + Q learned queries + ψ heads + shared modulated SIREN.
+class NiafModel(NiafPreTrainedModel):
+    r"""NIAF's base model: backbone + Q learned query tokens + state pathway (+ optional image keypoints);
+    returns Z ∈ R^{B×Q×d}.
+
+    Every task model of NIAF is this base plus a head that turns Z into actions: [`NiafForActionFunction`]
+    adds the ψ heads and the shared SIREN; niaf-train's comparison heads add theirs. The head classes inherit
+    from this one instead of holding it as a ``model`` attribute, so that every parameter keeps the name it
+    has in the checkpoints (``backbone.*``, ``query_embeddings.weight``, ``state_projection.*``); a head
+    class adds its modules in [`_build_head`], which runs before the weights are initialised.
+
+    ``NiafModel.from_pretrained`` loads the shared part of any NIAF checkpoint (of any head; the head's
+    weights are left out).
 
     The backbone is built from ``config.backbone_config`` with random weights; use
-    [`NiafForActionFunction.from_pretrained_backbone`] to start from a pretrained vision-language model, or
-    `from_pretrained` to load a NIAF checkpoint.
+    [`NiafModel.from_pretrained_backbone`] (on any head class) to start from a pretrained vision-language
+    model, or `from_pretrained` to load a NIAF checkpoint.
 
     Inputs (as produced by [`NiafProcessor`]):
 
@@ -422,17 +450,12 @@ class NiafForActionFunction(NiafPreTrainedModel):
     * ``state`` [B, state_dim] (normalised), required iff ``config.use_state``.
     """
 
+    # The weights of any head, when the base alone loads a head's checkpoint (a head class resets this: its
+    # own loading stays strict).
+    _keys_to_ignore_on_load_unexpected = [r"^(modulation_heads|siren|action_head)\."]
+
     def __init__(self, config: NiafConfig) -> None:
         super().__init__(config)
-        self._build_query_encoder(config)
-        self.modulation_heads = NiafModulationHeads(
-            config.siren_layers, config.modulation_groups, config.siren_width, config.hidden_size
-        )
-        self.siren = ModulatedSiren(config)
-        self.post_init()
-
-    def _build_query_encoder(self, config: NiafConfig) -> None:
-        """The part that turns an observation into query outputs Z: backbone, learned queries, state pathway."""
         self.family = config.backbone_config.model_type
         # query injection, pixel layout, positions: see backbones.py (raises for an unsupported model type)
         self.backbone_family = family_of(config.backbone_config)
@@ -450,6 +473,13 @@ class NiafForActionFunction(NiafPreTrainedModel):
                     f"`{self.family}` takes flattened patches"
                 )
             self.image_keypoints = NiafImageKeypoints(config.num_cameras, config.image_keypoints, hidden)
+        self._build_head(config)
+        self.post_init()
+
+    def _build_head(self, config: NiafConfig) -> None:
+        """Add the modules that turn Z into actions (none in the base). Called by `__init__` after the
+        backbone, queries and state projection are built and before `post_init` initialises every weight, so
+        a head class's weights are drawn in one pass, in module order."""
 
     # ------------------------------------------------------------------------------------------------------
     # Construction helpers
@@ -460,8 +490,8 @@ class NiafForActionFunction(NiafPreTrainedModel):
         backbone_name_or_path: str,
         backbone_kwargs: dict[str, Any] | None = None,
         **config_kwargs: Any,
-    ) -> NiafForActionFunction:
-        """A NIAF model whose backbone starts from pretrained weights; queries, ψ heads and SIREN are fresh.
+    ) -> NiafModel:
+        """A model of this class whose backbone starts from pretrained weights; queries and head are fresh.
 
         Args:
             backbone_name_or_path: Hub id (e.g. ``"google/paligemma-3b-pt-224"``) or local folder of a
@@ -511,20 +541,20 @@ class NiafForActionFunction(NiafPreTrainedModel):
         except Exception as err:  # safetensors' own errors (a Hub checkpoint damaged in the cache) name no file
             if "safetensor" not in type(err).__name__.lower():
                 raise
-            raise ValueError(f"NiafForActionFunction.from_pretrained({str(pretrained_model_name_or_path)!r}): its "
+            raise ValueError(f"{cls.__name__}.from_pretrained({str(pretrained_model_name_or_path)!r}): its "
                              f"model.safetensors is damaged ({type(err).__name__}: {str(err).splitlines()[0]}); "
                              "expected a complete safetensors file (download it again)") from None
         model, info = loaded
-        head = getattr(model.config, "action_head", "niaf")
-        if head != "niaf" and getattr(model, "action_head", None) is None:
-            raise ValueError(
-                f"NiafForActionFunction.from_pretrained({str(pretrained_model_name_or_path)!r}): the checkpoint holds a "
-                f"{head!r} comparison head, not NIAF's modulated SIREN; load it with niaf_train.baselines.load_model."
-            )
+        cls._check_loaded_head(pretrained_model_name_or_path, model.config)
         _check_finite_weights(model, pretrained_model_name_or_path)
         if not reinitialize:
-            _refuse_partial_load(pretrained_model_name_or_path, model.config, info)
+            _refuse_partial_load(cls.__name__, pretrained_model_name_or_path, model.config, info)
         return (model, info) if want_info else model
+
+    @classmethod
+    def _check_loaded_head(cls, path: Any, config: Any) -> None:
+        """Refuse a checkpoint whose head (``config.action_head``) this class cannot hold; the base holds the
+        shared part of any head's checkpoint."""
 
     @classmethod
     def _check_checkpoint_overrides(cls, path: Any, kwargs: dict[str, Any]) -> None:
@@ -544,7 +574,7 @@ class NiafForActionFunction(NiafPreTrainedModel):
                 value = check_normalization_stats(value, saved.normalization_mode, dims, "from_pretrained")
             if value != stored:
                 raise ValueError(
-                    f"NiafForActionFunction.from_pretrained({str(path)!r}): `{name}` is {_short(value)} but the "
+                    f"{cls.__name__}.from_pretrained({str(path)!r}): `{name}` is {_short(value)} but the "
                     f"checkpoint was trained with {_short(stored)}. Load without overriding it, or pass "
                     "ignore_mismatched_sizes=True to re-initialise the head on purpose."
                 )
@@ -574,23 +604,17 @@ class NiafForActionFunction(NiafPreTrainedModel):
         )
 
     def check_inputs(self, **batch: Any) -> None:
-        """Every check `forward` makes on a batch (shapes and values), without running the model.
+        """The checks `forward` makes on a batch's observation (shapes and values), without running the model;
+        the values of targets in the batch (``actions``, ``velocities``, dense targets) are checked too, their
+        shapes by a task model's `check_inputs`.
 
         Raises the ValueError `forward` would raise. Call it on the CPU side (e.g. on the processor's output)
         before a compiled forward, or with ``check_inputs_in_forward = False``.
         """
-        actions, velocities, action_mask = (batch.get(k) for k in ("actions", "velocities", "action_mask"))
-        dense = {k: batch.get(k) for k in DENSE_KEYS}
-        if actions is not None:
-            self._validate_targets(actions, velocities, action_mask)
-            self._validate_dense(actions, **dense)
-        elif velocities is not None or action_mask is not None or any(v is not None for v in dense.values()):
-            raise ValueError("`velocities`, `action_mask` and the dense targets need `actions`.")
         inputs = {k: batch.get(k) for k in ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "state")}
         input_ids, _, _ = self._validate_inputs(**inputs)
-        self.input_value_checker()(**dict(inputs, input_ids=input_ids, actions=actions, velocities=velocities,
-                                          dense_actions=dense["dense_actions"],
-                                          dense_velocities=dense["dense_velocities"]))
+        targets = {k: batch.get(k) for k in ("actions", "velocities", "dense_actions", "dense_velocities")}
+        self.input_value_checker()(**dict(inputs, input_ids=input_ids, **targets))
 
     def _checks_values(self) -> bool:
         return self.check_inputs_in_forward and not _is_compiling()
@@ -810,17 +834,60 @@ class NiafForActionFunction(NiafPreTrainedModel):
         return outputs.last_hidden_state[:, -self.config.num_queries :]
 
     # ------------------------------------------------------------------------------------------------------
+    # Forward: the query features
+    # ------------------------------------------------------------------------------------------------------
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        image_grid_thw: torch.LongTensor | None = None,
+        state: torch.FloatTensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> NiafModelOutput:
+        r"""One backbone pass; returns Z, the last hidden states at the Q query tokens.
+
+        Args:
+            input_ids, attention_mask, pixel_values, image_grid_thw, state: see the class docstring; checked
+                exactly as [`NiafForActionFunction.forward`] checks them.
+            return_dict (`bool`, *optional*): ``False`` returns ``(query_hidden_states,)`` instead of the
+                [`NiafModelOutput`].
+
+        Returns:
+            [`NiafModelOutput`] with ``query_hidden_states`` [B, Q, d] in the backbone's dtype.
+        """
+        if kwargs:
+            raise ValueError(f"{type(self).__name__}.forward got unexpected arguments {sorted(kwargs)} (targets go "
+                             "to a task model such as NiafForActionFunction).")
+        z = self.encode_queries(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+                                image_grid_thw=image_grid_thw, state=state)
+        out = NiafModelOutput(query_hidden_states=z)
+        return out if return_dict is not False else out.to_tuple()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The action-policy API shared by every head
+# ----------------------------------------------------------------------------------------------------------
+class NiafActionPolicyMixin:
+    """What every task model on [`NiafModel`] offers: ``forward`` with normalised targets and losses,
+    ``check_inputs`` with the targets, ``predict_action_function``, ``generate_actions`` and the units of the
+    actions (``action_affine``, ``state_affine``, ``relative_action_offset``).
+
+    A head class lists this mixin before [`NiafModel`] and defines two methods: ``_chunk_and_losses(z,
+    actions, velocities, action_mask, dense)`` → [`NiafActionFunctionOutput`] (the chunk at the K training
+    points and, with ``actions``, the losses) and ``_action_function(z, center, half, offset)`` → an object
+    with [`ActionFunction`]'s call signature.
+    """
+
+    config: NiafConfig
+
+    # ------------------------------------------------------------------------------------------------------
     # Forward with losses
     # ------------------------------------------------------------------------------------------------------
     def training_tau(self, device: torch.device | None = None) -> torch.Tensor:
         """[K] float32: τ_k = -1 + 2k/(K-1), the training grid (both chunk ends included)."""
         return torch.linspace(-1.0, 1.0, self.config.chunk_size, device=device, dtype=torch.float32)
-
-    def modulations(self, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Backbone pass + ψ heads: returns γ [B, L, H], β [B, L, H] (float32) and Z [B, Q, d]."""
-        z = self.encode_queries(**inputs)
-        gamma, beta = self.modulation_heads(z)
-        return gamma, beta, z
 
     def forward(
         self,
@@ -910,44 +977,6 @@ class NiafForActionFunction(NiafPreTrainedModel):
         if dense_mask is not None and tuple(dense_mask.shape) != tuple(dense_actions.shape[:2]):
             raise ValueError(f"`dense_mask` must be [B, M] = {tuple(dense_actions.shape[:2])}, got {_describe(dense_mask)}.")
 
-    def _chunk_and_losses(
-        self,
-        z: torch.Tensor,
-        actions: torch.Tensor | None,
-        velocities: torch.Tensor | None,
-        action_mask: torch.Tensor | None,
-        dense: DenseTargets | None = None,
-    ) -> NiafActionFunctionOutput:
-        """ψ heads + SIREN at the K training points (and the dense points), and the losses when ``actions`` are
-        given: over the dense points when ``dense`` is given, else over the K points."""
-        cfg = self.config
-        gamma, beta = self.modulation_heads(z)
-        want_vel = actions is not None and (velocities is not None or (dense is not None and dense.velocities is not None))
-        want_jerk = actions is not None and cfg.loss_weight_jerk > 0
-        order = 3 if want_jerk else (1 if want_vel else 0)
-        k = cfg.chunk_size
-        tau = self.training_tau(gamma.device)
-        if dense is not None:  # one SIREN pass over both grids
-            tau = torch.cat([tau, dense.tau.to(device=tau.device, dtype=tau.dtype)])
-        # τ is our own grid (or a checked one) and γ, β come from checked inputs: no finiteness check (a host
-        # synchronisation each)
-        values = self.siren(tau, gamma, beta, derivatives=order, check_finite=False)
-        per_second = cfg.tau_to_seconds
-        positions = values[0][:, :k]
-        pred_vel = values[1][:, :k] * per_second if order >= 1 else None
-        out = NiafActionFunctionOutput(
-            positions=positions, velocities=pred_vel, gamma=gamma, beta=beta, query_hidden_states=z
-        )
-        if actions is None:
-            return out
-        derivatives = [v * per_second**i for i, v in enumerate(values)]
-        loss, loss_pos, loss_vel, loss_jerk = dense_supervised_losses(
-            cfg, [d[:, :k] for d in derivatives], actions, velocities, action_mask,
-            None if dense is None else [d[:, k:] for d in derivatives], dense,
-        )
-        out.loss, out.loss_pos, out.loss_vel, out.loss_jerk = loss, loss_pos, loss_vel, loss_jerk
-        return out
-
     def _validate_targets(
         self, actions: torch.Tensor, velocities: torch.Tensor | None, action_mask: torch.Tensor | None
     ) -> None:
@@ -962,6 +991,21 @@ class NiafForActionFunction(NiafPreTrainedModel):
                 raise ValueError(f"`{name}` has batch {t.shape[0]}, `actions` has {actions.shape[0]}.")
         if action_mask is not None and tuple(action_mask.shape) != tuple(actions.shape[:2]):
             raise ValueError(f"`action_mask` must be [B, K] = {tuple(actions.shape[:2])}, got {tuple(action_mask.shape)}.")
+
+    def check_inputs(self, **batch: Any) -> None:
+        """Every check `forward` makes on a batch (shapes and values, targets included), without running the model.
+
+        Raises the ValueError `forward` would raise. Call it on the CPU side (e.g. on the processor's output)
+        before a compiled forward, or with ``check_inputs_in_forward = False``.
+        """
+        actions, velocities, action_mask = (batch.get(k) for k in ("actions", "velocities", "action_mask"))
+        dense = {k: batch.get(k) for k in DENSE_KEYS}
+        if actions is not None:
+            self._validate_targets(actions, velocities, action_mask)
+            self._validate_dense(actions, **dense)
+        elif velocities is not None or action_mask is not None or any(v is not None for v in dense.values()):
+            raise ValueError("`velocities`, `action_mask` and the dense targets need `actions`.")
+        super().check_inputs(**batch)
 
     # ------------------------------------------------------------------------------------------------------
     # Inference
@@ -1050,14 +1094,6 @@ class NiafForActionFunction(NiafPreTrainedModel):
             offset = self.relative_action_offset(state)  # `state` was checked by `encode_queries`
         return self._action_function(z, center, half, offset)
 
-    def _action_function(self, z: torch.Tensor, center: Any, half: Any, offset: Any) -> ActionFunction:
-        """The batch's action functions from the query outputs Z (ψ heads → γ, β; the shared SIREN)."""
-        gamma, beta = self.modulation_heads(z)
-        return ActionFunction(
-            self.siren, gamma, beta, self.config.chunk_duration, center, half, chunk_size=self.config.chunk_size,
-            position_offset=offset,
-        )
-
     @torch.no_grad()
     def generate_actions(
         self,
@@ -1092,6 +1128,92 @@ class NiafForActionFunction(NiafPreTrainedModel):
             extrapolate=extrapolate,
         )
 
+
+# ----------------------------------------------------------------------------------------------------------
+# The policy
+# ----------------------------------------------------------------------------------------------------------
+class NiafForActionFunction(NiafActionPolicyMixin, NiafModel):
+    r"""NIAF policy: [`NiafModel`] (backbone + Q learned queries + state pathway) + ψ heads + shared modulated SIREN.
+
+    Inputs: see [`NiafModel`]; targets and outputs: see `forward`.
+    """
+
+    _keys_to_ignore_on_load_unexpected = None  # strict: every weight of the checkpoint is NIAF's
+
+    def _build_head(self, config: NiafConfig) -> None:
+        self.modulation_heads = NiafModulationHeads(
+            config.siren_layers, config.modulation_groups, config.siren_width, config.hidden_size
+        )
+        self.siren = ModulatedSiren(config)
+
+    @classmethod
+    def _check_loaded_head(cls, path: Any, config: Any) -> None:
+        """A comparison-head checkpoint (``config.action_head``) is refused, naming the loader its config.json
+        gives (``loader``, written by the code that saved it) or else the class that saved it."""
+        head = getattr(config, "action_head", "niaf")
+        if head == "niaf":
+            return
+        loader = getattr(config, "loader", None)
+        if not loader:
+            saved_by = ", ".join(getattr(config, "architectures", None) or []) or "unknown"
+            loader = f"the class that saved it (config.json `architectures`: {saved_by})"
+        raise ValueError(
+            f"{cls.__name__}.from_pretrained({str(path)!r}): the checkpoint holds a {head!r} comparison head, not "
+            f"NIAF's modulated SIREN; load it with {loader}."
+        )
+
+    def modulations(self, **inputs: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Backbone pass + ψ heads: returns γ [B, L, H], β [B, L, H] (float32) and Z [B, Q, d]."""
+        z = self.encode_queries(**inputs)
+        gamma, beta = self.modulation_heads(z)
+        return gamma, beta, z
+
+    def _chunk_and_losses(
+        self,
+        z: torch.Tensor,
+        actions: torch.Tensor | None,
+        velocities: torch.Tensor | None,
+        action_mask: torch.Tensor | None,
+        dense: DenseTargets | None = None,
+    ) -> NiafActionFunctionOutput:
+        """ψ heads + SIREN at the K training points (and the dense points), and the losses when ``actions`` are
+        given: over the dense points when ``dense`` is given, else over the K points."""
+        cfg = self.config
+        gamma, beta = self.modulation_heads(z)
+        want_vel = actions is not None and (velocities is not None or (dense is not None and dense.velocities is not None))
+        want_jerk = actions is not None and cfg.loss_weight_jerk > 0
+        order = 3 if want_jerk else (1 if want_vel else 0)
+        k = cfg.chunk_size
+        tau = self.training_tau(gamma.device)
+        if dense is not None:  # one SIREN pass over both grids
+            tau = torch.cat([tau, dense.tau.to(device=tau.device, dtype=tau.dtype)])
+        # τ is our own grid (or a checked one) and γ, β come from checked inputs: no finiteness check (a host
+        # synchronisation each)
+        values = self.siren(tau, gamma, beta, derivatives=order, check_finite=False)
+        per_second = cfg.tau_to_seconds
+        positions = values[0][:, :k]
+        pred_vel = values[1][:, :k] * per_second if order >= 1 else None
+        out = NiafActionFunctionOutput(
+            positions=positions, velocities=pred_vel, gamma=gamma, beta=beta, query_hidden_states=z
+        )
+        if actions is None:
+            return out
+        derivatives = [v * per_second**i for i, v in enumerate(values)]
+        loss, loss_pos, loss_vel, loss_jerk = dense_supervised_losses(
+            cfg, [d[:, :k] for d in derivatives], actions, velocities, action_mask,
+            None if dense is None else [d[:, k:] for d in derivatives], dense,
+        )
+        out.loss, out.loss_pos, out.loss_vel, out.loss_jerk = loss, loss_pos, loss_vel, loss_jerk
+        return out
+
+    def _action_function(self, z: torch.Tensor, center: Any, half: Any, offset: Any) -> ActionFunction:
+        """The batch's action functions from the query outputs Z (ψ heads → γ, β; the shared SIREN)."""
+        gamma, beta = self.modulation_heads(z)
+        return ActionFunction(
+            self.siren, gamma, beta, self.config.chunk_duration, center, half, chunk_size=self.config.chunk_size,
+            position_offset=offset,
+        )
+
     # ------------------------------------------------------------------------------------------------------
     # Hub export
     # ------------------------------------------------------------------------------------------------------
@@ -1110,7 +1232,7 @@ def _accepts(function: Any, name: str) -> bool:
     return name in inspect.signature(function).parameters
 
 
-def _refuse_partial_load(path: Any, config: Any, info: dict[str, Any]) -> None:
+def _refuse_partial_load(owner: str, path: Any, config: Any, info: dict[str, Any]) -> None:
     """ValueError naming the weights that `from_pretrained` could not match (see `from_pretrained`)."""
     problems = []
     for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
@@ -1124,7 +1246,7 @@ def _refuse_partial_load(path: Any, config: Any, info: dict[str, Any]) -> None:
 
     saved_with = getattr(config, "transformers_version", None) or "an unknown version"
     raise ValueError(
-        f"NiafForActionFunction.from_pretrained({str(path)!r}): the checkpoint's weights do not match the model: "
+        f"{owner}.from_pretrained({str(path)!r}): the checkpoint's weights do not match the model: "
         f"{'; '.join(problems)}. The checkpoint was saved with transformers {saved_with}, this is "
         f"{transformers.__version__}; backbone parameter names change between transformers versions, so install "
         "the version it was saved with (or a compatible one), or pass ignore_mismatched_sizes=True to "
@@ -1148,7 +1270,10 @@ __all__ = [
     "check_input_values",
     "dense_supervised_losses",
     "NiafActionFunctionOutput",
+    "NiafActionPolicyMixin",
     "NiafForActionFunction",
+    "NiafModel",
+    "NiafModelOutput",
     "NiafModulationHeads",
     "NiafPreTrainedModel",
     "NiafQueryEmbeddings",

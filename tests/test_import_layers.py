@@ -89,3 +89,22 @@ def test_the_model_layer_never_imports_the_training_package():
                 names = ([node.module or ""] if isinstance(node, ast.ImportFrom)
                          else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
                 assert not any(n.split(".")[0] == "niaf_train" for n in names), f"{path} imports {names}"
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    """ids of the bare string statements of ``tree`` (module, class, function and attribute docstrings)."""
+    return {id(node.value) for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)}
+
+
+def test_the_model_layer_names_the_training_package_only_in_docstrings():
+    """No code of the model layer names niaf_train, in an import or in a string it uses (an error message naming
+    a training-package loader, say): what a checkpoint needs from elsewhere comes from the checkpoint's config."""
+    assert _docstring_nodes(ast.parse('"""doc"""\nx = "niaf_train.a"\n"""attribute doc"""\n')) != set()
+    for package in ("modeling_niaf", "configuration_niaf"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            docs = _docstring_nodes(tree)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+                    assert "niaf_train" not in node.value, f"{path}:{node.lineno} names niaf_train: {node.value!r}"

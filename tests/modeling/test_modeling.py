@@ -742,3 +742,79 @@ def test_token_ids_outside_the_vocabulary_are_refused():
     with pytest.raises(ValueError, match="`input_ids` must be a LongTensor"):
         model(**dict(inputs, input_ids=inputs["input_ids"].float()))
 
+
+
+# --------------------------------------------------------------------------------------------------------
+# The base model: NiafModel returns Z; NiafForActionFunction is the base plus the ψ heads and the SIREN
+# --------------------------------------------------------------------------------------------------------
+HEAD_MODULES = ("modulation_heads", "siren")
+
+
+@pytest.mark.parametrize("family", ["florence2", "paligemma"])
+def test_niaf_model_returns_z_of_shape_batch_queries_hidden(family):
+    """The base holds the backbone, the queries and the state pathway and no head; its forward is the policy's
+    backbone pass: Z [B, Q, d] with Q = L·(G+1) query tokens and d the backbone's hidden size."""
+    from modeling_niaf import NiafModel, NiafModelOutput
+
+    policy = make_model(family, use_state=True, state_dim=4)
+    cfg = policy.config
+    base = NiafModel(cfg).eval()
+    assert not any(hasattr(base, name) for name in HEAD_MODULES) and isinstance(policy, NiafModel)
+    shared = {k: v for k, v in policy.state_dict().items() if not k.startswith(tuple(f"{m}." for m in HEAD_MODULES))}
+    assert set(base.state_dict()) == set(shared) and len(shared) < len(policy.state_dict())
+    base.load_state_dict(shared, strict=True)
+    inputs = dict(make_inputs(family, batch=3), state=torch.randn(3, 4))
+    with torch.no_grad():
+        out = base(**inputs)
+        as_tuple = base(**inputs, return_dict=False)
+        z_policy = policy(**inputs).query_hidden_states
+    assert isinstance(out, NiafModelOutput)
+    q = cfg.siren_layers * (cfg.modulation_groups + 1)
+    assert cfg.num_queries == q == 10
+    d = policy.backbone.get_input_embeddings().embedding_dim  # the width of the tokens the backbone reads
+    assert out.query_hidden_states.shape == (3, q, d) and d == cfg.hidden_size
+    torch.testing.assert_close(out.query_hidden_states, z_policy, rtol=0, atol=0)
+    assert len(as_tuple) == 1
+    torch.testing.assert_close(as_tuple[0], out.query_hidden_states, rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"NiafModel.forward got unexpected arguments \['actions'\]"):
+        base(**inputs, actions=torch.zeros(3, cfg.chunk_size, cfg.action_dim))
+    with pytest.raises(ValueError, match=r"`state` \[B, 4\] is required"):  # the policy's input checks
+        base(**make_inputs(family))
+
+
+def test_niaf_model_loads_the_shared_part_of_a_policy_checkpoint(tmp_path):
+    from modeling_niaf import NiafModel
+
+    policy = make_model("paligemma")
+    policy.save_pretrained(tmp_path / "ckpt")
+    base, info = NiafModel.from_pretrained(tmp_path / "ckpt", output_loading_info=True)
+    assert type(base) is NiafModel
+    # the head's weights are left out on purpose; nothing of the base is missing
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    for name, tensor in base.state_dict().items():
+        torch.testing.assert_close(tensor, policy.state_dict()[name], rtol=0, atol=0, msg=name)
+    inputs = make_inputs("paligemma")
+    with torch.no_grad():
+        torch.testing.assert_close(base.eval()(**inputs).query_hidden_states, policy.encode_queries(**inputs),
+                                   rtol=0, atol=0)
+    # the policy itself stays strict: a checkpoint of the base alone misses the head
+    base.save_pretrained(tmp_path / "base")
+    with pytest.raises(ValueError, match=r"NiafForActionFunction.from_pretrained\(.*missing \(modulation_heads\."):
+        NiafForActionFunction.from_pretrained(tmp_path / "base")
+
+
+def test_a_checkpoint_saved_by_the_previous_code_loads_strictly_with_unchanged_names(tmp_path):
+    """``tests/previous_checkpoints/niaf`` is what the code before NiafModel saved: the policy loads it with no
+    missing, unexpected or mismatched key and saves every tensor back under the same name, unchanged."""
+    from checkpoint_fixtures import write_previous_checkpoint
+
+    written = write_previous_checkpoint("niaf", tmp_path / "previous")
+    model, info = NiafForActionFunction.from_pretrained(tmp_path / "previous", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    model.save_pretrained(tmp_path / "again")
+    again = load_file(tmp_path / "again" / "model.safetensors")
+    assert sorted(again) == sorted(written)
+    for name, tensor in written.items():
+        torch.testing.assert_close(again[name], tensor, rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(model.siren.readout.weight, written["siren.readout.weight"], rtol=0, atol=0)
+    torch.testing.assert_close(model.query_embeddings.weight, written["query_embeddings.weight"], rtol=0, atol=0)

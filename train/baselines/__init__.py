@@ -1,9 +1,10 @@
 """Comparison heads for NIAF's head ablation (the paper's comparison): waypoints (OFT), B-spline (BEAST-CT), flow matching (π0).
 
 Each comparison head sits on NIAF's own backbone, learned query tokens, state pathway and data pipeline
-(:class:`NiafBaselineForActionFunction`, a subclass of ``NiafForActionFunction``); only the map from the query
-outputs Z to actions differs. Select one for training with ``niaf-train --model.action_head
-niaf|waypoints|bspline|flow``; ``niaf`` (the default) trains the unchanged NIAF model.
+(:class:`NiafBaselineForActionFunction`, a task model on NIAF's base ``NiafModel``, beside
+``NiafForActionFunction``); only the map from the query outputs Z to actions differs. Select one for training
+with ``niaf-train --model.action_head niaf|waypoints|bspline|flow``; ``niaf`` (the default) trains the
+unchanged NIAF model.
 
 * :mod:`.bspline`: clamped cubic B-spline bases with exact derivatives;
 * :mod:`.heads`: the three head modules (Z [B, Q, d] → waypoints / control points / flow velocity);
@@ -24,6 +25,7 @@ from .modeling_baselines import (
     ACTION_HEADS,
     COMPARISON_HEADS,
     HEAD_DEFAULTS,
+    LOADER,
     NiafBaselineForActionFunction,
 )
 
@@ -87,6 +89,7 @@ __all__ = [
     "ACTION_HEADS",
     "COMPARISON_HEADS",
     "HEAD_DEFAULTS",
+    "LOADER",
     "MODEL_ARGUMENT_KEYS",
     "NiafBaselineForActionFunction",
     "action_head_settings",

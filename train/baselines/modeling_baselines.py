@@ -1,15 +1,17 @@
 """NIAF's backbone, learned queries and state pathway with a comparison head instead of the ψ heads + SIREN.
 
-[`NiafBaselineForActionFunction`] subclasses [`NiafForActionFunction`] and keeps everything up to Z = the
-backbone's outputs at the Q learned query tokens (``encode_queries``: the same queries, the same state token,
-the same masks, the same processor and normalised targets); only what turns Z into actions differs
+[`NiafBaselineForActionFunction`] is a task model on NIAF's base [`NiafModel`], a sibling of
+[`NiafForActionFunction`]: it keeps everything up to Z = the backbone's outputs at the Q learned query tokens
+(``encode_queries``: the same queries, the same state token, the same masks, the same processor and normalised
+targets) and NIAF's action-policy API ([`NiafActionPolicyMixin`]: the checks, ``forward``,
+``predict_action_function``, ``generate_actions``, the units); only what turns Z into actions differs
 (:mod:`.heads`). Its ``predict_action_function`` returns a [`BasisActionFunction`] with NIAF's call signature,
 so niaf-train's evaluation, niaf-eval and ``ActionStream`` use it unchanged.
 
 Checkpoints: ``config.json`` is a [`NiafConfig`] with the extra keys ``action_head`` (``waypoints``, ``bspline``
-or ``flow``) and the head's settings; no ``auto_map`` and no remote code (the Hub code is NIAF's and cannot build
-these heads). Load with :func:`niaf_train.baselines.load_model` (or this class's ``from_pretrained``) and the
-processor with :func:`niaf_train.baselines.load_processor`.
+or ``flow``), the head's settings and ``loader`` (:data:`LOADER`, the function that loads it, which NIAF's
+``from_pretrained`` names when it is given such a checkpoint). Load with :func:`niaf_train.baselines.load_model`
+(or this class's ``from_pretrained``) and the processor with :func:`niaf_train.baselines.load_processor`.
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 
 from modeling_niaf.hub import MODEL_AUTO_MAP, code_sources
 from modeling_niaf.modeling_niaf import (
     DenseTargets,
     NiafActionFunctionOutput,
-    NiafForActionFunction,
-    NiafPreTrainedModel,
+    NiafActionPolicyMixin,
+    NiafModel,
     dense_supervised_losses,
 )
 
@@ -53,6 +54,10 @@ HEAD_DEFAULTS: dict[str, Any] = {
 """Settings of the comparison heads stored in config.json next to ``action_head`` (defaults for absent keys)."""
 
 WAYPOINT_LOSSES = ("l1", "l2")
+
+LOADER = "niaf_train.baselines.load_model"
+"""Written into a comparison checkpoint's config.json as ``loader``: what NIAF's ``from_pretrained`` tells a
+caller to load it with (the model layer does not know the training package)."""
 
 
 def head_setting(config: Any, name: str) -> Any:
@@ -93,8 +98,8 @@ def build_head(config: Any) -> BaselineHead:
     return FlowHead(q, d, k, dim, width, head_setting(config, "flow_steps"))
 
 
-class NiafBaselineForActionFunction(NiafForActionFunction):
-    """NIAF's backbone + learned queries (+ state token) + one comparison head (``config.action_head``).
+class NiafBaselineForActionFunction(NiafActionPolicyMixin, NiafModel):
+    """NIAF's base (backbone + learned queries (+ state token)) + one comparison head (``config.action_head``).
 
     Same inputs as [`NiafForActionFunction`]. ``forward`` takes the same normalised targets and ``action_mask``:
 
@@ -107,13 +112,17 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
 
     _keep_in_fp32_modules = ["action_head"]
     _keep_in_fp32_modules_strict = ["action_head"]
+    _keys_to_ignore_on_load_unexpected = None  # strict: every weight of the checkpoint is this head's
 
     def __init__(self, config: Any) -> None:
-        NiafPreTrainedModel.__init__(self, config)  # not NIAF's __init__: no ψ heads, no SIREN
+        check_head_config(config)  # before the backbone is built: a NIAF config is refused at once
+        super().__init__(config)
+
+    def _build_head(self, config: Any) -> None:
+        """The comparison head, built where NIAF builds its ψ heads and SIREN (after the shared part, before
+        the weights are initialised)."""
         self.action_head_kind = check_head_config(config)
-        self._build_query_encoder(config)  # NIAF's backbone, queries and state pathway, unchanged
         self.action_head = build_head(config)
-        self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
         # the head's Linear layers are re-drawn by the head itself (visited after its children)
@@ -127,9 +136,6 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
     # ------------------------------------------------------------------------------------------------------
     def head_parameters(self) -> int:
         return sum(p.numel() for p in self.action_head.parameters())
-
-    def modulations(self, **inputs: Any) -> Any:
-        raise NotImplementedError(f"a {self.action_head_kind} model has no SIREN modulations")
 
     # ------------------------------------------------------------------------------------------------------
     # Training
@@ -145,9 +151,9 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
         action_mask: torch.Tensor | None,
         dense: DenseTargets | None = None,
     ) -> NiafActionFunctionOutput:
-        """The head's chunk and losses (NIAF's `forward` does the checks and the backbone pass). ``positions``
-        [B, K, D] are the chunk at τ_k; for ``flow`` only without targets (sampling its Euler steps at every
-        training step would only cost time).
+        """The head's chunk and losses (the shared `forward`, `NiafActionPolicyMixin`'s, does the checks and the
+        backbone pass). ``positions`` [B, K, D] are the chunk at τ_k; for ``flow`` only without targets (sampling
+        its Euler steps at every training step would only cost time).
 
         Dense targets (``dense``, between the chunk points): the B-spline is a function of τ and is trained on
         them exactly as NIAF is (`dense_supervised_losses`); the waypoint and flow heads output the K points
@@ -222,10 +228,10 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
                                    chunk_size=cfg.chunk_size, position_offset=offset, kind=self.action_head_kind)
 
     def _action_function(self, z: torch.Tensor, center: Any, half: Any, offset: Any) -> BasisActionFunction:
-        """The batch's chunks as a [`BasisActionFunction`] (NIAF's `predict_action_function` does the backbone pass
-        and the units: the checkpoint's statistics and relative-action offset exactly as NIAF's). ``flow`` samples
-        its ``flow_steps`` Euler steps from noise seeded with ``config.flow_seed``, so the same observation always
-        gives the same chunk."""
+        """The batch's chunks as a [`BasisActionFunction`] (the shared `predict_action_function` does the backbone
+        pass and the units: the checkpoint's statistics and relative-action offset exactly as NIAF's). ``flow``
+        samples its ``flow_steps`` Euler steps from noise seeded with ``config.flow_seed``, so the same observation
+        always gives the same chunk."""
         return self._function(self._coefficients(z).float(), center, half, offset)
 
     # ------------------------------------------------------------------------------------------------------
@@ -237,8 +243,8 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
         """Weights (safetensors) + config.json (with ``action_head``) + the processor, and a short README.
         NIAF's Hub code cannot build this head; reload with :func:`niaf_train.baselines.load_model`. The folder
         still carries NIAF's ``auto_map`` and remote-code files, only so that ``AutoModel.from_pretrained(...,
-        trust_remote_code=True)`` in a fresh Python reaches NIAF's loader, which names that function, instead of
-        transformers' "unknown model type". The card metadata arguments of NIAF's save are accepted and ignored;
+        trust_remote_code=True)`` in a fresh Python reaches NIAF's loader, which names that function (config.json's
+        ``loader``), instead of transformers' "unknown model type". The card metadata arguments of NIAF's save are accepted and ignored;
         ``push_to_hub`` is refused (upload the folder yourself)."""
         if kwargs.pop("push_to_hub", False):
             raise ValueError("comparison-head checkpoints are research artefacts: save locally, then upload the folder "
@@ -246,7 +252,8 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         self.config.auto_map = dict(MODEL_AUTO_MAP)
-        PreTrainedModel.save_pretrained(self, str(out), *args, **kwargs)
+        self.config.loader = LOADER
+        super().save_pretrained(str(out), *args, **kwargs)
         for name, source in code_sources(self, processor).items():
             shutil.copyfile(source, out / name)
         if processor is not None:
@@ -263,5 +270,5 @@ class NiafBaselineForActionFunction(NiafForActionFunction):
         (out / "README.md").write_text(card, encoding="utf-8")
 
 
-__all__ = ["ACTION_HEADS", "COMPARISON_HEADS", "HEAD_DEFAULTS", "NiafBaselineForActionFunction", "build_head",
-           "check_head_config"]
+__all__ = ["ACTION_HEADS", "COMPARISON_HEADS", "HEAD_DEFAULTS", "LOADER", "NiafBaselineForActionFunction",
+           "build_head", "check_head_config"]

@@ -261,25 +261,35 @@ class LoadSummary:
         )
 
 
+def episode_layout(episode: Episode) -> dict[str, Any]:
+    """What all episodes of one dataset share: ``images`` (camera → (H, W, 3)), ``action_dim``, ``state_dim``
+    and ``velocity`` (whether velocities are present)."""
+    return {
+        "images": {cam: tuple(frames.shape[1:]) for cam, frames in episode.images.items()},
+        "action_dim": episode.action_dim,
+        "state_dim": episode.state_dim,
+        "velocity": episode.velocities is not None,
+    }
+
+
 def iter_valid_episodes(
-    episodes: Iterator[Episode] | list[Episode], summary: LoadSummary, skip_invalid: bool = False
+    episodes: Iterator[Episode] | list[Episode],
+    summary: LoadSummary,
+    skip_invalid: bool = False,
+    reference: Mapping[str, Any] | None = None,
 ) -> Iterator[Episode]:
     """Validate each episode, yielding the good ones.
 
     An invalid episode raises its :class:`EpisodeError`, or with ``skip_invalid=True`` is recorded in
     ``summary.skipped`` (and logged) and left out. Episodes after the first one must have the first one's
-    cameras, frame shapes, action width, state width and velocity presence.
+    cameras, frame shapes, action width, state width and velocity presence; with ``reference`` (an
+    :func:`episode_layout`, e.g. of a dataset's first episode when only some of its episodes are read here)
+    every episode must have that layout.
     """
-    reference: dict[str, Any] | None = None
     for ep in episodes:
         try:
             ep.validate(image_shapes=None if reference is None else reference["images"])
-            layout = {
-                "images": {cam: tuple(frames.shape[1:]) for cam, frames in ep.images.items()},
-                "action_dim": ep.action_dim,
-                "state_dim": ep.state_dim,
-                "velocity": ep.velocities is not None,
-            }
+            layout = episode_layout(ep)
             if reference is not None:
                 for key, name in (("action_dim", "actions"), ("state_dim", "states"), ("velocity", "velocities")):
                     if layout[key] != reference[key]:
@@ -304,5 +314,6 @@ __all__ = [
     "LazyFrames",
     "LoadSummary",
     "SkippedEpisode",
+    "episode_layout",
     "iter_valid_episodes",
 ]

@@ -6,6 +6,16 @@ when the name is unique across sections, bare (``--output_dir out``, ``--max_ste
 checked against the dataclass fields: an unknown key or a value of the wrong type is an error that names the
 key and the file, raised before anything is built.
 
+The ``model`` section is not written here key by key: :class:`ModelOptions` is the backbone options, every
+argument of ``NiafConfig.__init__`` that the dataset does not decide (:class:`NiafConfigOptions`, names, types,
+defaults and descriptions derived from `NiafConfig` itself; an argument added there is a key here) and the
+comparison heads' options (defaults and choices from ``niaf_train.baselines``).
+
+The parser is this module's own rather than ``transformers.HfArgumentParser`` or draccus (LeRobot's): the former
+has flat keys (no ``--model.x``; a name in two sections collides) and takes YAML and command line separately;
+draccus is a further dependency without the bare ``--max_steps`` form; and neither shows, in ``--help``, the value
+each key has under the chosen config file next to the value without one.
+
 Defaults follow the paper's fine-tuning recipe (arXiv 2603.01766): AdamW, lr 2e-5, betas (0.9, 0.95), weight decay 0, a
 tri-stage schedule (linear warm-up, constant hold, exponential-style decay), bf16 autocast for the backbone with
 the SIREN head in float32.
@@ -14,24 +24,120 @@ the SIREN head in float32.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from configuration_niaf import NiafConfig
 from configuration_niaf.normalization import NORMALIZATION_MODES
 
+from ..baselines.functions import INTERPOLATIONS
+from ..baselines.modeling_baselines import ACTION_HEADS, HEAD_DEFAULTS, WAYPOINT_LOSSES
 from ..data.metaworld import camera_crops
 from ..data.sources import SOURCES
 
 DATA_SOURCES = tuple(SOURCES)  # the registry niaf-data reads too
 
 
+NIAF_CONFIG_SET_BY_TRAINER = ("backbone_config", "action_dim", "control_hz", "state_dim", "num_cameras",
+                              "normalization_stats")
+"""`NiafConfig` arguments niaf-train sets from the backbone and the dataset; every other argument of
+``NiafConfig.__init__`` is a key of the ``model`` section (:class:`NiafConfigOptions`)."""
+
+TRAINING_DEFAULTS: dict[str, Any] = {"loss_weight_velocity": 0.0, "unnormalized_action_dims": []}
+"""The ``model`` keys whose niaf-train default differs from `NiafConfig`'s. niaf-train has always trained the
+position loss alone unless asked (NiafConfig's λ_v = 1.0 serves a config built by hand): changing it would change
+what every config file without the key trains. ``[]`` and NiafConfig's None both mean "no dims"; ``[]`` is what
+the ``run_config.json`` of existing runs holds, which ``--resume`` compares."""
+
+TRAINING_NOTES: dict[str, str] = {
+    "chunk_size": "niaf-train: the chunk points are source frames ``data.chunk_stride`` apart.",
+    "state_to_queries": "niaf-train: ignored without ``use_state``; on in the Meta-World configs, off by default so "
+                        "that other configs train the model they always trained.",
+    "loss_weight_velocity": "niaf-train reads the dataset's velocity labels only when this is > 0; its default is "
+                            "0.0 (NiafConfig's own: 1.0).",
+}
+"""What niaf-train adds to a `NiafConfig` argument's description (how it sets or uses it)."""
+
+MODEL_CONSTANT_CHOICES: dict[str, tuple[str, ...]] = {"normalization_mode": NORMALIZATION_MODES}
+"""Allowed values of `NiafConfig`'s string arguments, from the model's own constants."""
+
+
+def config_argument_docs(config_class: type) -> dict[str, str]:
+    """The ``Args:`` entries of a transformers-style config docstring, name → description on one line.
+
+    An entry is ``name (`type`, defaults to x): text`` with its continuation lines indented deeper; the type and
+    default in parentheses are dropped (niaf-train shows its own).
+    """
+    doc = inspect.cleandoc(config_class.__doc__ or "")
+    if "\nArgs:" not in doc:
+        return {}
+    docs: dict[str, list[str]] = {}
+    current = None
+    for line in doc.split("\nArgs:", 1)[1].splitlines():
+        entry = re.match(r"^ {4}(\w+) \((.+?)\):(.*)$", line)
+        if entry:
+            current = entry[1]
+            docs[current] = [entry[3].strip()]
+        elif current is not None and line.startswith(" " * 8):
+            docs[current].append(line.strip())
+        elif line.strip():  # the next section (Example:, ...) ends the arguments
+            break
+    return {name: " ".join(" ".join(parts).split()) for name, parts in docs.items()}
+
+
+def _list_item(annotation: Any) -> Any:
+    """The item type of a ``list[...]`` annotation (also as ``list[...] | None``); None for any other type."""
+    options = (typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType)
+               else (annotation,))
+    for option in options:
+        if typing.get_origin(option) is list:
+            return typing.get_args(option)[0]
+    return None
+
+
+def config_options(config_class: type = NiafConfig) -> type:
+    """A dataclass of a config class's arguments less :data:`NIAF_CONFIG_SET_BY_TRAINER`: the names, types and
+    defaults of its ``__init__`` (defaults replaced by :data:`TRAINING_DEFAULTS`), the descriptions of its
+    docstring's ``Args:`` (plus :data:`TRAINING_NOTES`) as ``__field_docs__``. Built from `NiafConfig`, it is
+    :class:`NiafConfigOptions`: a new NiafConfig argument is a ``model`` key without further edits."""
+    hints = typing.get_type_hints(config_class.__init__)
+    docs = config_argument_docs(config_class)
+    fields, field_doc = [], {}
+    for name, param in inspect.signature(config_class.__init__).parameters.items():
+        if name == "self" or param.kind is param.VAR_KEYWORD or name in NIAF_CONFIG_SET_BY_TRAINER:
+            continue
+        if param.default is param.empty:
+            raise TypeError(f"{config_class.__name__} argument `{name}` has no default; niaf-train needs one")
+        default = TRAINING_DEFAULTS.get(name, param.default)
+        spec = (field(default_factory=lambda value=default: list(value)) if isinstance(default, list)
+                else field(default=default))
+        fields.append((name, hints[name], spec))
+        text = docs.get(name, "")
+        text = text[:1].upper() + text[1:] if text[:1].isascii() else text  # "feed ..." → "Feed ...", "λ_v" stays
+        item = _list_item(hints[name])
+        if item is not None:
+            example = "0,1,null" if type(None) in typing.get_args(item) else "0,1"
+            text += f" Command line: comma-separated, e.g. ``--model.{name} {example}``."
+        field_doc[name] = " ".join(filter(None, (text, TRAINING_NOTES.get(name))))
+    options = dataclasses.make_dataclass(f"{config_class.__name__}Options", fields)
+    options.__module__ = __name__
+    options.__doc__ = f"The arguments of {config_class.__name__} that a configuration sets (derived from it)."
+    options.__field_docs__ = field_doc
+    return options
+
+
+NiafConfigOptions = config_options(NiafConfig)
+
+
 @dataclass
-class ModelOptions:
-    """What model is trained."""
+class BackboneOptions:
+    """Which backbone, and how its inputs are framed (the processor)."""
 
     backbone: str = "tiny"
     """"tiny" (a random PaliGemma-architecture backbone built in code), a Hub id / folder of a
@@ -57,56 +163,37 @@ class ModelOptions:
     """Placeholder tokens per image for fixed-size backbones (Florence-2-large: 577); None: derived."""
     image_token: str | None = None
     """The backbone's image placeholder token; None: family default."""
-    chunk_size: int = 10
-    """K, actions per chunk (source frames at ``data.chunk_stride``)."""
-    siren_layers: int = 3
-    """L, modulated sine layers of the SIREN action function."""
-    siren_width: int = 256
-    """H, width of every SIREN layer (a multiple of ``modulation_groups``)."""
-    siren_omega0: float = 30.0
-    """ω₀, frequency factor of every sine layer."""
-    modulation_groups: int = 64
-    """G, frequency tokens per SIREN layer; each modulates H/G rows (query tokens Q = L·(G+1))."""
-    use_state: bool = False
-    """Feed ``observation.state`` to the backbone as one extra token (normalised like the actions)."""
-    image_keypoints: int = 0
-    """K > 0: a small convolutional encoder per camera adds its K spatial soft-argmax keypoints (image positions,
-    projected) to every query token, beside the backbone (tiny, PaliGemma, SmolVLM, Florence-2 layouts)."""
-    state_to_queries: bool = False
-    """With ``use_state``: also add the projected state to every query token (a direct path from the state to
-    the modulations; measured on Meta-World: closed-loop success under 50 % without it, over 90 % with it; on in
-    the Meta-World configs, off by default so that other configs train the model they always trained)."""
-    normalization_mode: str = "QUANTILES"
-    """How actions and state are mapped to [-1, 1]: QUANTILES (q01/q99), MIN_MAX, MEAN_STD or IDENTITY."""
-    unnormalized_action_dims: list[int] = field(default_factory=list)
-    """Action dims left in physical units (e.g. a binary gripper), as a comma-separated list."""
-    relative_action_state_indices: list[int | None] | None = None
-    """Relative ("delta") actions: one entry per action dim, the index into ``observation.state`` that dim is
-    relative to (target a_i(t_k) - state_s(t_obs), normalised with statistics of these deltas), or null to keep
-    it absolute (e.g. a gripper); null: all absolute. Needs ``use_state: true``; the model adds the state back
-    at inference. Command line: ``--model.relative_action_state_indices 0,1,2,null``."""
-    loss_weight_position: float = 1.0
-    """λ_p, weight of the position loss."""
-    loss_weight_velocity: float = 0.0
-    """λ_v; the velocity loss is used only when > 0 and the dataset has velocities."""
-    loss_weight_jerk: float = 0.0
-    """λ_j, weight of the jerk penalty (mean squared third derivative, per s³)."""
     torch_dtype: str = "float32"
     """Storage dtype of the backbone weights when loaded from a pretrained model (float32 / bfloat16)."""
+
+
+@dataclass
+class ComparisonHeadOptions:
+    """The head on the query outputs: NIAF's, or a comparison head (``niaf_train.baselines``)."""
+
     action_head: str = "niaf"
     """What turns the query outputs into actions: niaf (the modulated SIREN), or a comparison head on the same
     backbone, queries and data (``niaf_train.baselines``): waypoints (OFT-style parallel decoding), bspline
     (BEAST-CT-style control points of a clamped cubic B-spline), flow (π0-style flow matching, Euler steps)."""
-    head_hidden_size: int = 256
+    head_hidden_size: int = HEAD_DEFAULTS["head_hidden_size"]
     """Comparison heads: width of their MLP (the flow head's action network too)."""
-    bspline_control_points: int = 6
+    bspline_control_points: int = HEAD_DEFAULTS["bspline_control_points"]
     """bspline head: M control points per action dim (>= 4 for a cubic)."""
-    waypoint_loss: str = "l1"
+    waypoint_loss: str = HEAD_DEFAULTS["waypoint_loss"]
     """waypoints head: l1 (as OpenVLA-OFT) or l2 regression of the K waypoints."""
-    chunk_interpolation: str = "linear"
+    chunk_interpolation: str = HEAD_DEFAULTS["chunk_interpolation"]
     """waypoints and flow heads: how their K waypoints are executed as a function of time (zoh or linear)."""
-    flow_steps: int = 10
+    flow_steps: int = HEAD_DEFAULTS["flow_steps"]
     """flow head: Euler steps at inference (π0: 10)."""
+
+
+@dataclass
+class ModelOptions(ComparisonHeadOptions, NiafConfigOptions, BackboneOptions):
+    """What model is trained."""
+
+    def niaf_config_kwargs(self) -> dict[str, Any]:
+        """This section's `NiafConfig` arguments (every field of :class:`NiafConfigOptions`), by name."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(NiafConfigOptions)}
 
 
 @dataclass
@@ -419,11 +506,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "training.lr_scheduler": ("tri_stage", "cosine", "linear", "constant"),
     "training.report_to": ("tensorboard", "trackio", "none"),
     "peft.method": ("none", "lora"),
-    "model.normalization_mode": NORMALIZATION_MODES,
+    **{f"model.{name}": options for name, options in MODEL_CONSTANT_CHOICES.items()},
     "model.torch_dtype": ("float32", "bfloat16", "float16"),
-    "model.action_head": ("niaf", "waypoints", "bspline", "flow"),
-    "model.waypoint_loss": ("l1", "l2"),
-    "model.chunk_interpolation": ("zoh", "linear"),
+    "model.action_head": ACTION_HEADS,
+    "model.waypoint_loss": WAYPOINT_LOSSES,
+    "model.chunk_interpolation": INTERPOLATIONS,
     "model.tiny_vision_positions": ("learned", "sincos"),
     "data.metaworld_state": ("full", "agent_pos"),
 }
@@ -494,18 +581,24 @@ def validate_config(cfg: FinetuneConfig) -> None:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """The attribute docstrings of a dataclass (the string literal under each field), one line each."""
+    """The attribute docstrings of a dataclass (the string literal under each field), one line each; of its
+    dataclass bases too, and of a derived one (:class:`NiafConfigOptions`) from its ``__field_docs__``."""
     import ast
     import inspect
     import textwrap
 
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body
-    docs = {}
-    for node, after in zip(body, body[1:], strict=False):
-        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
-            docs[node.target.id] = " ".join(after.value.value.split())
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        if "__field_docs__" in vars(klass):
+            docs.update(klass.__field_docs__)
+            continue
+        body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+        for node, after in zip(body, body[1:], strict=False):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(after.value.value.split())
     return docs
 
 
@@ -544,14 +637,21 @@ def help_text(cfg: FinetuneConfig | None = None, origin: str = "dataclass defaul
 
 
 __all__ = [
+    "BackboneOptions",
+    "ComparisonHeadOptions",
     "ConfigError",
     "DataOptions",
     "FinetuneConfig",
     "ModelOptions",
+    "NiafConfigOptions",
     "PeftOptions",
     "TrainingOptions",
     "CHOICES",
+    "NIAF_CONFIG_SET_BY_TRAINER",
+    "TRAINING_DEFAULTS",
     "build_config",
+    "config_argument_docs",
+    "config_options",
     "field_docs",
     "help_text",
     "load_config",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -18,27 +19,18 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
     state_dim = layout["state_dim"] if m.use_state else None
     if m.use_state and layout["state_dim"] is None:
         raise ConfigError("model.use_state is true but the dataset has no observation.state")
+    # every NiafConfig argument of the model section, then those the backbone and the dataset decide
     head = {
-        "action_dim": layout["action_dim"], "chunk_size": m.chunk_size, "control_hz": layout["fps"],
-        "siren_layers": m.siren_layers, "siren_width": m.siren_width, "siren_omega0": m.siren_omega0,
-        "modulation_groups": m.modulation_groups, "use_state": m.use_state, "state_dim": state_dim,
-        "state_to_queries": bool(m.use_state and m.state_to_queries),
-        "num_cameras": len(layout["cameras"]), "image_keypoints": m.image_keypoints,
-        "normalization_mode": m.normalization_mode,
-        "normalization_stats": stats, "unnormalized_action_dims": m.unnormalized_action_dims,
-        "relative_action_state_indices": m.relative_action_state_indices,
-        "loss_weight_position": m.loss_weight_position, "loss_weight_velocity": m.loss_weight_velocity,
-        "loss_weight_jerk": m.loss_weight_jerk,
+        **m.niaf_config_kwargs(), "state_to_queries": bool(m.use_state and m.state_to_queries),
+        "action_dim": layout["action_dim"], "control_hz": layout["fps"], "state_dim": state_dim,
+        "num_cameras": len(layout["cameras"]), "normalization_stats": stats,
     }
+    # the processor takes the config's arguments it shares (units, shapes, cameras) and the prompt
+    shared = inspect.signature(NiafProcessor.__init__).parameters.keys() & head.keys()
+    proc_kwargs = {**{key: head[key] for key in sorted(shared)}, "prompt_template": m.prompt_template}
     from ..baselines import action_head_settings  # NIAF (unchanged config) or a comparison head
 
     model_class, head = action_head_settings(m, head)
-    proc_kwargs = {
-        "num_cameras": len(layout["cameras"]), "action_dim": layout["action_dim"], "state_dim": state_dim,
-        "normalization_mode": m.normalization_mode, "normalization_stats": stats,
-        "unnormalized_action_dims": m.unnormalized_action_dims, "prompt_template": m.prompt_template,
-        "relative_action_state_indices": m.relative_action_state_indices,
-    }
     if m.init_from_niaf:
         from transformers import AutoProcessor
 

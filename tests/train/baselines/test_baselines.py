@@ -23,6 +23,7 @@ from niaf_train.baselines import (
 from niaf_train.baselines.bspline import bspline_basis, clamped_knots
 from niaf_train.baselines.functions import BasisActionFunction, spline_basis, waypoint_basis
 from niaf_train.baselines.heads import FlowHead, euler_sample
+from safetensors.torch import load_file
 
 from modeling_niaf import NiafConfig, NiafForActionFunction, NiafProcessor
 
@@ -305,6 +306,52 @@ def test_comparison_head_checkpoint_saves_and_reloads(kind, tmp_path):
         done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
         assert done.returncode != 0
         assert f"holds a '{kind}' comparison head" in done.stderr and "niaf_train.baselines.load_model" in done.stderr
+
+
+@pytest.mark.parametrize("kind", COMPARISON_HEADS)
+def test_comparison_heads_are_task_models_on_the_base_not_niaf_subclasses(kind, tmp_path):
+    """A comparison head is NiafModel + its head: no ψ heads, no SIREN, no `modulations`; NiafModel loads the
+    shared part of its checkpoint, equal to the head model's."""
+    from modeling_niaf import NiafModel
+
+    assert not issubclass(NiafBaselineForActionFunction, NiafForActionFunction)
+    model = NiafBaselineForActionFunction(_config(kind)).eval()
+    assert isinstance(model, NiafModel) and not isinstance(model, NiafForActionFunction)
+    assert not any(hasattr(model, name) for name in ("modulation_heads", "siren", "modulations"))
+    names = set(model.state_dict())
+    base_names = set(NiafModel(_config(kind)).state_dict())
+    assert names - base_names == {n for n in names if n.startswith("action_head.")} != set()
+    model.save_pretrained(tmp_path, processor=_processor())
+    base, info = NiafModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    batch = _batch(_processor(), actions=False)
+    with torch.no_grad():
+        torch.testing.assert_close(base.eval()(**batch).query_hidden_states, model.encode_queries(**batch),
+                                   rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", COMPARISON_HEADS)
+def test_comparison_checkpoint_saved_by_the_previous_code_loads_strictly(kind, tmp_path):
+    """``tests/previous_checkpoints/<kind>`` is what the code before NiafModel saved (its config.json names no
+    ``loader``): ``load_model`` loads it with no missing, unexpected or mismatched key and saves every tensor
+    back under the same name; NIAF's class still refuses it, naming the class its config.json says saved it."""
+    from checkpoint_fixtures import write_previous_checkpoint
+    from niaf_train.baselines import LOADER
+
+    written = write_previous_checkpoint(kind, tmp_path / "previous")
+    assert "loader" not in json.loads((tmp_path / "previous" / "config.json").read_text())
+    model, info = NiafBaselineForActionFunction.from_pretrained(tmp_path / "previous", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert type(load_model(tmp_path / "previous")) is NiafBaselineForActionFunction
+    model.save_pretrained(tmp_path / "again", processor=_processor())
+    again = load_file(tmp_path / "again" / "model.safetensors")
+    assert sorted(again) == sorted(written)
+    for name, tensor in written.items():
+        torch.testing.assert_close(again[name], tensor, rtol=0, atol=0, msg=name)
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["loader"] == LOADER
+    assert LOADER == f"{load_model.__module__}.{load_model.__name__}"  # the text names the function that loads it
+    with pytest.raises(ValueError, match=f"holds a '{kind}' comparison head.*NiafBaselineForActionFunction"):
+        NiafForActionFunction.from_pretrained(tmp_path / "previous")
 
 
 def test_niaf_config_and_checkpoint_unchanged(tmp_path):

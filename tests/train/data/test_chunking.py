@@ -370,3 +370,33 @@ def test_truncated_cache_is_rebuilt_and_a_truncated_second_file_is_named(tmp_pat
     with pytest.raises(EpisodeError, match=r"file-001\.parquet: episode 2: key 'data': unreadable"):
         load_lerobot(root, 4, cache_dir=tmp_path / "cache2")
 
+
+
+def test_streaming_shards_read_only_their_own_episodes(tmp_path):
+    eps = [make_episode(str(i), length=5 + i, seed=i) for i in range(7)]
+    read: list[int] = []
+
+    def factory(select=None):  # reads (here: hands out) an episode only where `select` wants it
+        for i, ep in enumerate(eps):
+            if select is not None and not select(i):
+                yield None
+                continue
+            read.append(i)
+            yield ep
+
+    ds = build_chunk_dataset(lambda: eps, 3, cache_dir=tmp_path, fingerprint_parts=["all"])
+    stream = build_chunk_dataset(factory, 3, streaming=True, num_shards=3)
+    read.clear()  # the probe for the features read episode 0
+    got = sorted((r["episode_index"], r["frame_index"], np.asarray(r["action"], np.float32).tobytes()) for r in stream)
+    ref = sorted((r["episode_index"], r["frame_index"], np.asarray(r["action"], np.float32).tobytes()) for r in ds)
+    assert got == ref and len(got) == sum(5 + i for i in range(7))
+    # every episode read once over the three shards (each shard used to read all seven)
+    assert sorted(read) == list(range(7))
+
+
+def test_streaming_shard_checks_layout_against_the_first_episode(tmp_path):
+    # shard 1 holds only episode 1, whose layout differs from episode 0's: still an error, as without shards
+    episodes = [make_episode("a"), make_episode("b", velocity=False), make_episode("c", seed=2)]
+    stream = build_chunk_dataset(lambda: episodes, 3, streaming=True, num_shards=2)
+    with pytest.raises(EpisodeError, match="episode b: key 'velocities'"):
+        list(stream)

@@ -326,3 +326,73 @@ def test_path_templates_that_allocate_or_reach_into_objects_are_refused(tmp_path
     ):
         load_lerobot(root, 4, cache_dir=tmp_path / "cache")
 
+
+
+def test_select_reads_only_the_selected_positions(tmp_path):
+    src = random_lerobot_episodes(n=5, lengths=[5, 7, 6, 4, 8], seed=5)
+    root = write_lerobot_v3_fixture(tmp_path / "ds", src, episodes_per_data_file=3)
+    out = list(iter_lerobot_episodes(root, velocity="none", select=lambda p: p % 2 == 1))
+    assert [None if ep is None else ep.index for ep in out] == [None, 1, None, 3, None]
+    # positions count the episodes this call yields: with episodes=[1, 2, 4], position 1 is episode 2
+    picked = list(iter_lerobot_episodes(root, velocity="none", episodes=[1, 2, 4], select=lambda p: p == 1))
+    assert [None if ep is None else ep.index for ep in picked] == [None, 2, None]
+    for ep in [e for e in out + picked if e is not None]:
+        ref = src[ep.index]
+        np.testing.assert_array_equal(ep.validate().actions, ref["action"])
+        np.testing.assert_array_equal(ep.states, ref["state"])
+        for t in range(len(ep)):
+            np.testing.assert_array_equal(ep.images["top"][t], ref["images"]["observation.images.top"][t])
+
+
+def test_rows_by_episode_matches_a_scan():
+    from niaf_train.data.lerobot_reader import _rows_by_episode
+
+    column = np.random.default_rng(0).integers(0, 9, size=200)  # interleaved, unsorted, episode 9 absent
+    rows = _rows_by_episode(column)
+    for e in range(10):
+        np.testing.assert_array_equal(rows(e), np.nonzero(column == e)[0])
+
+
+def test_streaming_reads_each_row_once_and_matches_the_cache(tmp_path, monkeypatch):
+    src = random_lerobot_episodes(n=5, lengths=[5, 7, 6, 4, 8], seed=6)
+    root = write_lerobot_v3_fixture(tmp_path / "ds", src, episodes_per_data_file=3)
+    ds = load_lerobot(root, 3, cache_dir=tmp_path / "cache", velocity="none")
+    stream = load_lerobot(root, 3, velocity="none", streaming=True)
+    rows_read = []
+    read_table = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: rows_read.append((t := read_table(*a, **k)).num_rows) or t)
+    got = sorted((r["episode_index"], r["frame_index"], np.asarray(r["action"], np.float32).tobytes(),
+                  r["observation.images.top"].tobytes()) for r in stream)
+    ref = sorted((r["episode_index"], r["frame_index"], np.asarray(r["action"], np.float32).tobytes(),
+                  r["observation.images.top"].tobytes()) for r in ds)
+    assert got == ref and len(got) == 30
+    # the 16 shards each read only their own episodes' rows: 30 frames in all (16 x 30 before)
+    assert sum(rows_read) == 30
+
+
+def test_interleaved_and_shuffled_rows_are_read_by_episode_and_frame(tmp_path):
+    src = random_lerobot_episodes(n=3, lengths=[5, 7, 6], seed=7)
+    root = write_lerobot_v3_fixture(tmp_path / "ds", src, episodes_per_data_file=3)
+    path = root / "data" / "chunk-000" / "file-000.parquet"
+    table = pq.read_table(path)
+    # rows of the three episodes mixed and out of frame order, in several row groups
+    pq.write_table(table.take(np.random.default_rng(0).permutation(table.num_rows)), path, row_group_size=4)
+    eps = [ep.validate() for ep in iter_lerobot_episodes(root, velocity="none")]
+    assert [ep.index for ep in eps] == [0, 1, 2]
+    for ep, e in zip(eps, src, strict=True):
+        np.testing.assert_array_equal(ep.actions, e["action"])
+        np.testing.assert_array_equal(ep.states, e["state"])
+        for t in range(len(ep)):
+            np.testing.assert_array_equal(ep.images["top"][t], e["images"]["observation.images.top"][t])
+
+
+def test_an_episode_keeps_only_its_own_image_bytes(tmp_path):
+    src = random_lerobot_episodes(n=3, lengths=[5, 7, 6], seed=8)
+    root = write_lerobot_v3_fixture(tmp_path / "ds", src, episodes_per_data_file=3)  # one row group, 3 episodes
+    file_bytes = pq.read_table(root / "data" / "chunk-000" / "file-000.parquet")["observation.images.top"]
+    whole = sum(b.size for chunk in file_bytes.chunks for b in chunk.buffers() if b is not None)
+    for ep in iter_lerobot_episodes(root, velocity="none"):
+        cells = ep.images["top"]._fetch.__defaults__[0]  # the Arrow cells the frames are decoded from
+        held = sum(b.size for b in cells.buffers() if b is not None)
+        own = sum(len(c["bytes"]) + len(c["path"]) for c in cells.to_pylist())
+        assert held < whole / 2 and held <= own + 1024  # its own frames' bytes (+ offsets), not the file's
