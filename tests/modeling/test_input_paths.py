@@ -101,6 +101,23 @@ def image_only(family: str, n: int, seed: int) -> tuple[dict[str, torch.Tensor],
     return inputs, RAMP[None, :, None] * GOALS[classes][:, None, :], classes
 
 
+def image_place(family: str, n: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, np.ndarray]:
+    """One red square (a quarter of the image side) at a random place; one instruction. Target: a ramp to the
+    square's centre in image coordinates, scaled to [-0.8, 0.8] (x right, y down). Returns (inputs, targets
+    [n, K, D], the square's corner [n, 2])."""
+    rng = np.random.default_rng(seed)
+    side = IMAGE_SIDE[family]
+    square = side // 4
+    images = np.full((n, side, side, 3), 128, np.uint8)
+    corners = rng.integers(0, side - square + 1, size=(n, 2))
+    for i, (x, y) in enumerate(corners):
+        images[i, y : y + square, x : x + square] = PALETTE[0]
+    centre = (corners + square / 2) / side  # in (0, 1)
+    goal = torch.from_numpy(1.6 * centre - 0.8).float()
+    inputs = {**prompt_inputs(family, [INSTRUCTION] * n), **pixel_inputs(family, images)}
+    return inputs, RAMP[None, :, None] * goal[:, None, :], corners
+
+
 def instruction_only(family: str, n: int, seed: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, np.ndarray]:
     """Instruction c of INSTRUCTIONS with a uniform-noise image. Target: ramp to GOALS[c]."""
     rng = np.random.default_rng(seed)
@@ -127,11 +144,11 @@ def rows(family: str, inputs: dict[str, torch.Tensor], index: torch.Tensor) -> d
 # --------------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------------
-def make_policy(family: str, lora: bool):
+def make_policy(family: str, lora: bool, image_keypoints: int = 0):
     torch.manual_seed(0)
     config = NiafConfig(
         backbone_config=BACKBONES[family](), action_dim=DIM, chunk_size=CHUNK, control_hz=10.0, siren_layers=2,
-        siren_width=16, modulation_groups=4, normalization_mode="IDENTITY",
+        siren_width=16, modulation_groups=4, normalization_mode="IDENTITY", image_keypoints=image_keypoints,
     )
     model = NiafForActionFunction(config)
     if lora:  # as niaf-train applies PEFT: family default targets, NIAF head in modules_to_save
@@ -166,9 +183,9 @@ def mse(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).pow(2).mean())
 
 
-def learns(family: str, dataset, lora: bool):
+def learns(family: str, dataset, lora: bool, image_keypoints: int = 0):
     """Train on one dataset, return (model, held-out prediction, held-out data, blind MSE, held-out MSE)."""
-    model = make_policy(family, lora)
+    model = make_policy(family, lora, image_keypoints)
     train_inputs, train_targets, _ = dataset(family, N_TRAIN, seed=1)
     test_inputs, test_targets, test_classes = dataset(family, N_HELD_OUT, seed=2)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "backbone" in n}
@@ -243,3 +260,13 @@ def test_instruction_only_target_is_learnt_from_the_tokens(family, lora):
     ends = [predict(model, {**image, **prompt})[:, -1] for prompt in (red, blue)]
     for end, goal in zip(ends, GOALS[:2], strict=True):
         assert torch.linalg.vector_norm(end - goal, dim=-1).max() < 0.3
+
+
+@pytest.mark.parametrize("family", ["florence2", "paligemma", "smolvlm"])
+def test_a_place_coded_target_is_learnt_through_image_keypoints(family):
+    """Where the square is decides the target (see the module docstring: without keypoints, Florence-2 and
+    Qwen-VL do not learn this in 300 steps). With ``image_keypoints`` every family with image tensors learns it."""
+    model, prediction, inputs, targets, corners, blind, held_out = learns(family, image_place, False, image_keypoints=4)
+    print(f"{family} place-coded, keypoints: held-out MSE {held_out:.5f}, blind {blind:.5f}")
+    assert blind > 0.02  # a ramp to goals spread over [-0.8, 0.8]²: about 0.037
+    assert held_out < MAX_RATIO * blind, (held_out, blind)
