@@ -19,6 +19,9 @@ The image is coded by colour, not by the square's place (the square lands anywhe
 SmolVLM only, not by the tiny Qwen-VL models nor Florence-2. The cause is not established: for Qwen-VL the
 prompt's hidden states equal a plain transformers forward, and a left-half/right-half image task is learnt
 with a last-step loss but not with the whole-chunk loss; that is an open question of issue 19, not checked here.
+With ``image_keypoints`` (a convolutional spatial soft-argmax path beside the vision tower, for the families whose
+images are tensors) a place-coded target is learnt in 300 steps by Florence-2, PaliGemma and SmolVLM alike
+(held-out error about 1 % of the blind error, measured): the last test below.
 Where the image tokens go is checked exactly in test_backbones.py.
 
 Florence-2 under LoRA does not learn either dataset (xfail, strict): with the tiny random backbone the query
