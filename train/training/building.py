@@ -8,12 +8,17 @@ from typing import Any
 
 import torch
 
+from ..tiny import make_tiny_image_processor, make_tiny_tokenizer, tiny_backbone_config, words_of
 from .arguments import ConfigError, FinetuneConfig
 
 
 def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats: dict[str, Any], tasks: list[str]):
     """A fresh (or loaded) :class:`NiafProcessor` and :class:`NiafForActionFunction` for the dataset layout."""
-    from modeling_niaf import NiafConfig, NiafForActionFunction, NiafProcessor
+    from modeling_niaf import (  # lazy: registers the Auto classes (transformers' processing stack)
+        NiafConfig,
+        NiafForActionFunction,
+        NiafProcessor,
+    )
 
     m = cfg.model
     state_dim = layout["state_dim"] if m.use_state else None
@@ -32,7 +37,7 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
 
     model_class, head = action_head_settings(m, head)
     if m.init_from_niaf:
-        from transformers import AutoProcessor
+        from transformers import AutoProcessor  # heavy: transformers
 
         existing = NiafConfig.from_pretrained(m.backbone)
         # control_hz: a 10 Hz head fine-tuned on 20 Hz data would keep reporting 10 Hz times and velocities
@@ -61,8 +66,6 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         # keep the checkpoint's statistics: the model was trained in those units
         return processor, NiafForActionFunction.from_pretrained(m.backbone)
     if m.backbone == "tiny":
-        from ..tiny import make_tiny_image_processor, make_tiny_tokenizer, tiny_backbone_config, words_of
-
         tokenizer = make_tiny_tokenizer(words_of(tasks + [m.prompt_template.replace("{instruction}", "")]))
         backbone_config = tiny_backbone_config(m.tiny_hidden_size, m.tiny_num_layers, m.tiny_image_size,
                                                m.tiny_patch_size)
