@@ -108,3 +108,33 @@ def test_the_model_layer_names_the_training_package_only_in_docstrings():
             for node in ast.walk(tree):
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
                     assert "niaf_train" not in node.value, f"{path}:{node.lineno} names niaf_train: {node.value!r}"
+
+
+def uncommented_local_imports(source: str) -> list[int]:
+    """Line numbers of the imports inside a function of ``source`` that carry no comment saying why they are
+    local (on the import's first or last line, or on the line above it)."""
+    lines = source.splitlines()
+    found: set[int] = set()
+    for func in ast.walk(ast.parse(source)):
+        if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for node in ast.walk(func):
+                if isinstance(node, (ast.Import, ast.ImportFrom)):
+                    above = lines[node.lineno - 2].strip() if node.lineno > 1 else ""
+                    if not ("#" in lines[node.lineno - 1] or "#" in lines[node.end_lineno - 1]
+                            or above.startswith("#")):
+                        found.add(node.lineno)
+    return sorted(found)
+
+
+def test_uncommented_local_imports_finds_one_and_only_one():
+    source = ("import os\n\n\ndef f():\n    import torch  # heavy: torch\n    # optional dependency: av\n"
+              "    import av\n    from .sibling import g\n    return g\n")
+    assert uncommented_local_imports(source) == [8]
+
+
+def test_function_local_imports_of_niaf_train_say_why():
+    """An import inside a function is for a heavy or optional dependency, or breaks what would be a heavy
+    start-up; a comment on its line or the line above says which. Imports of light modules go at the top."""
+    missing = [f"{path.relative_to(ROOT)}:{line}" for path in sorted(TRAIN.rglob("*.py"))
+               for line in uncommented_local_imports(path.read_text(encoding="utf-8"))]
+    assert not missing, f"function-local imports without a comment saying why: {', '.join(missing)}"

@@ -26,7 +26,7 @@ class TqdmLoggingHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # lazy: tqdm.auto probes for notebook support
 
             tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # noqa: BLE001  (logging must never raise)
@@ -69,7 +69,7 @@ def configure_logging(level: int | None = None, third_party_level: int | None = 
     for name in OUR_LOGGERS:
         logging.getLogger(name).setLevel(level)
     try:
-        from transformers.utils import logging as hf_logging
+        from transformers.utils import logging as hf_logging  # heavy: transformers
 
         hf_logging.set_verbosity(third_party_level)
         hf_logging.disable_default_handler()
@@ -81,7 +81,7 @@ def configure_logging(level: int | None = None, third_party_level: int | None = 
 
 def print_error(message: str) -> None:
     """Print a one-line error on stderr on a line of its own, even while a progress bar is drawn there."""
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: tqdm.auto probes for notebook support
 
     tqdm.write(message, file=sys.stderr)
 

@@ -35,18 +35,24 @@ from typing import Any
 
 import numpy as np
 
+from .data.chunking import with_torch_format
+from .data.metaworld import METAWORLD_FPS
+from .evaluation import EvalSettings
+from .evaluation.closed_loop import EvalError, load_policy, observation_ablation
+from .evaluation.command_plot import plot_executed_commands
+from .evaluation.report import format_table, input_reliance_section, plot_success, write_input_reliance
+from .evaluation.run import evaluate_checkpoint
 from .training.arguments import ConfigError, load_config
+from .training.collation import Collator
+from .training.dataset import load_chunks, metaworld_control_hz, split_episodes
+from .training.loop import train
 
 logger = logging.getLogger("niaf_train.demo")
 
 
 def reload_and_query(final_dir: Path, cfg: Any, out_png: Path, num_examples: int = 3) -> dict[str, Any]:
     """Reload the checkpoint through the Auto classes and query held-out chunks at 4× the training rate."""
-    from transformers import AutoModel, AutoProcessor
-
-    from .data.chunking import with_torch_format
-    from .training.collation import Collator
-    from .training.dataset import load_chunks, split_episodes
+    from transformers import AutoModel, AutoProcessor  # heavy: transformers
 
     model = AutoModel.from_pretrained(str(final_dir), trust_remote_code=True).eval()
     processor = AutoProcessor.from_pretrained(str(final_dir), trust_remote_code=True)
@@ -76,10 +82,10 @@ ACTION_LABELS = ["dx (cm / step)", "dy (cm / step)", "dz (cm / step)", "gripper 
 
 
 def _plot(traj: Any, at_k: Any, truth: np.ndarray, config: Any, path: Path, tasks: list[str]) -> None:
-    import matplotlib
+    import matplotlib  # optional dependency: matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional dependency: matplotlib
 
     n, dims = truth.shape[0], truth.shape[-1]
     labels = ACTION_LABELS if dims == len(ACTION_LABELS) else [f"action dim {d}" for d in range(dims)]
@@ -110,13 +116,6 @@ def closed_loop(final_dir: Path, cfg: Any, out: Path, episodes: int, replan_ever
     """The checkpoint in closed loop on held-out variations, at the training rate, at 4× it and with black frames,
     and the scripted expert in the same harness. Returns ``{run name: results}``; files under
     ``out / "closed_loop"``; the card gets the measured input reliance."""
-    from .data.metaworld import METAWORLD_FPS
-    from .evaluation import EvalSettings
-    from .evaluation.closed_loop import load_policy, observation_ablation
-    from .evaluation.report import input_reliance_section, plot_success, write_input_reliance
-    from .evaluation.run import evaluate_checkpoint
-    from .training.dataset import metaworld_control_hz
-
     d = cfg.data
     train_hz = metaworld_control_hz(cfg)
     fast_hz = min(METAWORLD_FPS, 4 * train_hz)
@@ -171,10 +170,6 @@ def _split_eval_args(argv: list[str]) -> tuple[list[str], int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .evaluation.closed_loop import EvalError
-    from .evaluation.report import format_table
-    from .training.loop import train
-
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
@@ -202,8 +197,6 @@ def main(argv: list[str] | None = None) -> int:
     query = reload_and_query(final_dir, cfg, out / "demo_trajectories.png")
     try:
         loop = closed_loop(final_dir, cfg, out, episodes, replan)
-        from .evaluation.command_plot import plot_executed_commands
-
         commands_png = plot_executed_commands(
             final_dir, out / "executed_commands.png",
             seed=next(iter(loop.values()))["benchmark_seed"])

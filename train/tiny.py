@@ -44,8 +44,8 @@ def make_tiny_tokenizer(extra_words: Iterable[str] = (), vocab_size: int = 512) 
         extra_words: more words to include (e.g. ``words_of(instructions)``); unknown words map to ``<unk>``.
         vocab_size: the backbone's vocabulary size.
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers  # heavy: tokenizers
+    from transformers import PreTrainedTokenizerFast  # heavy: transformers
 
     vocab = dict(SPECIAL_TOKENS)
     for word in list(BASE_WORDS) + sorted(set(extra_words)):
@@ -169,7 +169,7 @@ def use_fixed_vision_positions(model: Any) -> int:
 
 def make_tiny_image_processor(image_size: int = 32) -> Any:
     """A SigLIP image processor resizing to ``image_size``² and scaling to [-1, 1]."""
-    from transformers import SiglipImageProcessorPil
+    from transformers import SiglipImageProcessorPil  # heavy: transformers
 
     return SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
 

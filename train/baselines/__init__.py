@@ -41,6 +41,7 @@ def action_head_settings(model_args: Any, head: dict[str, Any]) -> tuple[type, d
     with ``NiafForActionFunction`` (so a NIAF config.json is exactly what it always was); for a comparison head
     ``action_head`` and its settings are added and the class is :class:`NiafBaselineForActionFunction`.
     """
+    # lazy: modeling_niaf's names register the Auto classes (transformers' processing stack)
     from modeling_niaf import NiafForActionFunction
 
     kind = getattr(model_args, "action_head", "niaf")
@@ -64,7 +65,7 @@ def load_model(path: str | Path, **kwargs: Any) -> Any:
     """A checkpoint of any head: comparison heads with :class:`NiafBaselineForActionFunction`, NIAF checkpoints
     with ``AutoModel.from_pretrained(..., trust_remote_code=True)`` (their shipped remote code)."""
     if checkpoint_action_head(path) == "niaf":
-        from transformers import AutoModel
+        from transformers import AutoModel  # heavy: transformers
 
         return AutoModel.from_pretrained(str(path), trust_remote_code=True, **kwargs)
     return NiafBaselineForActionFunction.from_pretrained(str(path), **kwargs)
@@ -72,6 +73,7 @@ def load_model(path: str | Path, **kwargs: Any) -> Any:
 
 def load_processor(path: str | Path) -> Any:
     """The :class:`NiafProcessor` saved with a comparison-head checkpoint (plain files, no ``auto_map``)."""
+    # lazy: modeling_niaf's names register the Auto classes (transformers' processing stack)
     from modeling_niaf import NiafProcessor
 
     return NiafProcessor.from_pretrained(str(path))

@@ -53,6 +53,7 @@ from .calvin_index import (
     read_calvin_statistics,
     resolve_calvin_split,
 )
+from .chunking import build_chunk_dataset, file_fingerprint
 from .episodes import Episode, EpisodeError, LazyFrames, LoadSummary
 from .safe_pickle import UnsafePickleError
 from .unreadable_episode import UnreadableEpisode, raise_or_skip_unreadable
@@ -321,8 +322,6 @@ def load_calvin(
     folder's modification time (which changes when frame files are added or removed) and every option; a
     frame file edited in place is not detected: delete the cache folder after doing that.
     """
-    from .chunking import build_chunk_dataset, file_fingerprint
-
     split_dir = resolve_calvin_split(root, split)
     options = {
         "mode": mode,

@@ -116,7 +116,7 @@ def read_calvin_statistics(path: str | PathLike[str]) -> dict[str, dict[str, np.
         ``{"robot_obs": {"mean": [15], "std": [15]}, "scene_obs": {...} (if present),
         "actions": {"min": [7], "max": [7]} (if present)}``, float64 arrays.
     """
-    import yaml
+    import yaml  # optional dependency: pyyaml
 
     path = Path(path)
     if path.is_dir():

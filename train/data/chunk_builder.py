@@ -5,6 +5,7 @@ as Arrow rows under a fingerprint, or streams them as an ``IterableDataset``. Th
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import logging
@@ -49,7 +50,7 @@ def make_features(
 ):
     """The ``datasets.Features`` of a chunk dataset (see the module docstring for the columns); ``dense_points``
     M adds the dense columns."""
-    import datasets
+    import datasets  # heavy: datasets (pyarrow, fsspec)
 
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
@@ -83,7 +84,7 @@ def make_features(
 
 def encode_png(frame: np.ndarray, compress_level: int = 1) -> bytes:
     """PNG bytes of a uint8 [H, W, 3] frame (fast compression: decoding speed is what training needs)."""
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow, only for image features
 
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(frame)).save(buf, format="PNG", compress_level=compress_level)
@@ -239,7 +240,7 @@ def build_chunk_dataset(
     fp = fingerprint({"version": CACHE_FORMAT_VERSION, "parts": fingerprint_parts, "options": options,
                       "extra": extra_meta})
     target = cache_root / f"{name}-{fp}"
-    from filelock import FileLock
+    from filelock import FileLock  # lazy: only a cache build takes the lock
 
     with FileLock(str(cache_root / f"{name}-{fp}.lock")):
         if (target / "niaf_meta.json").is_file():
@@ -254,7 +255,7 @@ def build_chunk_dataset(
 
 
 def _load_cached(target: Path):
-    import datasets
+    import datasets  # heavy: datasets (pyarrow, fsspec)
 
     meta = json.loads((target / "niaf_meta.json").read_text())
     features = datasets.Features.from_dict(meta.pop("features"))
@@ -271,8 +272,8 @@ def _build_into(
     extra_meta: Mapping[str, Any] | None,
     fp: str | None,
 ):
-    from datasets.arrow_writer import ArrowWriter
-    from tqdm.auto import tqdm
+    from datasets.arrow_writer import ArrowWriter  # heavy: datasets (pyarrow, fsspec)
+    from tqdm.auto import tqdm  # lazy: tqdm.auto probes for notebook support
 
     summary = LoadSummary()
     first, valid = _peek_first_valid(iter(episode_factory()), summary, options["skip_invalid"])
@@ -358,8 +359,6 @@ def _meta(
 
 def _takes_select(factory: EpisodeFactory) -> bool:
     """Whether an episode factory accepts the keyword argument ``select`` (see :data:`EpisodeFactory`)."""
-    import inspect
-
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # builtins and some callables have no signature
@@ -374,7 +373,7 @@ def _build_streaming(
     num_shards: int,
     extra_meta: Mapping[str, Any] | None,
 ):
-    import datasets
+    import datasets  # heavy: datasets (pyarrow, fsspec)
 
     num_shards = _check_positive_int("num_shards", num_shards)
     probe = LoadSummary()

@@ -11,7 +11,7 @@ import numpy as np
 
 
 def _feature_numpy_dtype(feature: Any) -> np.dtype | None:
-    import datasets
+    import datasets  # heavy: datasets (pyarrow, fsspec)
 
     if isinstance(feature, (datasets.Array2D, datasets.Array3D)):
         return np.dtype(feature.dtype)
@@ -23,8 +23,8 @@ def _feature_numpy_dtype(feature: Any) -> np.dtype | None:
 
 
 def _decode_png_batch(cells: list[Any]) -> Any:
-    import torch
-    from PIL import Image
+    import torch  # heavy: torch
+    from PIL import Image  # lazy: Pillow, only for image features
 
     frames = []
     for cell in cells:
@@ -39,13 +39,13 @@ class _TorchBatchTransform:
     """Turns a python-formatted batch of a chunk dataset into tensors of the features' dtypes."""
 
     def __init__(self, features: Any) -> None:
-        import datasets
+        import datasets  # heavy: datasets (pyarrow, fsspec)
 
         self.images = {k for k, f in features.items() if isinstance(f, datasets.Image)}
         self.dtypes = {k: _feature_numpy_dtype(f) for k, f in features.items()}
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
-        import torch
+        import torch  # heavy: torch
 
         out: dict[str, Any] = {}
         for key, values in batch.items():
@@ -73,7 +73,7 @@ def with_torch_format(dataset: Any) -> Any:
     was measured hundreds of times slower than with 1; load data with ``torch.set_num_threads(1)`` in the
     loading process or use DataLoader workers (which default to one thread each).
     """
-    import datasets
+    import datasets  # heavy: datasets (pyarrow, fsspec)
 
     if isinstance(dataset, datasets.IterableDataset):
         raise TypeError("with_torch_format takes a map-style datasets.Dataset; use .with_format('torch') when streaming")

@@ -31,6 +31,14 @@ from typing import Any
 
 import numpy as np
 
+from configuration_niaf.normalization import check_relative_action_state_indices
+
+from .chunking import cache_size_report, chunk_cache_dir, chunk_dataset_meta, load_summary
+from .hub_datasets import DatasetNotFoundError, resolve_dataset_path
+from .metaworld import DEFAULT_TASKS, generate_metaworld_dataset
+from .sources import LoadOptions, get_source, load_source
+from .stats import merge_stats_json, stats_from_chunk_dataset, write_stats_json
+
 FORMATS = ("calvin", "libero", "libero_lerobot", "libero-lerobot", "lerobot")  # data.sources names (+ old spelling)
 RELATIVE_FLAG = "--relative-action-state-indices"
 
@@ -43,10 +51,6 @@ class CliError(Exception):
 
 def _load(args: argparse.Namespace, *, for_stats: bool = False):
     """Build the chunk dataset of ``args.path`` through the source registry (:mod:`.sources`), as niaf-train does."""
-    from .chunking import chunk_cache_dir
-    from .hub_datasets import DatasetNotFoundError, resolve_dataset_path
-    from .sources import LoadOptions, get_source, load_source
-
     source = get_source(args.format)
     if (args.state_only or args.fps is not None) and "fps" not in source.options:
         raise CliError(f"--state-only and --fps apply to the lerobot formats, not {args.format}")
@@ -96,10 +100,6 @@ def _parse_relative(text: str | None) -> list[int | None] | None:
 
 def _relative_stats(dataset: Any, indices: list[int | None] | None) -> dict[str, dict[str, list]]:
     """Per-dimension statistics, of the deltas when ``indices`` is given (checked against the data first)."""
-    from configuration_niaf.normalization import check_relative_action_state_indices
-
-    from .stats import stats_from_chunk_dataset
-
     if indices is not None:
         if len(dataset) == 0:
             raise CliError("the dataset has no samples")
@@ -116,9 +116,7 @@ def _relative_stats(dataset: Any, indices: list[int | None] | None) -> dict[str,
 
 
 def _feature_table(dataset: Any) -> dict[str, dict[str, Any]]:
-    import datasets
-
-    from .chunking import chunk_dataset_meta
+    import datasets  # heavy: datasets (pyarrow, fsspec)
 
     cams = chunk_dataset_meta(dataset).get("cameras", {})
     out: dict[str, dict[str, Any]] = {}
@@ -137,8 +135,6 @@ def _feature_table(dataset: Any) -> dict[str, dict[str, Any]]:
 
 
 def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
-    from .chunking import cache_size_report, chunk_dataset_meta, load_summary
-
     indices = _parse_relative(args.relative_action_state_indices)
     ds = _load(args)
     meta = chunk_dataset_meta(ds)
@@ -165,15 +161,11 @@ def cmd_inspect(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
-    from .stats import merge_stats_json, write_stats_json
-
     indices = _parse_relative(args.relative_action_state_indices)
     if indices is not None and args.out is None:
         raise CliError(f"{RELATIVE_FLAG} writes statistics of delta actions, not the dataset's own stats.json; pass "
                        "--out FILE")
     if args.out is None:
-        from .sources import get_source
-
         if get_source(args.format).name not in ("lerobot", "libero_lerobot"):
             raise CliError(f"--out is required for format {args.format}")
         if not Path(args.path).exists():
@@ -198,8 +190,6 @@ def cmd_stats(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_metaworld(args: argparse.Namespace) -> dict[str, Any]:
-    from .metaworld import generate_metaworld_dataset
-
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise CliError(f"{out} exists and is not empty; choose a new --out folder")
@@ -271,8 +261,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command == "metaworld" and args.tasks is None:
-        from .metaworld import DEFAULT_TASKS
-
         args.tasks = list(DEFAULT_TASKS)
     for name in ("chunk_size", "stride", "episodes", "image_size"):
         value = getattr(args, name, None)

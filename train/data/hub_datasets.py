@@ -33,7 +33,7 @@ def parse_hub_dataset_id(value: str) -> tuple[str, str | None] | None:
 
     Existing local paths are never Hub ids (callers check the filesystem first).
     """
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
+    from huggingface_hub.utils import HFValidationError, validate_repo_id  # heavy: huggingface_hub
 
     match = _HUB_ID.match(value.strip())
     if match is None or value.startswith((".", "~")) or match["repo"].endswith((".", "-")):
@@ -59,7 +59,7 @@ def check_revision(revision: str, text: str) -> None:
 
 def _inside_cache(folder: str, repo_id: str, cache_dir: str, text: str) -> Path:
     """``folder`` when it is a snapshot of ``repo_id`` in ``cache_dir`` (symlinks resolved), else an error."""
-    from huggingface_hub.file_download import repo_folder_name
+    from huggingface_hub.file_download import repo_folder_name  # heavy: huggingface_hub
 
     snapshots = (Path(cache_dir) / repo_folder_name(repo_id=repo_id, repo_type="dataset") / "snapshots").resolve()
     real = Path(folder).resolve()
@@ -70,7 +70,7 @@ def _inside_cache(folder: str, repo_id: str, cache_dir: str, text: str) -> Path:
 
 
 def _offline() -> bool:
-    from huggingface_hub import constants
+    from huggingface_hub import constants  # heavy: huggingface_hub
 
     flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
     return bool(constants.HF_HUB_OFFLINE) or flag in ("1", "ON", "YES", "TRUE")
@@ -93,8 +93,12 @@ def resolve_dataset_path(value: str | os.PathLike) -> Path:
     repo_id, revision = parsed
     if revision is not None:
         check_revision(revision, text)
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub import constants, snapshot_download  # heavy: huggingface_hub
+    from huggingface_hub.errors import (  # heavy: huggingface_hub
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     offline = _offline()
     try:

@@ -126,7 +126,7 @@ def read_info(root: str | os.PathLike[str]) -> dict[str, Any]:
 
 def read_tasks(root: str | os.PathLike[str]) -> dict[int, str]:
     """``meta/tasks.parquet`` as task_index → text; the text column is ``task`` or ``__index_level_0__``."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy: pyarrow
 
     path = Path(root) / "meta" / "tasks.parquet"
     if not path.is_file():
@@ -141,7 +141,7 @@ def read_tasks(root: str | os.PathLike[str]) -> dict[int, str]:
 
 def read_episodes_meta(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """All rows of ``meta/episodes/*/*.parquet`` as dicts, sorted by ``episode_index``."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy: pyarrow
 
     root = Path(root)
     files = sorted((root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))

@@ -23,6 +23,7 @@ from .episodes import Episode, EpisodeError, LazyFrames
 from .lerobot_meta import IMAGE_PREFIX, LeRobotV3Meta, open_lerobot_v3, velocity_plan
 from .lerobot_paths import _data_path, _video_path, safe_join
 from .lerobot_video import _VideoPool
+from .unreadable_episode import UnreadableEpisode
 
 logger = logging.getLogger(f"{__package__}.lerobot_v3")  # the module this code was split from: logging set-ups keep working
 
@@ -33,7 +34,7 @@ VelocityMode = Literal["auto", "require", "none"]
 
 
 def _decode_image(cell: Mapping[str, Any] | None, root: Path, where: str) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow, only for image features
 
     if cell is None:
         raise ValueError(f"{where}: image cell is null")
@@ -49,7 +50,7 @@ def _decode_image(cell: Mapping[str, Any] | None, root: Path, where: str) -> np.
 
 def _fixed_rows(column: Any, n: int, width: int, where: str) -> np.ndarray:
     """A list/fixed-size-list Arrow column → float32 [n, width]."""
-    import pyarrow as pa
+    import pyarrow as pa  # heavy: pyarrow
 
     arr = column.combine_chunks() if hasattr(column, "combine_chunks") else column
     if arr.null_count:
@@ -104,8 +105,6 @@ def iter_lerobot_episodes(
         ``validate()`` raises the reading error, so the chunk builder can skip and count it (``skip_invalid``)
         or stop.
     """
-
-    from .unreadable_episode import UnreadableEpisode
 
     meta = meta or open_lerobot_v3(root, fps_override)
     root = meta.root
@@ -236,7 +235,7 @@ class _DataFile:
 
 def _read_episode(plan: _ReadPlan, row: Mapping[str, Any], cache: _DataFile) -> Episode:
     """Read the episode of one ``meta/episodes`` row through ``cache`` (updated when its data file changes)."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # heavy: pyarrow
 
     meta = plan.meta
     e = int(row["episode_index"])

@@ -14,7 +14,7 @@ class _VideoFile:
     """Sequential-friendly frame access to one MP4 file with PyAV (seeks only when going back or far ahead)."""
 
     def __init__(self, path: Path) -> None:
-        import av
+        import av  # optional dependency: av (PyAV), for video
 
         self.path = path
         self.container = av.open(str(path))

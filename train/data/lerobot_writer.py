@@ -68,11 +68,11 @@ def write_lerobot_dataset(
         ``root``. Files: ``meta/info.json``, ``meta/stats.json``, ``meta/tasks.parquet``,
         ``meta/episodes/chunk-000/file-000.parquet``, ``data/chunk-XXX/file-XXX.parquet``.
     """
-    import datasets
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from tqdm.auto import tqdm
+    import datasets  # heavy: datasets (pyarrow, fsspec)
+    import pandas as pd  # heavy: pandas
+    import pyarrow as pa  # heavy: pyarrow
+    import pyarrow.parquet as pq  # heavy: pyarrow
+    from tqdm.auto import tqdm  # lazy: tqdm.auto probes for notebook support
 
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):

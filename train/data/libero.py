@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .chunking import build_chunk_dataset, file_fingerprint
 from .episodes import Episode, EpisodeError, LoadSummary
 from .unreadable_episode import UnreadableEpisode, raise_or_skip_unreadable
 
@@ -158,7 +159,7 @@ def _local_object(group: Any, key: str, path: Path, demo: str, full_key: str) ->
     are refused; so is a dataset whose declared size is implausible for its stored bytes (a header claiming
     terabytes of fill value), before anything is allocated.
     """
-    import h5py
+    import h5py  # optional dependency: h5py, for LIBERO HDF5 files
 
     node = group
     for part in key.split("/"):
@@ -282,7 +283,7 @@ def _libero_episodes(
     max_demos_per_file: int | None,
 ) -> Iterator[Episode]:
     """Episodes of all files in order; a bad demo or file comes out as an :class:`UnreadableEpisode`."""
-    import h5py
+    import h5py  # optional dependency: h5py, for LIBERO HDF5 files
 
     if state is not None and state not in LIBERO_STATE_LAYOUTS:
         raise ValueError(f"state={state!r}: expected one of {sorted(LIBERO_STATE_LAYOUTS)} or None")
@@ -442,8 +443,6 @@ def load_libero(
         ``datasets.Dataset`` (or ``IterableDataset`` with ``streaming=True``). The cache fingerprint covers
         every file's path, size and modification time and every option.
     """
-    from .chunking import build_chunk_dataset, file_fingerprint
-
     files = find_libero_files(paths)
     options = {
         "flip_images": flip_images,

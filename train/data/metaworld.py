@@ -42,6 +42,7 @@ import logging
 import os
 import time
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from .episodes import Episode
+from .lerobot_v3 import write_lerobot_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +133,9 @@ class GenerationSummary:
 def _import_metaworld():
     os.environ.setdefault("MUJOCO_GL", "egl")
     try:
-        import metaworld
-        import mujoco
-        from metaworld.policies import ENV_POLICY_MAP
+        import metaworld  # optional dependency: metaworld
+        import mujoco  # optional dependency: mujoco
+        from metaworld.policies import ENV_POLICY_MAP  # optional dependency: metaworld
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             "Meta-World demonstrations need `mujoco` and `metaworld` (pip install 'niaf[train]')"
@@ -190,7 +192,7 @@ def crop_and_resize(image: np.ndarray, crop: Sequence[float] | None, image_size:
     independent: a 480 px frame of the same camera gives the same box as a 150 px one."""
     if crop is None and image.shape[0] == image.shape[1] == image_size:
         return image
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow, only for image features
 
     h, w = image.shape[:2]
     top, left, ch, cw = crop if crop is not None else (0.0, 0.0, 1.0, 1.0)
@@ -202,7 +204,7 @@ def crop_and_resize(image: np.ndarray, crop: Sequence[float] | None, image_size:
 
 def camera_needs_rotation(model: Any, data: Any, camera: str) -> bool:
     """True when ``camera``'s image-up axis points downward in the world (the camera is rolled ~180°)."""
-    import mujoco
+    import mujoco  # optional dependency: mujoco
 
     cid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
     if cid < 0:
@@ -215,7 +217,7 @@ class _FastRenderer:
     """A ``mujoco.Renderer`` with anti-aliasing, shadows, reflections, skybox and haze off."""
 
     def __init__(self, model: Any, height: int, width: int) -> None:
-        import mujoco
+        import mujoco  # optional dependency: mujoco
 
         model.vis.quality.offsamples = 0
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), width)
@@ -415,9 +417,7 @@ def generate_episodes(
         state: recorded ``observation.state`` (:data:`STATE_KINDS`); the expert always reads the full one.
         crop: the box of each camera image the policy sees (:class:`MetaWorldScene`).
     """
-    import zlib
-
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # lazy: tqdm.auto probes for notebook support
 
     metaworld, _mujoco, policy_map = _import_metaworld()
     if not 1 <= max_steps <= MAX_PATH_LENGTH:
@@ -619,8 +619,6 @@ def generate_metaworld_dataset(
     benchmark seeds, tasks, cameras, image size, crop, state kind, stride and the variations recorded per task and
     seed (what a closed-loop evaluation must not reuse). Returns (out, summary).
     """
-    from .lerobot_v3 import write_lerobot_dataset
-
     camera_crops(crop, cameras)
     check_state_kind(state)
     summary = GenerationSummary()

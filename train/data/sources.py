@@ -28,6 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .calvin import load_calvin
+from .chunking import niaf_cache_root
+from .lerobot_v3 import load_lerobot, load_libero_lerobot
+from .libero import load_libero
+from .metaworld import generate_metaworld_dataset
+
 logger = logging.getLogger(__name__)
 
 
@@ -73,8 +79,6 @@ def _common(o: LoadOptions, episodes_key: str, *, cameras: bool = True) -> dict[
 
 
 def _load_lerobot(path: Path, o: LoadOptions, *, libero: bool = False) -> Any:
-    from .lerobot_v3 import load_lerobot, load_libero_lerobot
-
     state_only = o.cameras is not None and len(o.cameras) == 0  # statistics only: no image or video is read
     # "difference": velocity labels are the actions' finite differences, whatever the dataset holds
     kw = dict(_common(o, "episodes", cameras=not state_only),
@@ -88,14 +92,10 @@ def _load_lerobot(path: Path, o: LoadOptions, *, libero: bool = False) -> Any:
 
 
 def _load_libero(path: Path, o: LoadOptions) -> Any:
-    from .libero import load_libero
-
     return load_libero(path, chunk_size=o.chunk_size, stride=o.stride, **_common(o, "max_demos_per_file"))
 
 
 def _load_calvin(path: Path, o: LoadOptions) -> Any:
-    from .calvin import load_calvin
-
     return load_calvin(path, o.split or "training", chunk_size=o.chunk_size, stride=o.stride,
                        **_common(o, "max_episodes"))
 
@@ -147,8 +147,6 @@ METAWORLD_SETTINGS = ("tasks", "episodes", "size", "camera", "stride", "seed", "
 def metaworld_cache_dir(settings: dict[str, Any], cache_root: str | os.PathLike[str] | None = None) -> Path:
     """Folder of the demonstrations generated with ``settings`` (keys of :func:`metaworld_demonstrations`),
     named by a hash of every setting so that a change regenerates rather than reuses."""
-    from .chunking import niaf_cache_root
-
     key = hashlib.sha256(json.dumps({**settings, "v": 3}, sort_keys=True).encode()).hexdigest()[:12]
     return niaf_cache_root(cache_root) / "metaworld" / f"metaworld-{key}"
 
@@ -161,8 +159,6 @@ def metaworld_demonstrations(settings: dict[str, Any], cache_root: str | os.Path
     names), ``stride``, ``seed``,
     ``noise`` (expert action noise), ``state`` (``full`` or ``agent_pos``) and ``crop`` (image box or None), as :func:`.metaworld.generate_metaworld_dataset` takes them.
     """
-    from .metaworld import generate_metaworld_dataset
-
     missing = sorted(set(METAWORLD_SETTINGS) - set(settings))
     if missing:
         raise ValueError(f"metaworld_demonstrations: `settings` lacks {missing}; expected the keys {list(METAWORLD_SETTINGS)}")

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..baselines import checkpoint_action_head, load_model, load_processor
 from ..data.metaworld import STATE_KINDS
 from .adapters import ObservationAblation
 from .policies import NiafPolicy
@@ -64,9 +65,7 @@ def load_policy(checkpoint: str | os.PathLike[str], settings: EvalSettings) -> N
     """Load a checkpoint through ``AutoModel`` / ``AutoProcessor`` (``trust_remote_code=True``; a comparison-head
     checkpoint, with ``action_head`` in its config.json, through ``niaf_train.baselines``) and check that its
     action/state/camera layout fits Meta-World."""
-    from transformers import AutoModel, AutoProcessor
-
-    from ..baselines import checkpoint_action_head, load_model, load_processor
+    from transformers import AutoModel, AutoProcessor  # heavy: transformers
 
     try:
         if checkpoint_action_head(checkpoint) != "niaf":  # a comparison head (niaf_train.baselines): no remote code

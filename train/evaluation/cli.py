@@ -17,7 +17,9 @@ import argparse
 import logging
 import sys
 
+from .checkpoint import training_record
 from .report import format_table
+from .run import evaluate_checkpoint
 from .settings import ABLATIONS, EXECUTIONS, POLICIES, EvalError, EvalSettings
 
 
@@ -53,8 +55,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
-    from .checkpoint import training_record
-
     record = training_record(args.checkpoint, args.train_data) or {}
     tasks = args.tasks or record.get("tasks")
     if not tasks:
@@ -73,8 +73,6 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .run import evaluate_checkpoint
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:

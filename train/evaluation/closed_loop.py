@@ -60,6 +60,7 @@ from .checkpoint import (
 )
 from .policies import ENVIRONMENT_STATE, ChunkPolicy, ExpertPolicy, NiafPolicy, RandomPolicy
 from .provenance import DEFAULT_EVAL_SEED, TRAINING_RECORD, seeds_needed
+from .report import VideoWriter
 from .settings import (
     ABLATIONS,
     ACTION_DIM,
@@ -107,6 +108,7 @@ def first_observation(task: str, seed: int, variation: int, cameras: Sequence[st
 def _executed_metrics(actions: np.ndarray) -> tuple[float, float]:
     """Mean squared jerk ((units/s³)², of the dx, dy, dz commands as a function of time) and SPARC of their
     magnitude, over one episode's executed actions at 80 Hz."""
+    # lazy: trajectory_metrics imports datasets and evaluate
     from .trajectory_metrics import jerk_from_positions, spectral_arc_length
 
     dt = 1.0 / METAWORLD_FPS
@@ -163,9 +165,7 @@ def evaluate(policy: Any, settings: EvalSettings, seed: int | Sequence[int], *, 
         seed: the held-out benchmark seeds (:func:`resolve_seeds`), at least one per 50 episodes; a single int
             ``s`` stands for ``s, s + 1, ...``.
     """
-    from tqdm.auto import tqdm
-
-    from .report import VideoWriter
+    from tqdm.auto import tqdm  # lazy: tqdm.auto probes for notebook support
 
     settings.check()
     need = seeds_needed(settings.episodes)

@@ -59,10 +59,10 @@ def record_executions(
 
 def plot_executions(results: dict[str, Any], path: str | Path, title: str) -> Path:
     """Executed dx, dy, dz commands (top) and their rate of change per second (bottom) of each episode."""
-    import matplotlib
+    import matplotlib  # optional dependency: matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional dependency: matplotlib
 
     dt = 1.0 / METAWORLD_FPS
     fig, axes = plt.subplots(2, 3, figsize=(11, 5.2), sharex=True)

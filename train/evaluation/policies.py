@@ -114,7 +114,7 @@ class NiafPolicy(ChunkPolicy):
         self.ablation = ablation
 
     def plan(self, observations: Sequence[dict[str, Any]]) -> list[Any]:
-        import torch
+        import torch  # heavy: torch
 
         if self.ablation is not None:
             observations = [self.ablation(obs) for obs in observations]

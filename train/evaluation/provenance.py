@@ -177,7 +177,7 @@ def _checkpoint_file(checkpoint: str | os.PathLike[str], name: str) -> Path | No
         path = local / name
         return path if os.path.lexists(path) else None
     try:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import hf_hub_download  # heavy: huggingface_hub
 
         return Path(hf_hub_download(str(checkpoint), name))
     except Exception:  # noqa: BLE001 - not on the Hub, or offline without it: the record is absent

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from ..data.metaworld import _FastRenderer
+
 VIDEO_VIEW = 192
 """Side of the larger scene view in the rollout videos (pixels)."""
 
@@ -142,10 +144,10 @@ def write_input_reliance(card: Path, section: str) -> None:
 
 def plot_success(path: Path, runs: dict[str, dict[str, Any]], title: str) -> Path:
     """Bar chart of success per task (one bar per run) with 95 % Wilson intervals."""
-    import matplotlib
+    import matplotlib  # optional dependency: matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional dependency: matplotlib
 
     tasks = sorted({t for r in runs.values() for t in r["tasks"]})
     n = len(runs)
@@ -174,9 +176,7 @@ class VideoWriter:
     one frame per environment step (80 fps)."""
 
     def __init__(self, path: Path, scene: Any, camera: str | None, fps: int = 80) -> None:
-        import av
-
-        from ..data.metaworld import _FastRenderer
+        import av  # optional dependency: av (PyAV), for video
 
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +193,7 @@ class VideoWriter:
         self.frames = 0
 
     def add(self, observation: dict[str, Any] | None, scene: Any) -> None:
-        import av
+        import av  # optional dependency: av (PyAV), for video
 
         big = self.view.render(scene.env.data, self.camera or "corner2", self.rotate)
         parts = [big]

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..baselines import checkpoint_action_head
 from .checkpoint import load_policy, resolve_seeds, training_record, training_seeds
 from .closed_loop import evaluate
 from .policies import ExpertPolicy, RandomPolicy
@@ -140,14 +141,12 @@ def _evaluate_locked(checkpoint: str | None, settings: EvalSettings, out: Path, 
     if policy == "niaf":
         runner = policy_object if policy_object is not None else load_policy(checkpoint, settings)
         if checkpoint is not None:
-            from ..baselines import checkpoint_action_head
-
             label = checkpoint_action_head(checkpoint)
     elif policy == "expert":
         runner = ExpertPolicy()
     elif policy == "random":
         if checkpoint is not None:
-            from transformers import AutoConfig
+            from transformers import AutoConfig  # heavy: transformers
 
             cfg = AutoConfig.from_pretrained(str(checkpoint), trust_remote_code=True)
             chunk_size, control_hz = cfg.chunk_size, cfg.control_hz

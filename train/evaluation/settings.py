@@ -17,6 +17,7 @@ from ..data.metaworld import (
     MAX_PATH_LENGTH,
     METAWORLD_FPS,
     MetaWorldScene,
+    _import_metaworld,
     camera_crops,
     check_state_kind,
 )
@@ -104,8 +105,6 @@ class EvalSettings:
             raise EvalError(f"--cameras must be Meta-World camera names, got {self.cameras!r}")
         if not isinstance(self.video, bool):
             raise EvalError(f"video must be True or False, got {self.video!r}")
-        from ..data.metaworld import _import_metaworld
-
         metaworld, _mujoco, policy_map = _import_metaworld()
         unknown = [t for t in self.tasks if t not in metaworld.MT1.ENV_NAMES or t not in policy_map]
         if unknown:

@@ -23,13 +23,16 @@ the SIREN head in float32.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 import math
 import re
+import textwrap
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -481,12 +484,10 @@ def load_config(path: str | None, overrides: list[str]) -> FinetuneConfig:
     data: dict[str, Any] | None = None
     origin = "<defaults>"
     if path is not None:
-        import yaml
+        import yaml  # optional dependency: pyyaml
 
         file = Path(path)
         if not file.is_file():
-            from importlib import resources
-
             packaged = resources.files("niaf_train") / "configs" / path
             if not packaged.is_file():
                 raise ConfigError(f"config file {path} not found (nor as a packaged config in niaf_train/configs)")
@@ -583,10 +584,6 @@ def validate_config(cfg: FinetuneConfig) -> None:
 def field_docs(cls: type) -> dict[str, str]:
     """The attribute docstrings of a dataclass (the string literal under each field), one line each; of its
     dataclass bases too, and of a derived one (:class:`NiafConfigOptions`) from its ``__field_docs__``."""
-    import ast
-    import inspect
-    import textwrap
-
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
@@ -614,8 +611,6 @@ def help_text(cfg: FinetuneConfig | None = None, origin: str = "dataclass defaul
     ``cfg`` is the configuration the command would run with (e.g. the default config file); its values are
     shown as the defaults, with the dataclass default next to them where the file overrides it.
     """
-    import textwrap
-
     cfg = cfg or FinetuneConfig()
     lines = [f"configuration keys (values in force: {origin}; override with --section.key VALUE):"]
     for section, cls in SECTIONS.items():

@@ -8,11 +8,15 @@ from typing import Any
 
 import torch
 
+from ..baselines import action_head_settings  # NIAF (unchanged config) or a comparison head
+from ..tiny import make_tiny_image_processor, make_tiny_tokenizer, tiny_backbone_config, words_of
 from .arguments import ConfigError, FinetuneConfig
+from .lora import HEAD_MODULES  # NIAF's own modules and a comparison model's action_head
 
 
 def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats: dict[str, Any], tasks: list[str]):
     """A fresh (or loaded) :class:`NiafProcessor` and :class:`NiafForActionFunction` for the dataset layout."""
+    # lazy: modeling_niaf's names register the Auto classes (transformers' processing stack)
     from modeling_niaf import NiafConfig, NiafForActionFunction, NiafProcessor
 
     m = cfg.model
@@ -28,11 +32,9 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
     # the processor takes the config's arguments it shares (units, shapes, cameras) and the prompt
     shared = inspect.signature(NiafProcessor.__init__).parameters.keys() & head.keys()
     proc_kwargs = {**{key: head[key] for key in sorted(shared)}, "prompt_template": m.prompt_template}
-    from ..baselines import action_head_settings  # NIAF (unchanged config) or a comparison head
-
     model_class, head = action_head_settings(m, head)
     if m.init_from_niaf:
-        from transformers import AutoProcessor
+        from transformers import AutoProcessor  # heavy: transformers
 
         existing = NiafConfig.from_pretrained(m.backbone)
         # control_hz: a 10 Hz head fine-tuned on 20 Hz data would keep reporting 10 Hz times and velocities
@@ -61,8 +63,6 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         # keep the checkpoint's statistics: the model was trained in those units
         return processor, NiafForActionFunction.from_pretrained(m.backbone)
     if m.backbone == "tiny":
-        from ..tiny import make_tiny_image_processor, make_tiny_tokenizer, tiny_backbone_config, words_of
-
         tokenizer = make_tiny_tokenizer(words_of(tasks + [m.prompt_template.replace("{instruction}", "")]))
         backbone_config = tiny_backbone_config(m.tiny_hidden_size, m.tiny_num_layers, m.tiny_image_size,
                                                m.tiny_patch_size)
@@ -88,7 +88,5 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
 
 def head_parameter(name: str) -> bool:
     """Whether a (possibly PEFT-prefixed) parameter belongs to the NIAF head rather than the backbone."""
-    from .lora import HEAD_MODULES  # NIAF's own modules and a comparison model's action_head
-
     parts = name.split(".")
     return any(p in HEAD_MODULES for p in parts[:6]) and "backbone" not in parts[:4]

@@ -24,6 +24,7 @@ Left-over temporary folders are removed on the next start.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -112,8 +113,6 @@ def atomic_replace_dir(tmp: Path, final: Path) -> None:
 def write_error(folder: Path, err: BaseException) -> OSError:
     """The OSError (file and cause, one line) for a checkpoint that could not be written: torch.save reports a
     full disk as a RuntimeError from its zip writer, which names neither."""
-    import errno
-
     try:
         free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
     except OSError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..console_logging import configure_logging, print_error
 from .arguments import ConfigError, FinetuneConfig, help_text, load_config
 from .loop import train
 
@@ -41,8 +42,6 @@ def parse_args(argv: list[str] | None) -> FinetuneConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..console_logging import configure_logging, print_error
-
     try:
         configure_logging()
     except ValueError as err:  # a bad NIAF_LOG_LEVEL / NIAF_THIRD_PARTY_LOG_LEVEL

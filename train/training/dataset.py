@@ -8,6 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from ..data.chunking import chunk_cache_dir, dataset_fps
+from ..data.hub_datasets import DatasetNotFoundError, resolve_dataset_path
+from ..data.metaworld import METAWORLD_FPS, read_provenance
 from ..data.sources import LoadOptions, load_source, metaworld_cache_dir, metaworld_demonstrations
 from .arguments import ConfigError, FinetuneConfig
 
@@ -28,8 +31,6 @@ def metaworld_dataset_dir(cfg: FinetuneConfig) -> Path:
 
 def metaworld_control_hz(cfg: FinetuneConfig) -> float:
     """The chunk (training) rate of a Meta-World config: 80 Hz / (``metaworld_stride`` · ``chunk_stride``)."""
-    from ..data.metaworld import METAWORLD_FPS
-
     return METAWORLD_FPS / (cfg.data.metaworld_stride * cfg.data.chunk_stride)
 
 
@@ -45,8 +46,6 @@ def data_provenance(cfg: FinetuneConfig) -> dict[str, Any] | None:
         root = Path(d.path).expanduser()
     else:
         return None
-    from ..data.metaworld import read_provenance
-
     record = read_provenance(root)
     if record is not None:
         record = dict(record, chunk_stride=int(d.chunk_stride))
@@ -55,8 +54,6 @@ def data_provenance(cfg: FinetuneConfig) -> dict[str, Any] | None:
 
 def load_chunks(cfg: FinetuneConfig) -> Any:
     """The chunk dataset of ``cfg.data`` (columns: :mod:`niaf_train.data.chunking`)."""
-    from ..data.chunking import chunk_cache_dir
-
     d = cfg.data
     if d.source == "metaworld":
         root = Path(d.path).expanduser() if d.path else metaworld_demonstrations(_metaworld_settings(cfg),
@@ -74,8 +71,6 @@ def load_chunks(cfg: FinetuneConfig) -> Any:
 
 def _data_root(path: str) -> Path:
     """``data.path``: a local folder, or a Hub dataset id ``user/name[@revision]`` fetched into the Hub cache."""
-    from ..data.hub_datasets import DatasetNotFoundError, resolve_dataset_path
-
     try:
         return resolve_dataset_path(path)
     except DatasetNotFoundError as err:
@@ -96,8 +91,6 @@ def split_episodes(dataset: Any, val_fraction: float, seed: int) -> tuple[np.nda
 
 def dataset_layout(dataset: Any) -> dict[str, Any]:
     """Action dim D, state dim, cameras, whether velocities exist, the chunk rate (Hz)."""
-    from ..data.chunking import dataset_fps
-
     features = dataset.features
     action_shape = getattr(features["action"], "shape", None)
     row = dataset.select_columns(["action"]).with_format("numpy")[0]["action"]

@@ -3,20 +3,25 @@ Hub upload."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
+from modeling_niaf.hub import held_out_eval_results
+
+from ..baselines import MODEL_ARGUMENT_KEYS
+from ..data.hub_datasets import parse_hub_dataset_id
+from ..data.metaworld import CONTRACT_FILE
 from .arguments import FinetuneConfig
+from .lora import is_peft_model
 
 logger = logging.getLogger(__name__)
 
 
 def _hub_id(value: str | None) -> tuple[str, str | None] | None:
     """(repo id, revision) when ``value`` names a Hub repository rather than an existing local path."""
-    from ..data.hub_datasets import parse_hub_dataset_id
-
     if not value or Path(value).expanduser().exists():
         return None
     return parse_hub_dataset_id(value)
@@ -25,8 +30,6 @@ def _hub_id(value: str | None) -> tuple[str, str | None] | None:
 def card_metadata(cfg: FinetuneConfig, metrics: dict[str, float]) -> dict[str, Any]:
     """Model-card metadata of a run: ``base_model``, ``datasets`` (Hub ids only) and the model-index entries of
     the held-out ``metrics`` (keyword arguments of ``save_pretrained``)."""
-    from modeling_niaf.hub import held_out_eval_results
-
     d, m = cfg.data, cfg.model
     dataset = _hub_id(d.path) if d.source != "metaworld" else None
     revision = None
@@ -59,8 +62,6 @@ def public_config(cfg: FinetuneConfig) -> dict[str, dict[str, Any]]:
     out["data"]["path"] = public(out["data"]["path"])
     out["model"]["backbone"] = public(out["model"]["backbone"])
     if out["model"].get("action_head") == "niaf":  # a NIAF run's card lists no comparison-head option
-        from ..baselines import MODEL_ARGUMENT_KEYS
-
         for key in ("action_head", *MODEL_ARGUMENT_KEYS):
             out["model"].pop(key, None)
     return out
@@ -68,13 +69,9 @@ def public_config(cfg: FinetuneConfig) -> dict[str, dict[str, Any]]:
 
 def _export_model(model: Any, merge: bool) -> Any:
     """The plain NIAF model to save: LoRA merged into a copy when ``merge`` (training continues unmerged)."""
-    from .lora import is_peft_model
-
     if not is_peft_model(model):
         return model
     if merge:
-        import copy
-
         return copy.deepcopy(model).merge_and_unload()
     return model.get_base_model()
 
@@ -114,8 +111,6 @@ def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: 
 
 def contract_card_lines(contract: dict[str, Any]) -> list[str]:
     """The observation contract (``observation_contract.json``) in words, for the model card."""
-    from ..data.metaworld import CONTRACT_FILE
-
     st, act, tm = contract["state"], contract["action"], contract["timing"]
     lines = ["", "### Observation contract", "",
              f"`{CONTRACT_FILE}` holds, machine-readable, everything needed to build this policy's inputs and "
@@ -143,7 +138,7 @@ def contract_card_lines(contract: dict[str, Any]) -> list[str]:
 
 def push_final(folder: Path, repo_id: str, private: bool) -> None:
     """Upload the final checkpoint folder to the Hub (needs a token and network)."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi  # heavy: huggingface_hub
 
     api = HfApi()
     api.create_repo(repo_id, private=private, exist_ok=True)

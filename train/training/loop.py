@@ -41,13 +41,18 @@ import torch
 
 from configuration_niaf.normalization import check_relative_action_state_indices
 
+from ..console_logging import count_parameters, format_step_line
+from ..data.chunking import cache_size_report, with_torch_format
 from ..data.metaworld import CONTRACT_FILE, TRAINING_RECORD, observation_contract
-from . import run_folder
+from ..data.stats import stats_from_chunk_dataset, to_normalization_stats
+from . import checkpointing as ckpt
+from . import run_folder, sharding
 from .arguments import ConfigError, FinetuneConfig
 from .building import build_processor_and_model, head_parameter
 from .collation import Collator, EpochSampler
 from .dataset import data_provenance, dataset_layout, load_chunks, split_episodes
 from .export import _export_model, card_metadata, push_final, training_card_section
+from .lora import apply_lora
 from .run_folder import FINAL_DIR, HISTORY_FILE, METRICS_FILE, RUN_CONFIG, check_output_dir
 from .validation import evaluate_model
 
@@ -160,10 +165,12 @@ class Progress:
 
 def make_accelerator(cfg: FinetuneConfig) -> Any:
     """The run's ``Accelerator`` (DDP, FSDP on CPU processes, mixed precision, trackers), every RNG seeded."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
-
-    from . import sharding
+    from accelerate import Accelerator  # heavy: accelerate
+    from accelerate.utils import (  # heavy: accelerate
+        DistributedDataParallelKwargs,
+        ProjectConfiguration,
+        set_seed,
+    )
 
     t = cfg.training
     out = Path(t.output_dir)
@@ -193,10 +200,6 @@ def load_run_data(cfg: FinetuneConfig, accelerator: Any) -> RunData:
         ConfigError: a data error in one line; a camera, velocity or state index the dataset lacks; a resume
             whose data or sample-stream settings changed.
     """
-    from ..data.chunking import cache_size_report
-    from ..data.stats import stats_from_chunk_dataset, to_normalization_stats
-    from . import checkpointing as ckpt
-
     t, d, m = cfg.training, cfg.data, cfg.model
     with accelerator.main_process_first():
         try:
@@ -266,8 +269,6 @@ def make_policy(cfg: FinetuneConfig, data: RunData) -> tuple[Any, Any]:
 def prepare_output_dir(cfg: FinetuneConfig, accelerator: Any, model: Any, data: RunData) -> None:
     """Check the disk, then (main process) replace a previous run if asked and write the run's config and
     fingerprint: nothing is written before every check has passed."""
-    from . import checkpointing as ckpt
-
     t = cfg.training
     out = Path(t.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -287,16 +288,11 @@ def make_trainable(cfg: FinetuneConfig, model: Any, processor: Any, accelerator:
     parameters frozen under FSDP; logs the parameter counts. Returns it (a PEFT wrapper with LoRA, else ``model``
     itself) and a function that builds a fresh, unsharded model of the same structure (FSDP gathers the weights
     into it)."""
-    from ..console_logging import count_parameters
-    from . import sharding
-
     t, p = cfg.training, cfg.peft
     if t.gradient_checkpointing:
         set_activation_checkpointing(model.backbone, True)
     base_model = model
     if p.method == "lora":
-        from .lora import apply_lora
-
         if accelerator.is_main_process and not p.save_merged:
             base_model.save_pretrained(Path(t.output_dir) / "base_model", processor=processor)
         model = apply_lora(model, p.r, p.lora_alpha, p.lora_dropout, p.target_modules)
@@ -313,8 +309,6 @@ def make_trainable(cfg: FinetuneConfig, model: Any, processor: Any, accelerator:
         """A fresh, unsharded model of the trained structure (FSDP gathers its weights into it)."""
         plain = type(base_model)(base_model.config)
         if p.method == "lora":
-            from .lora import apply_lora
-
             plain = apply_lora(plain, p.r, p.lora_alpha, p.lora_dropout, p.target_modules)
         return plain
 
@@ -343,8 +337,6 @@ def make_dataloaders(cfg: FinetuneConfig, processor: Any, data: RunData, check: 
     """The training loader (seeded :class:`EpochSampler`, augmentation, dense targets where the head uses them)
     and the held-out loader (at most ``data.max_val_samples`` evenly spaced chunks; None without held-out
     episodes). ``check`` is the model's input value checker, run by the collators on CPU tensors."""
-    from ..data.chunking import with_torch_format
-
     t, d, m = cfg.training, cfg.data, cfg.model
     layout, cameras, train_rows, val_rows = data.layout, data.layout["cameras"], data.train_rows, data.val_rows
     use_velocity = layout["velocity"] and m.loss_weight_velocity > 0
@@ -377,8 +369,6 @@ def resume_progress(accelerator: Any, last: Path | None) -> Progress:
     Raises:
         ConfigError: the checkpoint's training state cannot be loaded.
     """
-    from . import checkpointing as ckpt
-
     if last is None:
         return Progress()
     try:
@@ -463,9 +453,6 @@ def save_checkpoint(cfg: FinetuneConfig, accelerator: Any, model: Any, rebuild: 
                     progress: Progress) -> None:
     """An atomic checkpoint at ``progress.step``: the training state of every process, the model (gathered
     under FSDP) in Hub layout and the trainer state, then the oldest beyond ``save_total_limit`` removed."""
-    from . import checkpointing as ckpt
-    from . import sharding
-
     t, p = cfg.training, cfg.peft
     out, main, at_step = Path(t.output_dir), accelerator.is_main_process, progress.step
     tmp = ckpt.temporary_dir(out, at_step)
@@ -492,8 +479,6 @@ def write_final(cfg: FinetuneConfig, unwrapped: Any, processor: Any, data: RunDa
     """``<output_dir>/final`` (main process): the model in Hub layout (LoRA merged, or an adapter folder next to
     it), its card with the training section, ``metrics.json``, the Meta-World provenance and observation
     contract; then ``history.jsonl`` and, if asked, the upload to the Hub."""
-    from . import checkpointing as ckpt
-
     t, p = cfg.training, cfg.peft
     out = Path(t.output_dir)
     export = _export_model(unwrapped, p.method == "lora" and p.save_merged)
@@ -524,10 +509,7 @@ def write_final(cfg: FinetuneConfig, unwrapped: Any, processor: Any, data: RunDa
 # The run
 # ----------------------------------------------------------------------------------------------------------
 def _train(cfg: FinetuneConfig) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
-    from ..console_logging import format_step_line
-    from . import sharding
+    from tqdm.auto import tqdm  # lazy: tqdm.auto probes for notebook support
 
     t, m = cfg.training, cfg.model
     check_output_dir(cfg)
@@ -605,7 +587,7 @@ def _train(cfg: FinetuneConfig) -> dict[str, Any]:
     if sample_log is not None:
         sample_log.close()
     if sample_log is not None and not sharding.is_sharded(accelerator):  # per-rank weights: the DDP test's check
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # heavy: torch
 
         weights = {k: v.detach().float().cpu().contiguous() for k, v in accelerator.unwrap_model(model).state_dict().items()}
         save_file(weights, str(out / f"weights_rank{accelerator.process_index}.safetensors"))

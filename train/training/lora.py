@@ -72,7 +72,7 @@ def apply_lora(
         r, lora_alpha, lora_dropout: LoRA rank, scaling numerator (scale = alpha / r) and dropout.
         target_modules: module names or one regex; None: :func:`default_lora_targets` of the family.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # optional dependency: peft
 
     family = model.config.backbone_config.model_type
     targets: list[str] | str = target_modules if target_modules else default_lora_targets(family)
@@ -99,7 +99,7 @@ def merge_lora(peft_model: Any) -> nn.Module:
 
 def is_peft_model(model: Any) -> bool:
     try:
-        from peft import PeftModel
+        from peft import PeftModel  # optional dependency: peft
     except ImportError:  # pragma: no cover - peft is a train extra
         return False
     return isinstance(model, PeftModel)

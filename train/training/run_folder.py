@@ -31,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from ..data.chunking import niaf_cache_root
 from .arguments import ConfigError, FinetuneConfig
+from .checkpointing import last_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -354,8 +356,6 @@ def check_output_dir(cfg: FinetuneConfig) -> None:
             raise ConfigError(f"--resume: {changed} differ from the run in {out}; they change the sample stream")
         return
     if contents and not t.overwrite_output_dir:
-        from .checkpointing import last_checkpoint
-
         what = "another niaf-train run" if RUN_CONFIG in contents else f"other files ({sorted(contents)[:5]})"
         if RUN_CONFIG in contents and last_checkpoint(out) is None and not (out / FINAL_DIR).is_dir():
             what += " that never completed a checkpoint (--resume starts it again from step 0)"
@@ -365,7 +365,5 @@ def check_output_dir(cfg: FinetuneConfig) -> None:
         )
     if t.overwrite_output_dir:
         d = cfg.data
-        from ..data.chunking import niaf_cache_root
-
         inputs = [niaf_cache_root(d.cache_dir or None)] + ([Path(d.path).expanduser()] if d.path else [])
         check_overwrite(cfg, inputs)

@@ -31,7 +31,7 @@ def fsdp_requested() -> bool:
 
 
 def is_sharded(accelerator: Any) -> bool:
-    from accelerate.utils import DistributedType
+    from accelerate.utils import DistributedType  # heavy: accelerate
 
     return accelerator.distributed_type == DistributedType.FSDP
 
@@ -42,12 +42,12 @@ def enable_cpu_fsdp(accelerator: Any, mixed_precision: str = "no") -> bool:
     Returns True when it switched the state. Raises ValueError for an FSDP1 config (``fsdp_version: 1``), which
     torch does not run on CPU.
     """
-    from accelerate.utils import DistributedType
+    from accelerate.utils import DistributedType  # heavy: accelerate
 
     if not fsdp_requested() or torch.cuda.is_available() or accelerator.distributed_type != DistributedType.MULTI_CPU:
         return False
-    from accelerate import FullyShardedDataParallelPlugin
-    from accelerate.state import PartialState
+    from accelerate import FullyShardedDataParallelPlugin  # heavy: accelerate
+    from accelerate.state import PartialState  # heavy: accelerate
 
     plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* variables the launcher set from the config file
     if getattr(plugin, "fsdp_version", 1) != 2:

@@ -23,6 +23,7 @@ def evaluate_model(model: Any, processor: Any, loader: Any, baseline: np.ndarray
     targets. The offset cancels, so ``position_mse`` equals the absolute error, and ``baseline`` (the mean
     delta) is the error of predicting state + mean delta.
     """
+    # lazy: trajectory_metrics imports datasets and evaluate
     from ..evaluation.trajectory_metrics import trajectory_metrics
 
     was_training = model.training
