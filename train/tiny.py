@@ -130,7 +130,7 @@ def sincos_2d_positions(grid: int, dim: int) -> Any:
         grid: patches per image side.
         dim: embedding width, a multiple of 4.
     """
-    import torch
+    import torch  # heavy: torch (the tokenizer and processor helpers here do not need it)
 
     if dim % 4:
         raise ValueError(f"sincos_2d_positions: dim {dim} must be a multiple of 4")
@@ -152,7 +152,7 @@ def use_fixed_vision_positions(model: Any) -> int:
     The table is stored in the weights (a checkpoint reloads it as is); only ``requires_grad`` is not saved, so a
     run that continues from such a checkpoint trains it unless it calls this again.
     """
-    import torch
+    import torch  # heavy: torch (the tokenizer and processor helpers here do not need it)
 
     replaced = 0
     for module in model.modules():

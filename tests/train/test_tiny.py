@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from niaf_train.tiny import sincos_2d_positions, tiny_backbone_config, use_fixed_vision_positions
 
 

@@ -9,7 +9,13 @@ from typing import Any
 import torch
 
 from ..baselines import action_head_settings  # NIAF (unchanged config) or a comparison head
-from ..tiny import make_tiny_image_processor, make_tiny_tokenizer, tiny_backbone_config, words_of
+from ..tiny import (
+    make_tiny_image_processor,
+    make_tiny_tokenizer,
+    tiny_backbone_config,
+    use_fixed_vision_positions,
+    words_of,
+)
 from .arguments import ConfigError, FinetuneConfig
 from .lora import HEAD_MODULES  # NIAF's own modules and a comparison model's action_head
 
@@ -73,8 +79,6 @@ def build_processor_and_model(cfg: FinetuneConfig, layout: dict[str, Any], stats
         config = NiafConfig(backbone_config=backbone_config, **head)
         model = model_class(config)
         if m.tiny_vision_positions == "sincos":
-            from ..tiny import use_fixed_vision_positions
-
             use_fixed_vision_positions(model)
         return processor, model
     # the backbone's own processor, framed as the backbone was pretrained (backbones.py); config overrides win

@@ -320,10 +320,9 @@ def test_fixed_vision_positions_are_saved_untrained(tmp_path, cache_dir):
     """``model.tiny_vision_positions: sincos``: after training steps (Adam moves every trained weight by about
     the learning rate) the checkpoint's patch positions are still exactly the fixed table."""
     import torch
-    from safetensors.torch import load_file
-
     from niaf_train.tiny import sincos_2d_positions
     from niaf_train.training.cli import main
+    from safetensors.torch import load_file
 
     out = tmp_path / "run"
     assert main(["--config", "default.yaml", "--output_dir", str(out), "--cache_dir", str(cache_dir),
