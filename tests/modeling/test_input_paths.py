@@ -24,9 +24,11 @@ images are tensors) a place-coded target is learnt in 300 steps by Florence-2, P
 (held-out error about 1 % of the blind error, measured): the last test below.
 Where the image tokens go is checked exactly in test_backbones.py.
 
-Florence-2 under LoRA does not learn either dataset (xfail, strict): with the tiny random backbone the query
-outputs barely depend on the encoder (the BART decoder's cross-attention adds ~1e-3 of the post-norm residual
-at init) and rank-8 adapters do not grow that path in a few hundred steps; with the whole model trained it learns.
+Florence-2 under LoRA does not learn the instruction-only dataset (xfail, strict): with the tiny random backbone
+the query outputs barely depend on the encoder (the BART decoder's cross-attention adds ~1e-3 of the post-norm
+residual at init) and rank-8 adapters do not grow that path in a few hundred steps; with the whole model trained
+it learns. The image-only dataset it learns under LoRA too (held-out MSE 0.0027 against the blind 0.15, measured
+with transformers 5.25 and peft 0.22, at this commit and at the one before; an earlier install did not).
 """
 
 from __future__ import annotations
@@ -215,15 +217,14 @@ def class_means(prediction: torch.Tensor, classes: np.ndarray) -> torch.Tensor:
 # Tests
 # --------------------------------------------------------------------------------------------------------
 FLORENCE_LORA = pytest.mark.xfail(
-    strict=True, reason="tiny random Florence-2: the decoder's cross-attention path is too weak for LoRA in 300 steps"
+    strict=True, reason="tiny random Florence-2: the decoder's cross-attention path is too weak for LoRA to carry "
+                        "the instruction in 300 steps"
 )
 FLORENCE_INSTRUCTION = pytest.mark.xfail(
     strict=True, reason="tiny random Florence-2, whole model: the instruction-only set reaches 0.25x the blind "
                         "error in 300-400 steps (measured), above the 0.2 bound; it learns, more slowly than the others"
 )
-CASES = [pytest.param(f, lora, id=f"{f}-{'lora' if lora else 'full'}",
-                      marks=FLORENCE_LORA if (f, lora) == ("florence2", True) else ())
-         for f in FAMILY_TYPES for lora in (False, True)]
+CASES = [pytest.param(f, lora, id=f"{f}-{'lora' if lora else 'full'}") for f in FAMILY_TYPES for lora in (False, True)]
 ONE_WORD = pytest.mark.xfail(
     strict=True, reason="whole model (PaliGemma, SmolVLM): the held-out error falls to 0.10-0.17x the blind error, "
                         "but 'red' and 'blue' (one token apart) are not told apart: the blue class's mean end point "
