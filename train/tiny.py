@@ -11,11 +11,10 @@ Meta-World skill on 2 CPU cores in a few minutes.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
-
-import numpy as np
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3}
@@ -132,10 +131,12 @@ def sincos_2d_positions(grid: int, dim: int) -> Any:
     """
     import torch  # heavy: torch (the tokenizer and processor helpers here do not need it)
 
-    if dim % 4:
-        raise ValueError(f"sincos_2d_positions: dim {dim} must be a multiple of 4")
+    if grid < 1:
+        raise ValueError(f"sincos_2d_positions: grid {grid} must be >= 1 (patches per image side)")
+    if dim < 4 or dim % 4:
+        raise ValueError(f"sincos_2d_positions: dim {dim} must be a positive multiple of 4")
     quarter = dim // 4
-    freq = torch.logspace(0.0, -float(np.log10(max(grid, 2))), quarter, dtype=torch.float64)  # radians per patch
+    freq = torch.logspace(0.0, -math.log10(max(grid, 2)), quarter, dtype=torch.float64)  # radians per patch
     coords = torch.arange(grid, dtype=torch.float64)
     row, col = torch.meshgrid(coords, coords, indexing="ij")
     parts = []

@@ -32,8 +32,12 @@ def test_patch_coordinates_are_linear_in_the_table():
 
 
 def test_dim_must_be_a_multiple_of_four():
-    with pytest.raises(ValueError, match="dim 6 must be a multiple of 4"):
+    with pytest.raises(ValueError, match="dim 6 must be a positive multiple of 4"):
         sincos_2d_positions(4, 6)
+    with pytest.raises(ValueError, match="dim 0 must be a positive multiple of 4"):
+        sincos_2d_positions(4, 0)
+    with pytest.raises(ValueError, match="grid 0 must be >= 1"):
+        sincos_2d_positions(0, 8)
 
 
 def test_fixed_positions_replace_the_learned_table_and_are_not_trained():
