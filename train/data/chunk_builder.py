@@ -29,6 +29,11 @@ CACHE_FORMAT_VERSION = 1
 """Bumped whenever the layout of the cached Arrow rows changes, so old caches are rebuilt."""
 
 IMAGE_FORMATS = ("png", "raw")
+WRITER_BATCH_BYTES = 32 << 20
+"""A record batch of the chunk cache is written once it holds this many bytes of row data (or
+``writer_batch_size`` rows). Each record batch costs ~12 kB of resident memory in every process that opens the
+cache (Arrow's batch objects, not the memory-mapped data), so batches must be large: with ~180-row batches a
+10^6-sample cache held 65 MiB per process (``benchmarks/bench_data_scale.py``)."""
 
 EpisodeFactory = Callable[..., Iterable[Episode | None]]
 """A callable returning a fresh iterable of episodes (called once per build, and once per shard when streaming).
@@ -117,6 +122,21 @@ def _sample_to_row(sample: dict[str, Any], episode_index: int, row_index: int, i
     return row
 
 
+def _row_nbytes(row: Mapping[str, Any]) -> int:
+    """Bytes of one cache row's data (encoded images, arrays; 8 per scalar), to size record batches."""
+    total = 0
+    for value in row.values():
+        if isinstance(value, dict):  # an encoded image: {"bytes": ..., "path": None}
+            total += len(value.get("bytes") or b"")
+        elif isinstance(value, np.ndarray):
+            total += value.nbytes
+        elif isinstance(value, (bytes, str)):
+            total += len(value)
+        else:
+            total += 8
+    return total
+
+
 def _layout(episode: Episode, options: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "image_shapes": {cam: tuple(int(s) for s in frames.shape[1:]) for cam, frames in episode.images.items()},
@@ -167,7 +187,7 @@ def build_chunk_dataset(
     image_format: str = "png",
     num_shards: int = 16,
     total_episodes: int | None = None,
-    writer_batch_size: int = 256,
+    writer_batch_size: int = 4096,
     extra_meta: Mapping[str, Any] | None = None,
     dense_every: int | None = None,
     difference_velocities: bool = False,
@@ -193,7 +213,8 @@ def build_chunk_dataset(
             (``Array3D`` uint8; larger on disk, no decoding).
         num_shards: shards of the streaming dataset.
         total_episodes: only for the progress bar.
-        writer_batch_size: rows per Arrow record batch.
+        writer_batch_size: rows per Arrow record batch at most (a batch is also written once its rows hold
+            :data:`WRITER_BATCH_BYTES`); resident memory per open cache grows with the number of batches.
         extra_meta: JSON-serialisable extras stored in the metadata (e.g. ``{"format": "lerobot"}``).
         dense_every: keep every d-th source frame between chunk points as dense targets (d divides
             ``stride``; None: no dense columns, the layout of older caches).
@@ -286,6 +307,7 @@ def _build_into(
     try:
         writer = ArrowWriter(features=features, path=str(tmp / "data.arrow"), writer_batch_size=writer_batch_size)
         batch: list[dict[str, Any]] = []
+        batch_bytes = 0
         bar = tqdm(total=total_episodes, desc=f"chunking {target.name}", unit="ep", leave=False)
 
         def all_valid() -> Iterator[Episode]:
@@ -312,9 +334,14 @@ def _build_into(
             summary.frames += len(ep)
             summary.samples += len(rows)
             batch.extend(rows)
-            if len(batch) >= writer_batch_size:
+            batch_bytes += sum(_row_nbytes(r) for r in rows)
+            while len(batch) >= writer_batch_size:  # full batches of exactly writer_batch_size rows
+                full, batch = batch[:writer_batch_size], batch[writer_batch_size:]
+                writer.write_batch({k: [r[k] for r in full] for k in full[0]})
+                batch_bytes = sum(_row_nbytes(r) for r in batch)
+            if batch and batch_bytes >= WRITER_BATCH_BYTES:
                 writer.write_batch({k: [r[k] for r in batch] for k in batch[0]})
-                batch = []
+                batch, batch_bytes = [], 0
             bar.update(1)
         if batch:
             writer.write_batch({k: [r[k] for r in batch] for k in batch[0]})

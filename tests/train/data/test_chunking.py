@@ -161,6 +161,37 @@ def test_build_matches_reference_and_caches(tmp_path, image_format):
     assert len(calls) == 2
 
 
+def _record_batch_rows(ds) -> list[int]:
+    import pyarrow as pa
+
+    with pa.memory_map(ds.cache_files[0]["filename"]) as source:
+        return [b.num_rows for b in pa.ipc.open_stream(source)]
+
+
+def test_cache_record_batches_are_full_and_rows_keep_their_order(tmp_path, monkeypatch):
+    # each record batch costs resident memory in every process that opens the cache, so batches are filled to
+    # writer_batch_size rows across episode boundaries (not cut per episode), or cut once they hold
+    # WRITER_BATCH_BYTES of data
+    from niaf_train.data import chunk_builder
+
+    episodes = [make_episode(str(i), length=9 + i, seed=i, instruction=f"task {i}") for i in range(5)]
+    K, s = 4, 1
+    ref = _expected_rows(episodes, K, s)
+    total = sum(len(ep) for ep in episodes)  # stride 1: one sample per frame
+    assert len(ref) == total == 55
+    ds = build_chunk_dataset(lambda: iter(episodes), K, stride=s, cache_dir=tmp_path / "a", fingerprint_parts=["v"],
+                             writer_batch_size=16)
+    assert _record_batch_rows(ds) == [16, 16, 16, 7]
+    assert [int(i) for i in ds["frame_index"]] == [r["t"] for r in ref]
+    assert [int(i) for i in ds["episode_index"]] == [r["e"] for r in ref]
+    # a byte budget below one episode's rows: one batch per episode
+    monkeypatch.setattr(chunk_builder, "WRITER_BATCH_BYTES", 1)
+    ds = build_chunk_dataset(lambda: iter(episodes), K, stride=s, cache_dir=tmp_path / "b", fingerprint_parts=["v"],
+                             writer_batch_size=1000)
+    assert _record_batch_rows(ds) == [len(ep) for ep in episodes]
+    np.testing.assert_array_equal(np.stack(ds.with_format("numpy")["action"]), np.stack([r["action"] for r in ref]))
+
+
 def test_file_fingerprint_tracks_size_and_mtime(tmp_path):
     f = tmp_path / "a.bin"
     f.write_bytes(b"12")
