@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--eval-seed", type=int, default=None,
                    help="benchmark seed of the held-out variations (default: niaf-eval's, the first >= 1000 unused)")
     p.add_argument("--replan-every", type=int, default=8, help="environment steps between policy calls")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="also evaluate every head at 4x with this simulated inference delay (0: no such run)")
     p.add_argument("--latency-repeats", type=int, default=20)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--output-dir", default="outputs/bench_heads")
@@ -74,6 +76,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.seeds < 1 or args.episodes < 1 or (args.steps is not None and args.steps < 1):
         p.error("--seeds, --episodes and --steps must be >= 1")
+    if not (0.0 <= args.latency_ms <= 1000.0):
+        p.error(f"--latency-ms must be in [0, 1000] ms, got {args.latency_ms:g}")
     args.config = args.config or ("default.yaml" if args.quick else "metaworld_mt10.yaml")
     return args
 
@@ -126,6 +130,16 @@ def train_run(args: argparse.Namespace, head: str, seed: int, run_dir: Path) -> 
 # ------------------------------------------------------------------------------------------------------------
 # Evaluation, latency, parameters
 # ------------------------------------------------------------------------------------------------------------
+def rate_keys(train_hz: float, latency_ms: float) -> list[tuple[str, float, float]]:
+    """(key, execution rate, simulated latency) of every evaluation: 1×, 2×, 4× the training rate, and with
+    ``latency_ms`` > 0 also 4× with that inference delay. Keys are the rates in Hz (``"80"``) or ``"80+50ms"``."""
+    keys = [(f"{train_hz * m:g}", train_hz * m, 0.0) for m in RATE_MULTIPLES]
+    if latency_ms > 0:
+        fast = train_hz * RATE_MULTIPLES[-1]
+        keys.append((f"{fast:g}+{latency_ms:g}ms", fast, latency_ms))
+    return keys
+
+
 def evaluate_run(args: argparse.Namespace, head: str, final: Path, cfg: Any, run_dir: Path) -> dict[str, Any]:
     """niaf-eval at 1×, 2×, 4× the training rate for each execution of ``head``: {execution: {hz: results}}."""
     from niaf_train.evaluation import EvalSettings
@@ -139,25 +153,25 @@ def evaluate_run(args: argparse.Namespace, head: str, final: Path, cfg: Any, run
     for execution in EXECUTIONS[head]:
         policy = None
         out[execution] = {}
-        for multiple in RATE_MULTIPLES:
-            hz = train_hz * multiple
-            folder = run_dir / "eval" / f"{execution}@{hz:g}hz"
+        for key, hz, latency in rate_keys(train_hz, args.latency_ms):
+            folder = run_dir / "eval" / f"{execution}@{key.replace(' ', '')}"
             if args.resume and (folder / RESULTS_FILE).is_file():
-                out[execution][f"{hz:g}"] = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))
+                out[execution][key] = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))
                 continue
             settings = EvalSettings(tasks=list(d.metaworld_tasks), episodes=args.episodes, seed=args.eval_seed,
                                     execution=execution, execute_hz=hz, replan_every=args.replan_every,
-                                    cameras=list(d.metaworld_camera), image_size=d.metaworld_image_size, video=False,
-                                    state=d.metaworld_state, crop=d.metaworld_crop)
+                                    latency_ms=latency, cameras=list(d.metaworld_camera),
+                                    image_size=d.metaworld_image_size, video=False, state=d.metaworld_state,
+                                    crop=d.metaworld_crop)
             if folder.exists():  # an interrupted evaluation (no results.json): run it again
                 import shutil
 
                 shutil.rmtree(folder)
             policy = policy or load_policy(final, settings)
             policy.execution = execution
-            print(f"[bench_heads] evaluating {head} ({execution}) at {hz:g} Hz: {args.episodes} episodes x "
+            print(f"[bench_heads] evaluating {head} ({execution}) at {key}: {args.episodes} episodes x "
                   f"{len(settings.tasks)} tasks", flush=True)
-            out[execution][f"{hz:g}"] = evaluate_checkpoint(str(final), settings, folder, policy_object=policy,
+            out[execution][key] = evaluate_checkpoint(str(final), settings, folder, policy_object=policy,
                                                             progress=False)
     return out
 
@@ -249,9 +263,14 @@ def _g(value: tuple[float, float]) -> str:
     return "–" if not math.isfinite(mean) else f"{mean:.3g} ± {std:.2g}"
 
 
+def _rate_label(key: str, train_hz: float) -> str:
+    hz, _, latency = key.partition("+")
+    return f"{hz} Hz ({float(hz) / train_hz:g}×" + (f", {latency} latency)" if latency else ")")
+
+
 def format_tables(rows: list[dict[str, Any]], rates: list[str], train_hz: float) -> str:
-    fast = rates[-1]
-    head = ["head (execution)"] + [f"success @ {hz} Hz ({float(hz) / train_hz:g}×) %" for hz in rates] + [
+    fast = [hz for hz in rates if "+" not in hz][-1]
+    head = ["head (execution)"] + [f"success @ {_rate_label(hz, train_hz)} %" for hz in rates] + [
         f"sq. jerk @ {fast} Hz", f"SPARC @ {fast} Hz", f"switch jump @ {fast} Hz", "head params", "latency / chunk ms"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -262,7 +281,8 @@ def format_tables(rows: list[dict[str, Any]], rates: list[str], train_hz: float)
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Smoothness of the executed actions at every rate (mean squared jerk (units/s³)², SPARC, mean "
               "|Δ(dx, dy, dz)| at chunk switches):", ""]
-    sub = ["head (execution)"] + [f"{name} @ {hz} Hz" for hz in rates for name in ("jerk", "SPARC", "jump")]
+    sub = ["head (execution)"] + [f"{name} @ {_rate_label(hz, train_hz)}" for hz in rates
+                                  for name in ("jerk", "SPARC", "jump")]
     lines += ["| " + " | ".join(sub) + " |", "|" + "---|" * len(sub)]
     for r in rows:
         cells = [r["label"]]
@@ -319,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     assert cfg is not None
     train_hz = 80.0 / (cfg.data.metaworld_stride * cfg.data.chunk_stride)
-    rates = [f"{train_hz * m:g}" for m in RATE_MULTIPLES]
+    rates = [key for key, _hz, _latency in rate_keys(train_hz, args.latency_ms)]
     rows = aggregate(runs, rates)
     eval_seed = int(next(iter(next(iter(runs.values()))[0]["eval"].values()))[rates[0]]["benchmark_seed"])
     budget = budget_line(cfg, args, eval_seed)
