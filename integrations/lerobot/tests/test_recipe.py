@@ -204,3 +204,19 @@ def test_scheduler_state_survives_a_save_and_load():
     fresh.load_state_dict(state)
     assert fresh.get_last_lr() == scheduler.get_last_lr()
     assert fresh.lr_lambdas[0](90) == scheduler.lr_lambdas[0](90) < 1.0
+
+
+def test_head_learning_rate_gives_niaf_trains_parameter_groups(tmp_path):
+    recipe = _recipe_yaml("metaworld_pixels")
+    recipe["training"]["head_learning_rate"] = 5e-3
+    path = tmp_path / "head_lr.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    policy = _policy(niaf_recipe=str(path))
+    optimizer = policy.config.get_optimizer_preset().build(policy.get_optim_params())
+    niaf_optimizer, _ = make_optimizer_and_scheduler(load_config(str(path), []), policy.model, 1)
+
+    def groups(opt):
+        return [(g.get("initial_lr", g["lr"]), {id(p) for p in g["params"]}) for g in opt.param_groups]
+
+    assert groups(optimizer) == groups(niaf_optimizer)
+    assert [lr for lr, _ in groups(optimizer)] == [2e-3, 5e-3]
