@@ -56,8 +56,7 @@ def policy_from_niaf(checkpoint: str, image_keys: Sequence[str] | None = None, d
     config = NiafConfig(
         niaf_config=niaf.to_dict(), input_features=inputs,
         output_features={ACTION: PolicyFeature(type=FeatureType.ACTION, shape=(niaf.action_dim,))},
-        use_state=niaf.use_state, chunk_size=niaf.chunk_size, normalization_mode=niaf.normalization_mode,
-        device=device, **config_kwargs,
+        chunk_size=niaf.chunk_size, device=device, **config_kwargs,
     )
     return NiafPolicy(config, niaf_model=model, niaf_processor=processor).eval()
 

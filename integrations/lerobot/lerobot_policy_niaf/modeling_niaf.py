@@ -49,6 +49,32 @@ def _task_texts(batch: dict[str, Any], batch_size: int) -> list[str]:
     return texts
 
 
+def _as_reloaded(processor: Any) -> Any:
+    """``processor`` as a saved policy loads it again. The tiny image processor is built as the PIL SigLIP class,
+    and transformers reloads a saved one as the torchvision class where torchvision is installed (LeRobot's
+    environment): resizing differs by up to 2/255 per pixel. Training with the reloaded class makes the trained
+    policy and the saved one see the same pixels."""
+    import tempfile
+
+    from modeling_niaf import NiafProcessor
+
+    with tempfile.TemporaryDirectory() as folder:
+        processor.save_pretrained(folder)
+        return NiafProcessor.from_pretrained(folder)
+
+
+def _freeze_vision_positions(model: torch.nn.Module) -> int:
+    """Stop training the SigLIP patch-position tables (niaf-train's ``tiny_vision_positions: sincos``; the
+    table's values come with the weights). Returns how many tables were frozen."""
+    frozen = 0
+    for module in model.modules():
+        table = getattr(module, "position_embedding", None)
+        if type(module).__name__ == "SiglipVisionEmbeddings" and isinstance(table, torch.nn.Embedding):
+            table.weight.requires_grad_(False)
+            frozen += 1
+    return frozen
+
+
 class NiafPolicy(PreTrainedPolicy):
     """NIAF as a LeRobot policy (``--policy.type=niaf``); see the module docstring."""
 
@@ -104,6 +130,8 @@ class NiafPolicy(PreTrainedPolicy):
                     f"policy with NiafPolicy.from_pretrained(folder) (it reads {NIAF_PROCESSOR_DIR}/)."
                 )
             model = NiafForActionFunction(NiafModelConfig.from_dict(dict(config.niaf_config)))
+            if config.recipe.model.backbone == "tiny" and config.recipe.model.tiny_vision_positions == "sincos":
+                _freeze_vision_positions(model)  # the fixed table is in the weights; not trained, as in niaf-train
             processor = niaf_processor or NiafProcessor.from_pretrained(str(niaf_processor_path))
             return model, processor
         if config.niaf_pretrained_path is not None:  # start from a NIAF checkpoint (niaf-train output or Hub)
@@ -115,22 +143,18 @@ class NiafPolicy(PreTrainedPolicy):
                 model.config.normalization_stats = stats
                 processor.set_stats(stats)
             return model, processor
-        return NiafPolicy._fresh_tiny(config, dataset_stats, dataset_meta)
+        return NiafPolicy._fresh_from_recipe(config, dataset_stats, dataset_meta)
 
     @staticmethod
-    def _fresh_tiny(config: NiafConfig, dataset_stats, dataset_meta):
-        from niaf_train.tiny import (
-            make_tiny_image_processor,
-            make_tiny_tokenizer,
-            tiny_backbone_config,
-            words_of,
-        )
-
-        from modeling_niaf import NiafConfig as NiafModelConfig
-        from modeling_niaf import NiafForActionFunction, NiafProcessor
+    def _fresh_from_recipe(config: NiafConfig, dataset_stats, dataset_meta):
+        """A fresh model and processor built by niaf-train's own code (``build_processor_and_model``) from the
+        recipe's ``model`` section, with what the dataset decides (dims, fps, cameras, statistics, the task words
+        of the tiny vocabulary) given as niaf-train gives them."""
+        from niaf_train.training.building import build_processor_and_model
 
         action_dim = int(config.action_feature.shape[0])
-        state_dim = int(config.robot_state_feature.shape[0]) if config.use_state else None
+        state = config.robot_state_feature
+        state_dim = int(state.shape[0]) if state is not None else None
         fps = getattr(dataset_meta, "fps", None)
         if fps is None:
             raise ValueError(
@@ -140,27 +164,16 @@ class NiafPolicy(PreTrainedPolicy):
         tasks: list[str] = []
         if dataset_meta is not None and getattr(dataset_meta, "tasks", None) is not None:
             tasks = [str(t) for t in dataset_meta.tasks.index]
-        stats = niaf_stats_from_lerobot(dataset_stats, config.normalization_mode, action_dim, state_dim)
-        backbone = tiny_backbone_config(config.tiny_hidden_size, config.tiny_layers, config.tiny_image_size,
-                                        config.tiny_patch_size)
-        groups = min(config.modulation_groups, config.siren_width)
-        niaf_config = NiafModelConfig(
-            backbone_config=backbone, action_dim=action_dim, chunk_size=config.chunk_size, control_hz=float(fps),
-            siren_layers=config.siren_layers, siren_width=config.siren_width, siren_omega0=config.siren_omega0,
-            modulation_groups=groups, use_state=config.use_state, state_dim=state_dim,
-            num_cameras=len(config.image_features), normalization_mode=config.normalization_mode,
-            normalization_stats=stats, loss_weight_position=config.loss_weight_position,
-            loss_weight_jerk=config.loss_weight_jerk,
-        )
-        model = NiafForActionFunction(niaf_config)
-        tokenizer = make_tiny_tokenizer(words_of(tasks + [config.prompt_template.replace("{instruction}", "")]))
-        processor = NiafProcessor.from_backbone_parts(
-            backbone, make_tiny_image_processor(config.tiny_image_size), tokenizer,
-            num_cameras=len(config.image_features), action_dim=action_dim, state_dim=state_dim,
-            normalization_mode=config.normalization_mode, normalization_stats=stats,
-            prompt_template=config.prompt_template,
-        )
-        return model, processor
+        recipe = config.recipe
+        if recipe.training.image_shift:
+            logger.warning("NiafPolicy: the recipe's training.image_shift=%d is niaf-train's augmentation; "
+                           "lerobot-train does not apply it.", recipe.training.image_shift)
+        stats = niaf_stats_from_lerobot(dataset_stats, recipe.model.normalization_mode, action_dim,
+                                        state_dim if recipe.model.use_state else None)
+        layout = {"action_dim": action_dim, "state_dim": state_dim, "fps": float(fps),
+                  "cameras": list(config.image_features)}
+        processor, model = build_processor_and_model(recipe, layout, stats, tasks)
+        return model, _as_reloaded(processor)
 
     def _check_features(self) -> None:
         cfg, niaf = self.config, self.model.config
@@ -211,8 +224,18 @@ class NiafPolicy(PreTrainedPolicy):
     # ------------------------------------------------------------------------------------------------------
     # LeRobot interface
     # ------------------------------------------------------------------------------------------------------
-    def get_optim_params(self) -> dict:
-        return [p for p in self.parameters() if p.requires_grad]
+    def get_optim_params(self) -> list:
+        """The trainable parameters; with the recipe's ``training.head_learning_rate``, two groups as niaf-train
+        makes them (backbone at the optimiser's lr, NIAF's head at ``head_learning_rate``)."""
+        head_lr = self.config.recipe.training.head_learning_rate
+        if head_lr is None:
+            return [p for p in self.parameters() if p.requires_grad]
+        from niaf_train.training.building import head_parameter
+
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        body = [p for n, p in named if not head_parameter(n)]
+        head = [p for n, p in named if head_parameter(n)]
+        return [g for g in ({"params": body}, {"params": head, "lr": float(head_lr)}) if g["params"]]
 
     def reset(self) -> None:
         """Forget the running action functions (called at every episode start)."""

@@ -217,15 +217,30 @@ def test_lerobot_train_and_eval_on_metaworld(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "MUJOCO_GL": "egl",
            "WANDB_MODE": "disabled"}
     train_dir = tmp_path / "train"
+    steps = 8
+    # the pixels + proprioception recipe on the 80 Hz data: its 0.35 s chunk as 29 frames, replanning every 8 steps
     subprocess.run(
         [str(bindir / "lerobot-train"), "--policy.type=niaf", "--policy.push_to_hub=false", "--policy.device=cpu",
+         "--policy.niaf_recipe=metaworld_pixels", "--policy.chunk_size=29", "--policy.n_action_steps=8",
          "--dataset.repo_id=local/metaworld_reach", f"--dataset.root={dataset}", f"--output_dir={train_dir}",
-         "--steps=4", "--batch_size=4", "--num_workers=0", "--save_freq=4", "--log_freq=1", "--wandb.enable=false"],
+         f"--steps={steps}", "--batch_size=4", "--num_workers=0", f"--save_freq={steps}", "--log_freq=1",
+         "--wandb.enable=false"],
         check=True, env=env,
     )
     pretrained = train_dir / "checkpoints" / "last" / "pretrained_model"
     config = json.loads((pretrained / "config.json").read_text())
     assert config["type"] == "niaf" and config["niaf_config"]["state_dim"] == 4
+    niaf = config["niaf_config"]
+    assert (niaf["chunk_size"], niaf["control_hz"], niaf["image_keypoints"], niaf["siren_omega0"]) == (29, 80.0, 16, 5.0)
+    # lerobot-train ran niaf-train's AdamW and tri-stage schedule for --steps
+    from niaf_train.training.loop import tri_stage_lambda
+
+    train_config = json.loads((pretrained / "train_config.json").read_text())
+    assert train_config["optimizer"]["lr"] == 2e-3 and train_config["optimizer"]["betas"] == [0.9, 0.95]
+    assert train_config["scheduler"]["type"] == "niaf"
+    state = json.loads((train_dir / "checkpoints" / "last" / "training_state" / "scheduler_state.json").read_text())
+    expected = 2e-3 * tri_stage_lambda(steps, 0.05, 0.3, 0.05, "tri_stage")(steps)
+    assert state["last_epoch"] == steps and state["_last_lr"] == [pytest.approx(expected, rel=1e-12)]
     eval_dir = tmp_path / "eval"
     subprocess.run(
         [str(bindir / "lerobot-eval"), f"--policy.path={pretrained}", "--policy.device=cpu",
