@@ -269,10 +269,14 @@ class _FastRenderer:
     def __init__(self, model: Any, height: int, width: int) -> None:
         import mujoco  # optional dependency: mujoco
 
-        model.vis.quality.offsamples = 0
+        samples = int(model.vis.quality.offsamples)
+        model.vis.quality.offsamples = 0  # read once, by the renderer's context; restored for other renderers
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), width)
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), height)
-        self.renderer = mujoco.Renderer(model, height, width)
+        try:
+            self.renderer = mujoco.Renderer(model, height, width)
+        finally:
+            model.vis.quality.offsamples = samples
         flags = mujoco.mjtRndFlag
         for flag in (flags.mjRND_SHADOW, flags.mjRND_REFLECTION, flags.mjRND_SKYBOX, flags.mjRND_HAZE):
             self.renderer.scene.flags[flag] = 0
