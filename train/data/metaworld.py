@@ -32,7 +32,8 @@ so the two cannot drift apart.
 
 Rendering runs through ``mujoco.Renderer`` with multisample anti-aliasing, shadows, reflections, skybox and
 haze off (several times faster on a CPU renderer). ``MUJOCO_GL`` must be set before mujoco is imported;
-it defaults to ``egl`` here.
+it defaults to ``egl`` here. The camera view ``lerobot`` (:data:`CAMERA_VIEWS`) instead reproduces LeRobot's
+Meta-World environment: corner2 moved, 480 px frames with MuJoCo's default visual settings, area-averaged.
 """
 
 from __future__ import annotations
@@ -362,6 +363,7 @@ class MetaWorldScene:
             self.env.set_task(self.benchmark.train_tasks[0])
             self.env.reset()
         self._policy_class = policy_map[task]
+        # render_size: side in pixels at which every camera is rendered (before its crop is resized to image_size)
         if self.camera_view == "lerobot":
             place_lerobot_camera(self.env.model)
             _mujoco.mj_forward(self.env.model, self.env.data)  # camera poses of the current state
@@ -374,8 +376,6 @@ class MetaWorldScene:
             self.renderer = (_FastRenderer(self.env.model, self.render_size, self.render_size) if self.cameras
                              else None)
             self.rotate = {c: camera_needs_rotation(self.env.model, self.env.data, c) for c in self.cameras}
-        """render_size: side in pixels at which every camera is rendered (before its crop is resized to
-        ``image_size``)."""
         self.steps = 0
 
     @property
