@@ -70,6 +70,10 @@ class ContractScene:
         if cams:
             side = max(c["render_size"] for c in cams)
             model = self.env.model
+            for cam in cams:  # a moved camera (the "lerobot" view): its world position, orientation unchanged
+                if cam.get("camera_pos") is not None:
+                    cid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, cam["camera"])
+                    model.cam_pos[cid] = cam["camera_pos"]
             settings = cams[0]["renderer"]
             model.vis.quality.offsamples = settings["offscreen_multisamples"]
             model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), side)

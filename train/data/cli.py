@@ -6,6 +6,7 @@ Subcommands::
     niaf-data stats    --format ... PATH [--out FILE] [--overwrite] [--relative-action-state-indices 0,1,null]
     niaf-data metaworld --tasks reach-v3 push-v3 --episodes 50 --out DIR [--image-size 96] [--stride 1] ...
     niaf-data metaworld --tasks reach-v3 --state agent_pos --image-size 64 --crop 0.34 0.38 0.36 0.36 --out DIR
+    niaf-data metaworld --tasks reach-v3 push-v3 --state agent_pos --camera-view lerobot --image-size 96 --out DIR
 
 ``inspect`` builds (or reuses from the cache) the chunk dataset exactly as training will, validating every
 episode, and prints one JSON object on stdout: episode/frame/sample counts, skipped episodes with their
@@ -35,7 +36,7 @@ from configuration_niaf.normalization import check_relative_action_state_indices
 
 from .chunking import cache_size_report, chunk_cache_dir, chunk_dataset_meta, load_summary
 from .hub_datasets import DatasetNotFoundError, resolve_dataset_path
-from .metaworld import DEFAULT_TASKS, generate_metaworld_dataset
+from .metaworld import DEFAULT_TASKS, check_camera_view, generate_metaworld_dataset
 from .sources import LoadOptions, get_source, load_source
 from .stats import merge_stats_json, stats_from_chunk_dataset, write_stats_json
 
@@ -193,10 +194,14 @@ def cmd_metaworld(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         raise CliError(f"{out} exists and is not empty; choose a new --out folder")
+    try:
+        check_camera_view(args.camera_view, args.cameras, args.crop, args.image_size)
+    except ValueError as err:
+        raise CliError(f"--camera-view {args.camera_view}: {err}") from None
     root, summary = generate_metaworld_dataset(
         out, args.tasks, args.episodes, cameras=args.cameras, image_size=args.image_size, stride=args.stride,
         seed=args.seed, max_steps=args.max_steps, keep_failures=args.keep_failures, progress=not args.quiet,
-        state=args.state, crop=args.crop,
+        state=args.state, crop=args.crop, camera_view=args.camera_view,
     )
     return {"out": str(root), "fps": 80.0 / args.stride, **summary.to_dict()}
 
@@ -247,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_mw.add_argument("--crop", type=float, nargs="+", default=None,
                       help="box of each upright image the policy sees: top left height width as fractions (4 values "
                            "for every camera, or 4 per camera), resized to --image-size")
+    p_mw.add_argument("--camera-view", choices=("niaf", "lerobot"), default="niaf",
+                      help="niaf (default: the model's camera poses, fast renderer) or lerobot (LeRobot's Meta-World "
+                           "view: corner2 moved and rendered 480 px as lerobot-eval sees it, area-averaged to "
+                           "--image-size; one camera, no crop)")
     p_mw.add_argument("--seed", type=int, default=0)
     p_mw.add_argument("--max-steps", type=int, default=500)
     p_mw.add_argument("--keep-failures", action="store_true", help="also keep episodes the expert failed")

@@ -32,7 +32,8 @@ so the two cannot drift apart.
 
 Rendering runs through ``mujoco.Renderer`` with multisample anti-aliasing, shadows, reflections, skybox and
 haze off (several times faster on a CPU renderer). ``MUJOCO_GL`` must be set before mujoco is imported;
-it defaults to ``egl`` here.
+it defaults to ``egl`` here. The camera view ``lerobot`` (:data:`CAMERA_VIEWS`) instead reproduces LeRobot's
+Meta-World environment: corner2 moved, 480 px frames with MuJoCo's default visual settings, area-averaged.
 """
 
 from __future__ import annotations
@@ -150,6 +151,56 @@ def check_state_kind(state: str) -> str:
     return state
 
 
+CAMERA_VIEWS = ("niaf", "lerobot")
+"""How a Meta-World camera is placed and rendered (:func:`check_camera_view`):
+
+* ``niaf`` (default): the cameras at their poses in Meta-World's model, rendered at the render size by
+  :class:`_FastRenderer` (no anti-aliasing, shadows, reflections, skybox or haze);
+* ``lerobot``: the view of LeRobot's Meta-World environment (``lerobot-eval --env.type=metaworld``, lerobot
+  0.6.1): camera ``corner2`` moved to :data:`LEROBOT_CAMERA_POS`, rendered at 480 x 480 with MuJoCo's default
+  visual settings (the model's 4x multisampling, shadows, reflections, skybox, haze), as gymnasium's offscreen
+  viewer renders it, then flipped on both axes; the same frame, pixel for pixel, as LeRobot's ``pixels``
+  observation of the same simulator state. A smaller ``image_size`` is that frame area-averaged (PIL BOX)."""
+LEROBOT_CAMERA = "corner2"
+"""The one camera of LeRobot's Meta-World environment (``MetaworldEnv(camera_name="corner2")``)."""
+LEROBOT_CAMERA_POS = (0.75, 0.075, 0.7)
+"""World position (m) to which LeRobot's ``MetaworldEnv`` moves ``corner2`` (``model.cam_pos[2]``); its orientation
+and field of view (60°) stay those of Meta-World's model. Meta-World >= 3.1.1 names this pose camera ``corner4``."""
+LEROBOT_RENDER_SIZE = 480
+"""Side of LeRobot's Meta-World frames: Meta-World's default width and height, which LeRobot 0.6.1 does not set
+(its ``observation_width``/``observation_height`` reach no renderer, and ``--env.*`` has no size option)."""
+
+
+def check_camera_view(view: str, cameras: Sequence[str] = (LEROBOT_CAMERA,), crop: Sequence[float] | None = None,
+                      image_size: int | None = None) -> str:
+    """``view`` if it names a :data:`CAMERA_VIEWS` entry that fits ``cameras``, ``crop`` and ``image_size``, else
+    a ValueError naming the argument: the ``lerobot`` view is LeRobot's one camera, whole and at most 480 px."""
+    if view not in CAMERA_VIEWS:
+        raise ValueError(f"camera view must be one of {list(CAMERA_VIEWS)}, got {view!r}")
+    if view == "lerobot":
+        if list(cameras) != [LEROBOT_CAMERA]:
+            raise ValueError(f"camera view 'lerobot' has the one camera {LEROBOT_CAMERA!r} (LeRobot's Meta-World "
+                             f"environment), got cameras {list(cameras)}")
+        if crop is not None:
+            raise ValueError("camera view 'lerobot' takes no crop (LeRobot's frames are whole)")
+        if image_size is not None and not 1 <= int(image_size) <= LEROBOT_RENDER_SIZE:
+            raise ValueError(f"image size must be in [1, {LEROBOT_RENDER_SIZE}] with camera view 'lerobot' "
+                             f"(LeRobot renders {LEROBOT_RENDER_SIZE} px), got {image_size}")
+    return view
+
+
+def place_lerobot_camera(model: Any) -> int:
+    """Move ``corner2`` of a Meta-World ``model`` to :data:`LEROBOT_CAMERA_POS`, as LeRobot's ``MetaworldEnv`` does;
+    returns the camera's id. (LeRobot writes ``model.cam_pos[2]``; here the camera is found by name.)"""
+    import mujoco  # optional dependency: mujoco
+
+    cid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, LEROBOT_CAMERA)
+    if cid < 0:
+        raise ValueError(f"Meta-World has no camera {LEROBOT_CAMERA!r}")
+    model.cam_pos[cid] = LEROBOT_CAMERA_POS
+    return cid
+
+
 def check_crop(crop: Sequence[float] | None) -> tuple[float, float, float, float] | None:
     """``crop`` as (top, left, height, width), fractions of the upright image, or a ValueError naming it."""
     if crop is None:
@@ -219,15 +270,44 @@ class _FastRenderer:
     def __init__(self, model: Any, height: int, width: int) -> None:
         import mujoco  # optional dependency: mujoco
 
-        model.vis.quality.offsamples = 0
+        samples = int(model.vis.quality.offsamples)
+        model.vis.quality.offsamples = 0  # read once, by the renderer's context; restored for other renderers
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), width)
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), height)
-        self.renderer = mujoco.Renderer(model, height, width)
+        try:
+            self.renderer = mujoco.Renderer(model, height, width)
+        finally:
+            model.vis.quality.offsamples = samples
         flags = mujoco.mjtRndFlag
         for flag in (flags.mjRND_SHADOW, flags.mjRND_REFLECTION, flags.mjRND_SKYBOX, flags.mjRND_HAZE):
             self.renderer.scene.flags[flag] = 0
 
     def render(self, data: Any, camera: str, rotate: bool) -> np.ndarray:
+        self.renderer.update_scene(data, camera=camera)
+        img = self.renderer.render()
+        return np.ascontiguousarray(img[::-1, ::-1] if rotate else img)
+
+    def close(self) -> None:
+        self.renderer.close()
+
+
+class LeRobotViewRenderer:
+    """Renders a Meta-World scene as LeRobot's ``MetaworldEnv`` does (camera view ``lerobot``): a
+    ``mujoco.Renderer`` of 480 x 480 with MuJoCo's default visual settings (nothing switched off, the model's
+    multisampling kept), like gymnasium's ``OffScreenViewer``, and the frame flipped on both axes (LeRobot's rule
+    for ``corner2``). The camera must already be placed (:func:`place_lerobot_camera`).
+
+    ``render(data)`` is the uint8 [480, 480, 3] frame LeRobot's ``pixels`` observation holds for the state
+    ``data``; :meth:`render` also takes :class:`_FastRenderer`'s (data, camera, rotate) arguments."""
+
+    def __init__(self, model: Any, size: int = LEROBOT_RENDER_SIZE) -> None:
+        import mujoco  # optional dependency: mujoco
+
+        model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), size)
+        model.vis.global_.offheight = max(int(model.vis.global_.offheight), size)
+        self.renderer = mujoco.Renderer(model, size, size)
+
+    def render(self, data: Any, camera: str = LEROBOT_CAMERA, rotate: bool = True) -> np.ndarray:
         self.renderer.update_scene(data, camera=camera)
         img = self.renderer.render()
         return np.ascontiguousarray(img[::-1, ::-1] if rotate else img)
@@ -254,10 +334,14 @@ class MetaWorldScene:
             (the cameras are rendered at :func:`crop_render_size` of the smallest box and each box resized to
             ``image_size``): 4 values for every camera, or 4 per camera (:func:`camera_crops`); None: the whole
             image.
+        camera_view: :data:`CAMERA_VIEWS`: ``niaf`` (the model's camera poses, fast renderer) or ``lerobot``
+            (LeRobot's Meta-World view: ``corner2`` moved and rendered at 480 px as LeRobot renders it, then
+            area-averaged to ``image_size``).
     """
 
     def __init__(self, task: str, benchmark_seed: int, cameras: Sequence[str] = DEFAULT_CAMERAS,
-                 image_size: int = 96, state: str = "full", crop: Sequence[float] | None = None) -> None:
+                 image_size: int = 96, state: str = "full", crop: Sequence[float] | None = None,
+                 camera_view: str = "niaf") -> None:
         metaworld, _mujoco, policy_map = _import_metaworld()
         known = set(metaworld.MT1.ENV_NAMES)
         if task not in known or task not in policy_map:
@@ -270,6 +354,7 @@ class MetaWorldScene:
         self.image_size = int(image_size)
         self.state = check_state_kind(state)
         self.crops = camera_crops(crop, self.cameras)
+        self.camera_view = check_camera_view(camera_view, self.cameras, crop, self.image_size)
         self.instruction = instruction_for(task)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -278,12 +363,19 @@ class MetaWorldScene:
             self.env.set_task(self.benchmark.train_tasks[0])
             self.env.reset()
         self._policy_class = policy_map[task]
-        self.render_size = max([crop_render_size(self.image_size, box) for box in self.crops.values()]
-                               or [self.image_size])
-        """Side in pixels at which every camera is rendered (before its crop is resized to ``image_size``)."""
-        self.renderer = (_FastRenderer(self.env.model, self.render_size, self.render_size) if self.cameras
-                         else None)
-        self.rotate = {c: camera_needs_rotation(self.env.model, self.env.data, c) for c in self.cameras}
+        # render_size: side in pixels at which every camera is rendered (before its crop is resized to image_size)
+        if self.camera_view == "lerobot":
+            place_lerobot_camera(self.env.model)
+            _mujoco.mj_forward(self.env.model, self.env.data)  # camera poses of the current state
+            self.render_size = LEROBOT_RENDER_SIZE
+            self.renderer: Any = LeRobotViewRenderer(self.env.model, self.render_size)
+            self.rotate = {LEROBOT_CAMERA: True}  # LeRobot flips corner2 on both axes
+        else:
+            self.render_size = max([crop_render_size(self.image_size, box) for box in self.crops.values()]
+                                   or [self.image_size])
+            self.renderer = (_FastRenderer(self.env.model, self.render_size, self.render_size) if self.cameras
+                             else None)
+            self.rotate = {c: camera_needs_rotation(self.env.model, self.env.data, c) for c in self.cameras}
         self.steps = 0
 
     @property
@@ -395,6 +487,7 @@ def generate_episodes(
     action_noise: float = 0.0,
     state: str = "full",
     crop: Sequence[float] | None = None,
+    camera_view: str = "niaf",
 ) -> Iterator[Episode]:
     """Yield expert demonstrations as :class:`Episode` (fps = 80 / stride), task by task.
 
@@ -416,6 +509,7 @@ def generate_episodes(
             :func:`rollout`. The noise of episode i is seeded by (seed, task, i).
         state: recorded ``observation.state`` (:data:`STATE_KINDS`); the expert always reads the full one.
         crop: the box of each camera image the policy sees (:class:`MetaWorldScene`).
+        camera_view: how the cameras are placed and rendered (:data:`CAMERA_VIEWS`; ``lerobot``: LeRobot's view).
     """
     from tqdm.auto import tqdm  # lazy: tqdm.auto probes for notebook support
 
@@ -428,6 +522,7 @@ def generate_episodes(
         raise ValueError(f"episodes_per_task must be >= 1, got {episodes_per_task}")
     check_state_kind(state)
     camera_crops(crop, cameras)
+    check_camera_view(camera_view, cameras, crop, image_size)
     known = set(metaworld.MT1.ENV_NAMES)
     unknown = [t for t in tasks if t not in known or t not in policy_map]
     if unknown:
@@ -449,7 +544,7 @@ def generate_episodes(
                 if scene is None or scene.benchmark_seed != bench_seed:
                     if scene is not None:
                         scene.close()
-                    scene = MetaWorldScene(task, bench_seed, cameras, image_size, state, crop)
+                    scene = MetaWorldScene(task, bench_seed, cameras, image_size, state, crop, camera_view)
                 variation = i % scene.num_variations
                 rng = np.random.default_rng([seed, zlib.crc32(task.encode()), i]) if action_noise > 0 else None
                 rec, success = rollout(scene, variation, stride, max_steps, action_noise, rng)
@@ -515,14 +610,17 @@ def observation_contract(record: dict[str, Any], chunk_size: int, replan_every: 
     crop = record.get("crop")
     crops = camera_crops(crop, cameras)
     state = check_state_kind(record.get("state", "full"))
+    view = check_camera_view(record.get("camera_view", "niaf"), cameras or [LEROBOT_CAMERA], crop, image_size)
     # recorded every `stride` environment steps; a chunk point every `chunk_stride` recorded frames
     stride = int(record.get("stride", 1)) * int(record.get("chunk_stride", 1))
     rotate: dict[str, bool] = {}
     render_size = image_size
+    multisamples = 0
     if cameras:
-        with MetaWorldScene(tasks[0], 0, cameras, image_size, state, crop) as scene:
+        with MetaWorldScene(tasks[0], 0, cameras, image_size, state, crop, view) as scene:
             rotate = dict(scene.rotate)
             render_size = scene.render_size
+            multisamples = int(scene.env.model.vis.quality.offsamples)
     control_hz = METAWORLD_FPS / stride
     return {
         "format": CONTRACT_FORMAT,
@@ -537,8 +635,14 @@ def observation_contract(record: dict[str, Any], chunk_size: int, replan_every: 
         "cameras": [{
             "key": f"observation.images.{cam}", "camera": cam,
             "render_size": render_size,
-            "renderer": {"offscreen_multisamples": 0, "shadow": False, "reflection": False, "skybox": False,
-                         "haze": False},
+            "view": view,
+            "camera_pos": list(LEROBOT_CAMERA_POS) if view == "lerobot" else None,
+            "camera_pos_means": "world position (m) the camera is moved to before rendering (model.cam_pos); "
+                                "null: the model's own pose",
+            "renderer": ({"offscreen_multisamples": 0, "shadow": False, "reflection": False, "skybox": False,
+                          "haze": False} if view == "niaf" else
+                         {"offscreen_multisamples": multisamples, "shadow": True, "reflection": True,
+                          "skybox": True, "haze": True}),
             "rotate_180": bool(rotate.get(cam, False)),
             "rotate_180_means": "image[::-1, ::-1] of the rendered frame (the camera is mounted rolled ~180°)",
             "crop": list(crops[cam]) if crops[cam] is not None else None,
@@ -610,6 +714,7 @@ def generate_metaworld_dataset(
     action_noise: float = 0.0,
     state: str = "full",
     crop: Sequence[float] | None = None,
+    camera_view: str = "niaf",
 ) -> tuple[Path, GenerationSummary]:
     """Generate demonstrations (see :func:`generate_episodes`) into a new LeRobot v3.0 folder ``out``.
 
@@ -617,18 +722,22 @@ def generate_metaworld_dataset(
     ``STATE_KINDS[state]``), ``action`` (names :data:`ACTION_NAMES`), one PNG image feature
     ``observation.images.<camera>`` per camera, one task per Meta-World task, and ``info["metaworld"]``: the
     benchmark seeds, tasks, cameras, image size, crop, state kind, stride and the variations recorded per task and
-    seed (what a closed-loop evaluation must not reuse). Returns (out, summary).
+    seed (what a closed-loop evaluation must not reuse), and the camera view when it is not the default ``niaf``.
+    Returns (out, summary).
     """
     camera_crops(crop, cameras)
     check_state_kind(state)
+    check_camera_view(camera_view, cameras, crop, image_size)
     summary = GenerationSummary()
     episodes = generate_episodes(tasks, episodes_per_task, cameras=cameras, image_size=image_size, stride=stride,
                                  seed=seed, max_steps=max_steps, keep_failures=keep_failures, summary=summary,
-                                 progress=progress, action_noise=action_noise, state=state, crop=crop)
+                                 progress=progress, action_noise=action_noise, state=state, crop=crop,
+                                 camera_view=camera_view)
 
     def provenance() -> dict[str, Any]:  # called after the last episode, when the variations are known
         seeds = sorted({int(s) for per_task in summary.variations.values() for s in per_task})
-        return {"metaworld": {"benchmark_seeds": seeds, "tasks": list(tasks), "cameras": list(cameras),
+        view = {"camera_view": camera_view} if camera_view != "niaf" else {}  # older records: the niaf view
+        return {"metaworld": {**view, "benchmark_seeds": seeds, "tasks": list(tasks), "cameras": list(cameras),
                               "image_size": int(image_size), "stride": int(stride),
                               "state": state, "crop": list(crop) if crop is not None else None,
                               "action_noise": float(action_noise), "variations": {t: {k: sorted(v) for k, v in per.items()}
@@ -645,11 +754,16 @@ def generate_metaworld_dataset(
 
 __all__ = [
     "ACTION_NAMES",
+    "CAMERA_VIEWS",
     "CONTRACT_FILE",
     "AGENT_POS_NAMES",
     "DEFAULT_CAMERAS",
     "DEFAULT_TASKS",
     "GenerationSummary",
+    "LEROBOT_CAMERA",
+    "LEROBOT_CAMERA_POS",
+    "LEROBOT_RENDER_SIZE",
+    "LeRobotViewRenderer",
     "METAWORLD_FPS",
     "MetaWorldScene",
     "STATE_DIM",
@@ -659,6 +773,7 @@ __all__ = [
     "TASK_INSTRUCTIONS",
     "camera_crops",
     "camera_needs_rotation",
+    "check_camera_view",
     "check_crop",
     "check_state_kind",
     "crop_and_resize",
@@ -666,6 +781,7 @@ __all__ = [
     "generate_metaworld_dataset",
     "instruction_for",
     "observation_contract",
+    "place_lerobot_camera",
     "read_provenance",
     "rollout",
 ]

@@ -141,13 +141,16 @@ def load_source(name: str, path: str | os.PathLike[str], options: LoadOptions) -
 # Meta-World: generated once per setting, then read like any LeRobot dataset
 # ----------------------------------------------------------------------------------------------------------
 METAWORLD_SETTINGS = ("tasks", "episodes", "size", "camera", "stride", "seed", "noise", "state", "crop")
-"""The generation settings of :func:`metaworld_demonstrations` (all part of the cache folder's name)."""
+"""The generation settings of :func:`metaworld_demonstrations` (all part of the cache folder's name), besides the
+optional ``view`` (camera view, default ``niaf``; part of the name only when it is not the default, so that the
+folders of earlier versions stay valid)."""
 
 
 def metaworld_cache_dir(settings: dict[str, Any], cache_root: str | os.PathLike[str] | None = None) -> Path:
     """Folder of the demonstrations generated with ``settings`` (keys of :func:`metaworld_demonstrations`),
     named by a hash of every setting so that a change regenerates rather than reuses."""
-    key = hashlib.sha256(json.dumps({**settings, "v": 3}, sort_keys=True).encode()).hexdigest()[:12]
+    keyed = {k: v for k, v in settings.items() if not (k == "view" and v == "niaf")}
+    key = hashlib.sha256(json.dumps({**keyed, "v": 3}, sort_keys=True).encode()).hexdigest()[:12]
     return niaf_cache_root(cache_root) / "metaworld" / f"metaworld-{key}"
 
 
@@ -157,7 +160,8 @@ def metaworld_demonstrations(settings: dict[str, Any], cache_root: str | os.Path
 
     ``settings``: ``tasks``, ``episodes`` (per task), ``size`` (image pixels), ``camera`` (comma-separated
     names), ``stride``, ``seed``,
-    ``noise`` (expert action noise), ``state`` (``full`` or ``agent_pos``) and ``crop`` (image box or None), as :func:`.metaworld.generate_metaworld_dataset` takes them.
+    ``noise`` (expert action noise), ``state`` (``full`` or ``agent_pos``), ``crop`` (image box or None) and
+    optionally ``view`` (camera view), as :func:`.metaworld.generate_metaworld_dataset` takes them.
     """
     missing = sorted(set(METAWORLD_SETTINGS) - set(settings))
     if missing:
@@ -174,6 +178,7 @@ def metaworld_demonstrations(settings: dict[str, Any], cache_root: str | os.Path
     generate_metaworld_dataset(tmp, tasks=settings["tasks"], episodes_per_task=settings["episodes"],
                                cameras=tuple(settings["camera"].split(",")), image_size=settings["size"],
                                stride=settings["stride"], seed=settings["seed"], action_noise=settings["noise"],
-                               state=settings["state"], crop=settings["crop"])
+                               state=settings["state"], crop=settings["crop"],
+                               camera_view=settings.get("view", "niaf"))
     os.rename(tmp, target)
     return target

@@ -36,6 +36,7 @@ from ..data.metaworld import (
     TRAINING_RECORD,
     VARIATIONS_PER_BENCHMARK,
     camera_crops,
+    check_camera_view,
     read_provenance,
 )
 
@@ -79,7 +80,8 @@ def check_training_record(record: Any, source: str) -> dict[str, Any]:
 
     Required: ``benchmark_seeds`` (a non-empty list of seeds; an older record's single ``benchmark_seed`` is
     accepted). Checked when present: ``tasks``, ``cameras`` (lists of strings), ``image_size``, ``stride``
-    (positive ints), ``state`` (a Meta-World state kind), ``crop`` (boxes inside the image), ``action_noise`` (a
+    (positive ints), ``state`` (a Meta-World state kind), ``crop`` (boxes inside the image), ``camera_view`` (a
+    camera view that fits the cameras, crop and image size), ``action_noise`` (a
     finite number >= 0) and ``variations`` (task → seed as a string →
     variations 0..49; every seed and task among the recorded ones). Keys this version does not know are kept.
 
@@ -111,6 +113,12 @@ def check_training_record(record: Any, source: str) -> dict[str, Any]:
             raise ProvenanceError(f"{source}: {key!r} must be a positive integer, got {record[key]!r}")
     if "state" in record and record["state"] not in STATE_KINDS:
         raise ProvenanceError(f"{source}: 'state' must be one of {sorted(STATE_KINDS)}, got {record['state']!r}")
+    if "camera_view" in record:
+        try:
+            check_camera_view(record["camera_view"], record.get("cameras") or ["corner2"], record.get("crop"),
+                              record.get("image_size"))
+        except (TypeError, ValueError) as err:
+            raise ProvenanceError(f"{source}: 'camera_view': {err}") from None
     if record.get("crop") is not None:
         try:
             camera_crops(record["crop"], record.get("cameras") or ["corner2"])
@@ -221,6 +229,7 @@ def card_record(path: Path) -> dict[str, Any] | None:
               "state": data.get("metaworld_state")}
     if "metaworld_state" in data:  # a card written since the crop existed (its null means: no crop)
         record["crop"] = data.get("metaworld_crop")
+    record["camera_view"] = data.get("metaworld_camera_view")  # absent before camera views existed: niaf
     camera = data.get("metaworld_camera")
     record["cameras"] = [camera] if isinstance(camera, str) else camera
     return check_training_record({k: v for k, v in record.items() if v is not None or k == "crop"}, where)
@@ -242,7 +251,7 @@ def checkpoint_records(checkpoint: str | os.PathLike[str] | None) -> dict[str, d
     return records
 
 
-_COMPARED = ("tasks", "cameras", "image_size", "stride", "action_noise", "state", "crop")
+_COMPARED = ("tasks", "cameras", "image_size", "stride", "action_noise", "state", "crop", "camera_view")
 
 
 def agreeing_records(records: dict[str, dict[str, Any]]) -> None:

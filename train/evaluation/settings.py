@@ -19,6 +19,7 @@ from ..data.metaworld import (
     MetaWorldScene,
     _import_metaworld,
     camera_crops,
+    check_camera_view,
     check_state_kind,
 )
 from .provenance import DEFAULT_EVAL_SEED, MAX_BENCHMARK_SEED
@@ -70,6 +71,9 @@ class EvalSettings:
     camera or 4 per camera); None: all of it."""
     state: str = "full"
     """``observation.state`` kind: ``full`` (39-d) or ``agent_pos`` (4-d); a checkpoint's training record says which."""
+    camera_view: str = "niaf"
+    """How the cameras are placed and rendered (``niaf`` or ``lerobot``: LeRobot's Meta-World view); a checkpoint's
+    training record says which."""
     ablate: list[str] = field(default_factory=list)
     """Inputs withheld from the policy (:data:`ABLATIONS`)."""
     video: bool = True
@@ -113,8 +117,10 @@ class EvalSettings:
         try:
             check_state_kind(self.state)
             camera_crops(self.crop, self.cameras)
-        except ValueError as err:
-            raise EvalError(f"the observation settings (the training record's state and crop): {err}") from None
+            check_camera_view(self.camera_view, self.cameras, self.crop, self.image_size)
+        except (TypeError, ValueError) as err:
+            raise EvalError(f"the observation settings (the training record's state, crop and camera view, with "
+                            f"--cameras and --image-size): {err}") from None
         if not isinstance(self.ablate, (list, tuple)) or [a for a in self.ablate if a not in ABLATIONS]:
             raise EvalError(f"--ablate must be among {ABLATIONS}, got {self.ablate!r}")
         if "instruction" in self.ablate and "other_instruction" in self.ablate:
@@ -131,7 +137,8 @@ class EvalSettings:
     def check_cameras(self) -> None:
         """Build the first task's scene once (no episode) so that a bad camera is refused before any work."""
         try:
-            MetaWorldScene(self.tasks[0], DEFAULT_EVAL_SEED, self.cameras, self.image_size, self.state, self.crop).close()
+            MetaWorldScene(self.tasks[0], DEFAULT_EVAL_SEED, self.cameras, self.image_size, self.state, self.crop,
+                           self.camera_view).close()
         except ValueError as err:
             raise EvalError(f"--cameras: {err}") from None
 

@@ -96,7 +96,8 @@ def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: 
              f"velocity labels: {'yes' if layout['velocity'] else 'no'}"]
     if d.source == "metaworld":
         lines.append(f"- Meta-World tasks {d.metaworld_tasks}, {d.metaworld_episodes_per_task} episodes each, "
-                     f"{d.metaworld_image_size} px, camera(s) {', '.join(d.metaworld_camera)}, state {d.metaworld_state}")
+                     f"{d.metaworld_image_size} px, camera(s) {', '.join(d.metaworld_camera)}, state {d.metaworld_state}"
+                     f"{', LeRobot camera view' if d.metaworld_camera_view == 'lerobot' else ''}")
     if contract is not None:
         lines += contract_card_lines(contract)
     lines += ["", "### Evaluation on held-out episodes (physical units)", ""]
@@ -118,8 +119,11 @@ def contract_card_lines(contract: dict[str, Any]) -> list[str]:
              "repository is such a loop).", ""]
     for cam in contract["cameras"]:
         crop = (f", crop (top, left, height, width) {cam['crop']} of the upright frame" if cam["crop"] else "")
-        lines.append(f"- `{cam['key']}`: camera `{cam['camera']}` rendered at {cam['render_size']} px "
-                     f"(anti-aliasing, shadows, reflections, skybox and haze off)"
+        moved = (f" moved to {cam['camera_pos']} (LeRobot's Meta-World view)" if cam.get("camera_pos") else "")
+        look = ("MuJoCo's default visual settings" if cam.get("view") == "lerobot"
+                else "anti-aliasing, shadows, reflections, skybox and haze off")
+        lines.append(f"- `{cam['key']}`: camera `{cam['camera']}`{moved} rendered at {cam['render_size']} px "
+                     f"({look})"
                      f"{', rotated 180°' if cam['rotate_180'] else ''}{crop}, resized to {cam['image_size']} px "
                      "(area averaging)")
     lines.append(f"- `{st['key']}`: {st['kind']} ({st['dim']}-d: {', '.join(st['names'][:6])}"

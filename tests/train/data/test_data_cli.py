@@ -149,6 +149,28 @@ def test_metaworld_command_state_only(tmp_path, capsys):
     assert code == 2 and "not empty" in err
 
 
+def test_metaworld_command_lerobot_camera_view(tmp_path, capsys):
+    """--camera-view lerobot is recorded in info.json (niaf-eval reads it from there); cameras it cannot show are
+    refused in one line, before anything is generated."""
+    pytest.importorskip("metaworld")
+    out_dir = tmp_path / "mw"
+    code, out, err = _run(capsys, ["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--out", str(out_dir),
+                                   "--camera-view", "lerobot", "--image-size", "16", "--stride", "20",
+                                   "--state", "agent_pos", "--quiet"])
+    assert code == 0, err
+    info = json.loads((out_dir / "meta" / "info.json").read_text())
+    assert info["metaworld"]["camera_view"] == "lerobot" and info["metaworld"]["state"] == "agent_pos"
+    assert info["features"]["observation.images.corner2"]["shape"][:2] == [16, 16]
+    for extra, message in ((["--cameras", "topview"], "--camera-view lerobot: camera view 'lerobot' has the one "
+                                                      "camera 'corner2'"),
+                           (["--crop", "0.1", "0.1", "0.5", "0.5"], "takes no crop"),
+                           (["--image-size", "640"], "image size must be in [1, 480]")):
+        code, out, err = _run(capsys, ["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--camera-view",
+                                       "lerobot", "--out", str(tmp_path / "refused"), *extra])
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+        assert not (tmp_path / "refused").exists()
+
+
 def _prefill_hub_cache(hub_cache, repo_id: str, folder, revision: str = "main") -> str:
     """Lay ``folder`` out as huggingface_hub's cache holds a downloaded dataset repo (refs/<revision> → snapshot)."""
     import shutil

@@ -14,8 +14,11 @@ metaworld = pytest.importorskip("metaworld")
 from niaf_train.data.chunking import dataset_fps  # noqa: E402
 from niaf_train.data.lerobot_v3 import iter_lerobot_episodes, load_lerobot  # noqa: E402
 from niaf_train.data.metaworld import (  # noqa: E402
+    LEROBOT_CAMERA_POS,
     GenerationSummary,
+    MetaWorldScene,
     camera_needs_rotation,
+    check_camera_view,
     generate_episodes,
     generate_metaworld_dataset,
 )
@@ -101,6 +104,48 @@ def test_first_frame_equals_rotated_raw_render(demos):
     np.testing.assert_array_equal(eps[0].images["corner2"][0], np.rot90(raw, 2))
     r.close()
     env.close()
+
+
+def test_lerobot_view_is_the_pose_metaworld_names_corner4():
+    """The ``lerobot`` view moves corner2 to LeRobot's position; Meta-World >= 3.1.1 defines that very pose as
+    camera ``corner4`` (same position, orientation and field of view), an independent reference. The frame is
+    that camera rendered at 480 px with MuJoCo's default settings, rotated by 180°, then area-averaged."""
+    from PIL import Image
+
+    with MetaWorldScene(TASK, 0, ("corner2",), 48, "agent_pos", camera_view="lerobot") as scene:
+        m, d = scene.env.model, scene.env.data
+        cid = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, "corner2")
+        assert cid == 2  # LeRobot writes model.cam_pos[2]: the index must be corner2's
+        obs = scene.reset(4)
+        np.testing.assert_array_equal(d.cam_xpos[cid], LEROBOT_CAMERA_POS)
+        assert scene.render_size == 480 and scene.rotate == {"corner2": True}
+        seen = scene.observe(obs)["observation.images.corner2"]
+        ref = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, "corner4")
+        if ref < 0:
+            pytest.skip("this metaworld has no camera corner4 (added in 3.1.1)")
+        np.testing.assert_allclose(d.cam_xpos[cid], d.cam_xpos[ref], atol=1e-12)
+        np.testing.assert_allclose(d.cam_xmat[cid], d.cam_xmat[ref], atol=1e-12)
+        assert m.cam_fovy[cid] == m.cam_fovy[ref] == 60.0
+        r = mujoco.Renderer(m, 480, 480)  # MuJoCo's defaults, as gymnasium's offscreen viewer (and LeRobot)
+        r.update_scene(d, camera="corner4")
+        frame = np.rot90(r.render(), 2)
+        r.close()
+        boxed = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((48, 48), Image.Resampling.BOX))
+        np.testing.assert_array_equal(seen, boxed)
+        assert seen.std() > 10  # a scene, not a blank frame
+
+
+@pytest.mark.parametrize("args, message", [
+    (("fisheye",), "camera view must be one of ['niaf', 'lerobot'], got 'fisheye'"),
+    (("lerobot", ["corner2", "topview"]), "has the one camera 'corner2'"),
+    (("lerobot", ["corner2"], [0.1, 0.1, 0.5, 0.5]), "takes no crop"),
+    (("lerobot", ["corner2"], None, 481), "image size must be in [1, 480]"),
+])
+def test_camera_view_refusals_name_the_setting(args, message):
+    with pytest.raises(ValueError) as err:
+        check_camera_view(*args)
+    assert message in str(err.value)
+    assert check_camera_view("niaf", ["topview", "corner"], [0.1, 0.1, 0.5, 0.5], 1000) == "niaf"
 
 
 def test_dataset_round_trip(tmp_path, demos):

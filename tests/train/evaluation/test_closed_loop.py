@@ -97,6 +97,22 @@ def test_train_data_record_errors_name_the_argument_and_file(tmp_path):
     assert training_record(train_data=tmp_path) == {"benchmark_seeds": [3, 4]}
 
 
+def test_settings_take_the_camera_view_of_the_training_record(tmp_path):
+    """A dataset written with --camera-view lerobot is evaluated in that view; a record without one (earlier
+    versions) in the default view."""
+    from niaf_train.evaluation.cli import build_parser, settings_from_args
+
+    (tmp_path / "meta").mkdir()
+    info = tmp_path / "meta" / "info.json"
+    argv = ["--train-data", str(tmp_path), "--policy", "expert", "--output-dir", str(tmp_path / "out")]
+    record = {"benchmark_seeds": [0], "tasks": [TASK], "cameras": ["corner2"], "image_size": 64, "state": "agent_pos"}
+    info.write_text(json.dumps({"metaworld": {**record, "camera_view": "lerobot"}}))
+    settings = settings_from_args(build_parser().parse_args(argv))
+    assert (settings.camera_view, settings.image_size, settings.state) == ("lerobot", 64, "agent_pos")
+    info.write_text(json.dumps({"metaworld": record}))
+    assert settings_from_args(build_parser().parse_args(argv)).camera_view == "niaf"
+
+
 def test_settings_refuse_rates_that_do_not_divide_80hz():
     with pytest.raises(EvalError, match="--execute-hz must divide"):
         EvalSettings(tasks=[TASK], execute_hz=30).check()
@@ -382,6 +398,8 @@ def _copy_checkpoint(checkpoint: Path, dest: Path) -> Path:
     (lambda r: {**r, "benchmark_seeds": [1000], "variations": {}}, "disagree on the benchmark seeds: [1000]"),
     (lambda r: {**r, "tasks": ["push-v3"], "variations": {}}, "disagree on 'tasks'"),
     (lambda r: {**r, "stride": 2}, "disagree on 'stride'"),
+    (lambda r: {**r, "camera_view": "fisheye"}, "'camera_view': camera view must be one of"),
+    (lambda r: {**r, "camera_view": "lerobot"}, "disagree on 'camera_view'"),
 ])
 def test_edited_training_record_is_refused_before_the_model_loads(checkpoint, tmp_path, capsys, edit, message):
     """A malformed or disagreeing training_data.json is one line naming the file; no model is loaded and no
@@ -481,6 +499,8 @@ def test_more_episodes_than_variations_draw_new_held_out_seeds(tmp_path):
     ({"image_size": 10**6}, "--image-size must be an integer in [1, 1024]"),
     ({"tasks": ["reach-v3", "reach-v3"]}, "--tasks: ['reach-v3'] given more than once"),
     ({"tasks": ["fly-v3"]}, "--tasks: unknown Meta-World MT1 task(s) ['fly-v3']"),
+    ({"camera_view": "lerobot", "cameras": ["topview"]}, "camera view 'lerobot' has the one camera 'corner2'"),
+    ({"camera_view": "lerobot", "image_size": 512}, "image size must be in [1, 480] with camera view 'lerobot'"),
 ])
 def test_settings_state_and_enforce_their_limits(override, message):
     settings = EvalSettings(**{"tasks": [TASK], **override})

@@ -230,3 +230,29 @@ def test_executed_command_figure_observes_as_the_checkpoint_was_trained(checkpoi
 
     png = plot_executed_commands(checkpoint, tmp_path / "executed_commands.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_contract_of_the_lerobot_view_rebuilds_its_frames():
+    """The contract of data written with --camera-view lerobot names the moved camera and the renderer settings;
+    the example's loop built from it alone sees what niaf-eval sees."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        import metaworld_from_contract as ex
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    from niaf_train.data.metaworld import LEROBOT_CAMERA_POS, observation_contract
+
+    record = {"benchmark_seeds": [0], "tasks": [TASK], "cameras": ["corner2"], "image_size": 32, "stride": 1,
+              "state": "agent_pos", "camera_view": "lerobot"}
+    contract = observation_contract(record, chunk_size=8)
+    (cam,) = contract["cameras"]
+    assert cam["view"] == "lerobot" and cam["camera_pos"] == list(LEROBOT_CAMERA_POS) and cam["render_size"] == 480
+    assert cam["renderer"] == {"offscreen_multisamples": 4, "shadow": True, "reflection": True, "skybox": True,
+                               "haze": True} and cam["rotate_180"] and cam["crop"] is None
+    scene = ex.ContractScene(contract, TASK, 1000)
+    try:
+        mine = scene.observe(scene.reset(3))
+    finally:
+        scene.close()
+    theirs = first_observation(TASK, 1000, 3, ["corner2"], 32, "agent_pos", None, "lerobot")
+    np.testing.assert_array_equal(mine["observation.images.corner2"], theirs["observation.images.corner2"])

@@ -37,6 +37,12 @@ def test_config_keys_and_types(tmp_path):
         build_config(None, ["--lerning_rate", "3"])
     with pytest.raises(ConfigError, match="training.max_steps` must be"):
         build_config(None, ["--max_steps", "three"])
+    view = build_config(None, ["--data.metaworld_camera_view", "lerobot", "--data.metaworld_image_size", "128"])
+    assert view.data.metaworld_camera_view == "lerobot"
+    with pytest.raises(ConfigError, match=r"`data.metaworld_camera_view` must be one of \('niaf', 'lerobot'\)"):
+        build_config(None, ["--data.metaworld_camera_view", "fisheye"])
+    with pytest.raises(ConfigError, match="`data.metaworld_camera_view`: camera view 'lerobot' has the one camera"):
+        build_config(None, ["--data.metaworld_camera_view", "lerobot", "--data.metaworld_camera", "corner2,topview"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("training:\n  max_steps: 3\n  warmup_steps: 10\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key `training.warmup_steps`"):
