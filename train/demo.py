@@ -121,7 +121,8 @@ def closed_loop(final_dir: Path, cfg: Any, out: Path, episodes: int, replan_ever
     fast_hz = min(METAWORLD_FPS, 4 * train_hz)
     base = {"tasks": list(d.metaworld_tasks), "episodes": episodes, "cameras": list(d.metaworld_camera),
             "image_size": d.metaworld_image_size, "replan_every": replan_every, "state": d.metaworld_state,
-            "crop": d.metaworld_crop, "camera_view": d.metaworld_camera_view}
+            "crop": d.metaworld_crop, "camera_view": d.metaworld_camera_view,
+            "instructions": d.metaworld_instructions}
     runs = [  # (name, policy, folder under closed_loop/, settings); the NIAF runs share one loaded model
         (f"NIAF @ {train_hz:g} Hz (training rate)", "niaf", "niaf_train_rate", EvalSettings(execute_hz=train_hz, **base)),
         (f"NIAF @ {fast_hz:g} Hz ({fast_hz / train_hz:g}x)", "niaf", "niaf_4x_rate", EvalSettings(execute_hz=fast_hz, **base)),

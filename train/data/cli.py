@@ -7,6 +7,7 @@ Subcommands::
     niaf-data metaworld --tasks reach-v3 push-v3 --episodes 50 --out DIR [--image-size 96] [--stride 1] ...
     niaf-data metaworld --tasks reach-v3 --state agent_pos --image-size 64 --crop 0.34 0.38 0.36 0.36 --out DIR
     niaf-data metaworld --tasks reach-v3 push-v3 --state agent_pos --camera-view lerobot --image-size 96 --out DIR
+    niaf-data metaworld --tasks reach-v3 push-v3 --camera-view lerobot --instructions lerobot --out DIR
 
 ``inspect`` builds (or reuses from the cache) the chunk dataset exactly as training will, validating every
 episode, and prints one JSON object on stdout: episode/frame/sample counts, skipped episodes with their
@@ -36,7 +37,13 @@ from configuration_niaf.normalization import check_relative_action_state_indices
 
 from .chunking import cache_size_report, chunk_cache_dir, chunk_dataset_meta, load_summary
 from .hub_datasets import DatasetNotFoundError, resolve_dataset_path
-from .metaworld import DEFAULT_TASKS, check_camera_view, generate_metaworld_dataset
+from .metaworld import (
+    DEFAULT_TASKS,
+    INSTRUCTION_SETS,
+    check_camera_view,
+    check_instructions,
+    generate_metaworld_dataset,
+)
 from .sources import LoadOptions, get_source, load_source
 from .stats import merge_stats_json, stats_from_chunk_dataset, write_stats_json
 
@@ -198,10 +205,14 @@ def cmd_metaworld(args: argparse.Namespace) -> dict[str, Any]:
         check_camera_view(args.camera_view, args.cameras, args.crop, args.image_size)
     except ValueError as err:
         raise CliError(f"--camera-view {args.camera_view}: {err}") from None
+    try:
+        check_instructions(args.instructions, args.tasks)
+    except ValueError as err:
+        raise CliError(f"--instructions {args.instructions}: {err}") from None
     root, summary = generate_metaworld_dataset(
         out, args.tasks, args.episodes, cameras=args.cameras, image_size=args.image_size, stride=args.stride,
         seed=args.seed, max_steps=args.max_steps, keep_failures=args.keep_failures, progress=not args.quiet,
-        state=args.state, crop=args.crop, camera_view=args.camera_view,
+        state=args.state, crop=args.crop, camera_view=args.camera_view, instructions=args.instructions,
     )
     return {"out": str(root), "fps": 80.0 / args.stride, **summary.to_dict()}
 
@@ -256,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="niaf (default: the model's camera poses, fast renderer) or lerobot (LeRobot's Meta-World "
                            "view: corner2 moved and rendered 480 px as lerobot-eval sees it, area-averaged to "
                            "--image-size; one camera, no crop)")
+    p_mw.add_argument("--instructions", choices=INSTRUCTION_SETS, default="niaf",
+                      help="the episodes' instructions: niaf (default: niaf's sentences, e.g. 'push the puck to the "
+                           "goal') or lerobot (the task strings lerobot-eval --env.type=metaworld gives, e.g. 'Push "
+                           "the puck to a goal')")
     p_mw.add_argument("--seed", type=int, default=0)
     p_mw.add_argument("--max-steps", type=int, default=500)
     p_mw.add_argument("--keep-failures", action="store_true", help="also keep episodes the expert failed")

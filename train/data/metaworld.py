@@ -105,8 +105,89 @@ TASK_INSTRUCTIONS: dict[str, str] = {
 """Instruction per task; other tasks get :func:`instruction_for`'s generic sentence."""
 
 
-def instruction_for(task: str) -> str:
-    """The instruction of an MT1 task (e.g. ``"push-v3"`` → ``"push the puck to the goal"``)."""
+LEROBOT_TASK_INSTRUCTIONS: dict[str, str] = {
+    "assembly-v3": "Pick up a nut and place it onto a peg",
+    "basketball-v3": "Dunk the basketball into the basket",
+    "bin-picking-v3": "Grasp the puck from one bin and place it into another bin",
+    "box-close-v3": "Grasp the cover and close the box with it",
+    "button-press-topdown-v3": "Press a button from the top",
+    "button-press-topdown-wall-v3": "Bypass a wall and press a button from the top",
+    "button-press-v3": "Press a button",
+    "button-press-wall-v3": "Bypass a wall and press a button",
+    "coffee-button-v3": "Push a button on the coffee machine",
+    "coffee-pull-v3": "Pull a mug from a coffee machine",
+    "coffee-push-v3": "Push a mug under a coffee machine",
+    "dial-turn-v3": "Rotate a dial 180 degrees",
+    "disassemble-v3": "Pick a nut out of a peg",
+    "door-close-v3": "Close a door with a revolving joint",
+    "door-lock-v3": "Lock the door by rotating the lock clockwise",
+    "door-open-v3": "Open a door with a revolving joint",
+    "door-unlock-v3": "Unlock the door by rotating the lock counter-clockwise",
+    "drawer-close-v3": "Push and close a drawer",
+    "drawer-open-v3": "Open a drawer",
+    "faucet-close-v3": "Rotate the faucet clockwise",
+    "faucet-open-v3": "Rotate the faucet counter-clockwise",
+    "hammer-v3": "Hammer a screw on the wall",
+    "hand-insert-v3": "Insert the gripper into a hole",
+    "handle-press-side-v3": "Press a handle down sideways",
+    "handle-press-v3": "Press a handle down",
+    "handle-pull-side-v3": "Pull a handle up sideways",
+    "handle-pull-v3": "Pull a handle up",
+    "lever-pull-v3": "Pull a lever down 90 degrees",
+    "peg-insert-side-v3": "Insert a peg sideways",
+    "peg-unplug-side-v3": "Unplug a peg sideways",
+    "pick-out-of-hole-v3": "Pick up a puck from a hole",
+    "pick-place-v3": "Pick and place a puck to a goal",
+    "pick-place-wall-v3": "Pick a puck, bypass a wall and place the puck",
+    "plate-slide-back-side-v3": "Get a plate from the cabinet sideways",
+    "plate-slide-back-v3": "Get a plate from the cabinet",
+    "plate-slide-side-v3": "Slide a plate into a cabinet sideways",
+    "plate-slide-v3": "Slide a plate into a cabinet",
+    "push-back-v3": "Push the puck to a goal",
+    "push-v3": "Push the puck to a goal",
+    "push-wall-v3": "Bypass a wall and push a puck to a goal",
+    "reach-v3": "Reach a goal position",
+    "reach-wall-v3": "Bypass a wall and reach a goal",
+    "shelf-place-v3": "Pick and place a puck onto a shelf",
+    "soccer-v3": "Kick a soccer into the goal",
+    "stick-pull-v3": "Grasp a stick and pull a box with the stick",
+    "stick-push-v3": "Grasp a stick and push a box using the stick",
+    "sweep-into-v3": "Sweep a puck into a hole",
+    "sweep-v3": "Sweep a puck off the table",
+    "window-close-v3": "Push and close a window",
+    "window-open-v3": "Push and open a window",
+}
+"""The task string LeRobot's Meta-World environment gives a policy per MT1 task (lerobot 0.6.1,
+``lerobot/envs/metaworld_config.json``, ``TASK_DESCRIPTIONS``: what ``lerobot-eval --env.type=metaworld`` passes
+as the observation's ``task``), for the 50 tasks of Meta-World v3. ``push-v3`` and ``push-back-v3`` share one
+string there, so one instruction names both."""
+
+INSTRUCTION_SETS = ("niaf", "lerobot")
+"""Which sentence an episode's instruction is (:func:`instruction_for`): ``niaf`` (default, :data:`TASK_INSTRUCTIONS`
+and a generic sentence for other tasks) or ``lerobot`` (:data:`LEROBOT_TASK_INSTRUCTIONS`, the task strings of
+LeRobot's Meta-World environment; a task without one is refused)."""
+
+
+def check_instructions(instructions: str, tasks: Sequence[str] = ()) -> str:
+    """``instructions`` if it names an :data:`INSTRUCTION_SETS` entry with a sentence for every task of ``tasks``,
+    else a ValueError naming the setting or the first task without one."""
+    if instructions not in INSTRUCTION_SETS:
+        raise ValueError(f"instructions must be one of {list(INSTRUCTION_SETS)}, got {instructions!r}")
+    for task in tasks:
+        instruction_for(task, instructions)
+    return instructions
+
+
+def instruction_for(task: str, instructions: str = "niaf") -> str:
+    """The instruction of an MT1 task in the sentence set ``instructions`` (:data:`INSTRUCTION_SETS`), e.g.
+    ``"push-v3"`` → ``"push the puck to the goal"`` (``niaf``) or ``"Push the puck to a goal"`` (``lerobot``)."""
+    if instructions == "lerobot":
+        if task not in LEROBOT_TASK_INSTRUCTIONS:
+            raise ValueError(f"task {task!r} has no LeRobot task string (instructions 'lerobot' know "
+                             f"{len(LEROBOT_TASK_INSTRUCTIONS)} Meta-World tasks)")
+        return LEROBOT_TASK_INSTRUCTIONS[task]
+    if instructions != "niaf":
+        raise ValueError(f"instructions must be one of {list(INSTRUCTION_SETS)}, got {instructions!r}")
     if task in TASK_INSTRUCTIONS:
         return TASK_INSTRUCTIONS[task]
     words = task.rsplit("-v", 1)[0].replace("-", " ")
@@ -337,11 +418,13 @@ class MetaWorldScene:
         camera_view: :data:`CAMERA_VIEWS`: ``niaf`` (the model's camera poses, fast renderer) or ``lerobot``
             (LeRobot's Meta-World view: ``corner2`` moved and rendered at 480 px as LeRobot renders it, then
             area-averaged to ``image_size``).
+        instructions: :data:`INSTRUCTION_SETS`: the sentence :meth:`observe` gives as ``task``: ``niaf``
+            (:data:`TASK_INSTRUCTIONS`) or ``lerobot`` (LeRobot's task string, :data:`LEROBOT_TASK_INSTRUCTIONS`).
     """
 
     def __init__(self, task: str, benchmark_seed: int, cameras: Sequence[str] = DEFAULT_CAMERAS,
                  image_size: int = 96, state: str = "full", crop: Sequence[float] | None = None,
-                 camera_view: str = "niaf") -> None:
+                 camera_view: str = "niaf", instructions: str = "niaf") -> None:
         metaworld, _mujoco, policy_map = _import_metaworld()
         known = set(metaworld.MT1.ENV_NAMES)
         if task not in known or task not in policy_map:
@@ -355,7 +438,8 @@ class MetaWorldScene:
         self.state = check_state_kind(state)
         self.crops = camera_crops(crop, self.cameras)
         self.camera_view = check_camera_view(camera_view, self.cameras, crop, self.image_size)
-        self.instruction = instruction_for(task)
+        self.instructions = check_instructions(instructions)
+        self.instruction = instruction_for(task, instructions)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.benchmark = metaworld.MT1(task, seed=self.benchmark_seed)
@@ -488,6 +572,7 @@ def generate_episodes(
     state: str = "full",
     crop: Sequence[float] | None = None,
     camera_view: str = "niaf",
+    instructions: str = "niaf",
 ) -> Iterator[Episode]:
     """Yield expert demonstrations as :class:`Episode` (fps = 80 / stride), task by task.
 
@@ -510,6 +595,7 @@ def generate_episodes(
         state: recorded ``observation.state`` (:data:`STATE_KINDS`); the expert always reads the full one.
         crop: the box of each camera image the policy sees (:class:`MetaWorldScene`).
         camera_view: how the cameras are placed and rendered (:data:`CAMERA_VIEWS`; ``lerobot``: LeRobot's view).
+        instructions: the episodes' instructions (:data:`INSTRUCTION_SETS`; ``lerobot``: LeRobot's task strings).
     """
     from tqdm.auto import tqdm  # lazy: tqdm.auto probes for notebook support
 
@@ -527,6 +613,7 @@ def generate_episodes(
     unknown = [t for t in tasks if t not in known or t not in policy_map]
     if unknown:
         raise ValueError(f"unknown Meta-World MT1 task(s) {unknown}; choose from {sorted(known)}")
+    check_instructions(instructions, tasks)
     summary = summary if summary is not None else GenerationSummary()
     fps = METAWORLD_FPS / stride
     start = time.perf_counter()
@@ -544,7 +631,8 @@ def generate_episodes(
                 if scene is None or scene.benchmark_seed != bench_seed:
                     if scene is not None:
                         scene.close()
-                    scene = MetaWorldScene(task, bench_seed, cameras, image_size, state, crop, camera_view)
+                    scene = MetaWorldScene(task, bench_seed, cameras, image_size, state, crop, camera_view,
+                                           instructions)
                 variation = i % scene.num_variations
                 rng = np.random.default_rng([seed, zlib.crc32(task.encode()), i]) if action_noise > 0 else None
                 rec, success = rollout(scene, variation, stride, max_steps, action_noise, rng)
@@ -568,7 +656,7 @@ def generate_episodes(
                 yield Episode(
                     episode_id=f"{task}/{i}",
                     source=f"metaworld://{task}?seed={bench_seed}&variation={variation}",
-                    instruction=instruction_for(task),
+                    instruction=scene.instruction,
                     fps=fps,
                     actions=rec["action"],
                     states=rec["state"],
@@ -611,6 +699,7 @@ def observation_contract(record: dict[str, Any], chunk_size: int, replan_every: 
     crops = camera_crops(crop, cameras)
     state = check_state_kind(record.get("state", "full"))
     view = check_camera_view(record.get("camera_view", "niaf"), cameras or [LEROBOT_CAMERA], crop, image_size)
+    instructions = check_instructions(record.get("instructions", "niaf"), tasks)
     # recorded every `stride` environment steps; a chunk point every `chunk_stride` recorded frames
     stride = int(record.get("stride", 1)) * int(record.get("chunk_stride", 1))
     rotate: dict[str, bool] = {}
@@ -657,7 +746,10 @@ def observation_contract(record: dict[str, Any], chunk_size: int, replan_every: 
             "from_env_observation": f"obs[:{len(STATE_KINDS[state])}] of Meta-World's 39-d observation vector",
             "units": "metres (world frame); gripper opening in [0, 1]",
         },
-        "instructions": {task: instruction_for(task) for task in tasks},
+        "instructions": {task: instruction_for(task, instructions) for task in tasks},
+        "instructions_from": instructions,
+        "instructions_from_means": "niaf: niaf-data's own sentences; lerobot: the task strings of LeRobot's "
+                                   "Meta-World environment (what lerobot-eval passes as the observation's task)",
         "action": {
             "key": "action", "names": ACTION_NAMES, "kind": "displacement command",
             "meaning": "per environment step (12.5 ms): end-effector target displacement dx, dy, dz (x 1 cm; "
@@ -715,6 +807,7 @@ def generate_metaworld_dataset(
     state: str = "full",
     crop: Sequence[float] | None = None,
     camera_view: str = "niaf",
+    instructions: str = "niaf",
 ) -> tuple[Path, GenerationSummary]:
     """Generate demonstrations (see :func:`generate_episodes`) into a new LeRobot v3.0 folder ``out``.
 
@@ -722,21 +815,24 @@ def generate_metaworld_dataset(
     ``STATE_KINDS[state]``), ``action`` (names :data:`ACTION_NAMES`), one PNG image feature
     ``observation.images.<camera>`` per camera, one task per Meta-World task, and ``info["metaworld"]``: the
     benchmark seeds, tasks, cameras, image size, crop, state kind, stride and the variations recorded per task and
-    seed (what a closed-loop evaluation must not reuse), and the camera view when it is not the default ``niaf``.
-    Returns (out, summary).
+    seed (what a closed-loop evaluation must not reuse), and the camera view and the instruction set
+    (``instructions``) when they are not the default ``niaf``. Returns (out, summary).
     """
     camera_crops(crop, cameras)
     check_state_kind(state)
     check_camera_view(camera_view, cameras, crop, image_size)
+    check_instructions(instructions, tasks)
     summary = GenerationSummary()
     episodes = generate_episodes(tasks, episodes_per_task, cameras=cameras, image_size=image_size, stride=stride,
                                  seed=seed, max_steps=max_steps, keep_failures=keep_failures, summary=summary,
                                  progress=progress, action_noise=action_noise, state=state, crop=crop,
-                                 camera_view=camera_view)
+                                 camera_view=camera_view, instructions=instructions)
 
     def provenance() -> dict[str, Any]:  # called after the last episode, when the variations are known
         seeds = sorted({int(s) for per_task in summary.variations.values() for s in per_task})
         view = {"camera_view": camera_view} if camera_view != "niaf" else {}  # older records: the niaf view
+        if instructions != "niaf":  # older records: niaf's sentences
+            view["instructions"] = instructions
         return {"metaworld": {**view, "benchmark_seeds": seeds, "tasks": list(tasks), "cameras": list(cameras),
                               "image_size": int(image_size), "stride": int(stride),
                               "state": state, "crop": list(crop) if crop is not None else None,
@@ -760,9 +856,11 @@ __all__ = [
     "DEFAULT_CAMERAS",
     "DEFAULT_TASKS",
     "GenerationSummary",
+    "INSTRUCTION_SETS",
     "LEROBOT_CAMERA",
     "LEROBOT_CAMERA_POS",
     "LEROBOT_RENDER_SIZE",
+    "LEROBOT_TASK_INSTRUCTIONS",
     "LeRobotViewRenderer",
     "METAWORLD_FPS",
     "MetaWorldScene",
@@ -775,6 +873,7 @@ __all__ = [
     "camera_needs_rotation",
     "check_camera_view",
     "check_crop",
+    "check_instructions",
     "check_state_kind",
     "crop_and_resize",
     "generate_episodes",

@@ -142,14 +142,14 @@ def load_source(name: str, path: str | os.PathLike[str], options: LoadOptions) -
 # ----------------------------------------------------------------------------------------------------------
 METAWORLD_SETTINGS = ("tasks", "episodes", "size", "camera", "stride", "seed", "noise", "state", "crop")
 """The generation settings of :func:`metaworld_demonstrations` (all part of the cache folder's name), besides the
-optional ``view`` (camera view, default ``niaf``; part of the name only when it is not the default, so that the
-folders of earlier versions stay valid)."""
+optional ``view`` (camera view) and ``instructions`` (instruction set), both default ``niaf`` and part of the name
+only when they are not the default, so that the folders of earlier versions stay valid."""
 
 
 def metaworld_cache_dir(settings: dict[str, Any], cache_root: str | os.PathLike[str] | None = None) -> Path:
     """Folder of the demonstrations generated with ``settings`` (keys of :func:`metaworld_demonstrations`),
     named by a hash of every setting so that a change regenerates rather than reuses."""
-    keyed = {k: v for k, v in settings.items() if not (k == "view" and v == "niaf")}
+    keyed = {k: v for k, v in settings.items() if not (k in ("view", "instructions") and v == "niaf")}
     key = hashlib.sha256(json.dumps({**keyed, "v": 3}, sort_keys=True).encode()).hexdigest()[:12]
     return niaf_cache_root(cache_root) / "metaworld" / f"metaworld-{key}"
 
@@ -161,7 +161,8 @@ def metaworld_demonstrations(settings: dict[str, Any], cache_root: str | os.Path
     ``settings``: ``tasks``, ``episodes`` (per task), ``size`` (image pixels), ``camera`` (comma-separated
     names), ``stride``, ``seed``,
     ``noise`` (expert action noise), ``state`` (``full`` or ``agent_pos``), ``crop`` (image box or None) and
-    optionally ``view`` (camera view), as :func:`.metaworld.generate_metaworld_dataset` takes them.
+    optionally ``view`` (camera view) and ``instructions`` (instruction set), as
+    :func:`.metaworld.generate_metaworld_dataset` takes them.
     """
     missing = sorted(set(METAWORLD_SETTINGS) - set(settings))
     if missing:
@@ -179,6 +180,7 @@ def metaworld_demonstrations(settings: dict[str, Any], cache_root: str | os.Path
                                cameras=tuple(settings["camera"].split(",")), image_size=settings["size"],
                                stride=settings["stride"], seed=settings["seed"], action_noise=settings["noise"],
                                state=settings["state"], crop=settings["crop"],
-                               camera_view=settings.get("view", "niaf"))
+                               camera_view=settings.get("view", "niaf"),
+                               instructions=settings.get("instructions", "niaf"))
     os.rename(tmp, target)
     return target

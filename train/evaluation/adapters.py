@@ -35,19 +35,23 @@ class ObservationAblation:
         ablate: the inputs to withhold.
         state_mean: what ``state`` ablation puts in place of the state (the training mean).
         tasks: the evaluation's tasks, for ``other_instruction``.
+        instructions: the instruction set the observations carry (``niaf`` or ``lerobot``), for
+            ``other_instruction``.
     """
 
     def __init__(self, ablate: Sequence[str], state_mean: np.ndarray | None = None,
-                 tasks: Sequence[str] = ()) -> None:
+                 tasks: Sequence[str] = (), instructions: str = "niaf") -> None:
         self.ablate = tuple(ablate)
         if "state" in self.ablate and state_mean is None:
             raise EvalError("--ablate state: the checkpoint has no state statistics to take the mean from")
         self.state_mean = None if state_mean is None else np.asarray(state_mean, dtype=np.float32)
         names = list(tasks)
-        spare = [t for t in TASK_INSTRUCTIONS if t not in names]
+        own = {instruction_for(n, instructions) for n in names}
+        spare = [t for t in TASK_INSTRUCTIONS if instruction_for(t, instructions) not in own]  # (LeRobot has them all)
         # each task's instruction is replaced by the next task's (cyclically); a lone task by an unrelated one
         order = names[1:] + names[:1] if len(names) > 1 else spare[:len(names)]
-        self.other = {instruction_for(a): instruction_for(b) for a, b in zip(names, order, strict=True)}
+        self.other = {instruction_for(a, instructions): instruction_for(b, instructions)
+                      for a, b in zip(names, order, strict=True)}
 
     def __call__(self, obs: dict[str, Any]) -> dict[str, Any]:
         out = dict(obs)

@@ -102,7 +102,8 @@ def observation_ablation(config: Any, settings: EvalSettings) -> ObservationAbla
     if "state" in settings.ablate and not config.use_state:
         raise EvalError("--ablate state: the checkpoint reads no state")
     mean = ((config.normalization_stats or {}).get("state") or {}).get("mean") if config.use_state else None
-    return ObservationAblation(settings.ablate, None if mean is None else np.asarray(mean), settings.tasks)
+    return ObservationAblation(settings.ablate, None if mean is None else np.asarray(mean), settings.tasks,
+                               settings.instructions)
 
 
 __all__ = [

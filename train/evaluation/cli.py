@@ -69,7 +69,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         cameras=list(args.cameras) if args.cameras is not None else list(record.get("cameras", ["corner2"])),
         image_size=args.image_size or int(record.get("image_size", 32)), video=not args.no_video,
         crop=record.get("crop"), state=record.get("state", "full"), ablate=list(args.ablate),
-        camera_view=record.get("camera_view", "niaf"),
+        camera_view=record.get("camera_view", "niaf"), instructions=record.get("instructions", "niaf"),
     )
 
 

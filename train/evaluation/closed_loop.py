@@ -100,9 +100,9 @@ class EpisodeResult:
 
 def first_observation(task: str, seed: int, variation: int, cameras: Sequence[str], image_size: int,
                       state: str = "full", crop: Sequence[float] | None = None,
-                      camera_view: str = "niaf") -> dict[str, Any]:
+                      camera_view: str = "niaf", instructions: str = "niaf") -> dict[str, Any]:
     """The observation an evaluation episode starts from (what the policy sees at step 0)."""
-    with MetaWorldScene(task, seed, cameras, image_size, state, crop, camera_view) as scene:
+    with MetaWorldScene(task, seed, cameras, image_size, state, crop, camera_view, instructions) as scene:
         return scene.observe(scene.reset(variation))
 
 
@@ -187,7 +187,7 @@ def evaluate(policy: Any, settings: EvalSettings, seed: int | Sequence[int], *, 
                     if scene is not None:
                         scene.close()
                     scene = MetaWorldScene(task, bench_seed, settings.cameras, settings.image_size, settings.state,
-                                           settings.crop, settings.camera_view)
+                                           settings.crop, settings.camera_view, settings.instructions)
                 writer = None
                 if settings.video and video_dir is not None and i == 0:
                     writer = VideoWriter(video_dir / f"{task}.mp4", scene, settings.cameras[0] if settings.cameras else None)

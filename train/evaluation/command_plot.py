@@ -44,15 +44,16 @@ def record_executions(
     state: str = "full",
     crop: Sequence[float] | None = None,
     camera_view: str = "niaf",
+    instructions: str = "niaf",
 ) -> dict[str, Any]:
     """One closed-loop episode per ``(label, policy)`` on ``task``'s variation ``variation`` of benchmark seed
     ``seed``, commands read at 80 Hz, observations as the policies were trained on (``state`` kind, camera
     ``crop``). Returns ``{label: EpisodeResult}`` (``actions`` [steps, 4] executed)."""
     settings = EvalSettings(tasks=[task], episodes=1, execute_hz=METAWORLD_FPS, cameras=list(cameras),
                             image_size=image_size, state=state, crop=None if crop is None else list(crop),
-                            camera_view=camera_view, video=False)
+                            camera_view=camera_view, instructions=instructions, video=False)
     out = {}
-    with MetaWorldScene(task, seed, cameras, image_size, state, crop, camera_view) as scene:
+    with MetaWorldScene(task, seed, cameras, image_size, state, crop, camera_view, instructions) as scene:
         for label, policy in runs:
             out[label] = run_episode(scene, variation, policy, settings)
     return out
@@ -115,17 +116,17 @@ def plot_executed_commands(
     cameras = list(cameras or record.get("cameras") or ["corner2"])
     image_size = int(image_size or record.get("image_size", 32))
     state, crop = record.get("state", "full"), record.get("crop")  # as the checkpoint was trained
-    view = record.get("camera_view", "niaf")
+    view, instructions = record.get("camera_view", "niaf"), record.get("instructions", "niaf")
     seed = resolve_seed(seed, record)
     settings = EvalSettings(tasks=[task], cameras=cameras, image_size=image_size, state=state, crop=crop,
-                            camera_view=view)
+                            camera_view=view, instructions=instructions)
     niaf = load_policy(checkpoint, settings)
     source = niaf if waypoint_checkpoint is None else load_policy(waypoint_checkpoint, settings)
     who = "NIAF's chunk points" if waypoint_checkpoint is None else "waypoint head's chunk"
     runs = [("NIAF function, queried at 80 Hz", niaf),
             (f"{who}, held", NiafPolicy(source.model, source.processor, cameras, "zoh")),
             (f"{who}, linearly interpolated", NiafPolicy(source.model, source.processor, cameras, "linear"))]
-    results = record_executions(runs, task, seed, variation, cameras, image_size, state, crop, view)
+    results = record_executions(runs, task, seed, variation, cameras, image_size, state, crop, view, instructions)
     hz = float(niaf.model.config.control_hz)
     title = (f"{task}, held-out variation {variation} of benchmark seed {seed}: commands executed at 80 Hz "
              f"(chunks of {niaf.model.config.chunk_size} points at {hz:g} Hz, replanning every 8 steps)")

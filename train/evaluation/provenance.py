@@ -37,6 +37,7 @@ from ..data.metaworld import (
     VARIATIONS_PER_BENCHMARK,
     camera_crops,
     check_camera_view,
+    check_instructions,
     read_provenance,
 )
 
@@ -81,7 +82,8 @@ def check_training_record(record: Any, source: str) -> dict[str, Any]:
     Required: ``benchmark_seeds`` (a non-empty list of seeds; an older record's single ``benchmark_seed`` is
     accepted). Checked when present: ``tasks``, ``cameras`` (lists of strings), ``image_size``, ``stride``
     (positive ints), ``state`` (a Meta-World state kind), ``crop`` (boxes inside the image), ``camera_view`` (a
-    camera view that fits the cameras, crop and image size), ``action_noise`` (a
+    camera view that fits the cameras, crop and image size), ``instructions`` (an instruction set with a sentence
+    for every recorded task), ``action_noise`` (a
     finite number >= 0) and ``variations`` (task → seed as a string →
     variations 0..49; every seed and task among the recorded ones). Keys this version does not know are kept.
 
@@ -119,6 +121,11 @@ def check_training_record(record: Any, source: str) -> dict[str, Any]:
                               record.get("image_size"))
         except (TypeError, ValueError) as err:
             raise ProvenanceError(f"{source}: 'camera_view': {err}") from None
+    if "instructions" in record:
+        try:
+            check_instructions(record["instructions"], record.get("tasks") or [])
+        except (TypeError, ValueError) as err:
+            raise ProvenanceError(f"{source}: 'instructions': {err}") from None
     if record.get("crop") is not None:
         try:
             camera_crops(record["crop"], record.get("cameras") or ["corner2"])
@@ -230,6 +237,7 @@ def card_record(path: Path) -> dict[str, Any] | None:
     if "metaworld_state" in data:  # a card written since the crop existed (its null means: no crop)
         record["crop"] = data.get("metaworld_crop")
     record["camera_view"] = data.get("metaworld_camera_view")  # absent before camera views existed: niaf
+    record["instructions"] = data.get("metaworld_instructions")  # absent before instruction sets existed: niaf
     camera = data.get("metaworld_camera")
     record["cameras"] = [camera] if isinstance(camera, str) else camera
     return check_training_record({k: v for k, v in record.items() if v is not None or k == "crop"}, where)
@@ -251,7 +259,8 @@ def checkpoint_records(checkpoint: str | os.PathLike[str] | None) -> dict[str, d
     return records
 
 
-_COMPARED = ("tasks", "cameras", "image_size", "stride", "action_noise", "state", "crop", "camera_view")
+_COMPARED = ("tasks", "cameras", "image_size", "stride", "action_noise", "state", "crop", "camera_view",
+             "instructions")
 
 
 def agreeing_records(records: dict[str, dict[str, Any]]) -> None:

@@ -20,6 +20,7 @@ from ..data.metaworld import (
     _import_metaworld,
     camera_crops,
     check_camera_view,
+    check_instructions,
     check_state_kind,
 )
 from .provenance import DEFAULT_EVAL_SEED, MAX_BENCHMARK_SEED
@@ -74,6 +75,9 @@ class EvalSettings:
     camera_view: str = "niaf"
     """How the cameras are placed and rendered (``niaf`` or ``lerobot``: LeRobot's Meta-World view); a checkpoint's
     training record says which."""
+    instructions: str = "niaf"
+    """The sentence each task's observation carries (``niaf`` or ``lerobot``: LeRobot's task strings,
+    :data:`~niaf_train.data.metaworld.INSTRUCTION_SETS`); a checkpoint's training record says which."""
     ablate: list[str] = field(default_factory=list)
     """Inputs withheld from the policy (:data:`ABLATIONS`)."""
     video: bool = True
@@ -121,6 +125,10 @@ class EvalSettings:
         except (TypeError, ValueError) as err:
             raise EvalError(f"the observation settings (the training record's state, crop and camera view, with "
                             f"--cameras and --image-size): {err}") from None
+        try:
+            check_instructions(self.instructions, self.tasks)
+        except (TypeError, ValueError) as err:
+            raise EvalError(f"the instructions (the training record's, with --tasks): {err}") from None
         if not isinstance(self.ablate, (list, tuple)) or [a for a in self.ablate if a not in ABLATIONS]:
             raise EvalError(f"--ablate must be among {ABLATIONS}, got {self.ablate!r}")
         if "instruction" in self.ablate and "other_instruction" in self.ablate:
@@ -138,7 +146,7 @@ class EvalSettings:
         """Build the first task's scene once (no episode) so that a bad camera is refused before any work."""
         try:
             MetaWorldScene(self.tasks[0], DEFAULT_EVAL_SEED, self.cameras, self.image_size, self.state, self.crop,
-                           self.camera_view).close()
+                           self.camera_view, self.instructions).close()
         except ValueError as err:
             raise EvalError(f"--cameras: {err}") from None
 

@@ -41,7 +41,7 @@ from configuration_niaf.normalization import NORMALIZATION_MODES
 
 from ..baselines.functions import INTERPOLATIONS
 from ..baselines.modeling_baselines import ACTION_HEADS, HEAD_DEFAULTS, WAYPOINT_LOSSES
-from ..data.metaworld import CAMERA_VIEWS, camera_crops, check_camera_view
+from ..data.metaworld import CAMERA_VIEWS, INSTRUCTION_SETS, camera_crops, check_camera_view, check_instructions
 from ..data.sources import SOURCES
 
 DATA_SOURCES = tuple(SOURCES)  # the registry niaf-data reads too
@@ -243,6 +243,9 @@ class DataOptions:
     """How the Meta-World camera is placed and rendered: niaf (the model's camera poses, fast renderer) or lerobot
     (LeRobot's Meta-World view, as lerobot-eval --env.type=metaworld renders it: corner2 only, no crop, rendered
     480 px and area-averaged to metaworld_image_size)."""
+    metaworld_instructions: str = "niaf"
+    """The Meta-World episodes' instructions: niaf (niaf's sentences, e.g. "push the puck to the goal") or lerobot
+    (the task strings lerobot-eval --env.type=metaworld gives the policy, e.g. "Push the puck to a goal")."""
     metaworld_state: str = "full"
     """Meta-World observation.state: full (39-d, with object and goal positions) or agent_pos (hand position and
     gripper, 4-d, what a robot measures: the goal must come from the images)."""
@@ -519,6 +522,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.tiny_vision_positions": ("learned", "sincos"),
     "data.metaworld_state": ("full", "agent_pos"),
     "data.metaworld_camera_view": CAMERA_VIEWS,
+    "data.metaworld_instructions": INSTRUCTION_SETS,
 }
 """Allowed values of the keys that take one of a fixed set of strings (checked and shown by ``--help``)."""
 
@@ -543,6 +547,10 @@ def validate_config(cfg: FinetuneConfig) -> None:
             check_camera_view(d.metaworld_camera_view, d.metaworld_camera, d.metaworld_crop, d.metaworld_image_size)
         except ValueError as err:
             raise ConfigError(f"`data.metaworld_camera_view`: {err}") from None
+    try:
+        check_instructions(d.metaworld_instructions, d.metaworld_tasks)
+    except ValueError as err:
+        raise ConfigError(f"`data.metaworld_instructions`: {err}") from None
     for key, value, low in (
         ("training.max_steps", t.max_steps, 1), ("training.per_device_batch_size", t.per_device_batch_size, 1),
         ("training.gradient_accumulation_steps", t.gradient_accumulation_steps, 1),

@@ -20,7 +20,7 @@ def _metaworld_settings(cfg: FinetuneConfig) -> dict[str, Any]:
     return {"tasks": d.metaworld_tasks, "episodes": d.metaworld_episodes_per_task, "size": d.metaworld_image_size,
             "camera": ",".join(d.metaworld_camera), "stride": d.metaworld_stride, "seed": d.metaworld_seed,
             "noise": d.metaworld_action_noise, "state": d.metaworld_state, "crop": d.metaworld_crop,
-            "view": d.metaworld_camera_view}
+            "view": d.metaworld_camera_view, "instructions": d.metaworld_instructions}
 
 
 def metaworld_dataset_dir(cfg: FinetuneConfig) -> Path:

@@ -97,7 +97,8 @@ def training_card_section(cfg: FinetuneConfig, layout: dict[str, Any], n_train: 
     if d.source == "metaworld":
         lines.append(f"- Meta-World tasks {d.metaworld_tasks}, {d.metaworld_episodes_per_task} episodes each, "
                      f"{d.metaworld_image_size} px, camera(s) {', '.join(d.metaworld_camera)}, state {d.metaworld_state}"
-                     f"{', LeRobot camera view' if d.metaworld_camera_view == 'lerobot' else ''}")
+                     f"{', LeRobot camera view' if d.metaworld_camera_view == 'lerobot' else ''}"
+                     f"{', LeRobot task strings' if d.metaworld_instructions == 'lerobot' else ''}")
     if contract is not None:
         lines += contract_card_lines(contract)
     lines += ["", "### Evaluation on held-out episodes (physical units)", ""]

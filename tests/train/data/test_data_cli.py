@@ -171,6 +171,35 @@ def test_metaworld_command_lerobot_camera_view(tmp_path, capsys):
         assert not (tmp_path / "refused").exists()
 
 
+def test_metaworld_command_lerobot_instructions(tmp_path, capsys):
+    """--instructions lerobot writes LeRobot's task strings as the episodes' instructions (read back from the
+    written dataset; the strings are those of lerobot 0.6.1's metaworld_config.json) and records the choice in
+    info.json; the default records nothing; a bad value, or a task without a LeRobot string, exits 2 in one line."""
+    pytest.importorskip("metaworld")
+    from niaf_train.data.lerobot_v3 import iter_lerobot_episodes
+
+    out_dir = tmp_path / "mw"
+    code, out, err = _run(capsys, ["metaworld", "--tasks", "reach-v3", "push-v3", "--episodes", "1", "--cameras",
+                                   "--stride", "20", "--instructions", "lerobot", "--out", str(out_dir), "--quiet"])
+    assert code == 0, err
+    assert [e.instruction for e in iter_lerobot_episodes(out_dir)] == ["Reach a goal position",
+                                                                      "Push the puck to a goal"]
+    assert json.loads((out_dir / "meta" / "info.json").read_text())["metaworld"]["instructions"] == "lerobot"
+    code, out, err = _run(capsys, ["metaworld", "--tasks", "reach-v3", "--episodes", "1", "--cameras", "--stride",
+                                   "20", "--out", str(tmp_path / "default"), "--quiet"])
+    assert code == 0, err
+    assert "instructions" not in json.loads((tmp_path / "default" / "meta" / "info.json").read_text())["metaworld"]
+    assert [e.instruction for e in iter_lerobot_episodes(tmp_path / "default")] == ["reach the red goal point"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["metaworld", "--tasks", "reach-v3", "--instructions", "klingon", "--out", str(tmp_path / "refused")])
+    assert exit_.value.code == 2 and "--instructions: invalid choice: 'klingon'" in capsys.readouterr().err
+    code, out, err = _run(capsys, ["metaworld", "--tasks", "fly-v3", "--instructions", "lerobot", "--out",
+                                   str(tmp_path / "refused")])
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "--instructions lerobot: task 'fly-v3' has no LeRobot task string" in err
+    assert not (tmp_path / "refused").exists()
+
+
 def _prefill_hub_cache(hub_cache, repo_id: str, folder, revision: str = "main") -> str:
     """Lay ``folder`` out as huggingface_hub's cache holds a downloaded dataset repo (refs/<revision> → snapshot)."""
     import shutil

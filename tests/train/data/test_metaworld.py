@@ -19,8 +19,10 @@ from niaf_train.data.metaworld import (  # noqa: E402
     MetaWorldScene,
     camera_needs_rotation,
     check_camera_view,
+    check_instructions,
     generate_episodes,
     generate_metaworld_dataset,
+    instruction_for,
 )
 
 TASK = "reach-v3"
@@ -146,6 +148,46 @@ def test_camera_view_refusals_name_the_setting(args, message):
         check_camera_view(*args)
     assert message in str(err.value)
     assert check_camera_view("niaf", ["topview", "corner"], [0.1, 0.1, 0.5, 0.5], 1000) == "niaf"
+
+
+# The task strings of LeRobot's Meta-World environment for the MT-10 tasks, typed from lerobot 0.6.1's
+# lerobot/envs/metaworld_config.json (TASK_DESCRIPTIONS); integrations/lerobot/tests checks the whole table there.
+LEROBOT_MT10 = {
+    "reach-v3": "Reach a goal position",
+    "push-v3": "Push the puck to a goal",
+    "pick-place-v3": "Pick and place a puck to a goal",
+    "door-open-v3": "Open a door with a revolving joint",
+    "drawer-open-v3": "Open a drawer",
+    "drawer-close-v3": "Push and close a drawer",
+    "button-press-topdown-v3": "Press a button from the top",
+    "peg-insert-side-v3": "Insert a peg sideways",
+    "window-open-v3": "Push and open a window",
+    "window-close-v3": "Push and close a window",
+}
+
+
+def test_lerobot_instructions_cover_metaworld_and_are_lerobots_strings():
+    from metaworld.env_dict import MT10_V3
+
+    assert sorted(MT10_V3) == sorted(LEROBOT_MT10)
+    assert {t: instruction_for(t, "lerobot") for t in MT10_V3} == LEROBOT_MT10
+    assert check_instructions("lerobot", sorted(metaworld.MT1.ENV_NAMES)) == "lerobot"  # every MT1 task has one
+    assert instruction_for("push-v3") == instruction_for("push-v3", "niaf") == "push the puck to the goal"
+    with MetaWorldScene("push-v3", 0, (), instructions="lerobot") as scene:
+        assert scene.observe(scene.reset(0))["task"] == "Push the puck to a goal"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("klingon",), "instructions must be one of ['niaf', 'lerobot'], got 'klingon'"),
+    (("lerobot", ["reach-v3", "fly-v3"]), "task 'fly-v3' has no LeRobot task string"),
+])
+def test_instruction_refusals_name_the_setting_or_task(args, message):
+    with pytest.raises(ValueError) as err:
+        check_instructions(*args)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="instructions must be one of"):
+        MetaWorldScene(TASK, 0, (), instructions="klingon")
+    assert check_instructions("niaf", ["fly-v3"]) == "niaf"  # niaf's generic sentence covers any name
 
 
 def test_dataset_round_trip(tmp_path, demos):

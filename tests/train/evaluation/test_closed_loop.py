@@ -113,6 +113,37 @@ def test_settings_take_the_camera_view_of_the_training_record(tmp_path):
     assert settings_from_args(build_parser().parse_args(argv)).camera_view == "niaf"
 
 
+def test_niaf_eval_gives_the_policy_the_instructions_of_the_training_record(tmp_path):
+    """A dataset written with --instructions lerobot is evaluated with LeRobot's task strings: the observation the
+    policy is handed carries "Reach a goal position" (lerobot 0.6.1's string for reach-v3); a record without the
+    key (earlier versions) gives niaf's sentence."""
+    from niaf_train.evaluation.closed_loop import evaluate
+    from niaf_train.evaluation.cli import build_parser, settings_from_args
+    from niaf_train.evaluation.policies import ExpertPolicy
+
+    class Recorder(ExpertPolicy):
+        observation_due = True  # asks for the rendered observation at every step, as a chunk policy when it plans
+        seen: list[str] = []
+
+        def select_action(self, observation):
+            self.seen.append(observation["task"])
+            return super().select_action(observation)
+
+    (tmp_path / "meta").mkdir()
+    info = tmp_path / "meta" / "info.json"
+    argv = ["--train-data", str(tmp_path), "--policy", "expert", "--output-dir", str(tmp_path / "out"),
+            "--cameras", "--max-steps", "3", "--episodes", "1", "--no-video"]
+    record = {"benchmark_seeds": [0], "tasks": [TASK], "cameras": [], "state": "agent_pos"}
+    for extra, expected in (({"instructions": "lerobot"}, "Reach a goal position"), ({}, "reach the red goal point")):
+        info.write_text(json.dumps({"metaworld": {**record, **extra}}))
+        settings = settings_from_args(build_parser().parse_args(argv))
+        assert settings.instructions == extra.get("instructions", "niaf")
+        policy = Recorder()
+        policy.seen = []
+        evaluate(policy, settings, 1000, progress=False)
+        assert policy.seen == [expected] * 3
+
+
 def test_settings_refuse_rates_that_do_not_divide_80hz():
     with pytest.raises(EvalError, match="--execute-hz must divide"):
         EvalSettings(tasks=[TASK], execute_hz=30).check()
@@ -400,6 +431,8 @@ def _copy_checkpoint(checkpoint: Path, dest: Path) -> Path:
     (lambda r: {**r, "stride": 2}, "disagree on 'stride'"),
     (lambda r: {**r, "camera_view": "fisheye"}, "'camera_view': camera view must be one of"),
     (lambda r: {**r, "camera_view": "lerobot"}, "disagree on 'camera_view'"),
+    (lambda r: {**r, "instructions": "klingon"}, "'instructions': instructions must be one of ['niaf', 'lerobot']"),
+    (lambda r: {**r, "instructions": "lerobot"}, "disagree on 'instructions'"),
 ])
 def test_edited_training_record_is_refused_before_the_model_loads(checkpoint, tmp_path, capsys, edit, message):
     """A malformed or disagreeing training_data.json is one line naming the file; no model is loaded and no
@@ -501,6 +534,7 @@ def test_more_episodes_than_variations_draw_new_held_out_seeds(tmp_path):
     ({"tasks": ["fly-v3"]}, "--tasks: unknown Meta-World MT1 task(s) ['fly-v3']"),
     ({"camera_view": "lerobot", "cameras": ["topview"]}, "camera view 'lerobot' has the one camera 'corner2'"),
     ({"camera_view": "lerobot", "image_size": 512}, "image size must be in [1, 480] with camera view 'lerobot'"),
+    ({"instructions": "klingon"}, "the instructions (the training record's, with --tasks): instructions must be one"),
 ])
 def test_settings_state_and_enforce_their_limits(override, message):
     settings = EvalSettings(**{"tasks": [TASK], **override})

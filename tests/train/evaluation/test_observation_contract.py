@@ -233,8 +233,8 @@ def test_executed_command_figure_observes_as_the_checkpoint_was_trained(checkpoi
 
 
 def test_a_contract_of_the_lerobot_view_rebuilds_its_frames():
-    """The contract of data written with --camera-view lerobot names the moved camera and the renderer settings;
-    the example's loop built from it alone sees what niaf-eval sees."""
+    """The contract of data written with --camera-view lerobot --instructions lerobot names the moved camera, the
+    renderer settings and LeRobot's task string; the example's loop built from it alone sees what niaf-eval sees."""
     sys.path.insert(0, str(ROOT / "examples"))
     try:
         import metaworld_from_contract as ex
@@ -243,8 +243,9 @@ def test_a_contract_of_the_lerobot_view_rebuilds_its_frames():
     from niaf_train.data.metaworld import LEROBOT_CAMERA_POS, observation_contract
 
     record = {"benchmark_seeds": [0], "tasks": [TASK], "cameras": ["corner2"], "image_size": 32, "stride": 1,
-              "state": "agent_pos", "camera_view": "lerobot"}
+              "state": "agent_pos", "camera_view": "lerobot", "instructions": "lerobot"}
     contract = observation_contract(record, chunk_size=8)
+    assert contract["instructions"] == {TASK: "Push the puck to a goal"} and contract["instructions_from"] == "lerobot"
     (cam,) = contract["cameras"]
     assert cam["view"] == "lerobot" and cam["camera_pos"] == list(LEROBOT_CAMERA_POS) and cam["render_size"] == 480
     assert cam["renderer"] == {"offscreen_multisamples": 4, "shadow": True, "reflection": True, "skybox": True,
@@ -254,5 +255,6 @@ def test_a_contract_of_the_lerobot_view_rebuilds_its_frames():
         mine = scene.observe(scene.reset(3))
     finally:
         scene.close()
-    theirs = first_observation(TASK, 1000, 3, ["corner2"], 32, "agent_pos", None, "lerobot")
+    theirs = first_observation(TASK, 1000, 3, ["corner2"], 32, "agent_pos", None, "lerobot", "lerobot")
     np.testing.assert_array_equal(mine["observation.images.corner2"], theirs["observation.images.corner2"])
+    assert mine["task"] == theirs["task"] == "Push the puck to a goal"

@@ -25,6 +25,27 @@ def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("niaf_cache")
 
 
+def test_metaworld_cache_folder_changes_only_for_settings_that_are_not_the_default():
+    """The names below are those niaf 0.1 computed before camera views and instruction sets existed (commit
+    e9efbc6): default settings keep their folder; LeRobot's task strings get a folder of their own."""
+    from niaf_train.data.sources import metaworld_cache_dir
+    from niaf_train.training.dataset import _metaworld_settings, metaworld_dataset_dir
+
+    s = {"tasks": ["reach-v3", "push-v3"], "episodes": 30, "size": 32, "camera": "corner2", "stride": 4, "seed": 0,
+         "noise": 0.0, "state": "full", "crop": None}
+    name = lambda settings: metaworld_cache_dir(settings, "/c").name  # noqa: E731
+    assert name(s) == name({**s, "view": "niaf", "instructions": "niaf"}) == "metaworld-79b840de8d6b"
+    assert name({**s, "view": "lerobot", "instructions": "niaf"}) == "metaworld-f8559d9ef0a5"
+    assert len({name(s), name({**s, "instructions": "lerobot"}), name({**s, "view": "lerobot"}),
+                name({**s, "view": "lerobot", "instructions": "lerobot"})}) == 4
+    cfg = build_config(None, ["--data.cache_dir", "/c"])  # niaf-train hands the option to the cache key
+    settings = _metaworld_settings(cfg)
+    assert settings["instructions"] == "niaf" and metaworld_dataset_dir(cfg) == metaworld_cache_dir(
+        {k: v for k, v in settings.items() if k not in ("view", "instructions")}, "/c")
+    lerobot = build_config(None, ["--data.cache_dir", "/c", "--data.metaworld_instructions", "lerobot"])
+    assert metaworld_dataset_dir(lerobot) == metaworld_cache_dir({**settings, "instructions": "lerobot"}, "/c")
+
+
 def test_config_keys_and_types(tmp_path):
     cfg = load_config("default.yaml", ["--output_dir", str(tmp_path / "o"), "--max_steps", "7",
                                        "--peft.method", "lora", "--data.metaworld_tasks", "reach-v3"])
@@ -43,6 +64,12 @@ def test_config_keys_and_types(tmp_path):
         build_config(None, ["--data.metaworld_camera_view", "fisheye"])
     with pytest.raises(ConfigError, match="`data.metaworld_camera_view`: camera view 'lerobot' has the one camera"):
         build_config(None, ["--data.metaworld_camera_view", "lerobot", "--data.metaworld_camera", "corner2,topview"])
+    words = build_config(None, ["--data.metaworld_instructions", "lerobot"])
+    assert words.data.metaworld_instructions == "lerobot" and build_config(None, []).data.metaworld_instructions == "niaf"
+    with pytest.raises(ConfigError, match=r"`data.metaworld_instructions` must be one of \('niaf', 'lerobot'\)"):
+        build_config(None, ["--data.metaworld_instructions", "klingon"])
+    with pytest.raises(ConfigError, match="`data.metaworld_instructions`: task 'fly-v3' has no LeRobot task string"):
+        build_config(None, ["--data.metaworld_instructions", "lerobot", "--data.metaworld_tasks", "reach-v3,fly-v3"])
     bad = tmp_path / "bad.yaml"
     bad.write_text("training:\n  max_steps: 3\n  warmup_steps: 10\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: unknown key `training.warmup_steps`"):
