@@ -4,7 +4,8 @@
 # writes a tiny Meta-World LeRobot v3 dataset with the niaf package's own environment (the `python` on PATH,
 # where .ci/run installed niaf[dev]), then runs the plugin's tests: discovery, strict save/load round trips with
 # identical actions, the rollout side of select_action, niaf-data's `--camera-view lerobot` frames against LeRobot's
-# Meta-World environment (pixel-exact), and lerobot-train + lerobot-eval on Meta-World reach-v3.
+# Meta-World environment (pixel-exact), niaf's copy of LeRobot's Meta-World task strings (`--instructions lerobot`)
+# against LeRobot's own, and lerobot-train + lerobot-eval on Meta-World reach-v3.
 # The venv is cached in $NIAF_LEROBOT_VENV (default ~/.cache/niaf/venv-lerobot312); pip caches the wheels.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

@@ -33,7 +33,8 @@ so the two cannot drift apart.
 Rendering runs through ``mujoco.Renderer`` with multisample anti-aliasing, shadows, reflections, skybox and
 haze off (several times faster on a CPU renderer). ``MUJOCO_GL`` must be set before mujoco is imported;
 it defaults to ``egl`` here. The camera view ``lerobot`` (:data:`CAMERA_VIEWS`) instead reproduces LeRobot's
-Meta-World environment: corner2 moved, 480 px frames with MuJoCo's default visual settings, area-averaged.
+Meta-World environment: corner2 moved, 480 px frames with MuJoCo's default visual settings, area-averaged. The
+instruction set ``lerobot`` (:data:`INSTRUCTION_SETS`) likewise gives each task LeRobot's task string.
 """
 
 from __future__ import annotations
