@@ -494,7 +494,7 @@ def test_more_episodes_than_variations_draw_new_held_out_seeds(tmp_path):
     ran: list[tuple[int, int]] = []
 
     class FakeScene:
-        def __init__(self, task, seed, cameras, size, state="full", crop=None):
+        def __init__(self, task, seed, *_observation_settings):  # cameras, size, state, crop, view, instructions
             self.task, self.benchmark_seed, self.num_variations = task, seed, 50
 
         def close(self):
