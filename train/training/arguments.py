@@ -41,7 +41,13 @@ from configuration_niaf.normalization import NORMALIZATION_MODES
 
 from ..baselines.functions import INTERPOLATIONS
 from ..baselines.modeling_baselines import ACTION_HEADS, HEAD_DEFAULTS, WAYPOINT_LOSSES
-from ..data.metaworld import CAMERA_VIEWS, INSTRUCTION_SETS, camera_crops, check_camera_view, check_instructions
+from ..data.metaworld import (
+    CAMERA_VIEWS,
+    INSTRUCTION_SETS,
+    camera_crops,
+    check_camera_view,
+    check_instructions,
+)
 from ..data.sources import SOURCES
 
 DATA_SOURCES = tuple(SOURCES)  # the registry niaf-data reads too

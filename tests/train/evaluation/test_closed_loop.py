@@ -117,8 +117,8 @@ def test_niaf_eval_gives_the_policy_the_instructions_of_the_training_record(tmp_
     """A dataset written with --instructions lerobot is evaluated with LeRobot's task strings: the observation the
     policy is handed carries "Reach a goal position" (lerobot 0.6.1's string for reach-v3); a record without the
     key (earlier versions) gives niaf's sentence."""
-    from niaf_train.evaluation.closed_loop import evaluate
     from niaf_train.evaluation.cli import build_parser, settings_from_args
+    from niaf_train.evaluation.closed_loop import evaluate
     from niaf_train.evaluation.policies import ExpertPolicy
 
     class Recorder(ExpertPolicy):
