@@ -162,7 +162,8 @@ def evaluate_run(args: argparse.Namespace, head: str, final: Path, cfg: Any, run
                                     execution=execution, execute_hz=hz, replan_every=args.replan_every,
                                     latency_ms=latency, cameras=list(d.metaworld_camera),
                                     image_size=d.metaworld_image_size, video=False, state=d.metaworld_state,
-                                    crop=d.metaworld_crop)
+                                    crop=d.metaworld_crop, camera_view=d.metaworld_camera_view,
+                                    instructions=d.metaworld_instructions)
             if folder.exists():  # an interrupted evaluation (no results.json): run it again
                 import shutil
 

@@ -58,8 +58,9 @@ def run(args: argparse.Namespace, overrides: list[str]) -> dict[str, Any]:
     policies: dict[str, Any] = {}
     for execution, hz in RUNS:
         settings = EvalSettings(tasks=list(d.metaworld_tasks), episodes=args.episodes, execution=execution,
-                                execute_hz=hz, cameras=[d.metaworld_camera], image_size=d.metaworld_image_size,
-                                video=False)
+                                execute_hz=hz, cameras=list(d.metaworld_camera), image_size=d.metaworld_image_size,
+                                video=False, state=d.metaworld_state, crop=d.metaworld_crop,
+                                camera_view=d.metaworld_camera_view, instructions=d.metaworld_instructions)
         if execution not in policies:
             policies[execution] = load_policy(final, settings)
         res = evaluate_checkpoint(str(final), settings, out / "eval" / f"{execution}@{hz:g}hz",
