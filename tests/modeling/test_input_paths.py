@@ -15,7 +15,7 @@ language model's attention, the queries, ψ heads and SIREN train): the informat
 pixels / the instruction tokens through the backbone into the query tokens.
 
 The image is coded by colour, not by the square's place (the square lands anywhere): a place-coded target
-(a ramp toward the square's position, or toward its quadrant) was learnt within 400 steps by PaliGemma and
+(a ramp toward the square's position, or toward its quadrant) was learnt, with the 0.02 init below, within 400 steps by PaliGemma and
 SmolVLM only, not by the tiny Qwen-VL models nor Florence-2. The cause is not established: for Qwen-VL the
 prompt's hidden states equal a plain transformers forward, and a left-half/right-half image task is learnt
 with a last-step loss but not with the whole-chunk loss; that is an open question of issue 19, not checked here.
@@ -24,11 +24,36 @@ images are tensors) a place-coded target is learnt in 300 steps by Florence-2, P
 (held-out error about 1 % of the blind error, measured): the last test below.
 Where the image tokens go is checked exactly in test_backbones.py.
 
-Florence-2 under LoRA does not learn the instruction-only dataset (xfail, strict): with the tiny random backbone
-the query outputs barely depend on the encoder (the BART decoder's cross-attention adds ~1e-3 of the post-norm
-residual at init) and rank-8 adapters do not grow that path in a few hundred steps; with the whole model trained
-it learns. The image-only dataset it learns under LoRA too (held-out MSE 0.0027 against the blind 0.15, measured
-with transformers 5.25 and peft 0.22, at this commit and at the one before; an earlier install did not).
+The tiny language models are initialised with std LANGUAGE_INIT_STD = 0.1 (`backbone_config` below), not
+transformers' default 0.02. That default is sized for widths of ~1000 (a weight matrix's gain 0.02·√d ≈ 0.6-0.9);
+at width 32 the gain is 0.11, so an attention sublayer (two such matrices) adds ~1 % to a token's residual and
+the query tokens hardly read the prompt at init. Measured at init, swapping "red" for "blue" moved the query
+outputs Z by 1e-2 (PaliGemma), 5e-2 (SmolVLM) and 2e-4 (Florence-2, whose queries reach the prompt only through
+the decoder's cross-attention, spread over 65 image and 5 text tokens) of their norm; training has to grow that
+path first. With 0.02 the whole PaliGemma and SmolVLM models settled on merging "red" and "blue" (still after
+600 steps), Florence-2's whole model reached 0.69x the blind error and under LoRA learnt nothing (1.00x). With 0.1
+(about PyTorch's own nn.Linear init at fan-in 32; a trained backbone's token mixing is not ~1 % either) the same
+swap moves Z by 0.24-0.44 of its norm (5e-3 for Florence-2) and every case learns at seed 0. No NIAF defect was found
+on the way: in the decoder-only families the queries follow the whole prompt and see all of it (the mask is
+checked in test_backbones.py), Florence-2's decoder queries cross-attend to the whole encoded prompt, and the
+tokenizer gives "red" and "blue" distinct ids. A higher whole-model learning rate separates "red" and "blue" for
+PaliGemma and SmolVLM with the 0.02 init too (1e-3, 2e-3), but makes the instruction-only set of Qwen2.5-VL and
+Florence-2 collapse (1.00x and 0.99x at 2e-3), so the learning rates stay. The vision towers keep their defaults.
+
+Held-out MSE / blind MSE after STEPS steps (seed 0, 1 thread, measured; the bound is MAX_RATIO = 0.2):
+
+    instruction-only   florence2  paligemma  qwen2_5_vl  qwen3_vl  smolvlm
+    init 0.02, full      0.69       0.17*       -           -        0.074*
+    init 0.02, LoRA      1.00       0.001       -           -        -        (- : passed, <= 0.01)
+    init 0.1,  full      0.007      0.005       0.004       0.004    0.041
+    init 0.1,  LoRA      0.001      0.003       0.006       0.003    0.008
+    image-only, init 0.1: 0.002-0.018 (full), 0.002-0.007 (LoRA), every family (2 threads)
+    (* "red" and "blue" merged: the blue class's mean end point 0.56 / 0.31 from its goal, bound 0.25)
+
+With other seeds (model init and data; measured) PaliGemma's and Florence-2's whole models learn too (seeds 1, 2:
+0.010x, 0.013x; seed 1: 0.014x); Florence-2's closest margin is at seed 0, where the "blue" prompt ends 0.29 from its goal against
+the swap check's 0.3. SmolVLM's whole model (swap 1.07 and 0.42 from the goal) and Florence-2 under LoRA (0.42x,
+0.57x) still merge "red" and "blue" at those seeds: both are marked xfail, not strict (they pass at seed 0).
 """
 
 from __future__ import annotations
@@ -53,12 +78,12 @@ PALETTE = np.array([[220, 40, 40], [40, 200, 40], [40, 40, 220]])
 INSTRUCTION = "pick up the red block"
 INSTRUCTIONS = ["pick up the red block", "pick up the blue block", "open the drawer"]
 N_TRAIN, N_HELD_OUT, BATCH, STEPS = 96, 48, 8, 300
-# Measured held-out MSE / blind MSE after STEPS steps (seed 0): <= 0.01 for every family and both datasets under
-# LoRA and for the image-only set with the whole model; the whole model's instruction-only set 0.003-0.17, but
-# PaliGemma and SmolVLM then confuse two instructions one word apart, and two Florence-2 cases learn too slowly
-# (xfail, below). Learning nothing is ≈ 1.
+# Measured held-out MSE / blind MSE after STEPS steps: see the table in the module docstring. Learning nothing is ≈ 1.
 MAX_RATIO = 0.2
 FULL_LR, LORA_LR = 5e-4, 1e-3
+# std of the tiny language models' weights and token embeddings (transformers' default initializer_range is 0.02,
+# sized for widths of ~1000; at width 32 it leaves every attention / MLP sublayer a gain of ~1 %: see the docstring)
+LANGUAGE_INIT_STD = 0.1
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -149,10 +174,18 @@ def rows(family: str, inputs: dict[str, torch.Tensor], index: torch.Tensor) -> d
 # --------------------------------------------------------------------------------------------------------
 # Training
 # --------------------------------------------------------------------------------------------------------
+def backbone_config(family: str) -> dict:
+    """The family's tiny config with its language model initialised at LANGUAGE_INIT_STD (see the module
+    docstring): the vision tower and everything else as in niaf_tiny_backbones."""
+    config = BACKBONES[family]()
+    config["text_config"]["init_std" if family == "florence2" else "initializer_range"] = LANGUAGE_INIT_STD
+    return config
+
+
 def make_policy(family: str, lora: bool, image_keypoints: int = 0):
     torch.manual_seed(0)
     config = NiafConfig(
-        backbone_config=BACKBONES[family](), action_dim=DIM, chunk_size=CHUNK, control_hz=10.0, siren_layers=2,
+        backbone_config=backbone_config(family), action_dim=DIM, chunk_size=CHUNK, control_hz=10.0, siren_layers=2,
         siren_width=16, modulation_groups=4, normalization_mode="IDENTITY", image_keypoints=image_keypoints,
     )
     model = NiafForActionFunction(config)
@@ -216,24 +249,17 @@ def class_means(prediction: torch.Tensor, classes: np.ndarray) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------
 # Tests
 # --------------------------------------------------------------------------------------------------------
-FLORENCE_LORA = pytest.mark.xfail(
-    strict=True, reason="tiny random Florence-2: the decoder's cross-attention path is too weak for LoRA to carry "
-                        "the instruction in 300 steps"
-)
-FLORENCE_INSTRUCTION = pytest.mark.xfail(
-    strict=True, reason="tiny random Florence-2, whole model: the instruction-only set reaches 0.25x the blind "
-                        "error in 300-400 steps (measured), above the 0.2 bound; it learns, more slowly than the others"
-)
 CASES = [pytest.param(f, lora, id=f"{f}-{'lora' if lora else 'full'}") for f in FAMILY_TYPES for lora in (False, True)]
-ONE_WORD = pytest.mark.xfail(
-    strict=True, reason="whole model (PaliGemma, SmolVLM): the held-out error falls to 0.10-0.17x the blind error, "
-                        "but 'red' and 'blue' (one token apart) are not told apart: the blue class's mean end point "
-                        "stays 0.4-0.56 from its goal after 300 and after 600 steps (measured); under LoRA they are"
-)
-INSTRUCTION_MARKS = {("florence2", False): FLORENCE_INSTRUCTION, ("florence2", True): FLORENCE_LORA,
-                     ("paligemma", False): ONE_WORD, ("smolvlm", False): ONE_WORD}
+# Not strict: both pass at this module's seeds (table in the module docstring) but not at others (measured).
+SEED_DEPENDENT = {
+    ("smolvlm", False): "whole SmolVLM: 'red' and 'blue' merged at 2 of 3 seeds (the prompt swap ends 1.07 and 0.42 from "
+                        "the goal, bound 0.3), learnt at seed 0",
+    ("florence2", True): "Florence-2 under LoRA: the instruction is learnt at seed 0 (0.001x the blind error), not at 2 "
+                         "other seeds (0.42x, 0.57x: red and blue merged)",
+}
 INSTRUCTION_CASES = [pytest.param(f, lora, id=f"{f}-{'lora' if lora else 'full'}",
-                                  marks=INSTRUCTION_MARKS.get((f, lora), ()))
+                                  marks=[pytest.mark.xfail(strict=False, reason=SEED_DEPENDENT[f, lora])]
+                                  if (f, lora) in SEED_DEPENDENT else [])
                      for f in FAMILY_TYPES for lora in (False, True)]
 
 
