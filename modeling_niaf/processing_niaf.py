@@ -68,6 +68,12 @@ MAX_IMAGE_SEQ_LENGTH = 16_384
 """Most placeholder tokens per image (Florence-2 at 768 px: 577; PaliGemma-896: 4096)."""
 MAX_CAMERAS = 16
 MAX_PROMPT_TEMPLATE_CHARS = 100_000
+IMAGE_BACKENDS = ("pil", "torchvision")
+"""transformers' image processor backends: the PIL/NumPy class (``...ImageProcessorPil``, "slow") and the torchvision
+class (``...ImageProcessor``, "fast"). They resize differently (up to 2/255 per pixel after SigLIP scaling)."""
+LEGACY_IMAGE_BACKEND = "pil"
+"""The backend of a processor saved before ``image_backend`` was recorded: the PIL class, which niaf-train's tiny
+backbone always used and which transformers picks wherever torchvision is not installed (niaf's own environments)."""
 
 
 def _format_fields(text: Any, key: str, expected: str) -> list[tuple[str, str, str | None]]:
@@ -115,6 +121,69 @@ def check_prompt_frame(frame: Any) -> str | None:
     return frame
 
 
+def image_backend_of(image_processor: Any) -> str | None:
+    """``"pil"`` or ``"torchvision"``: the backend of a transformers image processor (its ``backend``, else its
+    class name: ``...Pil`` / ``...Fast``); None for one that says neither (e.g. a remote-code class)."""
+    backend = getattr(image_processor, "backend", None)
+    if backend in IMAGE_BACKENDS:
+        return backend
+    name = type(image_processor).__name__
+    if name.endswith("Pil"):
+        return "pil"
+    if name.endswith("Fast"):
+        return "torchvision"
+    return None
+
+
+def _image_processor_class_name(image_processor: Any, backend: str) -> str | None:
+    """The name of the transformers class of ``image_processor``'s kind with ``backend``: from transformers'
+    backend table (``IMAGE_PROCESSOR_MAPPING_NAMES``), else by its naming rule (``X`` torchvision, ``XPil`` PIL)."""
+    name = type(image_processor).__name__
+    try:
+        from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
+    except ImportError:  # pragma: no cover - the table moved
+        IMAGE_PROCESSOR_MAPPING_NAMES = {}
+    for classes in IMAGE_PROCESSOR_MAPPING_NAMES.values():
+        if isinstance(classes, Mapping) and name in classes.values() and classes.get(backend):
+            return classes[backend]
+    for suffix in ("Pil", "Fast"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return name + "Pil" if backend == "pil" else name
+
+
+def with_image_backend(image_processor: Any, backend: str) -> Any:
+    """``image_processor`` with ``backend`` (``"pil"`` or ``"torchvision"``): itself if it has it, else the same
+    settings (``to_dict``) in transformers' class for that backend. Where that class cannot be built (torchvision
+    not installed, a class transformers does not know) it is returned as it is, with a warning: the pixels then
+    differ slightly from those the checkpoint was trained on."""
+    current = image_backend_of(image_processor)
+    if current is None or current == backend:  # None: a class of no known backend (remote code) is kept as it is
+        return image_processor
+    import transformers
+
+    name = _image_processor_class_name(image_processor, backend)
+    converted, reason = None, f"transformers has no class {name!r}"
+    target = getattr(transformers, name, None) if name else None
+    if target is not None:
+        try:
+            settings = {k: v for k, v in image_processor.to_dict().items() if k != "image_processor_type"}
+            converted = target.from_dict(settings)
+        except Exception as err:  # a dummy class (torchvision missing) raises ImportError; odd settings others
+            converted, reason = None, f"{type(err).__name__}: {err}"
+    if converted is not None and image_backend_of(converted) == backend:
+        return converted
+    if converted is not None:  # transformers gave its fallback class (torchvision not installed)
+        reason = f"transformers gave {type(converted).__name__} for {name!r} (is torchvision installed?)"
+    logger.warning(
+        "NiafProcessor: the checkpoint's image processor used the %s backend, but %s; using %s (%s backend): "
+        "pixel values can differ from training by up to 2/255.",
+        backend, reason, type(image_processor).__name__, current,
+    )
+    return image_processor
+
+
 class NiafProcessor(ProcessorMixin):
     r"""Image processor + tokenizer of the backbone, prompt formatting and action/state normalisation.
 
@@ -145,6 +214,12 @@ class NiafProcessor(ProcessorMixin):
             tokens of its own. None (the default, and processors saved before it existed): the image blocks
             followed by the prompt, special tokens added by the tokenizer. `from_pretrained_backbone` sets it
             from ``backbones.py``.
+        image_backend: the image processor's backend, ``"pil"`` or ``"torchvision"``; None (the default) takes
+            that of ``image_processor``. Saved in ``processor_config.json``, so a reloaded processor preprocesses
+            with the class it was trained with whether or not torchvision is installed (transformers would otherwise
+            pick torchvision wherever it is available); given and different from ``image_processor``'s, the image
+            processor is rebuilt with that backend from its own settings. A processor saved without it loads with
+            ``"pil"`` (`LEGACY_IMAGE_BACKEND`).
     """
 
     def __init__(
@@ -165,9 +240,14 @@ class NiafProcessor(ProcessorMixin):
         max_length: int | None = None,
         relative_action_state_indices: list[int | None] | None = None,
         prompt_frame: str | None = None,
+        image_backend: str | None = None,
         **kwargs: Any,
     ) -> None:
         check_prompt_template(prompt_template)
+        if image_backend is not None and image_backend not in IMAGE_BACKENDS:
+            raise ValueError(f"NiafProcessor: `image_backend` must be one of {IMAGE_BACKENDS} or None, got {image_backend!r}.")
+        if image_processor is not None and image_backend is not None:
+            image_processor = with_image_backend(image_processor, image_backend)
         check_prompt_frame(prompt_frame)
         check_mode(normalization_mode, "NiafProcessor")
         for name, value in (("num_cameras", num_cameras), ("action_dim", action_dim)):
@@ -201,6 +281,7 @@ class NiafProcessor(ProcessorMixin):
         self.relative_action_state_indices = self._check_relative(relative_action_state_indices)
         self.normalization_stats = None
         super().__init__(image_processor, tokenizer, **kwargs)
+        self.image_backend = image_backend_of(self.image_processor)
         if image_token not in self.tokenizer.get_vocab():
             raise ValueError(f"NiafProcessor: the tokenizer does not know the image token {image_token!r}.")
         self.set_stats(normalization_stats)
@@ -303,8 +384,12 @@ class NiafProcessor(ProcessorMixin):
         ``processor_config.json`` (checkpoints saved before statistics were stored once) is ignored. Without a
         NIAF config.json, the processor's own copy is used (a processor saved on its own). Raises a ValueError
         when neither file has statistics but ``normalization_mode`` needs them.
+
+        A ``processor_config.json`` without ``image_backend`` (saved before it was recorded) loads with
+        `LEGACY_IMAGE_BACKEND` (``"pil"``), whatever transformers would pick.
         """
         processor_dict, rest = super().get_processor_dict(pretrained_model_name_or_path, **kwargs)
+        processor_dict.setdefault("image_backend", LEGACY_IMAGE_BACKEND)  # saved before the backend was recorded
         from transformers.utils import cached_file
 
         hub_keys = ("cache_dir", "force_download", "proxies", "token", "local_files_only", "revision", "subfolder")

@@ -160,10 +160,11 @@ def own_batch(processor, family: str, obs: list[list[np.ndarray]], prompt: str):
     return processor(images=[obs[0]], text=[text], return_tensors="pt")
 
 
-def niaf_from_own(own, family: str, cams: int) -> NiafProcessor:
+def niaf_from_own(own, family: str, cams: int, **kwargs) -> NiafProcessor:
     return NiafProcessor.from_backbone_parts(
         BACKBONES[family](), own.image_processor, copy.deepcopy(own.tokenizer), chat_template=own.chat_template,
         base_processor=own, prompt_template=TEMPLATE, num_cameras=cams, action_dim=3, normalization_mode="IDENTITY",
+        **kwargs,
     )
 
 
@@ -327,6 +328,32 @@ def test_chat_family_without_template_says_how_to_frame(own_processor):
 # --------------------------------------------------------------------------------------------------------
 # from_pretrained_backbone: processor and model from the same saved backbone
 # --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILY_TYPES)
+@pytest.mark.parametrize("trained_with", ["pil", "torchvision"])
+def test_every_family_reloads_the_image_processor_class_it_was_saved_with(family, trained_with, tmp_path,
+                                                                          own_processor, monkeypatch):
+    """A NIAF processor of each family's own image processor, saved with the PIL or the torchvision class and
+    reloaded where transformers would pick the other one, comes back with its class and its exact pixels."""
+    import transformers
+    from test_processing import auto_picks, torchvision_stand_in
+
+    own = own_processor(family)
+    pil_class = type(own.image_processor)
+    stand_in = torchvision_stand_in(pil_class)
+    monkeypatch.setattr(transformers, stand_in.__name__, stand_in)
+    niaf = niaf_from_own(own, family, cams=2, image_backend=trained_with)  # "torchvision": rebuilt as the stand-in
+    assert type(niaf.image_processor) is (stand_in if trained_with == "torchvision" else pil_class)
+    niaf.save_pretrained(tmp_path / "niaf")
+    auto_picks(monkeypatch, "pil" if trained_with == "torchvision" else "torchvision", stand_in, pil_class)
+    loaded = NiafProcessor.from_pretrained(tmp_path / "niaf")
+    assert type(loaded.image_processor) is type(niaf.image_processor) and loaded.image_backend == trained_with
+    obs = camera_images(2, 2)
+    a, b = niaf(images=obs, text=[INSTRUCTION] * 2), loaded(images=obs, text=[INSTRUCTION] * 2)
+    assert sorted(a) == sorted(b)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0, msg=key)
+
+
 @pytest.mark.parametrize("family", FAMILY_TYPES)
 def test_processor_from_pretrained_backbone_feeds_the_model(family, tmp_path, own_processor):
     from transformers import AutoModel

@@ -233,3 +233,143 @@ def test_prompt_templates_and_sequence_lengths_that_would_allocate_gigabytes_are
     with pytest.raises(ValueError, match="`num_cameras` must be <= 16"):
         _processor(num_cameras=10**6)
 
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The image processor's backend: a reloaded processor preprocesses with the class it was saved with
+# ----------------------------------------------------------------------------------------------------------
+def torchvision_stand_in(pil_class: type) -> type:
+    """A stand-in for transformers' torchvision class of ``pil_class``'s kind, usable without torchvision: it
+    says ``backend == "torchvision"``, carries the torchvision class's name, and shifts every pixel by 2/255 (the
+    size of the real classes' resizing difference), so pixels show which class made them."""
+
+    def __call__(self, *args, **kwargs):
+        out = pil_class.__call__(self, *args, **kwargs)
+        out["pixel_values"] = out["pixel_values"] + 2 / 255
+        return out
+
+    name = pil_class.__name__.removesuffix("Pil")  # transformers' names: XPil (PIL), X (torchvision)
+    return type(name, (pil_class,), {"backend": "torchvision", "__call__": __call__, "__module__": __name__})
+
+
+def auto_picks(monkeypatch, backend: str, stand_in: type, pil_class: type) -> None:
+    """Make ``AutoImageProcessor.from_pretrained`` pick ``backend`` as transformers' automatic choice does:
+    ``"torchvision"`` where torchvision is installed (here the stand-in), ``"pil"`` where it is not."""
+    from transformers import AutoImageProcessor
+
+    original = AutoImageProcessor.from_pretrained.__func__
+
+    def from_pretrained(cls, *args, **kwargs):
+        loaded = original(cls, *args, **kwargs)
+        processor, rest = loaded if isinstance(loaded, tuple) else (loaded, None)
+        chosen = stand_in if backend == "torchvision" else pil_class
+        if type(processor) is not chosen:
+            processor = chosen.from_dict({k: v for k, v in processor.to_dict().items() if k != "image_processor_type"})
+        return (processor, rest) if isinstance(loaded, tuple) else processor
+
+    monkeypatch.setattr(AutoImageProcessor, "from_pretrained", classmethod(from_pretrained))
+
+
+def pixels(proc: NiafProcessor, obs) -> torch.Tensor:
+    return proc(images=obs, text=["open the drawer"] * len(obs))["pixel_values"]
+
+
+@pytest.mark.parametrize("family", ["paligemma", "qwen2_5_vl"])
+@pytest.mark.parametrize("trained_with", ["pil", "torchvision"])
+@pytest.mark.parametrize("auto_choice", ["pil", "torchvision"])
+def test_a_reloaded_processor_preprocesses_with_the_class_it_was_saved_with(tmp_path, monkeypatch, family,
+                                                                             trained_with, auto_choice):
+    """Whatever transformers would pick on reload (torchvision where it is installed), the processor comes back
+    with the image processor class it was saved with and gives bit-identical pixel values."""
+    import transformers
+
+    pil_class = type(make_image_processor(family))
+    stand_in = torchvision_stand_in(pil_class)
+    monkeypatch.setattr(transformers, stand_in.__name__, stand_in)  # the torchvision class, as transformers names it
+    proc = make_processor(family, num_cameras=1, image_backend=trained_with)  # built as niaf-train builds it
+    assert type(proc.image_processor) is (stand_in if trained_with == "torchvision" else pil_class)
+    assert proc.image_backend == trained_with
+    proc.save_pretrained(tmp_path / "proc")
+    assert json.loads((tmp_path / "proc" / "processor_config.json").read_text())["image_backend"] == trained_with
+    auto_picks(monkeypatch, auto_choice, stand_in, pil_class)
+    loaded = NiafProcessor.from_pretrained(tmp_path / "proc")
+    assert type(loaded.image_processor) is type(proc.image_processor)
+    assert loaded.image_backend == trained_with
+    obs = images(2, 1)
+    torch.testing.assert_close(pixels(loaded, obs), pixels(proc, obs), rtol=0, atol=0)
+    # the other class gives other pixels: a reload with transformers' choice would fail the comparison above
+    flat = [o[0] for o in obs]
+    settings = {k: v for k, v in proc.image_processor.to_dict().items() if k != "image_processor_type"}
+    assert not torch.equal(stand_in.from_dict(settings)(flat, return_tensors="pt")["pixel_values"],
+                           pil_class.from_dict(settings)(flat, return_tensors="pt")["pixel_values"])
+
+
+def test_a_processor_saved_before_the_backend_was_recorded_loads_with_the_pil_class(tmp_path, monkeypatch):
+    """``processor_config.json`` without ``image_backend`` (saved before it existed, by code that trained with
+    the PIL class) reloads with the PIL class even where transformers would pick torchvision; an explicit
+    ``image_backend`` argument overrides that."""
+    import transformers
+
+    proc = make_processor("paligemma", num_cameras=1)
+    proc.save_pretrained(tmp_path / "old")
+    config_file = tmp_path / "old" / "processor_config.json"
+    saved = json.loads(config_file.read_text())
+    del saved["image_backend"]
+    config_file.write_text(json.dumps(saved))
+    stand_in = torchvision_stand_in(type(proc.image_processor))
+    monkeypatch.setattr(transformers, stand_in.__name__, stand_in)
+    auto_picks(monkeypatch, "torchvision", stand_in, type(proc.image_processor))
+    loaded = NiafProcessor.from_pretrained(tmp_path / "old")
+    assert type(loaded.image_processor).__name__ == "SiglipImageProcessorPil" and loaded.image_backend == "pil"
+    obs = images(1, 1)
+    torch.testing.assert_close(pixels(loaded, obs), pixels(proc, obs), rtol=0, atol=0)
+    chosen = NiafProcessor.from_pretrained(tmp_path / "old", image_backend="torchvision")
+    assert type(chosen.image_processor) is stand_in and chosen.image_backend == "torchvision"
+
+
+def test_a_backend_that_cannot_be_built_here_warns_and_keeps_the_loaded_class(tmp_path, monkeypatch):
+    """A processor saved with the torchvision class, reloaded where transformers can only give the PIL class
+    (torchvision not installed: its name resolves to the PIL class), keeps the PIL class and says so."""
+    import transformers
+
+    from modeling_niaf import processing_niaf
+
+    pil_class = type(make_image_processor("paligemma"))
+    stand_in = torchvision_stand_in(pil_class)
+    monkeypatch.setattr(transformers, "SiglipImageProcessor", stand_in)
+    proc = make_processor("paligemma", num_cameras=1, image_backend="torchvision")
+    assert type(proc.image_processor) is stand_in
+    proc.save_pretrained(tmp_path / "tv")
+    monkeypatch.setattr(transformers, "SiglipImageProcessor", pil_class)  # transformers' fallback without torchvision
+    auto_picks(monkeypatch, "pil", stand_in, pil_class)
+    warnings = []
+    monkeypatch.setattr(processing_niaf.logger, "warning", lambda msg, *args: warnings.append(msg % args))
+    loaded = NiafProcessor.from_pretrained(tmp_path / "tv")
+    assert type(loaded.image_processor) is pil_class and loaded.image_backend == "pil"
+    assert len(warnings) == 1 and "torchvision backend" in warnings[0] and "2/255" in warnings[0], warnings
+
+
+def test_image_backend_argument_is_checked():
+    with pytest.raises(ValueError, match="`image_backend` must be one of"):
+        _processor(image_backend="fast")
+
+
+def test_with_torchvision_installed_a_saved_processor_reloads_its_own_class(tmp_path):
+    """With the real torchvision class (where torchvision is installed): both classes round-trip, pixels
+    bit-identical, and the two classes' pixels do differ (what the recorded backend protects against)."""
+    pytest.importorskip("torchvision")
+    from transformers import SiglipImageProcessor
+
+    obs = images(2, 1)
+    results = {}
+    for backend in ("pil", "torchvision"):
+        proc = make_processor("paligemma", num_cameras=1, image_backend=backend)
+        assert proc.image_backend == backend
+        if backend == "torchvision":
+            assert type(proc.image_processor) is SiglipImageProcessor
+        proc.save_pretrained(tmp_path / backend)
+        loaded = NiafProcessor.from_pretrained(tmp_path / backend)
+        assert type(loaded.image_processor) is type(proc.image_processor)
+        results[backend] = pixels(proc, obs)
+        torch.testing.assert_close(pixels(loaded, obs), results[backend], rtol=0, atol=0)
+    assert not torch.equal(results["pil"], results["torchvision"])

@@ -49,20 +49,6 @@ def _task_texts(batch: dict[str, Any], batch_size: int) -> list[str]:
     return texts
 
 
-def _as_reloaded(processor: Any) -> Any:
-    """``processor`` as a saved policy loads it again. The tiny image processor is built as the PIL SigLIP class,
-    and transformers reloads a saved one as the torchvision class where torchvision is installed (LeRobot's
-    environment): resizing differs by up to 2/255 per pixel. Training with the reloaded class makes the trained
-    policy and the saved one see the same pixels."""
-    import tempfile
-
-    from modeling_niaf import NiafProcessor
-
-    with tempfile.TemporaryDirectory() as folder:
-        processor.save_pretrained(folder)
-        return NiafProcessor.from_pretrained(folder)
-
-
 def _freeze_vision_positions(model: torch.nn.Module) -> int:
     """Stop training the SigLIP patch-position tables (niaf-train's ``tiny_vision_positions: sincos``; the
     table's values come with the weights). Returns how many tables were frozen."""
@@ -172,8 +158,9 @@ class NiafPolicy(PreTrainedPolicy):
                                         state_dim if recipe.model.use_state else None)
         layout = {"action_dim": action_dim, "state_dim": state_dim, "fps": float(fps),
                   "cameras": list(config.image_features)}
+        # the processor records its image processor's class (PIL here), so the saved policy reloads that one
         processor, model = build_processor_and_model(recipe, layout, stats, tasks)
-        return model, _as_reloaded(processor)
+        return model, processor
 
     def _check_features(self) -> None:
         cfg, niaf = self.config, self.model.config

@@ -156,6 +156,26 @@ def test_recipe_model_round_trip_is_strict_and_gives_identical_actions(tmp_path)
     assert loaded.config.get_optimizer_preset() == policy.config.get_optimizer_preset()
 
 
+def test_the_policy_sees_niaf_trains_pixels_before_and_after_a_save(tmp_path):
+    """The fresh policy preprocesses images with the image processor class niaf-train builds (the PIL one), and
+    the saved policy reloads that class although torchvision is installed here (transformers' own choice would be
+    the torchvision class, whose resizing differs by up to 2/255): bit-identical pixel values throughout."""
+    pytest.importorskip("torchvision")  # LeRobot's environment has it; that is what the check is about
+    policy = _policy(niaf_recipe="metaworld_pixels")
+    cfg = load_config("metaworld_pixels.yaml", [])
+    stats = niaf_stats_from_lerobot(_lerobot_stats(np.random.default_rng(0)), "QUANTILES", ACTION_DIM, STATE_DIM)
+    layout = {"action_dim": ACTION_DIM, "state_dim": STATE_DIM, "fps": float(FPS), "cameras": [CAMERA]}
+    processor, _ = build_processor_and_model(cfg, layout, stats, TASKS)
+    batch = _batch(n=3)
+    reference = processor(images=[[image] for image in batch[CAMERA]], text=batch["task"])["pixel_values"]
+    assert torch.equal(policy.model_inputs(batch)["pixel_values"], reference)
+    policy.save_pretrained(tmp_path / "saved")
+    loaded = NiafPolicy.from_pretrained(tmp_path / "saved")
+    assert type(loaded.niaf_processor.image_processor) is type(processor.image_processor)
+    assert loaded.niaf_processor.image_backend == "pil"
+    assert torch.equal(loaded.model_inputs(batch)["pixel_values"], reference)
+
+
 @pytest.mark.parametrize("steps", [6000, 137, 8, 1])
 @pytest.mark.parametrize("recipe", ["metaworld_pixels", "default"])
 def test_optimizer_and_schedule_follow_niaf_train(recipe, steps):
