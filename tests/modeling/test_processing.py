@@ -257,7 +257,11 @@ def auto_picks(monkeypatch, backend: str, stand_in: type, pil_class: type) -> No
     ``"torchvision"`` where torchvision is installed (here the stand-in), ``"pil"`` where it is not."""
     from transformers import AutoImageProcessor
 
-    original = AutoImageProcessor.from_pretrained.__func__
+    try:
+        original = AutoImageProcessor.from_pretrained.__func__
+    except ImportError:  # transformers 5.5 without torchvision: AutoImageProcessor is a placeholder that refuses
+        pytest.skip("this transformers has no AutoImageProcessor without torchvision, so there is no automatic "
+                    "choice to stand in for")
 
     def from_pretrained(cls, *args, **kwargs):
         loaded = original(cls, *args, **kwargs)
