@@ -307,7 +307,11 @@ def _build_into(
     try:
         writer = ArrowWriter(features=features, path=str(tmp / "data.arrow"), writer_batch_size=writer_batch_size)
         batch: list[dict[str, Any]] = []
-        batch_bytes = 0
+        sizes: list[int] = []  # _row_nbytes of each row in batch
+
+        def write(rows: list[dict[str, Any]]) -> None:
+            writer.write_batch({k: [r[k] for r in rows] for k in rows[0]})
+
         bar = tqdm(total=total_episodes, desc=f"chunking {target.name}", unit="ep", leave=False)
 
         def all_valid() -> Iterator[Episode]:
@@ -334,17 +338,16 @@ def _build_into(
             summary.frames += len(ep)
             summary.samples += len(rows)
             batch.extend(rows)
-            batch_bytes += sum(_row_nbytes(r) for r in rows)
+            sizes.extend(_row_nbytes(r) for r in rows)
             while len(batch) >= writer_batch_size:  # full batches of exactly writer_batch_size rows
-                full, batch = batch[:writer_batch_size], batch[writer_batch_size:]
-                writer.write_batch({k: [r[k] for r in full] for k in full[0]})
-                batch_bytes = sum(_row_nbytes(r) for r in batch)
-            if batch and batch_bytes >= WRITER_BATCH_BYTES:
-                writer.write_batch({k: [r[k] for r in batch] for k in batch[0]})
-                batch, batch_bytes = [], 0
+                write(batch[:writer_batch_size])
+                batch, sizes = batch[writer_batch_size:], sizes[writer_batch_size:]
+            if batch and sum(sizes) >= WRITER_BATCH_BYTES:
+                write(batch)
+                batch, sizes = [], []
             bar.update(1)
         if batch:
-            writer.write_batch({k: [r[k] for r in batch] for k in batch[0]})
+            write(batch)
         writer.finalize()
         writer.close()
         bar.close()
