@@ -233,6 +233,7 @@ def build_chunk_dataset(
     stride = _check_positive_int("stride", stride)
     if sample_every is not None:
         _check_positive_int("sample_every", sample_every)
+    writer_batch_size = _check_positive_int("writer_batch_size", writer_batch_size)
     if image_format not in IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     options = {

@@ -189,6 +189,10 @@ def test_cache_record_batches_are_full_and_rows_keep_their_order(tmp_path, monke
     ds = build_chunk_dataset(lambda: iter(episodes), K, stride=s, cache_dir=tmp_path / "b", fingerprint_parts=["v"],
                              writer_batch_size=1000)
     assert _record_batch_rows(ds) == [len(ep) for ep in episodes]
+    for bad in (0, -3, 2.5):  # refused by name before anything is read (0 would never fill a batch)
+        with pytest.raises(ValueError, match="writer_batch_size"):
+            build_chunk_dataset(lambda: iter(episodes), K, cache_dir=tmp_path / "c", fingerprint_parts=["v"],
+                                writer_batch_size=bad)
     np.testing.assert_array_equal(np.stack(ds.with_format("numpy")["action"]), np.stack([r["action"] for r in ref]))
 
 
