@@ -69,6 +69,7 @@ HEAD_LIMITS: dict[str, float] = {
     "siren_omega0": 1000.0,
     "num_cameras": 16,
     "image_keypoints": 256,
+    "image_keypoint_channels": 1024,
     "query_init_std": 10.0,
 }
 """Upper bounds of the head settings. Far above any sensible value (defaults: ω₀ = 30, L = 3, H = 256), they keep
@@ -136,6 +137,8 @@ class NiafConfig(PretrainedConfig):
         image_keypoints (`int`, defaults to 0): K > 0 adds a small convolutional encoder per camera whose K
             spatial soft-argmax keypoints (image positions), projected, are added to every query token: a direct
             path from where things are in the images to the modulations, beside the backbone. 0: none.
+        image_keypoint_channels (`int`, defaults to 32): width of each camera's keypoint encoder (its cost grows
+            with the square of it; ignored without `image_keypoints`).
         normalization_mode (`str`, defaults to "QUANTILES"): how actions and states are mapped to [-1, 1]: one of
             QUANTILES (q01/q99), MIN_MAX, MEAN_STD, IDENTITY.
         normalization_stats (`dict`, *optional*): ``{"action": {"q01": [...], ...}, "state": {...}}`` in
@@ -178,6 +181,7 @@ class NiafConfig(PretrainedConfig):
         state_to_queries: bool = False,
         num_cameras: int = 1,
         image_keypoints: int = 0,
+        image_keypoint_channels: int = 32,
         normalization_mode: str = "QUANTILES",
         normalization_stats: dict[str, dict[str, list[float]]] | None = None,
         unnormalized_action_dims: list[int] | None = None,
@@ -217,6 +221,7 @@ class NiafConfig(PretrainedConfig):
         self.state_to_queries = state_to_queries
         self.num_cameras = _check_int("num_cameras", num_cameras, 1)
         self.image_keypoints = _check_int("image_keypoints", image_keypoints, 0)
+        self.image_keypoint_channels = _check_int("image_keypoint_channels", image_keypoint_channels, 1)
         self.normalization_mode = check_mode(normalization_mode, "NiafConfig")
         self.unnormalized_action_dims = self._check_dims(unnormalized_action_dims)
         self.normalization_stats = self._check_stats(normalization_stats)

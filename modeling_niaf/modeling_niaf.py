@@ -472,7 +472,9 @@ class NiafModel(NiafPreTrainedModel):
                     f"NiafConfig: `image_keypoints` needs images as [B, num_cameras, 3, H, W]; backbone "
                     f"`{self.family}` takes flattened patches"
                 )
-            self.image_keypoints = NiafImageKeypoints(config.num_cameras, config.image_keypoints, hidden)
+            self.image_keypoints = NiafImageKeypoints(
+                config.num_cameras, config.image_keypoints, hidden,
+                channels=config.image_keypoint_channels)
         self._build_head(config)
         self.post_init()
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .data.chunking import with_torch_format
-from .data.metaworld import METAWORLD_FPS
+from .data.metaworld import METAWORLD_FPS, STATE_KINDS
 from .evaluation import EvalSettings
 from .evaluation.closed_loop import EvalError, load_policy, observation_ablation
 from .evaluation.command_plot import plot_executed_commands
@@ -151,6 +151,48 @@ def closed_loop(final_dir: Path, cfg: Any, out: Path, episodes: int, replan_ever
     return results
 
 
+PIXELS_CONFIG = "metaworld_pixels.yaml"
+PIXELS_DOCUMENTED = ("62.5 % mean at 20 Hz on 20 held-out episodes per task (reach 80 %, push 45 %), 10 % with "
+                     "black frames, after 31 min of training")
+"""The last documented measurement of the pixels policy (docs/benchmarks.md, "A policy that sees"), printed by
+the main job when no run of its own is found; update both together."""
+
+
+def input_summary(cfg: Any, loop: dict[str, Any]) -> list[str]:
+    """Lines saying which inputs the trained policy reads and what black frames did to it (from ``loop``), and,
+    for a policy handed Meta-World's privileged state, where the policy that has to find the goal in its cameras
+    is: its own run's result when one is found under the pixels config's output folder, else the documented one."""
+    d = cfg.data
+    normal = next(iter(loop.values()))["mean_success"]  # the training rate comes first
+    black = next(r for name, r in loop.items() if "black frames" in name)["mean_success"]
+    cameras = ", ".join(d.metaworld_camera)
+    crop = " (cropped to the workspace)" if d.metaworld_crop else ""
+    privileged = d.metaworld_state == "full"
+    state = (f"Meta-World's {len(STATE_KINDS['full'])}-d privileged state (hand, object and goal positions)"
+             if privileged else f"{len(STATE_KINDS[d.metaworld_state])}-d {d.metaworld_state} (hand position "
+             "and gripper only: the object and the goal must come from the cameras)")
+    lines = [f"inputs of this policy: {state}; camera(s) {cameras} at {d.metaworld_image_size} px{crop}; the "
+             "instruction",
+             f"with every camera frame black: {100 * black:.1f} % success (against {100 * normal:.1f} %)"]
+    if privileged:
+        pixels_cfg = load_config(PIXELS_CONFIG, [])
+        summary = Path(pixels_cfg.training.output_dir) / "demo_summary.json"
+        measured = f"documented: {PIXELS_DOCUMENTED}"
+        if summary.is_file():
+            try:
+                runs = json.loads(summary.read_text(encoding="utf-8"))["closed_loop"]
+                blind = [r for name, r in runs.items() if "black frames" in name]
+                first = next(iter(runs.values()))["mean_success"]
+                measured = f"your run in {summary.parent}: {100 * first:.1f} % mean at the training rate"
+                if blind:
+                    measured += f", {100 * blind[0]['mean_success']:.1f} % with black frames"
+            except (OSError, ValueError, KeyError, TypeError, StopIteration, AttributeError):
+                logger.warning("could not read %s; showing the documented result", summary)
+        lines.append(f"a policy that must find the goal in its cameras (state: hand + gripper only): "
+                     f"python -m niaf_train.demo --config {PIXELS_CONFIG}  [{measured}]")
+    return lines
+
+
 def _split_eval_args(argv: list[str]) -> tuple[list[str], int, int]:
     episodes, replan = 50, 8
     for flag in ("--eval_episodes", "--eval_replan_every"):
@@ -217,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n=== NIAF on Meta-World: closed loop on held-out variations ===")
     print(format_table({name.split(" (")[0]: r for name, r in loop.items()},
                        f"success over {episodes} episodes per task [95% Wilson interval]"))
+    print()
+    for line in input_summary(cfg, loop):
+        print(line)
     print("\nopen loop (held-out chunks, physical action units):")
     print(f"  position MSE {m['position_mse']:.5f} vs mean-action baseline {m['baseline_position_mse']:.5f} "
           f"(ratio {ratio:.2f}); mean squared jerk at 4x {m['mean_squared_jerk']:.4g} (per s^3)^2")

@@ -68,5 +68,23 @@ def test_config_bounds_and_unsupported_layouts_are_named():
         make_config("paligemma", image_keypoints=-1)
     with pytest.raises(ValueError, match="image_keypoints.*<= 256"):
         make_config("paligemma", image_keypoints=10_000)
+    with pytest.raises(ValueError, match="image_keypoint_channels.*>= 1"):
+        make_config("paligemma", image_keypoints=2, image_keypoint_channels=0)
+    with pytest.raises(ValueError, match="image_keypoint_channels.*<= 1024"):
+        make_config("paligemma", image_keypoints=2, image_keypoint_channels=100_000)
     with pytest.raises(ValueError, match="image_keypoints.*flattened patches"):
         make_model("qwen2_5_vl", image_keypoints=2)
+
+
+def test_the_encoder_width_is_the_configured_one_and_survives_a_save(tmp_path):
+    from modeling_niaf import NiafForActionFunction
+
+    model = make_model("paligemma", image_keypoints=3, image_keypoint_channels=8, num_cameras=2)
+    for encoder in model.image_keypoints.encoders:
+        convs = [m for m in encoder if isinstance(m, torch.nn.Conv2d)]
+        assert [c.out_channels for c in convs] == [8, 8, 8, 3]
+    model.save_pretrained(tmp_path)
+    again = NiafForActionFunction.from_pretrained(tmp_path)
+    assert again.config.image_keypoint_channels == 8
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)

@@ -174,6 +174,8 @@ def test_main_job_learns_and_reloads(tmp_path, cache_dir, capsys):
     assert (out / "demo_trajectories.png").stat().st_size > 10_000
     printed = capsys.readouterr().out
     assert "mean-action baseline" in printed and "closed loop on held-out variations" in printed
+    assert "inputs of this policy: Meta-World's 39-d privileged state" in printed  # what it reads, said plainly
+    assert "with every camera frame black:" in printed and "--config metaworld_pixels.yaml" in printed
     loop = summary["closed_loop"]
     assert len(loop) == 4
     rates = sorted(r["settings"]["execute_hz"] for r in loop.values())
