@@ -43,3 +43,10 @@ def test_the_pixels_policy_says_the_goal_comes_from_its_cameras(tmp_path, monkey
     assert "4-d agent_pos (hand position and gripper only" in lines[0]
     assert "corner2, topview at 64 px (cropped to the workspace)" in lines[0]
     assert len(lines) == 2  # no pointer to itself
+
+
+def test_the_documented_pixels_result_is_the_one_the_readme_shows():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    assert f"[documented: {PIXELS_DOCUMENTED}]" in readme  # the README's sample of the main job's output
