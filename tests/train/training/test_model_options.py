@@ -105,7 +105,7 @@ def test_every_model_key_reaches_the_built_config_and_the_shared_ones_the_proces
         "use_state": True, "state_to_queries": True, "normalization_mode": "IDENTITY",
         "unnormalized_action_dims": [3], "relative_action_state_indices": [0, None, None, None],
         "loss_weight_position": 0.5, "loss_weight_velocity": 0.25, "loss_weight_jerk": 1e-3,
-        "query_init_std": 0.05, "image_keypoints": 2,
+        "query_init_std": 0.05, "image_keypoints": 2, "image_keypoint_channels": 8,
     }
     # a NiafConfig argument added without a value here fails this test: give it a non-default one above
     assert set(overrides) == {f.name for f in dataclasses.fields(NiafConfigOptions)}
